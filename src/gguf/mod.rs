@@ -1,0 +1,514 @@
+//! GGUF reader: header, metadata and tensor table parsed with a bounds check on
+//! every read; tensor data borrowed zero-copy from a memory map.
+//!
+//! The parser works on any byte slice ([`GgufHeader::parse`]) so it can be
+//! fuzzed without files; [`GgufFile::open`] maps a file and parses it.
+
+mod types;
+mod writer;
+
+pub use types::TensorType;
+pub use writer::GgufWriter;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+/// The four bytes every GGUF file starts with.
+pub const MAGIC: &[u8; 4] = b"GGUF";
+/// Data-section alignment when `general.alignment` is absent.
+pub const DEFAULT_ALIGNMENT: u64 = 32;
+/// Arrays nested deeper than this are rejected (real files nest at most once).
+const MAX_ARRAY_DEPTH: u32 = 4;
+/// Tensors have at most this many dimensions (as in ggml).
+const MAX_DIMS: u32 = 4;
+
+/// Why a GGUF file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum GgufError {
+    /// The file could not be opened or mapped.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The first four bytes are not `GGUF`.
+    #[error("not a GGUF file: magic is {found:?}, expected \"GGUF\"")]
+    BadMagic {
+        /// The bytes found.
+        found: [u8; 4],
+    },
+    /// A version this reader does not support.
+    #[error("unsupported GGUF version {0} (supported: 2 and 3)")]
+    UnsupportedVersion(u32),
+    /// The input ended in the middle of a field.
+    #[error("truncated: needed {needed} bytes for {what} at offset {offset}, but the file has {len}")]
+    Truncated {
+        /// What was being read.
+        what: String,
+        /// Where it starts.
+        offset: u64,
+        /// How many bytes it needs.
+        needed: u64,
+        /// The input's length.
+        len: u64,
+    },
+    /// A count or size is larger than the file could possibly hold.
+    #[error("implausible {what} {value} at offset {offset}: the file has only {remaining} bytes left")]
+    Implausible {
+        /// What was being read.
+        what: String,
+        /// The value found.
+        value: u64,
+        /// Where it was found.
+        offset: u64,
+        /// Bytes remaining after it.
+        remaining: u64,
+    },
+    /// A metadata value type id that GGUF does not define.
+    #[error("unknown metadata value type {type_id} for key {key:?}")]
+    UnknownValueType {
+        /// The key whose value has it.
+        key: String,
+        /// The type id found.
+        type_id: u32,
+    },
+    /// A string that is not UTF-8.
+    #[error("string at offset {offset} is not valid UTF-8")]
+    BadUtf8 {
+        /// Where the string starts.
+        offset: u64,
+    },
+    /// Arrays nested beyond [`MAX_ARRAY_DEPTH`].
+    #[error("metadata key {key:?}: arrays nested more than {MAX_ARRAY_DEPTH} deep")]
+    TooDeep {
+        /// The key.
+        key: String,
+    },
+    /// The same metadata key or tensor name appears twice.
+    #[error("duplicate {what} {name:?}")]
+    Duplicate {
+        /// "metadata key" or "tensor".
+        what: &'static str,
+        /// The repeated name.
+        name: String,
+    },
+    /// `general.alignment` is zero, not a power of two, or not a u32.
+    #[error("invalid general.alignment {0} (must be a power of two)")]
+    BadAlignment(u64),
+    /// A tensor's shape or type makes no sense.
+    #[error("tensor {name:?}: {reason}")]
+    BadTensor {
+        /// The tensor.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A tensor's data lies (partly) outside the file.
+    #[error("tensor {name:?}: data [{start}, {end}) lies outside the data section [{data_start}, {file_len})")]
+    OutOfBounds {
+        /// The tensor.
+        name: String,
+        /// Absolute start of its data.
+        start: u64,
+        /// Absolute end of its data.
+        end: u64,
+        /// Start of the data section.
+        data_start: u64,
+        /// The file's length.
+        file_len: u64,
+    },
+}
+
+/// A metadata value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// uint8
+    U8(u8),
+    /// int8
+    I8(i8),
+    /// uint16
+    U16(u16),
+    /// int16
+    I16(i16),
+    /// uint32
+    U32(u32),
+    /// int32
+    I32(i32),
+    /// float32
+    F32(f32),
+    /// bool
+    Bool(bool),
+    /// UTF-8 string
+    String(String),
+    /// A homogeneous array.
+    Array(Vec<Value>),
+    /// uint64
+    U64(u64),
+    /// int64
+    I64(i64),
+    /// float64
+    F64(f64),
+}
+
+impl Value {
+    /// The value as an unsigned integer, when it is a non-negative integer of any width.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Value::U8(v) => Some(v.into()),
+            Value::U16(v) => Some(v.into()),
+            Value::U32(v) => Some(v.into()),
+            Value::U64(v) => Some(v),
+            Value::I8(v) => u64::try_from(v).ok(),
+            Value::I16(v) => u64::try_from(v).ok(),
+            Value::I32(v) => u64::try_from(v).ok(),
+            Value::I64(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    /// The value as a float, when it is any number.
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Value::F32(v) => Some(v.into()),
+            Value::F64(v) => Some(v),
+            Value::I8(v) => Some(v.into()),
+            Value::I16(v) => Some(v.into()),
+            Value::I32(v) => Some(v.into()),
+            Value::I64(v) => Some(v as f64),
+            _ => self.as_u64().map(|v| v as f64),
+        }
+    }
+
+    /// The value as a string slice.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value as an array.
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::U8(v) => write!(f, "{v}"),
+            Value::I8(v) => write!(f, "{v}"),
+            Value::U16(v) => write!(f, "{v}"),
+            Value::I16(v) => write!(f, "{v}"),
+            Value::U32(v) => write!(f, "{v}"),
+            Value::I32(v) => write!(f, "{v}"),
+            Value::F32(v) => write!(f, "{v}"),
+            Value::Bool(v) => write!(f, "{v}"),
+            Value::String(s) if s.len() > 60 => write!(f, "{:?}… ({} bytes)", &s[..s.floor_char_boundary(60)], s.len()),
+            Value::String(s) => write!(f, "{s:?}"),
+            Value::Array(a) => write!(f, "[{} items]", a.len()),
+            Value::U64(v) => write!(f, "{v}"),
+            Value::I64(v) => write!(f, "{v}"),
+            Value::F64(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// One entry of the tensor table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInfo {
+    /// The tensor's name, e.g. `blk.0.attn_q.weight`.
+    pub name: String,
+    /// Dimensions, innermost (contiguous) first, as in ggml's `ne`.
+    pub dims: Vec<u64>,
+    /// Storage type.
+    pub ty: TensorType,
+    /// Absolute byte offset of the data in the file.
+    pub offset: u64,
+    /// Size of the data in bytes.
+    pub size: u64,
+}
+
+impl TensorInfo {
+    /// Number of elements.
+    pub fn n_elements(&self) -> u64 {
+        self.dims.iter().product()
+    }
+}
+
+/// Everything in a GGUF file except the tensor data.
+#[derive(Debug, Clone)]
+pub struct GgufHeader {
+    /// Format version (2 or 3).
+    pub version: u32,
+    /// Metadata, by key.
+    pub metadata: BTreeMap<String, Value>,
+    /// The tensor table, in file order.
+    pub tensors: Vec<TensorInfo>,
+    /// Absolute offset of the data section.
+    pub data_offset: u64,
+    /// Alignment of tensor data.
+    pub alignment: u64,
+}
+
+/// A bounds-checked reader over the input bytes.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn remaining(&self) -> u64 {
+        (self.bytes.len() - self.pos) as u64
+    }
+
+    fn take(&mut self, n: u64, what: &dyn Fn() -> String) -> Result<&'a [u8], GgufError> {
+        if n > self.remaining() {
+            return Err(GgufError::Truncated {
+                what: what(),
+                offset: self.pos as u64,
+                needed: n,
+                len: self.bytes.len() as u64,
+            });
+        }
+        let start = self.pos;
+        self.pos += n as usize;
+        Ok(&self.bytes[start..self.pos])
+    }
+
+    fn array<const N: usize>(&mut self, what: &dyn Fn() -> String) -> Result<[u8; N], GgufError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N as u64, what)?);
+        Ok(out)
+    }
+
+    fn u32(&mut self, what: &dyn Fn() -> String) -> Result<u32, GgufError> {
+        self.array(what).map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self, what: &dyn Fn() -> String) -> Result<u64, GgufError> {
+        self.array(what).map(u64::from_le_bytes)
+    }
+
+    /// Reads a count and checks that `count * min_item_bytes` fits in the rest of the input.
+    fn count(&mut self, min_item_bytes: u64, what: &dyn Fn() -> String) -> Result<u64, GgufError> {
+        let offset = self.pos as u64;
+        let n = self.u64(what)?;
+        let remaining = self.remaining();
+        if n.saturating_mul(min_item_bytes.max(1)) > remaining {
+            return Err(GgufError::Implausible { what: what(), value: n, offset, remaining });
+        }
+        Ok(n)
+    }
+
+    fn string(&mut self, what: &dyn Fn() -> String) -> Result<String, GgufError> {
+        let len = self.count(1, &|| format!("{} (string length)", what()))?;
+        let offset = self.pos as u64;
+        let raw = self.take(len, what)?;
+        std::str::from_utf8(raw).map(str::to_owned).map_err(|_| GgufError::BadUtf8 { offset })
+    }
+
+    fn value(&mut self, type_id: u32, key: &str, depth: u32) -> Result<Value, GgufError> {
+        let what = || format!("value of {key:?}");
+        Ok(match type_id {
+            0 => Value::U8(self.array::<1>(&what)?[0]),
+            1 => Value::I8(self.array::<1>(&what)?[0] as i8),
+            2 => Value::U16(u16::from_le_bytes(self.array(&what)?)),
+            3 => Value::I16(i16::from_le_bytes(self.array(&what)?)),
+            4 => Value::U32(self.u32(&what)?),
+            5 => Value::I32(i32::from_le_bytes(self.array(&what)?)),
+            6 => Value::F32(f32::from_le_bytes(self.array(&what)?)),
+            7 => Value::Bool(self.array::<1>(&what)?[0] != 0),
+            8 => Value::String(self.string(&what)?),
+            9 => {
+                if depth >= MAX_ARRAY_DEPTH {
+                    return Err(GgufError::TooDeep { key: key.to_owned() });
+                }
+                let elem_type = self.u32(&what)?;
+                let min = min_value_bytes(elem_type)
+                    .ok_or_else(|| GgufError::UnknownValueType { key: key.to_owned(), type_id: elem_type })?;
+                let n = self.count(min, &|| format!("array length of {key:?}"))?;
+                let mut items = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    items.push(self.value(elem_type, key, depth + 1)?);
+                }
+                Value::Array(items)
+            }
+            10 => Value::U64(self.u64(&what)?),
+            11 => Value::I64(i64::from_le_bytes(self.array(&what)?)),
+            12 => Value::F64(f64::from_le_bytes(self.array(&what)?)),
+            other => return Err(GgufError::UnknownValueType { key: key.to_owned(), type_id: other }),
+        })
+    }
+}
+
+/// Smallest encoding of one value of a type, used to reject absurd array lengths early.
+fn min_value_bytes(type_id: u32) -> Option<u64> {
+    Some(match type_id {
+        0 | 1 | 7 => 1,
+        2 | 3 => 2,
+        4..=6 => 4,
+        8 => 8,
+        9 => 12,
+        10..=12 => 8,
+        _ => return None,
+    })
+}
+
+impl GgufHeader {
+    /// Parses the header, metadata and tensor table of a GGUF file held in `bytes`,
+    /// checking that every tensor's data lies inside `bytes`.
+    pub fn parse(bytes: &[u8]) -> Result<GgufHeader, GgufError> {
+        let mut c = Cursor { bytes, pos: 0 };
+        let magic: [u8; 4] = c.array(&|| "magic".into())?;
+        if &magic != MAGIC {
+            return Err(GgufError::BadMagic { found: magic });
+        }
+        let version = c.u32(&|| "version".into())?;
+        if !(2..=3).contains(&version) {
+            return Err(GgufError::UnsupportedVersion(version));
+        }
+        // A tensor-table entry is at least 8 (name) + 4 + 4 (type) + 8 (offset) bytes.
+        let n_tensors = c.count(24, &|| "tensor count".into())?;
+        // A metadata entry is at least 8 (key) + 4 (type) + 1 (value) bytes.
+        let n_kv = c.count(13, &|| "metadata count".into())?;
+
+        let mut metadata = BTreeMap::new();
+        for i in 0..n_kv {
+            let key = c.string(&|| format!("metadata key #{i}"))?;
+            let type_id = c.u32(&|| format!("value type of {key:?}"))?;
+            let value = c.value(type_id, &key, 0)?;
+            if metadata.insert(key.clone(), value).is_some() {
+                return Err(GgufError::Duplicate { what: "metadata key", name: key });
+            }
+        }
+        let alignment = match metadata.get("general.alignment") {
+            None => DEFAULT_ALIGNMENT,
+            Some(Value::U32(a)) if a.is_power_of_two() => u64::from(*a),
+            Some(v) => return Err(GgufError::BadAlignment(v.as_u64().unwrap_or(0))),
+        };
+
+        let mut raw = Vec::with_capacity(n_tensors as usize);
+        let mut names = std::collections::HashSet::new();
+        for i in 0..n_tensors {
+            let name = c.string(&|| format!("name of tensor #{i}"))?;
+            let n_dims = c.u32(&|| format!("dimension count of {name:?}"))?;
+            if n_dims == 0 || n_dims > MAX_DIMS {
+                return Err(GgufError::BadTensor { name, reason: format!("{n_dims} dimensions (1..={MAX_DIMS} allowed)") });
+            }
+            let mut dims = Vec::with_capacity(n_dims as usize);
+            for d in 0..n_dims {
+                dims.push(c.u64(&|| format!("dimension {d} of {name:?}"))?);
+            }
+            let ty = TensorType::from_id(c.u32(&|| format!("type of {name:?}"))?);
+            let rel = c.u64(&|| format!("offset of {name:?}"))?;
+            if !names.insert(name.clone()) {
+                return Err(GgufError::Duplicate { what: "tensor", name });
+            }
+            raw.push((name, dims, ty, rel));
+        }
+
+        let data_offset = (c.pos as u64).next_multiple_of(alignment);
+        let file_len = bytes.len() as u64;
+        let mut tensors = Vec::with_capacity(raw.len());
+        for (name, dims, ty, rel) in raw {
+            let size = tensor_bytes(&name, &dims, ty)?;
+            if rel % alignment != 0 {
+                return Err(GgufError::BadTensor { name, reason: format!("offset {rel} is not a multiple of the alignment {alignment}") });
+            }
+            let start = data_offset.checked_add(rel);
+            let end = start.and_then(|s| s.checked_add(size));
+            match (start, end) {
+                (Some(start), Some(end)) if end <= file_len => {
+                    tensors.push(TensorInfo { name, dims, ty, offset: start, size });
+                }
+                _ => {
+                    return Err(GgufError::OutOfBounds {
+                        name,
+                        start: start.unwrap_or(u64::MAX),
+                        end: end.unwrap_or(u64::MAX),
+                        data_start: data_offset,
+                        file_len,
+                    })
+                }
+            }
+        }
+        Ok(GgufHeader { version, metadata, tensors, data_offset, alignment })
+    }
+
+    /// A metadata value by key.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.metadata.get(key)
+    }
+
+    /// A tensor's table entry by name.
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+}
+
+/// Byte size of a tensor, checking that its row length is a whole number of blocks
+/// and that nothing overflows.
+fn tensor_bytes(name: &str, dims: &[u64], ty: TensorType) -> Result<u64, GgufError> {
+    let bad = |reason: String| GgufError::BadTensor { name: name.to_owned(), reason };
+    let (block, block_bytes) = ty.block_geometry().ok_or_else(|| bad(format!("unsupported tensor type {ty}")))?;
+    let (block, block_bytes) = (block as u64, block_bytes as u64);
+    if dims[0] % block != 0 {
+        return Err(bad(format!("row length {} is not a multiple of the {ty} block size {block}", dims[0])));
+    }
+    let n = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| bad(format!("shape {dims:?} overflows")))?;
+    (n / block).checked_mul(block_bytes).ok_or_else(|| bad(format!("shape {dims:?} overflows")))
+}
+
+/// A memory-mapped GGUF file with its parsed header.
+pub struct GgufFile {
+    /// Where the file was read from.
+    pub path: PathBuf,
+    /// The parsed header.
+    pub header: GgufHeader,
+    mmap: Mmap,
+}
+
+impl GgufFile {
+    /// Maps and parses a GGUF file.
+    pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
+        let path = path.as_ref().to_path_buf();
+        let io = |source| GgufError::Io { path: path.clone(), source };
+        let file = File::open(&path).map_err(io)?;
+        // SAFETY: the map is read-only; the file is not expected to change while
+        // mapped (a model file being rewritten under a running engine is outside its contract).
+        let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let header = GgufHeader::parse(&mmap)?;
+        Ok(GgufFile { path, header, mmap })
+    }
+
+    /// The raw bytes of a tensor (already bounds-checked at parse time).
+    pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
+        &self.mmap[info.offset as usize..(info.offset + info.size) as usize]
+    }
+
+    /// The file's size in bytes.
+    pub fn len(&self) -> u64 {
+        self.mmap.len() as u64
+    }
+
+    /// Whether the file is empty (never true for a parsed file).
+    pub fn is_empty(&self) -> bool {
+        self.mmap.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,8 @@
+//! falsify: numbered, falsifiable claims about LLM inference, run for real.
+//!
+//! The modules follow the data's path: [`gguf`] reads model files, [`quant`]
+//! decodes their tensor formats, [`model`] runs the Qwen2 transformer,
+//! [`tokenizer`] and [`sample`] turn text into tokens and back, and
+//! [`engine`] drives generation with timings.
+
+pub mod gguf;
