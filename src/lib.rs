@@ -6,3 +6,4 @@
 //! [`engine`] drives generation with timings.
 
 pub mod gguf;
+pub mod quant;

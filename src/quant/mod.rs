@@ -1,0 +1,144 @@
+//! Reference (scalar) decoding of the tensor formats real Qwen2.5 GGUF files use,
+//! and the quantized dot products that the forward pass is built on.
+//!
+//! As in llama.cpp, a matrix-vector product with quantized weights first
+//! quantizes the activation row into the weight type's *dot type*
+//! ([`dot_type`]): Q8_0 for the 32-element formats, Q8_K for K-quants, F16/BF16
+//! for half-precision weights. The integer dot product then runs block by block.
+//! These scalar functions are the oracle every fast kernel is checked against.
+
+mod kquants;
+mod legacy;
+
+use half::{bf16, f16};
+
+use crate::gguf::TensorType;
+
+/// Why a row could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuantError {
+    /// The type has no reference implementation here.
+    #[error("tensor type {0} is not supported")]
+    Unsupported(TensorType),
+    /// The byte length does not match the element count for the type.
+    #[error("{ty}: {n} elements need {expected} bytes, got {got}")]
+    Length {
+        /// The type.
+        ty: TensorType,
+        /// Elements requested.
+        n: usize,
+        /// Bytes those need.
+        expected: usize,
+        /// Bytes given.
+        got: usize,
+    },
+}
+
+/// Reads the little-endian f16 at byte `at` as f32.
+#[inline]
+pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// Checks that `bytes` holds exactly `n` elements of `ty`.
+pub fn check_len(ty: TensorType, n: usize, bytes: usize) -> Result<(), QuantError> {
+    let expected = ty.row_bytes(n).ok_or(QuantError::Unsupported(ty))?;
+    if expected != bytes {
+        return Err(QuantError::Length { ty, n, expected, got: bytes });
+    }
+    Ok(())
+}
+
+/// Decodes `out.len()` elements of type `ty` from `bytes` into f32.
+pub fn dequantize(ty: TensorType, bytes: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
+    check_len(ty, out.len(), bytes.len())?;
+    match ty {
+        TensorType::F32 => {
+            for (y, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *y = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        TensorType::F16 => {
+            for (y, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *y = f16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        TensorType::BF16 => {
+            for (y, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *y = bf16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        TensorType::Q4_0 => legacy::dequantize_q4_0(bytes, out),
+        TensorType::Q5_0 => legacy::dequantize_q5_0(bytes, out),
+        TensorType::Q8_0 => legacy::dequantize_q8_0(bytes, out),
+        TensorType::Q4K => kquants::dequantize_q4k(bytes, out),
+        TensorType::Q5K => kquants::dequantize_q5k(bytes, out),
+        TensorType::Q6K => kquants::dequantize_q6k(bytes, out),
+        TensorType::Q8K | TensorType::Other(_) => return Err(QuantError::Unsupported(ty)),
+    }
+    Ok(())
+}
+
+/// The format activations are converted to before a dot product with weights of type `ty`.
+pub fn dot_type(ty: TensorType) -> Result<TensorType, QuantError> {
+    Ok(match ty {
+        TensorType::F32 => TensorType::F32,
+        TensorType::F16 => TensorType::F16,
+        TensorType::BF16 => TensorType::BF16,
+        TensorType::Q4_0 | TensorType::Q5_0 | TensorType::Q8_0 => TensorType::Q8_0,
+        TensorType::Q4K | TensorType::Q5K | TensorType::Q6K => TensorType::Q8K,
+        TensorType::Q8K | TensorType::Other(_) => return Err(QuantError::Unsupported(ty)),
+    })
+}
+
+/// Encodes `x` as type `ty` (an activation format: F32, F16, BF16, Q8_0 or Q8_K)
+/// into `out`, which must hold exactly `x.len()` elements of `ty`.
+pub fn quantize(ty: TensorType, x: &[f32], out: &mut [u8]) -> Result<(), QuantError> {
+    check_len(ty, x.len(), out.len())?;
+    match ty {
+        TensorType::F32 => {
+            for (c, v) in out.chunks_exact_mut(4).zip(x) {
+                c.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        TensorType::F16 => {
+            for (c, v) in out.chunks_exact_mut(2).zip(x) {
+                c.copy_from_slice(&f16::from_f32(*v).to_le_bytes());
+            }
+        }
+        TensorType::BF16 => {
+            for (c, v) in out.chunks_exact_mut(2).zip(x) {
+                c.copy_from_slice(&bf16::from_f32(*v).to_le_bytes());
+            }
+        }
+        TensorType::Q8_0 => legacy::quantize_q8_0(x, out),
+        TensorType::Q8K => kquants::quantize_q8k(x, out),
+        _ => return Err(QuantError::Unsupported(ty)),
+    }
+    Ok(())
+}
+
+/// Dot product of one weight row of type `ty` with an activation row already
+/// encoded as [`dot_type`]`(ty)`. Both must hold the same number of elements.
+pub fn dot(ty: TensorType, w: &[u8], a: &[u8]) -> f32 {
+    match ty {
+        TensorType::F32 => float_dot(w, a, 4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        TensorType::F16 => float_dot(w, a, 2, |c| f16::from_le_bytes([c[0], c[1]]).to_f32()),
+        TensorType::BF16 => float_dot(w, a, 2, |c| bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+        TensorType::Q4_0 => legacy::dot_q4_0_q8_0(w, a),
+        TensorType::Q5_0 => legacy::dot_q5_0_q8_0(w, a),
+        TensorType::Q8_0 => legacy::dot_q8_0_q8_0(w, a),
+        TensorType::Q4K => kquants::dot_q4k_q8k(w, a),
+        TensorType::Q5K => kquants::dot_q5k_q8k(w, a),
+        TensorType::Q6K => kquants::dot_q6k_q8k(w, a),
+        TensorType::Q8K | TensorType::Other(_) => f32::NAN,
+    }
+}
+
+fn float_dot(w: &[u8], a: &[u8], width: usize, read: fn(&[u8]) -> f32) -> f32 {
+    w.chunks_exact(width).zip(a.chunks_exact(width)).map(|(x, y)| f64::from(read(x)) * f64::from(read(y))).sum::<f64>()
+        as f32
+}
+
+#[cfg(test)]
+mod tests;

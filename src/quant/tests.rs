@@ -1,0 +1,128 @@
+//! Bit-exactness against fixtures produced by independent references
+//! (`scripts/gen-quant-fixtures.py`: gguf-py's `gguf.quants` and llama.cpp's
+//! `quantize_row_q8_K_ref`), and dot products checked against dequantization.
+
+use super::*;
+
+macro_rules! fixture {
+    ($name:literal) => {
+        (
+            &include_bytes!(concat!("../../tests/fixtures/quant/", $name, ".in"))[..],
+            &include_bytes!(concat!("../../tests/fixtures/quant/", $name, ".out"))[..],
+        )
+    };
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+fn assert_dequant_bit_exact(ty: TensorType, (input, expected): (&[u8], &[u8])) {
+    let expected = f32s(expected);
+    let mut got = vec![0.0; expected.len()];
+    dequantize(ty, input, &mut got).unwrap();
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert!(g.to_bits() == e.to_bits() || (g.is_nan() && e.is_nan()), "{ty} element {i}: got {g}, reference {e}");
+    }
+}
+
+#[test]
+fn dequantization_is_bit_exact_on_random_blocks() {
+    assert_dequant_bit_exact(TensorType::Q4_0, fixture!("random_Q4_0"));
+    assert_dequant_bit_exact(TensorType::Q5_0, fixture!("random_Q5_0"));
+    assert_dequant_bit_exact(TensorType::Q8_0, fixture!("random_Q8_0"));
+    assert_dequant_bit_exact(TensorType::Q4K, fixture!("random_Q4_K"));
+    assert_dequant_bit_exact(TensorType::Q5K, fixture!("random_Q5_K"));
+    assert_dequant_bit_exact(TensorType::Q6K, fixture!("random_Q6_K"));
+    assert_dequant_bit_exact(TensorType::F16, fixture!("random_F16"));
+    assert_dequant_bit_exact(TensorType::BF16, fixture!("random_BF16"));
+    assert_dequant_bit_exact(TensorType::F32, fixture!("random_F32"));
+}
+
+#[test]
+fn dequantization_is_bit_exact_on_real_model_tensors() {
+    assert_dequant_bit_exact(TensorType::Q5_0, fixture!("model_Q5_0"));
+    assert_dequant_bit_exact(TensorType::Q8_0, fixture!("model_Q8_0"));
+    assert_dequant_bit_exact(TensorType::Q4K, fixture!("model_Q4_K"));
+    assert_dequant_bit_exact(TensorType::Q6K, fixture!("model_Q6_K"));
+    assert_dequant_bit_exact(TensorType::F32, fixture!("model_F32"));
+}
+
+#[test]
+fn activation_quantization_is_bit_exact() {
+    for (ty, (input, expected)) in [(TensorType::Q8_0, fixture!("quantize_Q8_0")), (TensorType::Q8K, fixture!("quantize_Q8_K"))] {
+        let x = f32s(input);
+        let mut got = vec![0u8; ty.row_bytes(x.len()).unwrap()];
+        quantize(ty, &x, &mut got).unwrap();
+        assert_eq!(got.len(), expected.len());
+        let first = got.iter().zip(expected).position(|(a, b)| a != b);
+        assert_eq!(first, None, "{ty}: first differing byte");
+    }
+}
+
+#[test]
+fn a_corrupted_reference_is_detected() {
+    let (input, expected) = fixture!("random_Q6_K");
+    let mut wrong = expected.to_vec();
+    wrong[4] ^= 1;
+    let result = std::panic::catch_unwind(|| assert_dequant_bit_exact(TensorType::Q6K, (input, &wrong)));
+    assert!(result.is_err(), "a one-bit difference went unnoticed");
+}
+
+/// Dot products equal the f64 sum of the dequantized operands to float rounding.
+#[test]
+fn dot_products_agree_with_dequantized_operands() {
+    let cases = [
+        (TensorType::Q4_0, fixture!("random_Q4_0").0),
+        (TensorType::Q5_0, fixture!("random_Q5_0").0),
+        (TensorType::Q8_0, fixture!("random_Q8_0").0),
+        (TensorType::Q4K, fixture!("random_Q4_K").0),
+        (TensorType::Q5K, fixture!("random_Q5_K").0),
+        (TensorType::Q6K, fixture!("random_Q6_K").0),
+        (TensorType::Q6K, fixture!("model_Q6_K").0),
+        (TensorType::F16, fixture!("random_F16").0),
+        (TensorType::BF16, fixture!("random_BF16").0),
+        (TensorType::F32, fixture!("random_F32").0),
+    ];
+    for (ty, w) in cases {
+        let (block, bytes) = ty.block_geometry().unwrap();
+        let n = w.len() / bytes * block;
+        let x: Vec<f32> = (0..n).map(|i| ((i * 7919 % 113) as f32 - 56.0) * 0.03).collect();
+        let at = dot_type(ty).unwrap();
+        let mut a = vec![0u8; at.row_bytes(n).unwrap()];
+        quantize(at, &x, &mut a).unwrap();
+        let (mut wd, mut ad) = (vec![0.0; n], vec![0.0; n]);
+        dequantize(ty, w, &mut wd).unwrap();
+        if at == TensorType::Q8K {
+            // Q8_K has no dequantizer in the public API: d * q.
+            for (blk, out) in a.chunks_exact(292).zip(ad.chunks_exact_mut(256)) {
+                let d = f32::from_le_bytes(blk[..4].try_into().unwrap());
+                for (o, &q) in out.iter_mut().zip(&blk[4..260]) {
+                    *o = d * f32::from(q as i8);
+                }
+            }
+        } else {
+            dequantize(at, &a, &mut ad).unwrap();
+        }
+        let exact: f64 = wd.iter().zip(&ad).map(|(&p, &q)| f64::from(p) * f64::from(q)).sum();
+        let scale: f64 = wd.iter().zip(&ad).map(|(&p, &q)| (f64::from(p) * f64::from(q)).abs()).sum();
+        let got = f64::from(dot(ty, w, &a));
+        assert!((got - exact).abs() <= 1e-5 * scale + 1e-6, "{ty}: dot {got} vs dequantized {exact} (scale {scale})");
+    }
+}
+
+#[test]
+fn length_mismatch_and_unsupported_types_are_errors() {
+    let mut out = [0.0; 32];
+    let err = dequantize(TensorType::Q8_0, &[0; 33], &mut out).unwrap_err();
+    assert_eq!(err.to_string(), "Q8_0: 32 elements need 34 bytes, got 33");
+    assert_eq!(dequantize(TensorType::Other(99), &[], &mut []).unwrap_err(), QuantError::Unsupported(TensorType::Other(99)));
+    assert!(dot_type(TensorType::Q8K).is_err());
+}
+
+#[test]
+fn q8k_of_all_zeros_is_all_zeros() {
+    let mut out = vec![0xAAu8; 292];
+    quantize(TensorType::Q8K, &[0.0; 256], &mut out).unwrap();
+    assert!(out.iter().all(|&b| b == 0));
+}
