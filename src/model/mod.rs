@@ -1,0 +1,363 @@
+//! The Qwen2 transformer: weights located in a memory-mapped GGUF file, and a
+//! scalar reference forward pass with a KV cache.
+//!
+//! Per layer: RMSNorm → Q/K/V projections with biases → NEOX RoPE →
+//! grouped-query causal attention → output projection → residual → RMSNorm →
+//! SwiGLU FFN → residual. Then the final norm and the LM head (`output.weight`,
+//! or the token embedding when the model ties them).
+
+mod config;
+mod kv_cache;
+pub mod ops;
+
+pub use config::ModelConfig;
+pub use kv_cache::KvCache;
+
+use std::path::Path;
+
+use crate::gguf::{GgufError, GgufFile, TensorInfo};
+use crate::quant::{self, QuantError};
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The file is not a readable GGUF file.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// The architecture is not Qwen2.
+    #[error("unsupported architecture {0:?} (this engine runs qwen2)")]
+    UnsupportedArch(String),
+    /// A required metadata key is absent.
+    #[error("metadata key {0:?} is missing")]
+    MissingKey(String),
+    /// A metadata value is out of range or of the wrong type.
+    #[error("metadata key {key:?} has an invalid value {value}")]
+    BadValue {
+        /// The key.
+        key: String,
+        /// The value, as text.
+        value: String,
+    },
+    /// A required tensor is absent.
+    #[error("tensor {0:?} is missing")]
+    MissingTensor(String),
+    /// A tensor has the wrong shape.
+    #[error("tensor {name:?} has shape {got:?}, expected {expected:?}")]
+    Shape {
+        /// The tensor.
+        name: String,
+        /// Its dims.
+        got: Vec<u64>,
+        /// The dims the config implies.
+        expected: Vec<u64>,
+    },
+    /// A tensor's type cannot be computed with.
+    #[error("tensor {name:?}: {source}")]
+    Quant {
+        /// The tensor.
+        name: String,
+        /// The reason.
+        source: QuantError,
+    },
+    /// A token id outside the vocabulary.
+    #[error("token id {id} is outside the vocabulary (size {vocab})")]
+    TokenOutOfRange {
+        /// The id.
+        id: u32,
+        /// The vocabulary size.
+        vocab: usize,
+    },
+    /// The KV cache is full.
+    #[error("context full: {needed} positions needed, the KV cache holds {capacity}")]
+    ContextFull {
+        /// Positions the request needs.
+        needed: usize,
+        /// Positions the cache holds.
+        capacity: usize,
+    },
+    /// An empty batch was given.
+    #[error("no tokens to process")]
+    Empty,
+}
+
+/// A 2-D weight in the file: `rows` rows of `cols` elements of type `ty`.
+#[derive(Debug, Clone)]
+pub struct Matrix {
+    /// Where its data lies in the file.
+    pub info: TensorInfo,
+    /// Output features.
+    pub rows: usize,
+    /// Input features (row length).
+    pub cols: usize,
+    /// Bytes per row.
+    pub row_bytes: usize,
+}
+
+/// The weights of one transformer block (norms and biases copied out as f32).
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// RMSNorm weight before attention.
+    pub attn_norm: Vec<f32>,
+    /// Query projection.
+    pub wq: Matrix,
+    /// Key projection.
+    pub wk: Matrix,
+    /// Value projection.
+    pub wv: Matrix,
+    /// Query bias.
+    pub bq: Vec<f32>,
+    /// Key bias.
+    pub bk: Vec<f32>,
+    /// Value bias.
+    pub bv: Vec<f32>,
+    /// Attention output projection.
+    pub wo: Matrix,
+    /// RMSNorm weight before the FFN.
+    pub ffn_norm: Vec<f32>,
+    /// FFN gate projection.
+    pub w_gate: Matrix,
+    /// FFN up projection.
+    pub w_up: Matrix,
+    /// FFN down projection.
+    pub w_down: Matrix,
+}
+
+/// A loaded Qwen2 model.
+pub struct Model {
+    /// The mapped file.
+    pub file: GgufFile,
+    /// Hyperparameters.
+    pub config: ModelConfig,
+    /// Token embedding (`token_embd.weight`).
+    pub token_embd: Matrix,
+    /// Transformer blocks.
+    pub layers: Vec<Layer>,
+    /// Final RMSNorm weight.
+    pub output_norm: Vec<f32>,
+    /// LM head (`output.weight`, or the token embedding when tied).
+    pub lm_head: Matrix,
+    /// Worker threads for matrix products.
+    pub threads: usize,
+}
+
+/// Which positions of a batch need logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position (prefill, decode).
+    Last,
+    /// Every position (teacher forcing, perplexity).
+    All,
+}
+
+impl Model {
+    /// Maps a GGUF file and locates and checks every tensor the forward pass needs.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model, ModelError> {
+        let file = GgufFile::open(path)?;
+        let config = ModelConfig::from_header(&file.header)?;
+        let c = &config;
+        let (d, kv, ff) = (c.n_embd, c.kv_dim(), c.n_ff);
+        let matrix = |name: &str, cols: usize, rows: usize| -> Result<Matrix, ModelError> {
+            let info = file.header.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.into()))?;
+            if info.dims != [cols as u64, rows as u64] {
+                return Err(ModelError::Shape { name: name.into(), got: info.dims.clone(), expected: vec![cols as u64, rows as u64] });
+            }
+            quant::dot_type(info.ty).map_err(|source| ModelError::Quant { name: name.into(), source })?;
+            let row_bytes = info.ty.row_bytes(cols).ok_or_else(|| ModelError::Quant { name: name.into(), source: QuantError::Unsupported(info.ty) })?;
+            Ok(Matrix { info: info.clone(), rows, cols, row_bytes })
+        };
+        let vector = |name: &str, n: usize| -> Result<Vec<f32>, ModelError> {
+            let info = file.header.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.into()))?;
+            if info.dims != [n as u64] {
+                return Err(ModelError::Shape { name: name.into(), got: info.dims.clone(), expected: vec![n as u64] });
+            }
+            let mut out = vec![0.0; n];
+            quant::dequantize(info.ty, file.tensor_data(info), &mut out).map_err(|source| ModelError::Quant { name: name.into(), source })?;
+            Ok(out)
+        };
+        let token_embd = matrix("token_embd.weight", d, c.vocab_size)?;
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for i in 0..c.n_layer {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            layers.push(Layer {
+                attn_norm: vector(&n("attn_norm.weight"), d)?,
+                wq: matrix(&n("attn_q.weight"), d, d)?,
+                wk: matrix(&n("attn_k.weight"), d, kv)?,
+                wv: matrix(&n("attn_v.weight"), d, kv)?,
+                bq: vector(&n("attn_q.bias"), d)?,
+                bk: vector(&n("attn_k.bias"), kv)?,
+                bv: vector(&n("attn_v.bias"), kv)?,
+                wo: matrix(&n("attn_output.weight"), d, d)?,
+                ffn_norm: vector(&n("ffn_norm.weight"), d)?,
+                w_gate: matrix(&n("ffn_gate.weight"), d, ff)?,
+                w_up: matrix(&n("ffn_up.weight"), d, ff)?,
+                w_down: matrix(&n("ffn_down.weight"), ff, d)?,
+            });
+        }
+        let output_norm = vector("output_norm.weight", d)?;
+        let lm_head = match file.header.tensor("output.weight") {
+            Some(_) => matrix("output.weight", d, c.vocab_size)?,
+            None => token_embd.clone(),
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(Model { file, config, token_embd, layers, output_norm, lm_head, threads })
+    }
+
+    /// A KV cache for up to `capacity` positions.
+    pub fn new_cache(&self, capacity: usize) -> KvCache {
+        KvCache::new(self.config.n_layer, self.config.kv_dim(), capacity)
+    }
+
+    fn rows(&self, m: &Matrix) -> &[u8] {
+        self.file.tensor_data(&m.info)
+    }
+
+    /// Looks up one token's embedding.
+    pub fn embed(&self, token: u32, out: &mut [f32]) -> Result<(), ModelError> {
+        let vocab = self.config.vocab_size;
+        if token as usize >= vocab {
+            return Err(ModelError::TokenOutOfRange { id: token, vocab });
+        }
+        let m = &self.token_embd;
+        let row = &self.rows(m)[token as usize * m.row_bytes..][..m.row_bytes];
+        quant::dequantize(m.info.ty, row, out).map_err(|source| ModelError::Quant { name: m.info.name.clone(), source })
+    }
+
+    /// `out[t][r] = W[r] · xs[t]` for every row `r` of `m` and every input row `t`
+    /// (`xs` holds rows of `m.cols`, `out` rows of `m.rows`), split across threads by rows.
+    pub(crate) fn matmul(&self, m: &Matrix, xs: &[f32], out: &mut [f32]) {
+        let n_tok = xs.len() / m.cols;
+        let at = quant::dot_type(m.info.ty).expect("checked at load");
+        let a_bytes = at.row_bytes(m.cols).expect("checked at load");
+        let mut acts = vec![0u8; a_bytes * n_tok];
+        for (x, a) in xs.chunks_exact(m.cols).zip(acts.chunks_exact_mut(a_bytes)) {
+            quant::quantize(at, x, a).expect("sizes checked at load");
+        }
+        let w = self.rows(m);
+        // Rows-major result per output row, so each thread owns a contiguous range.
+        let mut by_row = vec![0.0f32; m.rows * n_tok];
+        let chunk_rows = m.rows.div_ceil(self.threads.max(1));
+        std::thread::scope(|s| {
+            for (ci, chunk) in by_row.chunks_mut(chunk_rows * n_tok).enumerate() {
+                let acts = &acts;
+                s.spawn(move || {
+                    for (i, res) in chunk.chunks_exact_mut(n_tok).enumerate() {
+                        let r = ci * chunk_rows + i;
+                        let wr = &w[r * m.row_bytes..][..m.row_bytes];
+                        for (t, y) in res.iter_mut().enumerate() {
+                            *y = quant::dot(m.info.ty, wr, &acts[t * a_bytes..][..a_bytes]);
+                        }
+                    }
+                });
+            }
+        });
+        for (r, res) in by_row.chunks_exact(n_tok).enumerate() {
+            for (t, &y) in res.iter().enumerate() {
+                out[t * m.rows + r] = y;
+            }
+        }
+    }
+
+    /// Runs `tokens` (at positions `cache.len()..`) through the model, appending
+    /// their keys and values to `cache`. Returns logits for the last position
+    /// (`Logits::Last`, `vocab` values) or for every position (`Logits::All`,
+    /// `tokens.len() * vocab` values).
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: Logits) -> Result<Vec<f32>, ModelError> {
+        let c = &self.config;
+        let (d, kv, hd, n) = (c.n_embd, c.kv_dim(), c.head_dim, tokens.len());
+        if n == 0 {
+            return Err(ModelError::Empty);
+        }
+        let p0 = cache.len();
+        if p0 + n > cache.capacity() {
+            return Err(ModelError::ContextFull { needed: p0 + n, capacity: cache.capacity() });
+        }
+        let mut x = vec![0.0f32; n * d];
+        for (&t, row) in tokens.iter().zip(x.chunks_exact_mut(d)) {
+            self.embed(t, row)?;
+        }
+        let (mut cos, mut sin) = (vec![0.0f32; n * hd / 2], vec![0.0f32; n * hd / 2]);
+        for (t, (cs, sn)) in cos.chunks_exact_mut(hd / 2).zip(sin.chunks_exact_mut(hd / 2)).enumerate() {
+            ops::rope_angles(p0 + t, hd, c.rope_base, cs, sn);
+        }
+        let mut h = vec![0.0f32; n * d];
+        let (mut q, mut k, mut v) = (vec![0.0f32; n * d], vec![0.0f32; n * kv], vec![0.0f32; n * kv]);
+        let mut attn = vec![0.0f32; n * d];
+        let mut o = vec![0.0f32; n * d];
+        let (mut gate, mut up) = (vec![0.0f32; n * c.n_ff], vec![0.0f32; n * c.n_ff]);
+        let mut scores = vec![0.0f32; p0 + n];
+        let scale = 1.0 / (hd as f32).sqrt();
+        let group = c.n_head / c.n_head_kv;
+
+        for (li, l) in self.layers.iter().enumerate() {
+            h.copy_from_slice(&x);
+            h.chunks_exact_mut(d).for_each(|r| ops::rms_norm(r, &l.attn_norm, c.rms_eps));
+            self.matmul(&l.wq, &h, &mut q);
+            self.matmul(&l.wk, &h, &mut k);
+            self.matmul(&l.wv, &h, &mut v);
+            add_bias(&mut q, &l.bq);
+            add_bias(&mut k, &l.bk);
+            add_bias(&mut v, &l.bv);
+            for t in 0..n {
+                let (cs, sn) = (&cos[t * hd / 2..][..hd / 2], &sin[t * hd / 2..][..hd / 2]);
+                ops::rope_neox(&mut q[t * d..][..d], hd, cs, sn);
+                ops::rope_neox(&mut k[t * kv..][..kv], hd, cs, sn);
+            }
+            cache.write(li, p0, &k, &v);
+            for t in 0..n {
+                let ctx = p0 + t + 1; // causal: positions 0..=p0+t
+                for head in 0..c.n_head {
+                    let kvh = head / group;
+                    let qh = &q[t * d + head * hd..][..hd];
+                    for (p, s) in scores[..ctx].iter_mut().enumerate() {
+                        let kp = &cache.key(li, p)[kvh * hd..][..hd];
+                        *s = qh.iter().zip(kp).map(|(a, b)| a * b).sum::<f32>() * scale;
+                    }
+                    ops::softmax(&mut scores[..ctx]);
+                    let out = &mut attn[t * d + head * hd..][..hd];
+                    out.fill(0.0);
+                    for (p, &w) in scores[..ctx].iter().enumerate() {
+                        let vp = &cache.value(li, p)[kvh * hd..][..hd];
+                        for (o, vv) in out.iter_mut().zip(vp) {
+                            *o += w * vv;
+                        }
+                    }
+                }
+            }
+            self.matmul(&l.wo, &attn, &mut o);
+            add_into(&mut x, &o);
+
+            h.copy_from_slice(&x);
+            h.chunks_exact_mut(d).for_each(|r| ops::rms_norm(r, &l.ffn_norm, c.rms_eps));
+            self.matmul(&l.w_gate, &h, &mut gate);
+            self.matmul(&l.w_up, &h, &mut up);
+            ops::swiglu(&mut gate, &up);
+            self.matmul(&l.w_down, &gate, &mut o);
+            add_into(&mut x, &o);
+        }
+        cache.advance(n);
+
+        let rows: &mut [f32] = match which {
+            Logits::Last => &mut x[(n - 1) * d..],
+            Logits::All => &mut x,
+        };
+        rows.chunks_exact_mut(d).for_each(|r| ops::rms_norm(r, &self.output_norm, c.rms_eps));
+        let mut logits = vec![0.0f32; rows.len() / d * c.vocab_size];
+        self.matmul(&self.lm_head, rows, &mut logits);
+        Ok(logits)
+    }
+}
+
+fn add_bias(rows: &mut [f32], bias: &[f32]) {
+    for row in rows.chunks_exact_mut(bias.len()) {
+        add_into(row, bias);
+    }
+}
+
+fn add_into(acc: &mut [f32], x: &[f32]) {
+    for (a, b) in acc.iter_mut().zip(x) {
+        *a += b;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,182 @@
+//! Forward-pass properties on a small synthetic Qwen2 model written as GGUF.
+
+use super::*;
+use crate::gguf::{GgufWriter, TensorType, Value};
+
+/// Deterministic pseudo-random numbers in [-1, 1).
+pub(crate) struct Lcg(pub u64);
+impl Lcg {
+    pub(crate) fn next(&mut self) -> f32 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+/// Random weights of `rows × cols` encoded as `ty` (scales kept small and finite).
+fn weights(rng: &mut Lcg, ty: TensorType, rows: usize, cols: usize) -> Vec<u8> {
+    let n = rows * cols;
+    match ty {
+        TensorType::F32 | TensorType::F16 | TensorType::Q8_0 => {
+            let x: Vec<f32> = (0..n).map(|_| rng.next() * 0.2).collect();
+            let mut out = vec![0u8; ty.row_bytes(n).unwrap()];
+            crate::quant::quantize(ty, &x, &mut out).unwrap();
+            out
+        }
+        _ => {
+            let (_, block_bytes) = ty.block_geometry().unwrap();
+            let mut out: Vec<u8> = (0..ty.row_bytes(n).unwrap()).map(|_| (rng.next() * 128.0 + 128.0) as u8).collect();
+            let scale_at: &[usize] = match ty {
+                TensorType::Q6K => &[208],
+                TensorType::Q4K | TensorType::Q5K => &[0, 2],
+                _ => &[0],
+            };
+            for block in out.chunks_exact_mut(block_bytes) {
+                for &at in scale_at {
+                    block[at..at + 2].copy_from_slice(&half::f16::from_f32(0.002 + rng.next().abs() * 0.002).to_le_bytes());
+                }
+            }
+            out
+        }
+    }
+}
+
+pub(crate) struct Synthetic {
+    /// Leave out `output.weight` (the LM head is then the token embedding).
+    pub tied: bool,
+    pub n_layer: usize,
+    /// Row length written for `output.weight` (64 is correct).
+    pub head_cols: usize,
+}
+
+/// Writes a tiny Qwen2 model: hidden 64, 4 heads, 2 KV heads, FFN 256, vocab 48.
+pub(crate) fn synthetic_model(opts: Synthetic) -> Vec<u8> {
+    let (d, kv, ff, vocab) = (64usize, 32usize, 256usize, 48usize);
+    let mut rng = Lcg(7);
+    let mut w = GgufWriter::new(3)
+        .meta("general.architecture", Value::String("qwen2".into()))
+        .meta("qwen2.block_count", Value::U32(opts.n_layer as u32))
+        .meta("qwen2.embedding_length", Value::U32(d as u32))
+        .meta("qwen2.feed_forward_length", Value::U32(ff as u32))
+        .meta("qwen2.attention.head_count", Value::U32(4))
+        .meta("qwen2.attention.head_count_kv", Value::U32(2))
+        .meta("qwen2.rope.freq_base", Value::F32(10_000.0))
+        .meta("qwen2.attention.layer_norm_rms_epsilon", Value::F32(1e-6))
+        .meta("qwen2.context_length", Value::U32(256));
+    let vec = |rng: &mut Lcg, n: usize, base: f32| -> Vec<f32> { (0..n).map(|_| base + rng.next() * 0.1).collect() };
+    let m = |w: GgufWriter, rng: &mut Lcg, name: &str, ty: TensorType, rows: usize, cols: usize| {
+        let data = weights(rng, ty, rows, cols);
+        w.tensor(name, &[cols as u64, rows as u64], ty, data)
+    };
+    w = m(w, &mut rng, "token_embd.weight", TensorType::Q8_0, vocab, d);
+    for i in 0..opts.n_layer {
+        let n = |s: &str| format!("blk.{i}.{s}");
+        let v = vec(&mut rng, d, 1.0);
+        w = w.tensor_f32(&n("attn_norm.weight"), &[d as u64], &v);
+        w = m(w, &mut rng, &n("attn_q.weight"), TensorType::Q8_0, d, d);
+        w = m(w, &mut rng, &n("attn_k.weight"), TensorType::F16, kv, d);
+        w = m(w, &mut rng, &n("attn_v.weight"), TensorType::Q5_0, kv, d);
+        for (name, len) in [("attn_q.bias", d), ("attn_k.bias", kv), ("attn_v.bias", kv)] {
+            let v = vec(&mut rng, len, 0.0);
+            w = w.tensor_f32(&n(name), &[len as u64], &v);
+        }
+        w = m(w, &mut rng, &n("attn_output.weight"), TensorType::Q4_0, d, d);
+        let v = vec(&mut rng, d, 1.0);
+        w = w.tensor_f32(&n("ffn_norm.weight"), &[d as u64], &v);
+        w = m(w, &mut rng, &n("ffn_gate.weight"), TensorType::Q8_0, ff, d);
+        w = m(w, &mut rng, &n("ffn_up.weight"), TensorType::F32, ff, d);
+        w = m(w, &mut rng, &n("ffn_down.weight"), if i % 2 == 0 { TensorType::Q6K } else { TensorType::Q4K }, d, ff);
+    }
+    let v = vec(&mut rng, d, 1.0);
+    w = w.tensor_f32("output_norm.weight", &[d as u64], &v);
+    if !opts.tied {
+        let ty = if opts.head_cols % 256 == 0 { TensorType::Q5K } else { TensorType::Q8_0 };
+        w = m(w, &mut rng, "output.weight", ty, vocab, opts.head_cols);
+    }
+    w.to_bytes()
+}
+
+/// Writes `bytes` to a temporary file and loads it as a model.
+pub(crate) fn load(bytes: &[u8]) -> Result<Model, ModelError> {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let path = std::env::temp_dir().join(format!("falsify-test-{}-{n}.gguf", std::process::id()));
+    std::fs::write(&path, bytes).unwrap();
+    let m = Model::load(&path);
+    std::fs::remove_file(&path).ok();
+    m
+}
+
+pub(crate) fn tied_model() -> Model {
+    load(&synthetic_model(Synthetic { tied: true, n_layer: 2, head_cols: 64 })).unwrap()
+}
+
+#[test]
+fn untied_head_is_used_when_present_and_checked() {
+    let m = load(&synthetic_model(Synthetic { tied: false, n_layer: 1, head_cols: 64 })).unwrap();
+    assert_eq!(m.lm_head.info.name, "output.weight");
+    assert!(m.forward(&[1, 2], &mut m.new_cache(2), Logits::Last).unwrap().iter().all(|v| v.is_finite()));
+    assert_eq!(tied_model().lm_head.info.name, "token_embd.weight");
+    let err = load(&synthetic_model(Synthetic { tied: false, n_layer: 1, head_cols: 256 })).err().unwrap().to_string();
+    assert_eq!(err, "tensor \"output.weight\" has shape [256, 48], expected [64, 48]");
+}
+
+#[test]
+fn incremental_decode_equals_full_recompute() {
+    let m = tied_model();
+    let tokens = [3u32, 17, 42, 5, 9, 30, 1, 44];
+    let mut full = m.new_cache(16);
+    let all = m.forward(&tokens, &mut full, Logits::All).unwrap();
+    let vocab = m.config.vocab_size;
+    let mut inc = m.new_cache(16);
+    let mut logits = m.forward(&tokens[..3], &mut inc, Logits::Last).unwrap();
+    assert_close(&logits, &all[2 * vocab..3 * vocab], "after prefill of 3");
+    for (i, &t) in tokens.iter().enumerate().skip(3) {
+        logits = m.forward(&[t], &mut inc, Logits::Last).unwrap();
+        assert_close(&logits, &all[i * vocab..(i + 1) * vocab], &format!("position {i}"));
+    }
+    assert_eq!(inc.len(), tokens.len());
+}
+
+fn assert_close(a: &[f32], b: &[f32], what: &str) {
+    let max = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(max < 1e-4, "{what}: max abs difference {max}");
+}
+
+#[test]
+fn later_tokens_never_change_earlier_logits() {
+    let m = tied_model();
+    let vocab = m.config.vocab_size;
+    let a = m.forward(&[1, 2, 3, 4, 5], &mut m.new_cache(8), Logits::All).unwrap();
+    let b = m.forward(&[1, 2, 3, 40, 41], &mut m.new_cache(8), Logits::All).unwrap();
+    assert_eq!(a[..3 * vocab], b[..3 * vocab]);
+    assert_ne!(a[3 * vocab..], b[3 * vocab..]);
+}
+
+#[test]
+fn output_is_deterministic_and_finite() {
+    let m = tied_model();
+    let a = m.forward(&[7, 8, 9], &mut m.new_cache(4), Logits::All).unwrap();
+    let b = m.forward(&[7, 8, 9], &mut m.new_cache(4), Logits::All).unwrap();
+    assert!(a.iter().all(|v| v.is_finite()));
+    assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+}
+
+#[test]
+fn bad_requests_are_errors() {
+    let m = tied_model();
+    let mut cache = m.new_cache(2);
+    assert_eq!(m.forward(&[], &mut cache, Logits::Last).unwrap_err().to_string(), "no tokens to process");
+    assert_eq!(m.forward(&[99], &mut cache, Logits::Last).unwrap_err().to_string(), "token id 99 is outside the vocabulary (size 48)");
+    assert_eq!(
+        m.forward(&[1, 2, 3], &mut cache, Logits::Last).unwrap_err().to_string(),
+        "context full: 3 positions needed, the KV cache holds 2"
+    );
+}
+
+#[test]
+fn missing_tensors_and_keys_are_named() {
+    let bytes = GgufWriter::new(3).meta("general.architecture", Value::String("llama".into())).to_bytes();
+    assert_eq!(load(&bytes).err().unwrap().to_string(), "unsupported architecture \"llama\" (this engine runs qwen2)");
+    let bytes = GgufWriter::new(3).meta("general.architecture", Value::String("qwen2".into())).to_bytes();
+    assert_eq!(load(&bytes).err().unwrap().to_string(), "metadata key \"qwen2.embedding_length\" is missing");
+}
