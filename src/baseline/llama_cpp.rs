@@ -1,0 +1,215 @@
+//! llama.cpp, built by `make llama-cpp` into `baselines/llama.cpp/`:
+//! `llama-completion` for greedy text and `llama-server` (started on a loopback
+//! port, stopped on drop) for tokenization and next-token probabilities.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::BaselineError;
+
+/// Where `make llama-cpp` installs the binaries.
+pub const DEFAULT_DIR: &str = "baselines/llama.cpp";
+const HINT: &str = "run `make llama-cpp`, or set FALSIFY_LLAMA_CPP to a directory holding the llama.cpp binaries";
+
+/// A llama.cpp build: a directory holding its binaries and shared libraries.
+#[derive(Debug, Clone)]
+pub struct LlamaCpp {
+    dir: PathBuf,
+}
+
+impl LlamaCpp {
+    /// Finds the build in `$FALSIFY_LLAMA_CPP`, else in `baselines/llama.cpp`
+    /// (relative to the current directory, then to this crate's source tree),
+    /// and checks that `llama-completion` and `llama-server` are there.
+    pub fn locate() -> Result<LlamaCpp, BaselineError> {
+        let candidates: Vec<PathBuf> = match std::env::var_os("FALSIFY_LLAMA_CPP") {
+            Some(dir) => vec![PathBuf::from(dir)],
+            None => vec![PathBuf::from(DEFAULT_DIR), Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_DIR)],
+        };
+        let dir = candidates.iter().find(|d| d.join("llama-server").is_file()).cloned().ok_or_else(|| BaselineError::Missing {
+            what: "llama.cpp (llama-server)".into(),
+            path: candidates[0].display().to_string(),
+            hint: HINT,
+        })?;
+        let me = LlamaCpp { dir };
+        for bin in ["llama-completion", "llama-server", "llama-tokenize"] {
+            me.binary(bin)?;
+        }
+        Ok(me)
+    }
+
+    /// The path of one of its programs, checked to exist.
+    pub fn binary(&self, name: &str) -> Result<PathBuf, BaselineError> {
+        let path = self.dir.join(name);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(BaselineError::Missing { what: name.into(), path: path.display().to_string(), hint: HINT })
+        }
+    }
+
+    /// The build's provenance record (`PROVENANCE.toml`, written by the build script).
+    pub fn provenance(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.join("PROVENANCE.toml")).ok()
+    }
+
+    /// Greedy continuation of `prompt` by `llama-completion --temp 0`: the text
+    /// it prints (without the prompt). It may end early at end-of-generation.
+    pub fn complete_greedy(&self, model: &Path, prompt: &str, n: usize, threads: usize) -> Result<String, BaselineError> {
+        let bin = self.binary("llama-completion")?;
+        let args = [
+            "-m", &model.display().to_string(), "-t", &threads.to_string(), "-p", prompt, "-n", &n.to_string(),
+            "--temp", "0", "-no-cnv", "--no-display-prompt", "--simple-io", "-c", "2048", "-s", "0",
+        ]
+        .map(str::to_owned);
+        let out = run_with_timeout(&bin, &args, Duration::from_secs(300))?;
+        String::from_utf8(out).map_err(|_| BaselineError::BadResponse { from: "llama-completion".into(), message: "output is not UTF-8".into() })
+    }
+}
+
+/// Runs a program to completion with a deadline; returns its stdout.
+fn run_with_timeout(bin: &Path, args: &[String], timeout: Duration) -> Result<Vec<u8>, BaselineError> {
+    let program = bin.display().to_string();
+    let err = |message: String| BaselineError::Process { program: program.clone(), message };
+    let mut child = Command::new(bin).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| err(format!("cannot start: {e}")))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        stdout.read_to_end(&mut buf).map(|_| buf)
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = String::new();
+        let _ = stderr.read_to_string(&mut buf);
+        buf
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| err(e.to_string()))? {
+            break status;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(err(format!("timed out after {} s", timeout.as_secs())));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = out_reader.join().expect("reader thread").map_err(|e| err(e.to_string()))?;
+    let stderr = err_reader.join().expect("reader thread");
+    if !status.success() {
+        let tail: String = stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
+        return Err(err(format!("exited with {status}: {tail}")));
+    }
+    Ok(out)
+}
+
+/// A running `llama-server` on a loopback port, stopped when dropped.
+pub struct LlamaServer {
+    child: Child,
+    base: String,
+    agent: ureq::Agent,
+}
+
+/// One generated position of a `/completion` call.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TokenProbs {
+    /// The chosen token.
+    pub id: u32,
+    /// Its log-probability.
+    pub logprob: f64,
+    /// The most likely tokens at this position, most likely first.
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+/// One candidate token and its log-probability.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TopLogprob {
+    /// Token id.
+    pub id: u32,
+    /// Log-probability.
+    pub logprob: f64,
+}
+
+/// A `/completion` result.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerCompletion {
+    /// Generated text.
+    pub content: String,
+    /// Generated token ids.
+    #[serde(default)]
+    pub tokens: Vec<u32>,
+    /// Per-position probabilities (when `n_probs > 0`).
+    #[serde(default)]
+    pub completion_probabilities: Vec<TokenProbs>,
+}
+
+impl LlamaServer {
+    /// Starts `llama-server` for `model` and waits until `/health` answers (at most `ready_timeout`).
+    pub fn start(llama: &LlamaCpp, model: &Path, threads: usize, ready_timeout: Duration) -> Result<LlamaServer, BaselineError> {
+        let bin = llama.binary("llama-server")?;
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| BaselineError::Process { program: "llama-server".into(), message: format!("no free loopback port: {e}") })?;
+        let child = Command::new(&bin)
+            .args(["-m", &model.display().to_string(), "-t", &threads.to_string(), "--host", "127.0.0.1", "--port", &port.to_string(), "-c", "4096", "-np", "1", "--no-webui"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| BaselineError::Process { program: bin.display().to_string(), message: format!("cannot start: {e}") })?;
+        let agent = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(2)).timeout(Duration::from_secs(300)).build();
+        let mut server = LlamaServer { child, base: format!("http://127.0.0.1:{port}"), agent };
+        let start = Instant::now();
+        loop {
+            if let Some(status) = server.child.try_wait().ok().flatten() {
+                return Err(BaselineError::Process { program: "llama-server".into(), message: format!("exited during startup with {status}") });
+            }
+            let health = server.agent.get(&format!("{}/health", server.base)).timeout(Duration::from_secs(2)).call();
+            if matches!(health, Ok(ref r) if r.status() == 200) {
+                return Ok(server);
+            }
+            if start.elapsed() > ready_timeout {
+                return Err(BaselineError::Process { program: "llama-server".into(), message: format!("not ready after {} s", ready_timeout.as_secs()) });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn post<T: for<'de> Deserialize<'de>>(&self, path: &str, body: serde_json::Value) -> Result<T, BaselineError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self.agent.post(&url).send_json(body).map_err(|e| BaselineError::Http { url: url.clone(), message: e.to_string() })?;
+        resp.into_json().map_err(|e| BaselineError::BadResponse { from: url, message: e.to_string() })
+    }
+
+    /// Token ids of `text` (special tokens parsed, no BOS added).
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, BaselineError> {
+        #[derive(Deserialize)]
+        struct R {
+            tokens: Vec<u32>,
+        }
+        Ok(self.post::<R>("/tokenize", serde_json::json!({ "content": text, "add_special": false, "parse_special": true }))?.tokens)
+    }
+
+    /// Greedy continuation of `prompt` (token ids) for `n_predict` tokens, with
+    /// the top `n_probs` log-probabilities at each generated position.
+    pub fn complete(&self, prompt: &[u32], n_predict: usize, n_probs: usize) -> Result<ServerCompletion, BaselineError> {
+        self.post(
+            "/completion",
+            serde_json::json!({
+                "prompt": prompt, "n_predict": n_predict, "n_probs": n_probs, "temperature": 0.0,
+                "top_k": 1, "samplers": ["top_k"], "cache_prompt": false, "post_sampling_probs": false, "return_tokens": true,
+            }),
+        )
+    }
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,114 @@
+//! Generation: prefill the prompt, then decode token by token, with timings.
+//!
+//! Timing definitions (the same everywhere in this project):
+//! - **prefill**: the forward pass over the whole prompt; prefill tok/s =
+//!   prompt tokens ÷ prefill time.
+//! - **TTFT** (time to first token): from the start of prefill until the first
+//!   generated token is chosen.
+//! - **decode**: every forward pass after the first generated token; decode
+//!   tok/s = tokens generated after the first ÷ their time.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::model::{Logits, Model, ModelError};
+use crate::sample::{Sampler, SamplerConfig};
+use crate::tokenizer::Tokenizer;
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Token choice.
+    pub sampler: SamplerConfig,
+    /// Keep going past end-of-generation tokens.
+    pub ignore_eos: bool,
+}
+
+/// Timings of one generation, in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    /// Prompt tokens processed.
+    pub prompt_tokens: usize,
+    /// Prefill time.
+    pub prefill_ms: f64,
+    /// Prompt tokens per second.
+    pub prefill_tok_per_s: f64,
+    /// Time to first token.
+    pub ttft_ms: f64,
+    /// Tokens generated after the first.
+    pub decode_tokens: usize,
+    /// Time spent on them.
+    pub decode_ms: f64,
+    /// Decode tokens per second (`decode_tokens / decode_ms`); 0 when none.
+    pub decode_tok_per_s: f64,
+    /// Per-token latency of each decode step.
+    pub decode_token_ms: Vec<f64>,
+}
+
+/// The result of a generation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Generation {
+    /// The prompt's token ids.
+    pub prompt_tokens: Vec<u32>,
+    /// Generated token ids (without the stop token, if one ended generation).
+    pub tokens: Vec<u32>,
+    /// Generated text.
+    pub text: String,
+    /// Whether an end-of-generation token stopped it.
+    pub stopped_at_eos: bool,
+    /// Timings.
+    pub timings: Timings,
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+/// Generates up to `opts.max_tokens` tokens after `prompt`, calling `on_token`
+/// with each token as it is chosen.
+pub fn generate(
+    model: &Model,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    mut on_token: impl FnMut(u32),
+) -> Result<Generation, ModelError> {
+    let mut cache = model.new_cache(prompt.len() + opts.max_tokens);
+    let mut sampler = Sampler::new(opts.sampler);
+    let mut timings = Timings { prompt_tokens: prompt.len(), ..Timings::default() };
+    let mut tokens = Vec::with_capacity(opts.max_tokens);
+    let mut stopped_at_eos = false;
+
+    let start = Instant::now();
+    let mut logits = model.forward(prompt, &mut cache, Logits::Last)?;
+    timings.prefill_ms = ms(start);
+    for i in 0..opts.max_tokens {
+        let step = Instant::now();
+        if i > 0 {
+            logits = model.forward(&tokens[i - 1..i], &mut cache, Logits::Last)?;
+        }
+        let token = sampler.sample(&logits);
+        if i == 0 {
+            timings.ttft_ms = ms(start);
+        } else {
+            timings.decode_token_ms.push(ms(step));
+        }
+        if !opts.ignore_eos && tokenizer.end_of_generation.contains(&token) {
+            stopped_at_eos = true;
+            break;
+        }
+        tokens.push(token);
+        on_token(token);
+    }
+    timings.decode_tokens = timings.decode_token_ms.len();
+    timings.decode_ms = timings.decode_token_ms.iter().sum();
+    if timings.decode_tokens > 0 {
+        timings.decode_tok_per_s = timings.decode_tokens as f64 / (timings.decode_ms / 1e3);
+    }
+    timings.prefill_tok_per_s = prompt.len() as f64 / (timings.prefill_ms / 1e3);
+    let text = tokenizer.decode(&tokens);
+    Ok(Generation { prompt_tokens: prompt.to_vec(), tokens, text, stopped_at_eos, timings })
+}
