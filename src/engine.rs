@@ -112,3 +112,61 @@ pub fn generate(
     let text = tokenizer.decode(&tokens);
     Ok(Generation { prompt_tokens: prompt.to_vec(), tokens, text, stopped_at_eos, timings })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests::tied_model;
+
+    fn greedy(max_tokens: usize, ignore_eos: bool) -> GenerateOptions {
+        GenerateOptions {
+            max_tokens,
+            sampler: SamplerConfig { temperature: 0.0, ..SamplerConfig::default() },
+            ignore_eos,
+        }
+    }
+
+    #[test]
+    fn generation_counts_and_times_its_tokens() {
+        let m = tied_model();
+        let tok = Tokenizer::from_header(&m.file.header).unwrap();
+        let mut seen = Vec::new();
+        let g = generate(&m, &tok, &[1, 2, 3], &greedy(6, true), |t| seen.push(t)).unwrap();
+        assert_eq!((g.tokens.len(), seen.clone()), (6, g.tokens.clone()));
+        let t = &g.timings;
+        assert_eq!((t.prompt_tokens, t.decode_tokens, t.decode_token_ms.len()), (3, 5, 5));
+        assert!(t.prefill_ms > 0.0 && t.ttft_ms >= t.prefill_ms && t.decode_tok_per_s > 0.0);
+        assert_eq!(g.text, tok.decode(&g.tokens));
+    }
+
+    #[test]
+    fn greedy_generation_matches_teacher_forced_argmax() {
+        let m = tied_model();
+        let tok = Tokenizer::from_header(&m.file.header).unwrap();
+        let g = generate(&m, &tok, &[5, 6], &greedy(5, true), |_| {}).unwrap();
+        let mut seq = vec![5, 6];
+        seq.extend(&g.tokens[..4]);
+        let all = m.forward(&seq, &mut m.new_cache(seq.len()), Logits::All).unwrap();
+        let v = m.config.vocab_size;
+        for (i, &t) in g.tokens.iter().enumerate() {
+            assert_eq!(crate::sample::argmax(&all[(i + 1) * v..(i + 2) * v]), t, "token {i}");
+        }
+    }
+
+    #[test]
+    fn stops_at_end_of_generation_unless_told_not_to() {
+        let m = tied_model();
+        let mut tok = Tokenizer::from_header(&m.file.header).unwrap();
+        let free = generate(&m, &tok, &[1], &greedy(12, true), |_| {}).unwrap();
+        // Declare the first token that did not occur earlier an end-of-generation token.
+        let at = (1..free.tokens.len())
+            .find(|&i| !free.tokens[..i].contains(&free.tokens[i]))
+            .expect("greedy output varies");
+        tok.end_of_generation = vec![free.tokens[at]];
+        let stopped = generate(&m, &tok, &[1], &greedy(12, false), |_| {}).unwrap();
+        assert!(stopped.stopped_at_eos);
+        assert_eq!(stopped.tokens, free.tokens[..at]);
+        let ignored = generate(&m, &tok, &[1], &greedy(12, true), |_| {}).unwrap();
+        assert_eq!((ignored.tokens, ignored.stopped_at_eos), (free.tokens, false));
+    }
+}

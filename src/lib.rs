@@ -5,10 +5,10 @@
 //! [`tokenizer`] and [`sample`] turn text into tokens and back, and
 //! [`engine`] drives generation with timings.
 
-pub mod gguf;
-pub mod quant;
-pub mod model;
-pub mod tokenizer;
-pub mod sample;
-pub mod engine;
 pub mod baseline;
+pub mod engine;
+pub mod gguf;
+pub mod model;
+pub mod quant;
+pub mod sample;
+pub mod tokenizer;

@@ -106,7 +106,9 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         // A closed pipe (`falsify inspect … | head`) is the reader's choice, not an error.
-        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -128,7 +130,11 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 fn open_model(arg: &ModelArg) -> Result<Model> {
     let path = arg.path();
     if !path.exists() {
-        return Err(format!("model file {} not found (run `make model`, or pass --model / set FALSIFY_MODEL)", path.display()).into());
+        return Err(format!(
+            "model file {} not found (run `make model`, or pass --model / set FALSIFY_MODEL)",
+            path.display()
+        )
+        .into());
     }
     Ok(Model::load(&path)?)
 }
@@ -141,7 +147,8 @@ fn run(cli: Cli) -> Result<()> {
             let tok = Tokenizer::from_header(&file.header)?;
             let ids = tok.encode(&text, !no_parse_special);
             if json {
-                let pieces: Vec<String> = ids.iter().map(|&i| String::from_utf8_lossy(&tok.token_bytes(i)).into_owned()).collect();
+                let pieces: Vec<String> =
+                    ids.iter().map(|&i| String::from_utf8_lossy(&tok.token_bytes(i)).into_owned()).collect();
                 emit(&format!("{}\n", serde_json::json!({ "tokens": ids, "pieces": pieces })))
             } else {
                 emit(&format!("{}\n", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")))
@@ -160,7 +167,11 @@ fn run(cli: Cli) -> Result<()> {
             if prompt_tokens.is_empty() {
                 return Err("the prompt is empty".into());
             }
-            let opts = GenerateOptions { max_tokens: n, sampler: SamplerConfig { temperature: temp, top_k, top_p, min_p, seed }, ignore_eos };
+            let opts = GenerateOptions {
+                max_tokens: n,
+                sampler: SamplerConfig { temperature: temp, top_k, top_p, min_p, seed },
+                ignore_eos,
+            };
             let mut stdout = std::io::stdout();
             let mut pending = Vec::new();
             let gen = engine::generate(&m, &tok, &prompt_tokens, &opts, |t| {
@@ -201,11 +212,24 @@ fn inspect(path: &PathBuf, metadata: bool) -> Result<()> {
     let file = GgufFile::open(path)?;
     let h = &file.header;
     let mut o = String::new();
-    let _ = writeln!(o, "file: {} ({} bytes, GGUF v{}, {} tensors, {} metadata keys)", path.display(), file.len(), h.version, h.tensors.len(), h.metadata.len());
+    let _ = writeln!(
+        o,
+        "file: {} ({} bytes, GGUF v{}, {} tensors, {} metadata keys)",
+        path.display(),
+        file.len(),
+        h.version,
+        h.tensors.len(),
+        h.metadata.len()
+    );
     match ModelConfig::from_header(h) {
         Ok(c) => {
-            let _ = writeln!(o, "architecture: {}{}", c.arch, c.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default());
-            let _ = writeln!(o, 
+            let _ = writeln!(
+                o,
+                "architecture: {}{}",
+                c.arch,
+                c.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()
+            );
+            let _ = writeln!(o,
                 "layers {} | hidden {} | ffn {} | heads {} (kv {}) | head dim {} | vocab {} | context {} | rope base {} | rms eps {:e}",
                 c.n_layer, c.n_embd, c.n_ff, c.n_head, c.n_head_kv, c.head_dim, c.vocab_size, c.context_length, c.rope_base, c.rms_eps
             );

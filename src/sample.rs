@@ -76,12 +76,16 @@ impl Sampler {
         }
         let cand = &mut self.candidates;
         cand.clear();
-        cand.extend(logits.iter().enumerate().filter(|(_, v)| !v.is_nan()).map(|(i, &v)| (i as u32, v / c.temperature)));
+        cand.extend(
+            logits.iter().enumerate().filter(|(_, v)| !v.is_nan()).map(|(i, &v)| (i as u32, v / c.temperature)),
+        );
         cand.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         if c.top_k > 0 {
             cand.truncate(c.top_k);
         }
-        let Some(&(first, max)) = cand.first() else { return argmax(logits) };
+        let Some(&(first, max)) = cand.first() else {
+            return argmax(logits);
+        };
         let mut probs: Vec<f64> = cand.iter().map(|&(_, v)| f64::from(v - max).exp()).collect();
         let total: f64 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= total);

@@ -24,12 +24,14 @@ fn root() -> &'static Path {
 }
 
 fn corpus() -> Vec<String> {
-    let text = std::fs::read_to_string(root().join("tests/fixtures/tokenizer-corpus.jsonl")).expect("corpus is committed");
+    let text =
+        std::fs::read_to_string(root().join("tests/fixtures/tokenizer-corpus.jsonl")).expect("corpus is committed");
     text.lines().map(|l| serde_json::from_str(l).expect("one JSON string per line")).collect()
 }
 
 fn prompts() -> Vec<String> {
-    serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/prompts.json")).expect("committed")).expect("JSON list")
+    serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/prompts.json")).expect("committed"))
+        .expect("JSON list")
 }
 
 /// What a trial needs; `Err` is the reason it cannot run here.
@@ -59,7 +61,8 @@ fn load(model: &Path) -> Result<(Model, Tokenizer), Failed> {
 
 /// F052: identical ids to llama-server's /tokenize on every corpus string.
 fn tokenization(model: &Path, llama: &LlamaCpp) -> Result<(), Failed> {
-    let tok = Tokenizer::from_header(&GgufFile::open(model).map_err(|e| e.to_string())?.header).map_err(|e| e.to_string())?;
+    let tok =
+        Tokenizer::from_header(&GgufFile::open(model).map_err(|e| e.to_string())?.header).map_err(|e| e.to_string())?;
     let srv = server(llama, model)?;
     let corpus = corpus();
     let mut mismatches = Vec::new();
@@ -70,17 +73,28 @@ fn tokenization(model: &Path, llama: &LlamaCpp) -> Result<(), Failed> {
             mismatches.push(format!("{s:?}: ours {ours:?} llama.cpp {theirs:?}"));
         }
     }
-    eprintln!("tokenization: {}/{} corpus strings identical to llama.cpp", corpus.len() - mismatches.len(), corpus.len());
+    eprintln!(
+        "tokenization: {}/{} corpus strings identical to llama.cpp",
+        corpus.len() - mismatches.len(),
+        corpus.len()
+    );
     if mismatches.is_empty() {
         Ok(())
     } else {
-        Err(format!("{} of {} strings differ; first: {}", mismatches.len(), corpus.len(), mismatches[..mismatches.len().min(5)].join("\n")).into())
+        Err(format!(
+            "{} of {} strings differ; first: {}",
+            mismatches.len(),
+            corpus.len(),
+            mismatches[..mismatches.len().min(5)].join("\n")
+        )
+        .into())
     }
 }
 
 /// F053: detokenize(tokenize(s)) == s on the corpus.
 fn round_trip(model: &Path) -> Result<(), Failed> {
-    let tok = Tokenizer::from_header(&GgufFile::open(model).map_err(|e| e.to_string())?.header).map_err(|e| e.to_string())?;
+    let tok =
+        Tokenizer::from_header(&GgufFile::open(model).map_err(|e| e.to_string())?.header).map_err(|e| e.to_string())?;
     let corpus = corpus();
     let bad: Vec<&String> = corpus.iter().filter(|s| tok.decode(&tok.encode(s, true)) != **s).collect();
     if bad.is_empty() {
@@ -99,7 +113,7 @@ fn teacher_forced(model: &Path, llama: &LlamaCpp, n_predict: usize) -> Result<()
     let mut worst = Vec::new();
     for p in prompts() {
         let prompt = tok.encode(&p, true);
-        let reference = srv.complete(&prompt, n_predict, 2).map_err(|e| e.to_string())?;
+        let reference = srv.complete(&prompt, n_predict, 2, true).map_err(|e| e.to_string())?;
         let generated: Vec<u32> = reference.completion_probabilities.iter().map(|t| t.id).collect();
         if generated.is_empty() {
             return Err(format!("llama-server returned no tokens for {p:?}").into());
@@ -120,7 +134,10 @@ fn teacher_forced(model: &Path, llama: &LlamaCpp, n_predict: usize) -> Result<()
                     [a, b, ..] => a.logprob.exp() - b.logprob.exp(),
                     _ => f64::NAN,
                 };
-                worst.push(format!("{p:?} +{i}: ours {ours} llama.cpp {} (llama.cpp top-2 probability margin {margin:.4})", probs.id));
+                worst.push(format!(
+                    "{p:?} +{i}: ours {ours} llama.cpp {} (llama.cpp top-2 probability margin {margin:.4})",
+                    probs.id
+                ));
             }
         }
     }
@@ -139,7 +156,11 @@ fn teacher_forced(model: &Path, llama: &LlamaCpp, n_predict: usize) -> Result<()
 /// F051: greedy continuations (32 tokens) equal llama-completion's for ≥ 9 of 10 prompts.
 fn greedy_text(model: &Path, llama: &LlamaCpp) -> Result<(), Failed> {
     let (m, tok) = load(model)?;
-    let opts = GenerateOptions { max_tokens: 32, sampler: SamplerConfig { temperature: 0.0, ..SamplerConfig::default() }, ignore_eos: false };
+    let opts = GenerateOptions {
+        max_tokens: 32,
+        sampler: SamplerConfig { temperature: 0.0, ..SamplerConfig::default() },
+        ignore_eos: false,
+    };
     let mut same = 0;
     let mut differing = Vec::new();
     let prompts = prompts();
@@ -152,7 +173,10 @@ fn greedy_text(model: &Path, llama: &LlamaCpp) -> Result<(), Failed> {
             same += 1;
         } else {
             differing.push((p.clone(), prompt, ours));
-            eprintln!("  differs for {p:?}:\n    ours:      {:?}\n    llama.cpp: {theirs:?}", differing.last().unwrap().2.text);
+            eprintln!(
+                "  differs for {p:?}:\n    ours:      {:?}\n    llama.cpp: {theirs:?}",
+                differing.last().unwrap().2.text
+            );
         }
     }
     eprintln!("greedy text: {same}/{} prompts identical to llama-completion", prompts.len());
@@ -160,12 +184,18 @@ fn greedy_text(model: &Path, llama: &LlamaCpp) -> Result<(), Failed> {
         // Show how close llama.cpp's own choice was where the texts part.
         let srv = server(llama, model)?;
         for (p, prompt, ours) in &differing {
-            let reference = srv.complete(prompt, 32, 2).map_err(|e| e.to_string())?;
+            let reference = srv.complete(prompt, 32, 2, false).map_err(|e| e.to_string())?;
             let first = reference.completion_probabilities.iter().zip(&ours.tokens).position(|(r, &o)| r.id != o);
             if let Some(i) = first {
                 let r = &reference.completion_probabilities[i];
-                let top: Vec<String> = r.top_logprobs.iter().map(|t| format!("{}:{:.4}", t.id, t.logprob.exp())).collect();
-                eprintln!("  {p:?}: first differing token at +{i}: ours {} llama.cpp {} (llama.cpp top-2: {})", ours.tokens[i], r.id, top.join(", "));
+                let top: Vec<String> =
+                    r.top_logprobs.iter().map(|t| format!("{}:{:.4}", t.id, t.logprob.exp())).collect();
+                eprintln!(
+                    "  {p:?}: first differing token at +{i}: ours {} llama.cpp {} (llama.cpp top-2: {})",
+                    ours.tokens[i],
+                    r.id,
+                    top.join(", ")
+                );
             }
         }
     }
@@ -189,7 +219,9 @@ fn kv_cache(model: &Path) -> Result<(), Failed> {
         let row = &full[i * vocab..(i + 1) * vocab];
         worst = worst.max(step.iter().zip(row).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max));
         if argmax(&step) != argmax(row) {
-            return Err(format!("position {i}: incremental top-1 {} vs recompute {}", argmax(&step), argmax(row)).into());
+            return Err(
+                format!("position {i}: incremental top-1 {} vs recompute {}", argmax(&step), argmax(row)).into()
+            );
         }
     }
     eprintln!("kv cache: max |logit difference| incremental vs recompute = {worst:e}");
@@ -226,14 +258,22 @@ fn main() {
                 let (m, l) = b.unwrap();
                 tokenization(&m, &l)
             }));
-            trials.push(trial("detokenize_round_trips_0.5b", m.as_ref().map(|_| ()).map_err(Clone::clone), move || round_trip(&m.unwrap())));
+            trials.push(trial(
+                "detokenize_round_trips_0.5b",
+                m.as_ref().map(|_| ()).map_err(Clone::clone),
+                move || round_trip(&m.unwrap()),
+            ));
             let b = both.clone();
             trials.push(trial("teacher_forced_top1_0.5b", needs.clone(), move || {
                 let (m, l) = b.unwrap();
                 teacher_forced(&m, &l, 64)
             }));
             let m = model.clone();
-            trials.push(trial("kv_cache_incremental_equals_recompute_0.5b", m.as_ref().map(|_| ()).map_err(Clone::clone), move || kv_cache(&m.unwrap())));
+            trials.push(trial(
+                "kv_cache_incremental_equals_recompute_0.5b",
+                m.as_ref().map(|_| ()).map_err(Clone::clone),
+                move || kv_cache(&m.unwrap()),
+            ));
         }
         let b = both.clone();
         trials.push(trial(&format!("greedy_text_equals_llama_completion_{label}"), needs, move || {

@@ -31,10 +31,12 @@ impl LlamaCpp {
             Some(dir) => vec![PathBuf::from(dir)],
             None => vec![PathBuf::from(DEFAULT_DIR), Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_DIR)],
         };
-        let dir = candidates.iter().find(|d| d.join("llama-server").is_file()).cloned().ok_or_else(|| BaselineError::Missing {
-            what: "llama.cpp (llama-server)".into(),
-            path: candidates[0].display().to_string(),
-            hint: HINT,
+        let dir = candidates.iter().find(|d| d.join("llama-server").is_file()).cloned().ok_or_else(|| {
+            BaselineError::Missing {
+                what: "llama.cpp (llama-server)".into(),
+                path: candidates[0].display().to_string(),
+                hint: HINT,
+            }
         })?;
         let me = LlamaCpp { dir };
         for bin in ["llama-completion", "llama-server", "llama-tokenize"] {
@@ -60,15 +62,39 @@ impl LlamaCpp {
 
     /// Greedy continuation of `prompt` by `llama-completion --temp 0`: the text
     /// it prints (without the prompt). It may end early at end-of-generation.
-    pub fn complete_greedy(&self, model: &Path, prompt: &str, n: usize, threads: usize) -> Result<String, BaselineError> {
+    pub fn complete_greedy(
+        &self,
+        model: &Path,
+        prompt: &str,
+        n: usize,
+        threads: usize,
+    ) -> Result<String, BaselineError> {
         let bin = self.binary("llama-completion")?;
         let args = [
-            "-m", &model.display().to_string(), "-t", &threads.to_string(), "-p", prompt, "-n", &n.to_string(),
-            "--temp", "0", "-no-cnv", "--no-display-prompt", "--simple-io", "-c", "2048", "-s", "0",
+            "-m",
+            &model.display().to_string(),
+            "-t",
+            &threads.to_string(),
+            "-p",
+            prompt,
+            "-n",
+            &n.to_string(),
+            "--temp",
+            "0",
+            "-no-cnv",
+            "--no-display-prompt",
+            "--simple-io",
+            "-c",
+            "2048",
+            "-s",
+            "0",
         ]
         .map(str::to_owned);
         let out = run_with_timeout(&bin, &args, Duration::from_secs(300))?;
-        String::from_utf8(out).map_err(|_| BaselineError::BadResponse { from: "llama-completion".into(), message: "output is not UTF-8".into() })
+        String::from_utf8(out).map_err(|_| BaselineError::BadResponse {
+            from: "llama-completion".into(),
+            message: "output is not UTF-8".into(),
+        })
     }
 }
 
@@ -76,7 +102,13 @@ impl LlamaCpp {
 fn run_with_timeout(bin: &Path, args: &[String], timeout: Duration) -> Result<Vec<u8>, BaselineError> {
     let program = bin.display().to_string();
     let err = |message: String| BaselineError::Process { program: program.clone(), message };
-    let mut child = Command::new(bin).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| err(format!("cannot start: {e}")))?;
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| err(format!("cannot start: {e}")))?;
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
     let out_reader = std::thread::spawn(move || {
@@ -103,7 +135,8 @@ fn run_with_timeout(bin: &Path, args: &[String], timeout: Duration) -> Result<Ve
     let out = out_reader.join().expect("reader thread").map_err(|e| err(e.to_string()))?;
     let stderr = err_reader.join().expect("reader thread");
     if !status.success() {
-        let tail: String = stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
+        let tail: String =
+            stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
         return Err(err(format!("exited with {status}: {tail}")));
     }
     Ok(out)
@@ -151,29 +184,60 @@ pub struct ServerCompletion {
 
 impl LlamaServer {
     /// Starts `llama-server` for `model` and waits until `/health` answers (at most `ready_timeout`).
-    pub fn start(llama: &LlamaCpp, model: &Path, threads: usize, ready_timeout: Duration) -> Result<LlamaServer, BaselineError> {
+    pub fn start(
+        llama: &LlamaCpp,
+        model: &Path,
+        threads: usize,
+        ready_timeout: Duration,
+    ) -> Result<LlamaServer, BaselineError> {
         let bin = llama.binary("llama-server")?;
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| BaselineError::Process { program: "llama-server".into(), message: format!("no free loopback port: {e}") })?;
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| {
+            BaselineError::Process { program: "llama-server".into(), message: format!("no free loopback port: {e}") }
+        })?;
         let child = Command::new(&bin)
-            .args(["-m", &model.display().to_string(), "-t", &threads.to_string(), "--host", "127.0.0.1", "--port", &port.to_string(), "-c", "4096", "-np", "1", "--no-webui"])
+            .args([
+                "-m",
+                &model.display().to_string(),
+                "-t",
+                &threads.to_string(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "-c",
+                "4096",
+                "-np",
+                "1",
+                "--no-webui",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| BaselineError::Process { program: bin.display().to_string(), message: format!("cannot start: {e}") })?;
-        let agent = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(2)).timeout(Duration::from_secs(300)).build();
+            .map_err(|e| BaselineError::Process {
+                program: bin.display().to_string(),
+                message: format!("cannot start: {e}"),
+            })?;
+        let agent =
+            ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(2)).timeout(Duration::from_secs(300)).build();
         let mut server = LlamaServer { child, base: format!("http://127.0.0.1:{port}"), agent };
         let start = Instant::now();
         loop {
             if let Some(status) = server.child.try_wait().ok().flatten() {
-                return Err(BaselineError::Process { program: "llama-server".into(), message: format!("exited during startup with {status}") });
+                return Err(BaselineError::Process {
+                    program: "llama-server".into(),
+                    message: format!("exited during startup with {status}"),
+                });
             }
             let health = server.agent.get(&format!("{}/health", server.base)).timeout(Duration::from_secs(2)).call();
             if matches!(health, Ok(ref r) if r.status() == 200) {
                 return Ok(server);
             }
             if start.elapsed() > ready_timeout {
-                return Err(BaselineError::Process { program: "llama-server".into(), message: format!("not ready after {} s", ready_timeout.as_secs()) });
+                return Err(BaselineError::Process {
+                    program: "llama-server".into(),
+                    message: format!("not ready after {} s", ready_timeout.as_secs()),
+                });
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -181,7 +245,11 @@ impl LlamaServer {
 
     fn post<T: for<'de> Deserialize<'de>>(&self, path: &str, body: serde_json::Value) -> Result<T, BaselineError> {
         let url = format!("{}{path}", self.base);
-        let resp = self.agent.post(&url).send_json(body).map_err(|e| BaselineError::Http { url: url.clone(), message: e.to_string() })?;
+        let resp = self
+            .agent
+            .post(&url)
+            .send_json(body)
+            .map_err(|e| BaselineError::Http { url: url.clone(), message: e.to_string() })?;
         resp.into_json().map_err(|e| BaselineError::BadResponse { from: url, message: e.to_string() })
     }
 
@@ -191,17 +259,29 @@ impl LlamaServer {
         struct R {
             tokens: Vec<u32>,
         }
-        Ok(self.post::<R>("/tokenize", serde_json::json!({ "content": text, "add_special": false, "parse_special": true }))?.tokens)
+        Ok(self
+            .post::<R>(
+                "/tokenize",
+                serde_json::json!({ "content": text, "add_special": false, "parse_special": true }),
+            )?
+            .tokens)
     }
 
     /// Greedy continuation of `prompt` (token ids) for `n_predict` tokens, with
-    /// the top `n_probs` log-probabilities at each generated position.
-    pub fn complete(&self, prompt: &[u32], n_predict: usize, n_probs: usize) -> Result<ServerCompletion, BaselineError> {
+    /// the top `n_probs` log-probabilities at each generated position; with
+    /// `ignore_eos` it does not stop at end-of-generation tokens.
+    pub fn complete(
+        &self,
+        prompt: &[u32],
+        n_predict: usize,
+        n_probs: usize,
+        ignore_eos: bool,
+    ) -> Result<ServerCompletion, BaselineError> {
         self.post(
             "/completion",
             serde_json::json!({
                 "prompt": prompt, "n_predict": n_predict, "n_probs": n_probs, "temperature": 0.0,
-                "top_k": 1, "samplers": ["top_k"], "cache_prompt": false, "post_sampling_probs": false, "return_tokens": true,
+                "top_k": 1, "samplers": ["top_k"], "cache_prompt": false, "ignore_eos": ignore_eos, "post_sampling_probs": false, "return_tokens": true,
             }),
         )
     }

@@ -403,7 +403,10 @@ impl GgufHeader {
             let name = c.string(&|| format!("name of tensor #{i}"))?;
             let n_dims = c.u32(&|| format!("dimension count of {name:?}"))?;
             if n_dims == 0 || n_dims > MAX_DIMS {
-                return Err(GgufError::BadTensor { name, reason: format!("{n_dims} dimensions (1..={MAX_DIMS} allowed)") });
+                return Err(GgufError::BadTensor {
+                    name,
+                    reason: format!("{n_dims} dimensions (1..={MAX_DIMS} allowed)"),
+                });
             }
             let mut dims = Vec::with_capacity(n_dims as usize);
             for d in 0..n_dims {
@@ -423,7 +426,10 @@ impl GgufHeader {
         for (name, dims, ty, rel) in raw {
             let size = tensor_bytes(&name, &dims, ty)?;
             if rel % alignment != 0 {
-                return Err(GgufError::BadTensor { name, reason: format!("offset {rel} is not a multiple of the alignment {alignment}") });
+                return Err(GgufError::BadTensor {
+                    name,
+                    reason: format!("offset {rel} is not a multiple of the alignment {alignment}"),
+                });
             }
             let start = data_offset.checked_add(rel);
             let end = start.and_then(|s| s.checked_add(size));
@@ -462,7 +468,7 @@ fn tensor_bytes(name: &str, dims: &[u64], ty: TensorType) -> Result<u64, GgufErr
     let bad = |reason: String| GgufError::BadTensor { name: name.to_owned(), reason };
     let (block, block_bytes) = ty.block_geometry().ok_or_else(|| bad(format!("unsupported tensor type {ty}")))?;
     let (block, block_bytes) = (block as u64, block_bytes as u64);
-    if dims[0] % block != 0 {
+    if !dims[0].is_multiple_of(block) {
         return Err(bad(format!("row length {} is not a multiple of the {ty} block size {block}", dims[0])));
     }
     let n = dims

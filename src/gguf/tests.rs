@@ -127,7 +127,10 @@ fn absurd_counts_are_rejected_before_allocating() {
 #[test]
 fn bad_alignment_unknown_type_and_duplicates_are_errors() {
     let w = GgufWriter::new(3).meta("general.alignment", Value::U32(3));
-    assert_eq!(GgufHeader::parse(&w.to_bytes()).unwrap_err().to_string(), "invalid general.alignment 3 (must be a power of two)");
+    assert_eq!(
+        GgufHeader::parse(&w.to_bytes()).unwrap_err().to_string(),
+        "invalid general.alignment 3 (must be a power of two)"
+    );
 
     let mut bytes = GgufWriter::new(3).meta("k", Value::U8(1)).to_bytes();
     let len = bytes.len();

@@ -87,7 +87,7 @@ impl TensorType {
     /// whole number of blocks or the type is unknown.
     pub fn row_bytes(self, n: usize) -> Option<usize> {
         let (block, bytes) = self.block_geometry()?;
-        if n % block != 0 {
+        if !n.is_multiple_of(block) {
             return None;
         }
         (n / block).checked_mul(bytes)

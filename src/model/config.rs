@@ -71,7 +71,8 @@ impl ModelConfig {
                 value: format!("{n_head} heads / {n_head_kv} KV heads for hidden size {n_embd}"),
             });
         }
-        let embd = h.tensor("token_embd.weight").ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into()))?;
+        let embd =
+            h.tensor("token_embd.weight").ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into()))?;
         Ok(ModelConfig {
             name: h.get("general.name").and_then(|v| v.as_str()).map(str::to_owned),
             n_layer: int("block_count")?,

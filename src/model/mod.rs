@@ -159,10 +159,17 @@ impl Model {
         let matrix = |name: &str, cols: usize, rows: usize| -> Result<Matrix, ModelError> {
             let info = file.header.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.into()))?;
             if info.dims != [cols as u64, rows as u64] {
-                return Err(ModelError::Shape { name: name.into(), got: info.dims.clone(), expected: vec![cols as u64, rows as u64] });
+                return Err(ModelError::Shape {
+                    name: name.into(),
+                    got: info.dims.clone(),
+                    expected: vec![cols as u64, rows as u64],
+                });
             }
             quant::dot_type(info.ty).map_err(|source| ModelError::Quant { name: name.into(), source })?;
-            let row_bytes = info.ty.row_bytes(cols).ok_or_else(|| ModelError::Quant { name: name.into(), source: QuantError::Unsupported(info.ty) })?;
+            let row_bytes = info
+                .ty
+                .row_bytes(cols)
+                .ok_or_else(|| ModelError::Quant { name: name.into(), source: QuantError::Unsupported(info.ty) })?;
             Ok(Matrix { info: info.clone(), rows, cols, row_bytes })
         };
         let vector = |name: &str, n: usize| -> Result<Vec<f32>, ModelError> {
@@ -171,7 +178,8 @@ impl Model {
                 return Err(ModelError::Shape { name: name.into(), got: info.dims.clone(), expected: vec![n as u64] });
             }
             let mut out = vec![0.0; n];
-            quant::dequantize(info.ty, file.tensor_data(info), &mut out).map_err(|source| ModelError::Quant { name: name.into(), source })?;
+            quant::dequantize(info.ty, file.tensor_data(info), &mut out)
+                .map_err(|source| ModelError::Quant { name: name.into(), source })?;
             Ok(out)
         };
         let token_embd = matrix("token_embd.weight", d, c.vocab_size)?;
@@ -360,4 +368,4 @@ fn add_into(acc: &mut [f32], x: &[f32]) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

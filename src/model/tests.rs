@@ -32,7 +32,8 @@ fn weights(rng: &mut Lcg, ty: TensorType, rows: usize, cols: usize) -> Vec<u8> {
             };
             for block in out.chunks_exact_mut(block_bytes) {
                 for &at in scale_at {
-                    block[at..at + 2].copy_from_slice(&half::f16::from_f32(0.002 + rng.next().abs() * 0.002).to_le_bytes());
+                    block[at..at + 2]
+                        .copy_from_slice(&half::f16::from_f32(0.002 + rng.next().abs() * 0.002).to_le_bytes());
                 }
             }
             out
@@ -61,7 +62,28 @@ pub(crate) fn synthetic_model(opts: Synthetic) -> Vec<u8> {
         .meta("qwen2.attention.head_count_kv", Value::U32(2))
         .meta("qwen2.rope.freq_base", Value::F32(10_000.0))
         .meta("qwen2.attention.layer_norm_rms_epsilon", Value::F32(1e-6))
-        .meta("qwen2.context_length", Value::U32(256));
+        .meta("qwen2.context_length", Value::U32(256))
+        .meta("tokenizer.ggml.model", Value::String("gpt2".into()))
+        .meta(
+            "tokenizer.ggml.tokens",
+            Value::Array(
+                (0..vocab)
+                    .map(|i| {
+                        Value::String(if i == vocab - 1 {
+                            "<|end|>".into()
+                        } else {
+                            char::from(b'A' + i as u8).to_string()
+                        })
+                    })
+                    .collect(),
+            ),
+        )
+        .meta(
+            "tokenizer.ggml.token_type",
+            Value::Array((0..vocab).map(|i| Value::I32(if i == vocab - 1 { 3 } else { 1 })).collect()),
+        )
+        .meta("tokenizer.ggml.merges", Value::Array(vec![]))
+        .meta("tokenizer.ggml.eos_token_id", Value::U32(vocab as u32 - 1));
     let vec = |rng: &mut Lcg, n: usize, base: f32| -> Vec<f32> { (0..n).map(|_| base + rng.next() * 0.1).collect() };
     let m = |w: GgufWriter, rng: &mut Lcg, name: &str, ty: TensorType, rows: usize, cols: usize| {
         let data = weights(rng, ty, rows, cols);
@@ -89,7 +111,7 @@ pub(crate) fn synthetic_model(opts: Synthetic) -> Vec<u8> {
     let v = vec(&mut rng, d, 1.0);
     w = w.tensor_f32("output_norm.weight", &[d as u64], &v);
     if !opts.tied {
-        let ty = if opts.head_cols % 256 == 0 { TensorType::Q5K } else { TensorType::Q8_0 };
+        let ty = if opts.head_cols.is_multiple_of(256) { TensorType::Q5K } else { TensorType::Q8_0 };
         w = m(w, &mut rng, "output.weight", ty, vocab, opts.head_cols);
     }
     w.to_bytes()
@@ -166,7 +188,10 @@ fn bad_requests_are_errors() {
     let m = tied_model();
     let mut cache = m.new_cache(2);
     assert_eq!(m.forward(&[], &mut cache, Logits::Last).unwrap_err().to_string(), "no tokens to process");
-    assert_eq!(m.forward(&[99], &mut cache, Logits::Last).unwrap_err().to_string(), "token id 99 is outside the vocabulary (size 48)");
+    assert_eq!(
+        m.forward(&[99], &mut cache, Logits::Last).unwrap_err().to_string(),
+        "token id 99 is outside the vocabulary (size 48)"
+    );
     assert_eq!(
         m.forward(&[1, 2, 3], &mut cache, Logits::Last).unwrap_err().to_string(),
         "context full: 3 positions needed, the KV cache holds 2"

@@ -161,7 +161,8 @@ fn dot_q45k(w: &[u8], block_bytes: usize, a: &[u8], fifth_bit: bool) -> f32 {
         for j in 0..8 {
             let (sc, m) = scale_min(j, &wb[4..16]);
             let range = 32 * j..32 * j + 32;
-            let dot: i32 = q[range.clone()].iter().zip(&qa[range.clone()]).map(|(&x, &y)| i32::from(x) * i32::from(y as i8)).sum();
+            let dot: i32 =
+                q[range.clone()].iter().zip(&qa[range.clone()]).map(|(&x, &y)| i32::from(x) * i32::from(y as i8)).sum();
             let qsum: i32 = qa[range].iter().map(|&y| i32::from(y as i8)).sum();
             isum += i32::from(sc) * dot;
             msum += i32::from(m) * qsum;

@@ -50,7 +50,9 @@ fn dequantization_is_bit_exact_on_real_model_tensors() {
 
 #[test]
 fn activation_quantization_is_bit_exact() {
-    for (ty, (input, expected)) in [(TensorType::Q8_0, fixture!("quantize_Q8_0")), (TensorType::Q8K, fixture!("quantize_Q8_K"))] {
+    for (ty, (input, expected)) in
+        [(TensorType::Q8_0, fixture!("quantize_Q8_0")), (TensorType::Q8K, fixture!("quantize_Q8_K"))]
+    {
         let x = f32s(input);
         let mut got = vec![0u8; ty.row_bytes(x.len()).unwrap()];
         quantize(ty, &x, &mut got).unwrap();
@@ -116,7 +118,10 @@ fn length_mismatch_and_unsupported_types_are_errors() {
     let mut out = [0.0; 32];
     let err = dequantize(TensorType::Q8_0, &[0; 33], &mut out).unwrap_err();
     assert_eq!(err.to_string(), "Q8_0: 32 elements need 34 bytes, got 33");
-    assert_eq!(dequantize(TensorType::Other(99), &[], &mut []).unwrap_err(), QuantError::Unsupported(TensorType::Other(99)));
+    assert_eq!(
+        dequantize(TensorType::Other(99), &[], &mut []).unwrap_err(),
+        QuantError::Unsupported(TensorType::Other(99))
+    );
     assert!(dot_type(TensorType::Q8K).is_err());
 }
 

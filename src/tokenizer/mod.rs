@@ -102,7 +102,10 @@ fn byte_alphabet() -> [char; 256] {
 impl Tokenizer {
     /// Builds the tokenizer from GGUF metadata.
     pub fn from_header(h: &GgufHeader) -> Result<Tokenizer, TokenizerError> {
-        let model = h.get("tokenizer.ggml.model").and_then(Value::as_str).ok_or(TokenizerError::Metadata("tokenizer.ggml.model"))?;
+        let model = h
+            .get("tokenizer.ggml.model")
+            .and_then(Value::as_str)
+            .ok_or(TokenizerError::Metadata("tokenizer.ggml.model"))?;
         if model != "gpt2" {
             return Err(TokenizerError::UnsupportedModel(model.to_owned()));
         }
@@ -116,7 +119,9 @@ impl Tokenizer {
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
         let kinds: Vec<TokenKind> = match h.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
-            Some(a) if a.len() == tokens.len() => a.iter().map(|v| TokenKind::from_id(v.as_f64().unwrap_or(1.0) as i64)).collect(),
+            Some(a) if a.len() == tokens.len() => {
+                a.iter().map(|v| TokenKind::from_id(v.as_f64().unwrap_or(1.0) as i64)).collect()
+            }
             Some(_) => return Err(TokenizerError::Metadata("tokenizer.ggml.token_type")),
             None => vec![TokenKind::Normal; tokens.len()],
         };
@@ -138,8 +143,11 @@ impl Tokenizer {
             .filter(|(t, _, _)| !t.is_empty())
             .collect();
         specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
-        let id_of = |key: &'static str| -> Option<u32> { h.get(key).and_then(Value::as_u64).map(|v| v as u32).filter(|&v| (v as usize) < tokens.len()) };
-        let eos = id_of("tokenizer.ggml.eos_token_id").ok_or(TokenizerError::Metadata("tokenizer.ggml.eos_token_id"))?;
+        let id_of = |key: &'static str| -> Option<u32> {
+            h.get(key).and_then(Value::as_u64).map(|v| v as u32).filter(|&v| (v as usize) < tokens.len())
+        };
+        let eos =
+            id_of("tokenizer.ggml.eos_token_id").ok_or(TokenizerError::Metadata("tokenizer.ggml.eos_token_id"))?;
         let add_bos = match h.get("tokenizer.ggml.add_bos_token") {
             Some(Value::Bool(true)) => id_of("tokenizer.ggml.bos_token_id"),
             _ => None,
@@ -154,7 +162,18 @@ impl Tokenizer {
         }
         let byte_to_char = byte_alphabet();
         let char_to_byte = byte_to_char.iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
-        Ok(Tokenizer { tokens, kinds, ids, merges, specials, byte_to_char, char_to_byte, eos, end_of_generation, add_bos })
+        Ok(Tokenizer {
+            tokens,
+            kinds,
+            ids,
+            merges,
+            specials,
+            byte_to_char,
+            char_to_byte,
+            eos,
+            end_of_generation,
+            add_bos,
+        })
     }
 
     /// Number of tokens in the vocabulary.
@@ -227,7 +246,8 @@ impl Tokenizer {
         }
         // Each symbol is a token id; a character outside the vocabulary (never the
         // case for a complete byte alphabet) is dropped rather than invented.
-        let mut symbols: Vec<u32> = encoded.chars().filter_map(|c| self.ids.get(c.encode_utf8(&mut [0; 4]) as &str).copied()).collect();
+        let mut symbols: Vec<u32> =
+            encoded.chars().filter_map(|c| self.ids.get(c.encode_utf8(&mut [0; 4]) as &str).copied()).collect();
         loop {
             let best = symbols
                 .windows(2)
@@ -243,9 +263,13 @@ impl Tokenizer {
 
     /// The bytes a token stands for: raw text for special tokens, decoded bytes otherwise.
     pub fn token_bytes(&self, id: u32) -> Vec<u8> {
-        let Some(text) = self.tokens.get(id as usize) else { return Vec::new() };
+        let Some(text) = self.tokens.get(id as usize) else {
+            return Vec::new();
+        };
         match self.kinds[id as usize] {
-            TokenKind::Normal | TokenKind::Byte => text.chars().map(|c| self.char_to_byte.get(&c).copied().unwrap_or(b'?')).collect(),
+            TokenKind::Normal | TokenKind::Byte => {
+                text.chars().map(|c| self.char_to_byte.get(&c).copied().unwrap_or(b'?')).collect()
+            }
             _ => text.as_bytes().to_vec(),
         }
     }

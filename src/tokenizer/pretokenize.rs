@@ -14,7 +14,10 @@
 use unicode_general_category::{get_general_category, GeneralCategory as G};
 
 fn is_letter(c: char) -> bool {
-    matches!(get_general_category(c), G::UppercaseLetter | G::LowercaseLetter | G::TitlecaseLetter | G::ModifierLetter | G::OtherLetter)
+    matches!(
+        get_general_category(c),
+        G::UppercaseLetter | G::LowercaseLetter | G::TitlecaseLetter | G::ModifierLetter | G::OtherLetter
+    )
 }
 
 fn is_number(c: char) -> bool {
