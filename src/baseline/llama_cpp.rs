@@ -91,10 +91,31 @@ impl LlamaCpp {
         ]
         .map(str::to_owned);
         let out = run_with_timeout(&bin, &args, Duration::from_secs(300))?;
-        String::from_utf8(out).map_err(|_| BaselineError::BadResponse {
+        let text = String::from_utf8(out).map_err(|_| BaselineError::BadResponse {
             from: "llama-completion".into(),
             message: "output is not UTF-8".into(),
-        })
+        })?;
+        Ok(strip_completion_trailer(&text).to_owned())
+    }
+}
+
+/// llama-completion ends what it prints with "\n\n", preceded by " [end of text]\n"
+/// when generation stopped at an end-of-generation token; this removes both.
+fn strip_completion_trailer(printed: &str) -> &str {
+    let text = printed.strip_suffix("\n\n").unwrap_or(printed);
+    text.strip_suffix(" [end of text]\n").unwrap_or(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_completion_trailer;
+
+    #[test]
+    fn completion_trailer_is_removed() {
+        assert_eq!(strip_completion_trailer("abc\n\n"), "abc");
+        assert_eq!(strip_completion_trailer("abc\n\n\n"), "abc\n");
+        assert_eq!(strip_completion_trailer("LIMIT 1; [end of text]\n\n\n"), "LIMIT 1;");
+        assert_eq!(strip_completion_trailer("no trailer"), "no trailer");
     }
 }
 

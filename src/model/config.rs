@@ -65,7 +65,11 @@ impl ModelConfig {
         let n_embd = int("embedding_length")?;
         let n_head = int("attention.head_count")?;
         let n_head_kv = int("attention.head_count_kv")?;
-        if n_embd % n_head != 0 || n_head % n_head_kv != 0 || (n_embd / n_head) % 2 != 0 {
+        if !n_embd.is_multiple_of(n_head)
+            || !n_head.is_multiple_of(n_head_kv)
+            || !(n_embd / n_head).is_multiple_of(2)
+            || n_embd / n_head > super::attention::MAX_HEAD_DIM
+        {
             return Err(ModelError::BadValue {
                 key: format!("{arch}.attention.head_count"),
                 value: format!("{n_head} heads / {n_head_kv} KV heads for hidden size {n_embd}"),

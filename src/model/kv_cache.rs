@@ -1,23 +1,91 @@
 //! The key/value cache: every layer's rotated keys and values for the
-//! positions processed so far, in f32.
+//! positions processed so far, stored as f32 or f16.
+
+use half::f16;
+use serde::Serialize;
+
+/// Element type of the KV cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub enum KvType {
+    /// Half precision, as llama.cpp stores it by default.
+    #[default]
+    F16,
+    /// Single precision.
+    F32,
+}
+
+#[derive(Debug, Clone)]
+enum Store {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+}
+
+impl Store {
+    fn new(ty: KvType, n: usize) -> Store {
+        match ty {
+            KvType::F32 => Store::F32(vec![0.0; n]),
+            KvType::F16 => Store::F16(vec![f16::ZERO; n]),
+        }
+    }
+
+    fn write(&mut self, at: usize, x: &[f32]) {
+        match self {
+            Store::F32(s) => s[at..at + x.len()].copy_from_slice(x),
+            Store::F16(s) => s[at..at + x.len()].iter_mut().zip(x).for_each(|(d, &v)| *d = f16::from_f32(v)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Store::F32(s) => s.len(),
+            Store::F16(s) => s.len(),
+        }
+    }
+}
+
+/// A borrowed row of the cache.
+#[derive(Debug, Clone, Copy)]
+pub enum Row<'a> {
+    /// f32 values.
+    F32(&'a [f32]),
+    /// f16 values.
+    F16(&'a [f16]),
+}
+
+impl Row<'_> {
+    /// The element at `i` as f32.
+    #[inline]
+    pub fn get(&self, i: usize) -> f32 {
+        match self {
+            Row::F32(r) => r[i],
+            Row::F16(r) => r[i].to_f32(),
+        }
+    }
+}
 
 /// Keys and values for `len` positions of every layer, with room for `capacity`.
 #[derive(Debug, Clone)]
 pub struct KvCache {
+    ty: KvType,
     kv_dim: usize,
     capacity: usize,
     len: usize,
     /// `[layer][position][kv_dim]`
-    keys: Vec<f32>,
+    keys: Store,
     /// `[layer][position][kv_dim]`
-    values: Vec<f32>,
+    values: Store,
 }
 
 impl KvCache {
     /// An empty cache for `n_layer` layers of width `kv_dim`, holding `capacity` positions.
-    pub fn new(n_layer: usize, kv_dim: usize, capacity: usize) -> KvCache {
+    pub fn new(ty: KvType, n_layer: usize, kv_dim: usize, capacity: usize) -> KvCache {
         let size = n_layer * capacity * kv_dim;
-        KvCache { kv_dim, capacity, len: 0, keys: vec![0.0; size], values: vec![0.0; size] }
+        KvCache { ty, kv_dim, capacity, len: 0, keys: Store::new(ty, size), values: Store::new(ty, size) }
+    }
+
+    /// Element type.
+    pub fn kv_type(&self) -> KvType {
+        self.ty
     }
 
     /// Positions stored.
@@ -37,7 +105,11 @@ impl KvCache {
 
     /// Bytes held by keys and values.
     pub fn bytes(&self) -> usize {
-        (self.keys.len() + self.values.len()) * std::mem::size_of::<f32>()
+        let width = match self.ty {
+            KvType::F32 => 4,
+            KvType::F16 => 2,
+        };
+        (self.keys.len() + self.values.len()) * width
     }
 
     /// Forgets every position after the first `len` (e.g. to re-run a suffix).
@@ -52,8 +124,8 @@ impl KvCache {
     /// Stores keys and values (rows of `kv_dim`) for positions `pos..` of `layer`.
     pub(crate) fn write(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
         let at = self.at(layer, pos);
-        self.keys[at..at + k.len()].copy_from_slice(k);
-        self.values[at..at + v.len()].copy_from_slice(v);
+        self.keys.write(at, k);
+        self.values.write(at, v);
     }
 
     /// Marks `n` more positions as stored (after every layer has written them).
@@ -61,15 +133,21 @@ impl KvCache {
         self.len += n;
     }
 
-    /// The key at `pos` of `layer`.
-    pub(crate) fn key(&self, layer: usize, pos: usize) -> &[f32] {
-        let at = self.at(layer, pos);
-        &self.keys[at..at + self.kv_dim]
+    fn row<'a>(&self, store: &'a Store, layer: usize, pos: usize, offset: usize, len: usize) -> Row<'a> {
+        let at = self.at(layer, pos) + offset;
+        match store {
+            Store::F32(s) => Row::F32(&s[at..at + len]),
+            Store::F16(s) => Row::F16(&s[at..at + len]),
+        }
     }
 
-    /// The value at `pos` of `layer`.
-    pub(crate) fn value(&self, layer: usize, pos: usize) -> &[f32] {
-        let at = self.at(layer, pos);
-        &self.values[at..at + self.kv_dim]
+    /// `len` key elements from `offset` at `pos` of `layer`.
+    pub(crate) fn key(&self, layer: usize, pos: usize, offset: usize, len: usize) -> Row<'_> {
+        self.row(&self.keys, layer, pos, offset, len)
+    }
+
+    /// `len` value elements from `offset` at `pos` of `layer`.
+    pub(crate) fn value(&self, layer: usize, pos: usize, offset: usize, len: usize) -> Row<'_> {
+        self.row(&self.values, layer, pos, offset, len)
     }
 }

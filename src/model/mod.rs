@@ -6,12 +6,13 @@
 //! SwiGLU FFN → residual. Then the final norm and the LM head (`output.weight`,
 //! or the token embedding when the model ties them).
 
+mod attention;
 mod config;
 mod kv_cache;
 pub mod ops;
 
 pub use config::ModelConfig;
-pub use kv_cache::KvCache;
+pub use kv_cache::{KvCache, KvType};
 
 use std::path::Path;
 
@@ -138,6 +139,8 @@ pub struct Model {
     pub lm_head: Matrix,
     /// Worker threads for matrix products.
     pub threads: usize,
+    /// Element type of the caches [`Model::new_cache`] makes.
+    pub kv_type: KvType,
 }
 
 /// Which positions of a batch need logits.
@@ -207,12 +210,12 @@ impl Model {
             None => token_embd.clone(),
         };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Ok(Model { file, config, token_embd, layers, output_norm, lm_head, threads })
+        Ok(Model { file, config, token_embd, layers, output_norm, lm_head, threads, kv_type: KvType::default() })
     }
 
-    /// A KV cache for up to `capacity` positions.
+    /// A KV cache of `self.kv_type` for up to `capacity` positions.
     pub fn new_cache(&self, capacity: usize) -> KvCache {
-        KvCache::new(self.config.n_layer, self.config.kv_dim(), capacity)
+        KvCache::new(self.kv_type, self.config.n_layer, self.config.kv_dim(), capacity)
     }
 
     fn rows(&self, m: &Matrix) -> &[u8] {
@@ -292,7 +295,6 @@ impl Model {
         let mut attn = vec![0.0f32; n * d];
         let mut o = vec![0.0f32; n * d];
         let (mut gate, mut up) = (vec![0.0f32; n * c.n_ff], vec![0.0f32; n * c.n_ff]);
-        let mut scores = vec![0.0f32; p0 + n];
         let scale = 1.0 / (hd as f32).sqrt();
         let group = c.n_head / c.n_head_kv;
 
@@ -314,21 +316,8 @@ impl Model {
             for t in 0..n {
                 let ctx = p0 + t + 1; // causal: positions 0..=p0+t
                 for head in 0..c.n_head {
-                    let kvh = head / group;
-                    let qh = &q[t * d + head * hd..][..hd];
-                    for (p, s) in scores[..ctx].iter_mut().enumerate() {
-                        let kp = &cache.key(li, p)[kvh * hd..][..hd];
-                        *s = qh.iter().zip(kp).map(|(a, b)| a * b).sum::<f32>() * scale;
-                    }
-                    ops::softmax(&mut scores[..ctx]);
-                    let out = &mut attn[t * d + head * hd..][..hd];
-                    out.fill(0.0);
-                    for (p, &w) in scores[..ctx].iter().enumerate() {
-                        let vp = &cache.value(li, p)[kvh * hd..][..hd];
-                        for (o, vv) in out.iter_mut().zip(vp) {
-                            *o += w * vv;
-                        }
-                    }
+                    let (qh, out) = (&q[t * d + head * hd..][..hd], &mut attn[t * d + head * hd..][..hd]);
+                    attention::attend(qh, cache, li, (head / group) * hd, ctx, scale, out);
                 }
             }
             self.matmul(&l.wo, &attn, &mut o);
