@@ -10,5 +10,7 @@ pub mod engine;
 pub mod gguf;
 pub mod model;
 pub mod quant;
+pub mod rng;
 pub mod sample;
+pub mod stats;
 pub mod tokenizer;

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::rng::SplitMix64;
+
 /// How to pick tokens. `temperature <= 0` means greedy (argmax).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct SamplerConfig {
@@ -21,25 +23,6 @@ pub struct SamplerConfig {
 impl Default for SamplerConfig {
     fn default() -> Self {
         SamplerConfig { temperature: 0.0, top_k: 40, top_p: 0.95, min_p: 0.05, seed: 42 }
-    }
-}
-
-/// SplitMix64: a small, well-distributed generator; reproducible across platforms.
-#[derive(Debug, Clone)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

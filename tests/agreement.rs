@@ -10,7 +10,7 @@ use std::time::Duration;
 use falsify::baseline::llama_cpp::{LlamaCpp, LlamaServer};
 use falsify::engine::{self, GenerateOptions};
 use falsify::gguf::GgufFile;
-use falsify::model::{Logits, Model};
+use falsify::model::{KvType, Logits, Model};
 use falsify::sample::{argmax, SamplerConfig};
 use falsify::tokenizer::Tokenizer;
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -55,6 +55,10 @@ fn server(llama: &LlamaCpp, model: &Path) -> Result<LlamaServer, Failed> {
 fn load(model: &Path) -> Result<(Model, Tokenizer), Failed> {
     let mut m = Model::load(model).map_err(|e| e.to_string())?;
     m.threads = THREADS;
+    // FALSIFY_KV=f32 runs the suite with an f32 KV cache instead of llama.cpp's f16.
+    if std::env::var("FALSIFY_KV").is_ok_and(|v| v == "f32") {
+        m.kv_type = KvType::F32;
+    }
     let t = Tokenizer::from_header(&m.file.header).map_err(|e| e.to_string())?;
     Ok((m, t))
 }

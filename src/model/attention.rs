@@ -50,3 +50,55 @@ pub fn attend(q: &[f32], cache: &KvCache, layer: usize, kv_offset: usize, ctx: u
 
 /// Largest head dimension supported (Qwen2.5 uses 64 and 128).
 pub const MAX_HEAD_DIM: usize = 256;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ops::softmax;
+
+    fn cache(ty: KvType, keys: &[Vec<f32>], values: &[Vec<f32>]) -> KvCache {
+        let mut c = KvCache::new(ty, 1, keys[0].len(), keys.len());
+        for (p, (k, v)) in keys.iter().zip(values).enumerate() {
+            c.write(0, p, k, v);
+        }
+        c.advance(keys.len());
+        c
+    }
+
+    fn data(n: usize, hd: usize, seed: f32) -> Vec<Vec<f32>> {
+        (0..n).map(|p| (0..hd).map(|i| ((p * hd + i) as f32 * seed).sin()).collect()).collect()
+    }
+
+    /// Two-pass softmax attention in f64, the textbook definition.
+    fn naive(q: &[f32], k: &[Vec<f32>], v: &[Vec<f32>], scale: f32) -> Vec<f32> {
+        let mut s: Vec<f32> = k.iter().map(|k| q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale).collect();
+        softmax(&mut s);
+        (0..q.len()).map(|i| s.iter().zip(v).map(|(w, v)| w * v[i]).sum()).collect()
+    }
+
+    #[test]
+    fn online_softmax_equals_the_two_pass_definition() {
+        let (k, v, q) = (data(37, 16, 0.37), data(37, 16, 0.11), data(1, 16, 0.7).remove(0));
+        let c = cache(KvType::F32, &k, &v);
+        let mut out = vec![0.0; 16];
+        attend(&q, &c, 0, 0, 37, 0.25, &mut out);
+        let want = naive(&q, &k, &v, 0.25);
+        for (a, b) in out.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn one_position_returns_its_value_and_f16_stays_close() {
+        let (k, v, q) = (data(20, 8, 0.9), data(20, 8, 0.3), data(1, 8, 0.5).remove(0));
+        let mut out = vec![0.0; 8];
+        attend(&q, &cache(KvType::F32, &k, &v), 0, 0, 1, 1.0, &mut out);
+        assert_eq!(out, v[0]);
+        let mut half = vec![0.0; 8];
+        attend(&q, &cache(KvType::F16, &k, &v), 0, 0, 20, 0.3, &mut half);
+        attend(&q, &cache(KvType::F32, &k, &v), 0, 0, 20, 0.3, &mut out);
+        for (a, b) in half.iter().zip(&out) {
+            assert!((a - b).abs() < 5e-3, "f16 {a} vs f32 {b}");
+        }
+    }
+}
