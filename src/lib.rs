@@ -9,6 +9,7 @@ pub mod baseline;
 pub mod engine;
 pub mod gguf;
 pub mod model;
+pub mod provenance;
 pub mod quant;
 pub mod rng;
 pub mod sample;

@@ -127,14 +127,17 @@ fn teacher_forced(model: &Path, llama: &LlamaCpp, n_predict: usize) -> Result<()
         let mut seq = prompt.clone();
         seq.extend(&generated[..generated.len() - 1]);
         let mut cache = m.new_cache(seq.len());
-        let logits = m.forward(&seq, &mut cache, Logits::All).map_err(|e| e.to_string())?;
+        let mut logits = m.forward(&seq, &mut cache, Logits::All).map_err(|e| e.to_string())?;
         let vocab = m.config.vocab_size;
         for (i, probs) in reference.completion_probabilities.iter().enumerate() {
             let pos = prompt.len() - 1 + i;
-            let row = &logits[pos * vocab..(pos + 1) * vocab];
+            let row = &mut logits[pos * vocab..(pos + 1) * vocab];
+            // llama-server bans end-of-generation tokens when told to ignore EOS; so do we here.
+            let log_z = log_sum_exp(row);
+            for &eog in &tok.end_of_generation {
+                row[eog as usize] = f32::NEG_INFINITY;
+            }
             let ours = argmax(row);
-            let max = row[ours as usize];
-            let log_z = f64::from(max) + row.iter().map(|&v| f64::from(v - max).exp()).sum::<f64>().ln();
             for cand in &probs.top_logprobs {
                 let diff = (f64::from(row[cand.id as usize]) - log_z - cand.logprob).abs();
                 lp_sum += diff;
@@ -249,6 +252,12 @@ fn kv_cache(model: &Path) -> Result<(), Failed> {
     } else {
         Err(format!("max logit difference {worst} > 1e-3").into())
     }
+}
+
+/// log Σ exp(x), in f64.
+fn log_sum_exp(xs: &[f32]) -> f64 {
+    let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    f64::from(max) + xs.iter().map(|&v| f64::from(v - max).exp()).sum::<f64>().ln()
 }
 
 fn trial(name: &str, needs: Result<(), String>, run: impl FnOnce() -> Result<(), Failed> + Send + 'static) -> Trial {
