@@ -6,11 +6,13 @@
 //! [`engine`] drives generation with timings.
 
 pub mod baseline;
+pub mod bench;
 pub mod engine;
 pub mod gguf;
 pub mod model;
 pub mod provenance;
 pub mod quant;
+pub mod report;
 pub mod rng;
 pub mod sample;
 pub mod stats;

@@ -7,9 +7,13 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
+use falsify::baseline::llama_cpp::LlamaCpp;
+use falsify::baseline::ollama::Ollama;
+use falsify::bench::{Baseline, LlamaBench, OllamaGenerate, Protocol};
 use falsify::engine::{self, GenerateOptions};
 use falsify::gguf::GgufFile;
 use falsify::model::{Model, ModelConfig};
+use falsify::provenance::{ModelFile, Provenance};
 use falsify::sample::SamplerConfig;
 use falsify::tokenizer::Tokenizer;
 
@@ -100,6 +104,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmark the engine against a baseline, interleaved, with CIs on the ratios.
+    ///
+    /// Each round runs a prefill test (a random N_PROMPT-token prompt, fresh cache)
+    /// and a decode test (N_GEN tokens after a 1-token prompt) on the engine, and the
+    /// same two tests with llama-bench; rounds alternate which engine goes first.
+    Bench {
+        #[command(flatten)]
+        model: ModelArg,
+        /// Prompt tokens in the prefill test.
+        #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+        n_prompt: usize,
+        /// Tokens in the decode test.
+        #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+        n_gen: usize,
+        /// Measured rounds.
+        #[arg(short = 'r', long = "repetitions", default_value_t = 10)]
+        runs: usize,
+        /// Warmup rounds, not counted.
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// Threads for both engines.
+        #[arg(long, short = 't', default_value_t = 2)]
+        threads: usize,
+        /// Baseline to compare with: llama.cpp, ollama (at $OLLAMA_HOST) or none.
+        #[arg(long, default_value = "llama.cpp")]
+        baseline: String,
+        /// Ollama's name for the same model.
+        #[arg(long, default_value = "qwen2.5-coder:0.5b-instruct-q4_K_M")]
+        ollama_model: String,
+        /// Also write the full result (samples, summaries, ratios, provenance) as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -142,6 +179,18 @@ fn open_model(arg: &ModelArg) -> Result<Model> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect { model, metadata } => inspect(&model, metadata),
+        Command::Bench { model, n_prompt, n_gen, runs, warmup, threads, baseline, ollama_model, json } => {
+            if runs < 2 {
+                return Err("need at least 2 measured repetitions (-r) for a confidence interval".into());
+            }
+            bench(
+                &model,
+                Protocol { warmup, runs, n_prompt: n_prompt.max(1), n_gen: n_gen.max(1), threads: threads.max(1) },
+                &baseline,
+                &ollama_model,
+                json,
+            )
+        }
         Command::Tokenize { model, text, no_parse_special, json } => {
             let file = GgufFile::open(model.path())?;
             let tok = Tokenizer::from_header(&file.header)?;
@@ -205,6 +254,87 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn bench(
+    model: &ModelArg,
+    protocol: Protocol,
+    baseline: &str,
+    ollama_model: &str,
+    json: Option<PathBuf>,
+) -> Result<()> {
+    let mut m = open_model(model)?;
+    m.threads = protocol.threads;
+    let tok = Tokenizer::from_header(&m.file.header)?;
+    let path = model.path();
+    let (llama, ollama) = match baseline {
+        "llama.cpp" => (Some(LlamaCpp::locate()?), None),
+        "ollama" => {
+            let server = Ollama::from_env();
+            if let Err(e) = server.probe() {
+                eprintln!("skipped: the Ollama baseline is unavailable: {e}");
+                return Ok(());
+            }
+            (None, Some(server))
+        }
+        "none" => (None, None),
+        other => return Err(format!("unknown baseline {other:?} (choose llama.cpp, ollama or none)").into()),
+    };
+    let llama_bench = llama.as_ref().map(|l| LlamaBench { llama: l, model: &path });
+    let ollama_gen =
+        ollama.as_ref().map(|s| OllamaGenerate { server: s, model: ollama_model.to_owned(), tokenizer: &tok });
+    let base: Option<&dyn Baseline> = match (&llama_bench, &ollama_gen) {
+        (Some(b), _) => Some(b),
+        (_, Some(b)) => Some(b),
+        _ => None,
+    };
+    let mut baselines = Vec::new();
+    if let Some(l) = &llama {
+        baselines.push(("llama.cpp".to_owned(), l.provenance().unwrap_or_else(|| "no PROVENANCE.toml".into())));
+    }
+    if let Some(s) = &ollama {
+        baselines.push(("ollama".to_owned(), format!("server version {}, model {ollama_model}", s.probe()?)));
+    }
+    let provenance = Provenance::collect(protocol.threads, vec![ModelFile::describe(&path)?], baselines);
+    let result = falsify::bench::compare(&m, &tok, base, &protocol, provenance, |done, total| {
+        eprint!("\rbench: round {done}/{total} (first {} are warmup)   ", protocol.warmup);
+        if done == total {
+            eprintln!();
+        }
+    })?;
+    let mut o = String::new();
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        o,
+        "{:<15} {:<10} {:>10} {:>23} {:>7} {:>9}",
+        "metric", "engine", "median", "95% CI of mean", "CV", "outliers"
+    );
+    for s in &result.series {
+        let sm = &s.summary;
+        let _ = writeln!(
+            o,
+            "{:<15} {:<10} {:>10.2} {:>23} {:>6.1}% {:>9}",
+            s.metric,
+            s.engine,
+            sm.median,
+            format!("[{:.2}, {:.2}]", sm.mean_ci95.lo, sm.mean_ci95.hi),
+            sm.cv * 100.0,
+            sm.outliers.total()
+        );
+    }
+    for c in &result.comparisons {
+        let _ = writeln!(
+            o,
+            "ratio {} {}/{}: {:.3}x  95% CI [{:.3}, {:.3}]  ({} p = {:.2e})",
+            c.metric, c.a, c.b, c.ratio.ratio, c.ratio.ci.lo, c.ratio.ci.hi, c.test.test, c.test.p_value
+        );
+    }
+    emit(&o)?;
+    if let Some(path) = json {
+        falsify::report::write_atomic(&path, serde_json::to_string_pretty(&result)?.as_bytes())?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 fn inspect(path: &PathBuf, metadata: bool) -> Result<()> {

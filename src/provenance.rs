@@ -77,7 +77,9 @@ impl Host {
         let memory_bytes = std::fs::read_to_string("/proc/meminfo")
             .ok()
             .and_then(|m| {
-                m.lines().find_map(|l| l.strip_prefix("MemTotal:").and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()))
+                m.lines().find_map(|l| {
+                    l.strip_prefix("MemTotal:").and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                })
             })
             .map_or(0, |kib| kib * 1024);
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();

@@ -60,6 +60,45 @@ impl LlamaCpp {
         std::fs::read_to_string(self.dir.join("PROVENANCE.toml")).ok()
     }
 
+    /// Runs `llama-bench` once: a prefill test of `n_prompt` tokens when
+    /// `n_gen` is 0, or a decode test of `n_gen` tokens when `n_prompt` is 0,
+    /// with `reps` repetitions; returns its raw samples.
+    pub fn bench(
+        &self,
+        model: &Path,
+        threads: usize,
+        n_prompt: usize,
+        n_gen: usize,
+        reps: usize,
+    ) -> Result<BenchRow, BaselineError> {
+        let bin = self.binary("llama-bench")?;
+        let args = [
+            "-m",
+            &model.display().to_string(),
+            "-t",
+            &threads.to_string(),
+            "-p",
+            &n_prompt.to_string(),
+            "-n",
+            &n_gen.to_string(),
+            "-r",
+            &reps.to_string(),
+            "-o",
+            "json",
+        ]
+        .map(str::to_owned);
+        let out = run_with_timeout(&bin, &args, Duration::from_secs(600))?;
+        let text = String::from_utf8_lossy(&out);
+        let mut rows = parse_bench_json(&text)?;
+        match rows.len() {
+            1 => Ok(rows.remove(0)),
+            n => Err(BaselineError::BadResponse {
+                from: "llama-bench".into(),
+                message: format!("{n} result rows, expected 1"),
+            }),
+        }
+    }
+
     /// Greedy continuation of `prompt` by `llama-completion --temp 0`: the text
     /// it prints (without the prompt). It may end early at end-of-generation.
     pub fn complete_greedy(
@@ -99,6 +138,36 @@ impl LlamaCpp {
     }
 }
 
+/// One `llama-bench -o json` result row: its raw per-repetition samples.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct BenchRow {
+    /// Prompt tokens processed (a prefill test when > 0 and `n_gen` = 0).
+    pub n_prompt: usize,
+    /// Tokens generated (a decode test when > 0 and `n_prompt` = 0).
+    pub n_gen: usize,
+    /// Threads used.
+    pub n_threads: usize,
+    /// Duration of each repetition in nanoseconds.
+    pub samples_ns: Vec<u64>,
+    /// Tokens per second of each repetition.
+    pub samples_ts: Vec<f64>,
+}
+
+/// Parses `llama-bench -o json` output.
+pub fn parse_bench_json(json: &str) -> Result<Vec<BenchRow>, BaselineError> {
+    let rows: Vec<BenchRow> = serde_json::from_str(json)
+        .map_err(|e| BaselineError::BadResponse { from: "llama-bench".into(), message: e.to_string() })?;
+    for r in &rows {
+        if r.samples_ns.is_empty() || r.samples_ns.len() != r.samples_ts.len() {
+            return Err(BaselineError::BadResponse {
+                from: "llama-bench".into(),
+                message: format!("{} duration samples but {} rate samples", r.samples_ns.len(), r.samples_ts.len()),
+            });
+        }
+    }
+    Ok(rows)
+}
+
 /// llama-completion ends what it prints with "\n\n", preceded by " [end of text]\n"
 /// when generation stopped at an end-of-generation token; this removes both.
 fn strip_completion_trailer(printed: &str) -> &str {
@@ -108,7 +177,21 @@ fn strip_completion_trailer(printed: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::strip_completion_trailer;
+    use super::{parse_bench_json, strip_completion_trailer};
+
+    #[test]
+    fn bench_json_yields_raw_samples_and_rejects_malformed_output() {
+        let ok = r#"[{"n_prompt": 512, "n_gen": 0, "n_threads": 2, "avg_ts": 250.0,
+                      "samples_ns": [2000000000, 2100000000], "samples_ts": [256.0, 243.8]}]"#;
+        let rows = parse_bench_json(ok).unwrap();
+        assert_eq!((rows[0].n_prompt, rows[0].samples_ts.clone()), (512, vec![256.0, 243.8]));
+        let uneven = r#"[{"n_prompt": 1, "n_gen": 0, "n_threads": 2, "samples_ns": [1], "samples_ts": []}]"#;
+        assert!(parse_bench_json(uneven).unwrap_err().to_string().contains("1 duration samples but 0 rate samples"));
+        assert!(parse_bench_json("build: unknown")
+            .unwrap_err()
+            .to_string()
+            .starts_with("unexpected response from llama-bench"));
+    }
 
     #[test]
     fn completion_trailer_is_removed() {

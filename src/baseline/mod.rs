@@ -1,6 +1,7 @@
 //! External engines the embedded one is compared with, run as real processes.
 
 pub mod llama_cpp;
+pub mod ollama;
 
 /// Why a baseline could not be used.
 #[derive(Debug, thiserror::Error)]
