@@ -2,6 +2,7 @@
 
 pub mod llama_cpp;
 pub mod ollama;
+pub mod recorded;
 
 /// Why a baseline could not be used.
 #[derive(Debug, thiserror::Error)]
