@@ -254,6 +254,35 @@ fn kv_cache(model: &Path) -> Result<(), Failed> {
     }
 }
 
+/// A llama-server killed mid-run gives a clean error, and dropping the handle
+/// leaves no process behind.
+fn server_killed_mid_run(model: &Path, llama: &LlamaCpp) -> Result<(), Failed> {
+    let srv = server(llama, model)?;
+    let pid = srv.pid();
+    srv.tokenize("hello").map_err(|e| e.to_string())?;
+    let status =
+        std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err("could not kill llama-server".into());
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let err = match srv.tokenize("hello") {
+        Ok(_) => return Err("a killed server still answered".into()),
+        Err(e) => e.to_string(),
+    };
+    eprintln!("error after kill: {err}");
+    drop(srv);
+    // Reaped: no zombie or live process with that pid remains as our child.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    if stat.contains(") Z ") || stat.contains(") S ") || stat.contains(") R ") {
+        return Err(format!("process {pid} is still there: {stat}").into());
+    }
+    if !err.contains("127.0.0.1") {
+        return Err(format!("the error does not say which server failed: {err}").into());
+    }
+    Ok(())
+}
+
 /// log Σ exp(x), in f64.
 fn log_sum_exp(xs: &[f32]) -> f64 {
     let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -295,6 +324,11 @@ fn main() {
             trials.push(trial("teacher_forced_top1_0.5b", needs.clone(), move || {
                 let (m, l) = b.unwrap();
                 teacher_forced(&m, &l, 64)
+            }));
+            let b = both.clone();
+            trials.push(trial("llama_server_killed_mid_run_is_a_clean_error", needs.clone(), move || {
+                let (m, l) = b.unwrap();
+                server_killed_mid_run(&m, &l)
             }));
             let m = model.clone();
             trials.push(trial(

@@ -349,12 +349,13 @@ impl LlamaServer {
 
     fn post<T: for<'de> Deserialize<'de>>(&self, path: &str, body: serde_json::Value) -> Result<T, BaselineError> {
         let url = format!("{}{path}", self.base);
-        let resp = self
-            .agent
-            .post(&url)
-            .send_json(body)
-            .map_err(|e| BaselineError::Http { url: url.clone(), message: e.to_string() })?;
+        let resp = self.agent.post(&url).send_json(body).map_err(|e| BaselineError::http(&url, &e))?;
         resp.into_json().map_err(|e| BaselineError::BadResponse { from: url, message: e.to_string() })
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Token ids of `text` (special tokens parsed, no BOS added).

@@ -42,3 +42,16 @@ pub enum BaselineError {
         message: String,
     },
 }
+
+impl BaselineError {
+    /// An HTTP failure, without repeating the URL that ureq's message already starts with.
+    pub fn http(url: &str, e: &dyn std::fmt::Display) -> BaselineError {
+        BaselineError::Http { url: url.to_owned(), message: without_url(url, e) }
+    }
+}
+
+/// An error's text without a leading "URL: ".
+pub(crate) fn without_url(url: &str, e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    text.strip_prefix(&format!("{url}: ")).unwrap_or(&text).to_owned()
+}

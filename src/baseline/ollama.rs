@@ -109,8 +109,8 @@ impl Ollama {
     pub fn probe(&self) -> Result<String, BaselineError> {
         let url = format!("{}/api/version", self.base);
         let resp = self.agent.get(&url).timeout(Duration::from_secs(3)).call().map_err(|e| BaselineError::Http {
+            message: format!("no Ollama server ({}); set OLLAMA_HOST", super::without_url(&url, &e)),
             url: url.clone(),
-            message: format!("no Ollama server ({e}); set OLLAMA_HOST"),
         })?;
         let v: serde_json::Value =
             resp.into_json().map_err(|e| BaselineError::BadResponse { from: url, message: e.to_string() })?;
@@ -127,9 +127,9 @@ impl Ollama {
         let resp = match self.agent.post(&url).send_json(body) {
             Ok(r) => r,
             Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => return Err(BaselineError::Http { url, message: e.to_string() }),
+            Err(e) => return Err(BaselineError::http(&url, &e)),
         };
-        let text = resp.into_string().map_err(|e| BaselineError::Http { url, message: e.to_string() })?;
+        let text = resp.into_string().map_err(|e| BaselineError::http(&url, &e))?;
         parse_generate(&text)
     }
 }
