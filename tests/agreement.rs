@@ -202,6 +202,20 @@ fn greedy_text(model: &Path, llama: &LlamaCpp) -> Result<(), Failed> {
         }
     }
     eprintln!("greedy text: {same}/{} prompts identical to llama-completion", prompts.len());
+    if same < prompts.len() {
+        // Context for the reader: how often llama.cpp agrees with itself when only its
+        // attention kernel changes (flash attention off), on the same prompts.
+        let mut self_same = 0;
+        for p in &prompts {
+            let on = llama.complete_greedy(model, p, 32, THREADS).map_err(|e| e.to_string())?;
+            let off = llama.complete_greedy_with(model, p, 32, THREADS, &["-fa", "off"]).map_err(|e| e.to_string())?;
+            self_same += usize::from(on == off);
+        }
+        eprintln!(
+            "context: llama.cpp with flash attention on vs off agrees with itself on {self_same}/{} prompts",
+            prompts.len()
+        );
+    }
     if !differing.is_empty() {
         // Show how close llama.cpp's own choice was where the texts part.
         let srv = server(llama, model)?;

@@ -108,6 +108,18 @@ impl LlamaCpp {
         n: usize,
         threads: usize,
     ) -> Result<String, BaselineError> {
+        self.complete_greedy_with(model, prompt, n, threads, &[])
+    }
+
+    /// [`LlamaCpp::complete_greedy`] with extra `llama-completion` arguments (e.g. `-fa off`).
+    pub fn complete_greedy_with(
+        &self,
+        model: &Path,
+        prompt: &str,
+        n: usize,
+        threads: usize,
+        extra: &[&str],
+    ) -> Result<String, BaselineError> {
         let bin = self.binary("llama-completion")?;
         let args = [
             "-m",
@@ -129,6 +141,7 @@ impl LlamaCpp {
             "0",
         ]
         .map(str::to_owned);
+        let args: Vec<String> = args.into_iter().chain(extra.iter().map(|a| a.to_string())).collect();
         let out = run_with_timeout(&bin, &args, Duration::from_secs(300))?;
         let text = String::from_utf8(out).map_err(|_| BaselineError::BadResponse {
             from: "llama-completion".into(),
