@@ -263,9 +263,11 @@ fn bench(
     ollama_model: &str,
     json: Option<PathBuf>,
 ) -> Result<()> {
+    let load_start = Instant::now();
     let mut m = open_model(model)?;
     m.threads = protocol.threads;
     let tok = Tokenizer::from_header(&m.file.header)?;
+    let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
     let path = model.path();
     let (llama, ollama) = match baseline {
         "llama.cpp" => (Some(LlamaCpp::locate()?), None),
@@ -296,7 +298,7 @@ fn bench(
         baselines.push(("ollama".to_owned(), format!("server version {}, model {ollama_model}", s.probe()?)));
     }
     let provenance = Provenance::collect(protocol.threads, vec![ModelFile::describe(&path)?], baselines);
-    let result = falsify::bench::compare(&m, &tok, base, &protocol, provenance, |done, total| {
+    let result = falsify::bench::compare(&m, &tok, load_ms, base, &protocol, provenance, |done, total| {
         eprint!("\rbench: round {done}/{total} (first {} are warmup)   ", protocol.warmup);
         if done == total {
             eprintln!();
@@ -329,6 +331,12 @@ fn bench(
             c.metric, c.a, c.b, c.ratio.ratio, c.ratio.ci.lo, c.ratio.ci.hi, c.test.test, c.test.p_value
         );
     }
+    let _ = writeln!(
+        o,
+        "engine: model load {:.1} ms, peak RSS {}",
+        result.engine_load_ms,
+        result.engine_peak_rss_bytes.map_or("unknown".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
+    );
     emit(&o)?;
     if let Some(path) = json {
         falsify::report::write_atomic(&path, serde_json::to_string_pretty(&result)?.as_bytes())?;

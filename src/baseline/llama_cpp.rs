@@ -99,6 +99,32 @@ impl LlamaCpp {
         }
     }
 
+    /// Perplexity of a text file by `llama-perplexity` with `ctx`-token chunks:
+    /// its final estimate and the estimate's error.
+    pub fn perplexity(
+        &self,
+        model: &Path,
+        text: &Path,
+        ctx: usize,
+        threads: usize,
+    ) -> Result<(f64, f64), BaselineError> {
+        let bin = self.binary("llama-perplexity")?;
+        let args = [
+            "-m",
+            &model.display().to_string(),
+            "-f",
+            &text.display().to_string(),
+            "-c",
+            &ctx.to_string(),
+            "-t",
+            &threads.to_string(),
+        ]
+        .map(str::to_owned);
+        let (out, err) = run_with_timeout_both(&bin, &args, Duration::from_secs(900))?;
+        let all = format!("{}{}", String::from_utf8_lossy(&out), err);
+        parse_perplexity(&all)
+    }
+
     /// Greedy continuation of `prompt` by `llama-completion --temp 0`: the text
     /// it prints (without the prompt). It may end early at end-of-generation.
     pub fn complete_greedy(
@@ -151,6 +177,20 @@ impl LlamaCpp {
     }
 }
 
+/// Finds `Final estimate: PPL = X +/- E` in llama-perplexity's output.
+pub fn parse_perplexity(output: &str) -> Result<(f64, f64), BaselineError> {
+    let bad = |message: &str| BaselineError::BadResponse { from: "llama-perplexity".into(), message: message.into() };
+    let line = output
+        .lines()
+        .find_map(|l| l.split_once("Final estimate: PPL = ").map(|(_, r)| r))
+        .ok_or_else(|| bad("no final estimate in its output"))?;
+    let mut parts = line.split("+/-").map(|p| p.trim().parse::<f64>());
+    match (parts.next(), parts.next()) {
+        (Some(Ok(ppl)), Some(Ok(err))) if ppl.is_finite() && ppl >= 1.0 => Ok((ppl, err)),
+        _ => Err(bad(&format!("unreadable estimate {line:?}"))),
+    }
+}
+
 /// One `llama-bench -o json` result row: its raw per-repetition samples.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct BenchRow {
@@ -190,7 +230,7 @@ fn strip_completion_trailer(printed: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_bench_json, strip_completion_trailer};
+    use super::{parse_bench_json, parse_perplexity, strip_completion_trailer};
 
     #[test]
     fn bench_json_yields_raw_samples_and_rejects_malformed_output() {
@@ -207,6 +247,24 @@ mod tests {
     }
 
     #[test]
+    fn perplexity_estimate_is_found_or_reported_missing() {
+        let out = "perplexity: calculating perplexity over 4 chunks\n[1]1.0032,[2]1.0033,\nI Final estimate: PPL = 12.3456 +/- 0.00051\n";
+        assert_eq!(parse_perplexity(out).unwrap(), (12.3456, 0.00051));
+        assert!(parse_perplexity("crashed").unwrap_err().to_string().contains("no final estimate"));
+        assert!(parse_perplexity("Final estimate: PPL = nan +/- nan").unwrap_err().to_string().contains("unreadable"));
+    }
+
+    #[test]
+    fn server_timings_are_read_from_a_completion_body() {
+        let body = r#"{"content":" Paris","tokens":[12095],"stop":true,
+            "timings":{"cache_n":0,"prompt_n":5,"prompt_ms":21.5,"prompt_per_token_ms":4.3,"prompt_per_second":232.5,
+                       "predicted_n":1,"predicted_ms":0.01,"predicted_per_token_ms":0.01,"predicted_per_second":100000.0}}"#;
+        let c: super::ServerCompletion = serde_json::from_str(body).unwrap();
+        let t = c.timings.unwrap();
+        assert_eq!((t.prompt_n, t.prompt_ms, t.predicted_n), (5, 21.5, 1));
+    }
+
+    #[test]
     fn completion_trailer_is_removed() {
         assert_eq!(strip_completion_trailer("abc\n\n"), "abc");
         assert_eq!(strip_completion_trailer("abc\n\n\n"), "abc\n");
@@ -217,6 +275,11 @@ mod tests {
 
 /// Runs a program to completion with a deadline; returns its stdout.
 fn run_with_timeout(bin: &Path, args: &[String], timeout: Duration) -> Result<Vec<u8>, BaselineError> {
+    run_with_timeout_both(bin, args, timeout).map(|(out, _)| out)
+}
+
+/// Runs a program to completion with a deadline; returns its stdout and stderr.
+fn run_with_timeout_both(bin: &Path, args: &[String], timeout: Duration) -> Result<(Vec<u8>, String), BaselineError> {
     let program = bin.display().to_string();
     let err = |message: String| BaselineError::Process { program: program.clone(), message };
     let mut child = Command::new(bin)
@@ -256,7 +319,7 @@ fn run_with_timeout(bin: &Path, args: &[String], timeout: Duration) -> Result<Ve
             stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
         return Err(err(format!("exited with {status}: {tail}")));
     }
-    Ok(out)
+    Ok((out, stderr))
 }
 
 /// A running `llama-server` on a loopback port, stopped when dropped.
@@ -297,6 +360,24 @@ pub struct ServerCompletion {
     /// Per-position probabilities (when `n_probs > 0`).
     #[serde(default)]
     pub completion_probabilities: Vec<TokenProbs>,
+    /// The server's own timings of this request.
+    #[serde(default)]
+    pub timings: Option<ServerTimings>,
+}
+
+/// llama-server's `timings` object: prompt processing and generation.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+pub struct ServerTimings {
+    /// Prompt tokens evaluated (cached tokens are not counted).
+    pub prompt_n: u64,
+    /// Time evaluating them, ms (≈ time to first token on the server).
+    pub prompt_ms: f64,
+    /// Tokens generated.
+    pub predicted_n: u64,
+    /// Time generating them, ms.
+    pub predicted_ms: f64,
+    /// `predicted_n / predicted_ms`, per second (excludes prompt time).
+    pub predicted_per_second: f64,
 }
 
 impl LlamaServer {

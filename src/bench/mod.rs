@@ -141,6 +141,10 @@ pub struct BenchResult {
     pub series: Vec<Series>,
     /// Ratios of the engine over each baseline.
     pub comparisons: Vec<Comparison>,
+    /// Time to open and map the model and read its tokenizer, ms (measured once, before warmup).
+    pub engine_load_ms: f64,
+    /// The engine process's peak resident set size after the runs, bytes (`VmHWM`).
+    pub engine_peak_rss_bytes: Option<u64>,
     /// Where it was measured.
     pub provenance: Provenance,
 }
@@ -254,6 +258,7 @@ impl Baseline for OllamaGenerate<'_> {
 pub fn compare(
     model: &Model,
     tok: &Tokenizer,
+    load_ms: f64,
     baseline: Option<&dyn Baseline>,
     p: &Protocol,
     provenance: Provenance,
@@ -314,5 +319,20 @@ pub fn compare(
             });
         }
     }
-    Ok(BenchResult { schema: 1, protocol: *p, series, comparisons, provenance })
+    Ok(BenchResult {
+        schema: 1,
+        protocol: *p,
+        series,
+        comparisons,
+        engine_load_ms: load_ms,
+        engine_peak_rss_bytes: peak_rss_bytes(),
+        provenance,
+    })
+}
+
+/// This process's peak resident set size (`VmHWM` in /proc/self/status), when known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.split_whitespace().next()?.parse().ok()?;
+    Some(kib * 1024)
 }
