@@ -5,6 +5,7 @@
 //! [`tokenizer`] and [`sample`] turn text into tokens and back, and
 //! [`engine`] drives generation with timings.
 
+pub mod agreement;
 pub mod baseline;
 pub mod bench;
 pub mod engine;

@@ -1,0 +1,259 @@
+//! Agreement of the engine with llama.cpp on a real model: tokenization,
+//! teacher-forced next-token choice, greedy text and KV-cache consistency.
+//! Each function measures and reports; the caller (the agreement tests, the
+//! claims) decides against its threshold.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::baseline::llama_cpp::{LlamaCpp, LlamaServer};
+use crate::baseline::BaselineError;
+use crate::engine::{self, GenerateOptions};
+use crate::model::{Logits, Model, ModelError};
+use crate::sample::{argmax, SamplerConfig};
+use crate::tokenizer::Tokenizer;
+
+/// Why an agreement measurement could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum AgreementError {
+    /// The engine failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// llama.cpp failed.
+    #[error(transparent)]
+    Baseline(#[from] BaselineError),
+    /// llama.cpp's answer cannot be compared.
+    #[error("{0}")]
+    Reference(String),
+}
+
+/// The committed tokenizer corpus (one JSON string per line).
+pub fn corpus(root: &Path) -> std::io::Result<Vec<String>> {
+    let text = std::fs::read_to_string(root.join("tests/fixtures/tokenizer-corpus.jsonl"))?;
+    text.lines().map(|l| serde_json::from_str(l).map_err(std::io::Error::other)).collect()
+}
+
+/// The committed prompts for the logit and text comparisons.
+pub fn prompts(root: &Path) -> std::io::Result<Vec<String>> {
+    serde_json::from_str(&std::fs::read_to_string(root.join("tests/fixtures/prompts.json"))?)
+        .map_err(std::io::Error::other)
+}
+
+/// Tokenization compared string by string.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tokenization {
+    /// Strings compared.
+    pub total: usize,
+    /// Strings with identical ids.
+    pub identical: usize,
+    /// The first few differences, described.
+    pub mismatches: Vec<String>,
+}
+
+/// Compares `tok.encode(s, parse_special = true)` with llama-server's `/tokenize` for every string.
+pub fn tokenization(tok: &Tokenizer, srv: &LlamaServer, corpus: &[String]) -> Result<Tokenization, AgreementError> {
+    let mut mismatches = Vec::new();
+    for s in corpus {
+        let theirs = srv.tokenize(s)?;
+        let ours = tok.encode(s, true);
+        if ours != theirs {
+            mismatches.push(format!("{s:?}: ours {ours:?} llama.cpp {theirs:?}"));
+        }
+    }
+    let identical = corpus.len() - mismatches.len();
+    mismatches.truncate(5);
+    Ok(Tokenization { total: corpus.len(), identical, mismatches })
+}
+
+/// The strings for which `decode(encode(s)) != s`.
+pub fn round_trip_failures(tok: &Tokenizer, corpus: &[String]) -> Vec<String> {
+    corpus.iter().filter(|s| tok.decode(&tok.encode(s, true)) != **s).cloned().collect()
+}
+
+/// Teacher-forced comparison of next-token choices and log-probabilities.
+#[derive(Debug, Clone, Serialize)]
+pub struct TeacherForced {
+    /// Positions compared.
+    pub total: usize,
+    /// Positions where the engine's top-1 equals llama.cpp's token.
+    pub agree: usize,
+    /// Mean |our log-probability − llama.cpp's| over llama.cpp's reported candidates, nats.
+    pub mean_abs_logprob_diff: f64,
+    /// Largest such difference, nats.
+    pub max_abs_logprob_diff: f64,
+    /// Disagreements with llama.cpp's top-2 probability margin there.
+    pub disagreements: Vec<String>,
+}
+
+impl TeacherForced {
+    /// `agree / total`.
+    pub fn rate(&self) -> f64 {
+        self.agree as f64 / self.total.max(1) as f64
+    }
+}
+
+/// log Σ exp(x), in f64.
+fn log_sum_exp(xs: &[f32]) -> f64 {
+    let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    f64::from(max) + xs.iter().map(|&v| f64::from(v - max).exp()).sum::<f64>().ln()
+}
+
+/// Lets llama-server generate `n_predict` tokens greedily per prompt (EOS
+/// banned, so every prompt gives all its positions), then runs prompt +
+/// continuation through the engine in one batch and compares, at each
+/// generated position, the engine's top-1 (EOS banned too) with llama.cpp's token.
+pub fn teacher_forced(
+    model: &Model,
+    tok: &Tokenizer,
+    srv: &LlamaServer,
+    prompts: &[String],
+    n_predict: usize,
+) -> Result<TeacherForced, AgreementError> {
+    let (mut agree, mut total) = (0usize, 0usize);
+    let (mut lp_sum, mut lp_n, mut lp_max) = (0.0f64, 0usize, 0.0f64);
+    let mut disagreements = Vec::new();
+    let vocab = model.config.vocab_size;
+    for p in prompts {
+        let prompt = tok.encode(p, true);
+        let reference = srv.complete(&prompt, n_predict, 2, true)?;
+        let generated: Vec<u32> = reference.completion_probabilities.iter().map(|t| t.id).collect();
+        if generated.is_empty() {
+            return Err(AgreementError::Reference(format!("llama-server returned no tokens for {p:?}")));
+        }
+        let mut seq = prompt.clone();
+        seq.extend(&generated[..generated.len() - 1]);
+        let mut logits = model.forward(&seq, &mut model.new_cache(seq.len()), Logits::All)?;
+        for (i, probs) in reference.completion_probabilities.iter().enumerate() {
+            let pos = prompt.len() - 1 + i;
+            let row = &mut logits[pos * vocab..(pos + 1) * vocab];
+            let log_z = log_sum_exp(row);
+            for cand in &probs.top_logprobs {
+                let diff = (f64::from(row[cand.id as usize]) - log_z - cand.logprob).abs();
+                lp_sum += diff;
+                lp_n += 1;
+                lp_max = lp_max.max(diff);
+            }
+            for &eog in &tok.end_of_generation {
+                row[eog as usize] = f32::NEG_INFINITY;
+            }
+            let ours = argmax(row);
+            total += 1;
+            if ours == probs.id {
+                agree += 1;
+            } else {
+                let margin = match probs.top_logprobs.as_slice() {
+                    [a, b, ..] => a.logprob.exp() - b.logprob.exp(),
+                    _ => f64::NAN,
+                };
+                disagreements.push(format!(
+                    "{p:?} +{i}: ours {ours} llama.cpp {} (llama.cpp top-2 probability margin {margin:.4})",
+                    probs.id
+                ));
+            }
+        }
+    }
+    Ok(TeacherForced {
+        total,
+        agree,
+        mean_abs_logprob_diff: lp_sum / lp_n.max(1) as f64,
+        max_abs_logprob_diff: lp_max,
+        disagreements,
+    })
+}
+
+/// Greedy continuations compared as text.
+#[derive(Debug, Clone, Serialize)]
+pub struct GreedyText {
+    /// Prompts compared.
+    pub total: usize,
+    /// Prompts whose continuations are identical.
+    pub identical: usize,
+    /// For each differing prompt: where the texts part and llama.cpp's own top-2 there.
+    pub differences: Vec<String>,
+}
+
+/// Compares `n`-token greedy continuations by the engine with `llama-completion --temp 0`'s.
+/// Where they differ, asks llama-server for its top-2 at the first differing token.
+pub fn greedy_text(
+    model: &Model,
+    tok: &Tokenizer,
+    llama: &LlamaCpp,
+    model_path: &Path,
+    prompts: &[String],
+    n: usize,
+) -> Result<GreedyText, AgreementError> {
+    let opts = GenerateOptions {
+        max_tokens: n,
+        sampler: SamplerConfig { temperature: 0.0, ..SamplerConfig::default() },
+        ignore_eos: false,
+    };
+    let mut differing = Vec::new();
+    for p in prompts {
+        let prompt = tok.encode(p, true);
+        let ours = engine::generate(model, tok, &prompt, &opts, |_| {})?;
+        let theirs = llama.complete_greedy(model_path, p, n, model.threads)?;
+        if theirs != ours.text {
+            differing.push((p, prompt, ours, theirs));
+        }
+    }
+    let mut differences = Vec::new();
+    if !differing.is_empty() {
+        let srv = LlamaServer::start(llama, model_path, model.threads, std::time::Duration::from_secs(120))?;
+        for (p, prompt, ours, theirs) in &differing {
+            let reference = srv.complete(prompt, n, 2, false)?;
+            let first = reference.completion_probabilities.iter().zip(&ours.tokens).position(|(r, &o)| r.id != o);
+            let detail = match first {
+                Some(i) => {
+                    let r = &reference.completion_probabilities[i];
+                    let top: Vec<String> =
+                        r.top_logprobs.iter().map(|t| format!("{}:{:.4}", t.id, t.logprob.exp())).collect();
+                    format!(
+                        "first differing token at +{i}: ours {} llama.cpp {} (llama.cpp top-2: {})",
+                        ours.tokens[i],
+                        r.id,
+                        top.join(", ")
+                    )
+                }
+                None => format!("same tokens, different text: ours {:?} llama.cpp {theirs:?}", ours.text),
+            };
+            differences.push(format!("{p:?}: {detail}"));
+        }
+    }
+    Ok(GreedyText { total: prompts.len(), identical: prompts.len() - differing.len(), differences })
+}
+
+/// How many prompts llama.cpp continues identically with flash attention on and off.
+pub fn llama_self_agreement(
+    llama: &LlamaCpp,
+    model_path: &Path,
+    prompts: &[String],
+    n: usize,
+    threads: usize,
+) -> Result<usize, AgreementError> {
+    let mut same = 0;
+    for p in prompts {
+        let on = llama.complete_greedy(model_path, p, n, threads)?;
+        let off = llama.complete_greedy_with(model_path, p, n, threads, &["-fa", "off"])?;
+        same += usize::from(on == off);
+    }
+    Ok(same)
+}
+
+/// Largest |logit difference| between token-by-token decode and a full
+/// recompute of `tokens`, or the first position whose top-1 differs.
+pub fn kv_cache_consistency(model: &Model, tokens: &[u32]) -> Result<Result<f32, String>, AgreementError> {
+    let vocab = model.config.vocab_size;
+    let full = model.forward(tokens, &mut model.new_cache(tokens.len()), Logits::All)?;
+    let mut cache = model.new_cache(tokens.len());
+    let mut worst = 0.0f32;
+    for (i, t) in tokens.iter().enumerate() {
+        let step = model.forward(&[*t], &mut cache, Logits::Last)?;
+        let row = &full[i * vocab..(i + 1) * vocab];
+        worst = worst.max(step.iter().zip(row).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max));
+        if argmax(&step) != argmax(row) {
+            return Ok(Err(format!("position {i}: incremental top-1 {} vs recompute {}", argmax(&step), argmax(row))));
+        }
+    }
+    Ok(Ok(worst))
+}
