@@ -10,6 +10,7 @@ pub mod baseline;
 pub mod bench;
 pub mod engine;
 pub mod gguf;
+pub mod kernels;
 pub mod model;
 pub mod provenance;
 pub mod quant;

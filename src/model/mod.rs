@@ -17,6 +17,7 @@ pub use kv_cache::{KvCache, KvType};
 use std::path::Path;
 
 use crate::gguf::{GgufError, GgufFile, TensorInfo};
+use crate::kernels::Kernels;
 use crate::quant::{self, QuantError};
 
 /// Why a model could not be loaded or run.
@@ -141,6 +142,8 @@ pub struct Model {
     pub threads: usize,
     /// Element type of the caches [`Model::new_cache`] makes.
     pub kv_type: KvType,
+    /// Dot-product implementation (fast by default; `Kernels::Scalar` is the reference).
+    pub kernels: Kernels,
 }
 
 /// Which positions of a batch need logits.
@@ -210,7 +213,17 @@ impl Model {
             None => token_embd.clone(),
         };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Ok(Model { file, config, token_embd, layers, output_norm, lm_head, threads, kv_type: KvType::default() })
+        Ok(Model {
+            file,
+            config,
+            token_embd,
+            layers,
+            output_norm,
+            lm_head,
+            threads,
+            kv_type: KvType::default(),
+            kernels: Kernels::detect(),
+        })
     }
 
     /// A KV cache of `self.kv_type` for up to `capacity` positions.
@@ -247,6 +260,7 @@ impl Model {
         // Rows-major result per output row, so each thread owns a contiguous range.
         let mut by_row = vec![0.0f32; m.rows * n_tok];
         let chunk_rows = m.rows.div_ceil(self.threads.max(1));
+        let kernels = self.kernels;
         std::thread::scope(|s| {
             for (ci, chunk) in by_row.chunks_mut(chunk_rows * n_tok).enumerate() {
                 let acts = &acts;
@@ -255,7 +269,7 @@ impl Model {
                         let r = ci * chunk_rows + i;
                         let wr = &w[r * m.row_bytes..][..m.row_bytes];
                         for (t, y) in res.iter_mut().enumerate() {
-                            *y = quant::dot(m.info.ty, wr, &acts[t * a_bytes..][..a_bytes]);
+                            *y = kernels.dot(m.info.ty, wr, &acts[t * a_bytes..][..a_bytes]);
                         }
                     }
                 });

@@ -1,0 +1,197 @@
+//! AVX2 + FMA dot products of quantized weight rows with quantized activations.
+//!
+//! Each block's integer products are formed exactly (unsigned × signed byte
+//! multiplies into 16-bit pair sums, then 32-bit sums), so only the float
+//! accumulation differs from the scalar reference: eight lanes, each
+//! accumulating `scale × lane sum` with FMA across blocks, reduced at the end.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+
+/// The little-endian f16 at byte `at` as f32 (F16C conversion, exact).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    let bits = u16::from_le_bytes([b[at], b[at + 1]]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+}
+
+/// Sum of the eight lanes: (l0+l4 + l2+l6) + (l1+l5 + l3+l7).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum(v: __m256) -> f32 {
+    let x = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    let x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    let x = _mm_add_ss(x, _mm_movehdup_ps(x));
+    _mm_cvtss_f32(x)
+}
+
+/// Σ over 4-byte groups of signed w × signed a, as eight i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_i8(w: __m256i, a: __m256i) -> __m256i {
+    // |w| × (a with w's sign): an unsigned × signed multiply with the same products.
+    let ux = _mm256_sign_epi8(w, w);
+    let sy = _mm256_sign_epi8(a, w);
+    _mm256_madd_epi16(_mm256_maddubs_epi16(ux, sy), _mm256_set1_epi16(1))
+}
+
+/// Loads 32 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load(b: &[u8]) -> __m256i {
+    assert!(b.len() >= 32);
+    // SAFETY: the assertion above guarantees 32 readable bytes; loadu has no alignment requirement.
+    unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
+}
+
+/// Loads 16 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load128(b: &[u8]) -> __m128i {
+    assert!(b.len() >= 16);
+    // SAFETY: the assertion above guarantees 16 readable bytes; loadu has no alignment requirement.
+    unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
+}
+
+/// 32 bits → 32 bytes, each 0xFF where its bit is set.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn bits_to_bytes(bits: u32) -> __m256i {
+    let v = _mm256_set1_epi32(bits as i32);
+    // Byte i takes byte i/8 of the word, then tests bit i%8.
+    let shuffle =
+        _mm256_setr_epi64x(0x0000_0000_0000_0000, 0x0101_0101_0101_0101, 0x0202_0202_0202_0202, 0x0303_0303_0303_0303);
+    let bytes = _mm256_shuffle_epi8(v, shuffle);
+    let mask = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    _mm256_cmpeq_epi8(_mm256_and_si256(bytes, mask), mask)
+}
+
+/// Q8_0 weights · Q8_0 activations.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn dot_q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (wb, ab) in w.chunks_exact(34).zip(a.chunks_exact(34)) {
+        let d = _mm256_set1_ps(f16_at(wb, 0) * f16_at(ab, 0));
+        let p = dot_i8(load(&wb[2..]), load(&ab[2..]));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum(acc)
+}
+
+/// Q5_0 weights · Q8_0 activations.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let low = _mm_set1_epi8(0x0F);
+    for (wb, ab) in w.chunks_exact(22).zip(a.chunks_exact(34)) {
+        let d = _mm256_set1_ps(f16_at(wb, 0) * f16_at(ab, 0));
+        let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
+        let qs = load128(&wb[6..]);
+        // Elements 0..16 are the low nibbles, 16..32 the high nibbles.
+        let nibbles = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), low), _mm_and_si128(qs, low));
+        // Fifth bit clear → subtract 16: OR 0xF0 where the bit is clear makes (q | 0xF0) = q - 16 as i8.
+        let clear = _mm256_andnot_si256(bits_to_bytes(qh), _mm256_set1_epi8(0xF0u8 as i8));
+        let q = _mm256_or_si256(nibbles, clear);
+        let p = dot_i8(q, load(&ab[2..]));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum(acc)
+}
+
+/// The 6-bit scales and mins of a Q4_K/Q5_K block, unpacked.
+fn scales_mins(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let (mut sc, mut m) = ([0u8; 8], [0u8; 8]);
+    for j in 0..8 {
+        (sc[j], m[j]) = if j < 4 {
+            (s[j] & 63, s[j + 4] & 63)
+        } else {
+            ((s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
+        };
+    }
+    (sc, m)
+}
+
+/// The 16 `bsums` of a Q8_K block.
+fn bsums(a: &[u8]) -> [i32; 16] {
+    let mut s = [0i32; 16];
+    for (j, v) in s.iter_mut().enumerate() {
+        *v = i32::from(i16::from_le_bytes([a[260 + 2 * j], a[261 + 2 * j]]));
+    }
+    s
+}
+
+/// Q4_K weights · Q8_K activations.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn dot_q4k_q8k(w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_min = 0.0f32;
+    let low = _mm256_set1_epi8(0x0F);
+    for (wb, ab) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+        let da = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
+        let (sc, m) = scales_mins(&wb[4..16]);
+        let bs = bsums(ab);
+        let msum: i32 = (0..8).map(|j| i32::from(m[j]) * (bs[2 * j] + bs[2 * j + 1])).sum();
+        let mut sumi = _mm256_setzero_si256();
+        for g in 0..4 {
+            let q = load(&wb[16 + 32 * g..]);
+            let lo = _mm256_and_si256(q, low);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
+            let p_lo = _mm256_maddubs_epi16(lo, load(&ab[4 + 64 * g..]));
+            let p_hi = _mm256_maddubs_epi16(hi, load(&ab[4 + 64 * g + 32..]));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p_lo, _mm256_set1_epi16(i16::from(sc[2 * g]))));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p_hi, _mm256_set1_epi16(i16::from(sc[2 * g + 1]))));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(wb, 0) * da), _mm256_cvtepi32_ps(sumi), acc);
+        acc_min += f16_at(wb, 2) * da * msum as f32;
+    }
+    hsum(acc) - acc_min
+}
+
+/// Q6_K weights · Q8_K activations.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn dot_q6k_q8k(w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_offset = 0.0f32;
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m2 = _mm256_set1_epi8(0x03);
+    for (wb, ab) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
+        let da = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
+        let sc: [i8; 16] = std::array::from_fn(|i| wb[192 + i] as i8);
+        let bs = bsums(ab);
+        // The -32 offset of every quant, via the activations' 16-element sums.
+        let offset: i32 = (0..16).map(|i| i32::from(sc[i]) * bs[i]).sum::<i32>() * 32;
+        let mut sumi = _mm256_setzero_si256();
+        for half in 0..2 {
+            let ql0 = load(&wb[64 * half..]);
+            let ql1 = load(&wb[64 * half + 32..]);
+            let qh = load(&wb[128 + 32 * half..]);
+            let hi = |shift: i32| -> __m256i {
+                let v = match shift {
+                    0 => qh,
+                    2 => _mm256_srli_epi16(qh, 2),
+                    4 => _mm256_srli_epi16(qh, 4),
+                    _ => _mm256_srli_epi16(qh, 6),
+                };
+                _mm256_slli_epi16(_mm256_and_si256(v, m2), 4)
+            };
+            let q = [
+                _mm256_or_si256(_mm256_and_si256(ql0, m4), hi(0)),
+                _mm256_or_si256(_mm256_and_si256(ql1, m4), hi(2)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), hi(4)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), hi(6)),
+            ];
+            for (k, qk) in q.iter().enumerate() {
+                let sub = 8 * half + 2 * k; // the two 16-element sub-blocks this vector covers
+                let p = _mm256_maddubs_epi16(*qk, load(&ab[4 + 128 * half + 32 * k..]));
+                let s = _mm256_set_m128i(_mm_set1_epi16(i16::from(sc[sub + 1])), _mm_set1_epi16(i16::from(sc[sub])));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+            }
+        }
+        let d = f16_at(wb, 208) * da;
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        acc_offset += d * offset as f32;
+    }
+    hsum(acc) - acc_offset
+}

@@ -1,0 +1,104 @@
+//! Every fast kernel against the scalar reference, on random blocks and on
+//! blocks from the real model (the committed quant fixtures).
+
+use super::*;
+use crate::gguf::TensorType;
+
+struct Rng(u64);
+impl Rng {
+    fn byte(&mut self) -> u8 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 56) as u8
+    }
+    fn f(&mut self) -> f32 {
+        (self.byte() as f32 - 127.5) / 40.0
+    }
+}
+
+/// Random weight blocks with small, finite f16 scales.
+fn random_weights(rng: &mut Rng, ty: TensorType, n: usize) -> Vec<u8> {
+    let (_, bytes) = ty.block_geometry().unwrap();
+    let mut w: Vec<u8> = (0..ty.row_bytes(n).unwrap()).map(|_| rng.byte()).collect();
+    let scales: &[usize] = match ty {
+        TensorType::Q6K => &[208],
+        TensorType::Q4K | TensorType::Q5K => &[0, 2],
+        _ => &[0],
+    };
+    for b in w.chunks_exact_mut(bytes) {
+        for &at in scales {
+            b[at..at + 2].copy_from_slice(&half::f16::from_f32(0.01 + rng.f().abs() * 0.01).to_le_bytes());
+        }
+        if ty == TensorType::Q8_0 {
+            // Q8_0 quantization never produces -128.
+            b[2..].iter_mut().for_each(|q| *q = (*q as i8).max(-127) as u8);
+        }
+    }
+    w
+}
+
+fn activations(rng: &mut Rng, ty: TensorType, n: usize, outlier: bool) -> Vec<u8> {
+    let mut x: Vec<f32> = (0..n).map(|_| rng.f()).collect();
+    if outlier {
+        x[3] = 400.0; // Qwen-like massive activation
+    }
+    let at = quant::dot_type(ty).unwrap();
+    let mut a = vec![0u8; at.row_bytes(n).unwrap()];
+    quant::quantize(at, &x, &mut a).unwrap();
+    a
+}
+
+fn check(kernels: Kernels, ty: TensorType, w: &[u8], a: &[u8]) {
+    let want = quant::dot(ty, w, a);
+    let got = kernels.dot(ty, w, a);
+    let tol = 1e-5 * want.abs().max(1.0);
+    assert!((got - want).abs() <= tol, "{ty} {}: {got} vs reference {want}", kernels.name());
+}
+
+#[test]
+fn fast_kernels_match_the_reference_on_random_blocks() {
+    let k = Kernels::detect();
+    let mut rng = Rng(11);
+    for ty in [TensorType::Q8_0, TensorType::Q5_0, TensorType::Q4K, TensorType::Q6K, TensorType::Q4_0] {
+        for n in [256, 4864] {
+            for outlier in [false, true] {
+                let w = random_weights(&mut rng, ty, n);
+                let a = activations(&mut rng, ty, n, outlier);
+                check(k, ty, &w, &a);
+            }
+        }
+    }
+}
+
+#[test]
+fn fast_kernels_match_the_reference_on_model_blocks() {
+    let k = Kernels::detect();
+    let mut rng = Rng(5);
+    let cases: [(TensorType, &[u8]); 4] = [
+        (TensorType::Q8_0, include_bytes!("../../tests/fixtures/quant/model_Q8_0.in")),
+        (TensorType::Q5_0, include_bytes!("../../tests/fixtures/quant/model_Q5_0.in")),
+        (TensorType::Q4K, include_bytes!("../../tests/fixtures/quant/model_Q4_K.in")),
+        (TensorType::Q6K, include_bytes!("../../tests/fixtures/quant/model_Q6_K.in")),
+    ];
+    for (ty, w) in cases {
+        let (block, bytes) = ty.block_geometry().unwrap();
+        let n = w.len() / bytes * block;
+        check(k, ty, w, &activations(&mut rng, ty, n, true));
+    }
+}
+
+#[test]
+fn a_wrong_kernel_would_be_caught() {
+    // The comparison itself must be able to fail: a dot with one weight flipped differs.
+    let mut rng = Rng(3);
+    let ty = TensorType::Q8_0;
+    let w = random_weights(&mut rng, ty, 256);
+    let a = activations(&mut rng, ty, 256, false);
+    let mut bad = w.clone();
+    bad[5] = bad[5].wrapping_add(40);
+    let r = std::panic::catch_unwind(|| {
+        let want = quant::dot(ty, &w, &a);
+        let got = Kernels::detect().dot(ty, &bad, &a);
+        assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0));
+    });
+    assert!(r.is_err());
+}
