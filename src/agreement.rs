@@ -192,14 +192,14 @@ pub fn greedy_text(
     for p in prompts {
         let prompt = tok.encode(p, true);
         let ours = engine::generate(model, tok, &prompt, &opts, |_| {})?;
-        let theirs = llama.complete_greedy(model_path, p, n, model.threads)?;
+        let theirs = llama.complete_greedy(model_path, p, n, model.threads())?;
         if theirs != ours.text {
             differing.push((p, prompt, ours, theirs));
         }
     }
     let mut differences = Vec::new();
     if !differing.is_empty() {
-        let srv = LlamaServer::start(llama, model_path, model.threads, std::time::Duration::from_secs(120))?;
+        let srv = LlamaServer::start(llama, model_path, model.threads(), std::time::Duration::from_secs(120))?;
         for (p, prompt, ours, theirs) in &differing {
             let reference = srv.complete(prompt, n, 2, false)?;
             let first = reference.completion_probabilities.iter().zip(&ours.tokens).position(|(r, &o)| r.id != o);

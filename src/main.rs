@@ -207,7 +207,7 @@ fn run(cli: Cli) -> Result<()> {
             let load_start = Instant::now();
             let mut m = open_model(&model)?;
             if let Some(t) = threads {
-                m.threads = t.max(1);
+                m.set_threads(t.max(1));
             }
             let tok = Tokenizer::from_header(&m.file.header)?;
             let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
@@ -240,7 +240,7 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 let mut v = serde_json::to_value(&gen)?;
                 v["timings"]["load_ms"] = load_ms.into();
-                v["timings"]["threads"] = m.threads.into();
+                v["timings"]["threads"] = m.threads().into();
                 emit(&format!("{v}\n"))?;
             } else {
                 let _ = stdout.write_all(&pending);
@@ -248,7 +248,7 @@ fn run(cli: Cli) -> Result<()> {
                 let t = &gen.timings;
                 eprintln!(
                     "prefill: {} tokens in {:.1} ms ({:.1} tok/s) | decode: {} tokens in {:.1} ms ({:.2} tok/s) | ttft {:.1} ms | {} threads",
-                    t.prompt_tokens, t.prefill_ms, t.prefill_tok_per_s, t.decode_tokens, t.decode_ms, t.decode_tok_per_s, t.ttft_ms, m.threads
+                    t.prompt_tokens, t.prefill_ms, t.prefill_tok_per_s, t.decode_tokens, t.decode_ms, t.decode_tok_per_s, t.ttft_ms, m.threads()
                 );
             }
             Ok(())
@@ -265,7 +265,7 @@ fn bench(
 ) -> Result<()> {
     let load_start = Instant::now();
     let mut m = open_model(model)?;
-    m.threads = protocol.threads;
+    m.set_threads(protocol.threads);
     let tok = Tokenizer::from_header(&m.file.header)?;
     let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
     let path = model.path();

@@ -36,7 +36,7 @@ fn tokenizer(model: &Path) -> Result<Tokenizer, Failed> {
 
 fn load(model: &Path) -> Result<(Model, Tokenizer), Failed> {
     let mut m = Model::load(model).map_err(fail)?;
-    m.threads = THREADS;
+    m.set_threads(THREADS);
     // FALSIFY_KV=f32 runs the suite with an f32 KV cache instead of llama.cpp's f16.
     if std::env::var("FALSIFY_KV").is_ok_and(|v| v == "f32") {
         m.kv_type = KvType::F32;

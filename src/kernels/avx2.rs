@@ -8,7 +8,6 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-
 /// The little-endian f16 at byte `at` as f32 (F16C conversion, exact).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -3,6 +3,9 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+mod pool;
+
+pub use pool::Pool;
 
 use serde::Serialize;
 

@@ -17,7 +17,9 @@ pub use kv_cache::{KvCache, KvType};
 use std::path::Path;
 
 use crate::gguf::{GgufError, GgufFile, TensorInfo};
-use crate::kernels::Kernels;
+use std::sync::Mutex;
+
+use crate::kernels::{Kernels, Pool};
 use crate::quant::{self, QuantError};
 
 /// Why a model could not be loaded or run.
@@ -138,8 +140,8 @@ pub struct Model {
     pub output_norm: Vec<f32>,
     /// LM head (`output.weight`, or the token embedding when tied).
     pub lm_head: Matrix,
-    /// Worker threads for matrix products.
-    pub threads: usize,
+    /// Threads for matrix products (see [`Model::set_threads`]).
+    pool: Pool,
     /// Element type of the caches [`Model::new_cache`] makes.
     pub kv_type: KvType,
     /// Dot-product implementation (fast by default; `Kernels::Scalar` is the reference).
@@ -212,7 +214,7 @@ impl Model {
             Some(_) => matrix("output.weight", d, c.vocab_size)?,
             None => token_embd.clone(),
         };
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pool = Pool::new(std::thread::available_parallelism().map_or(1, |n| n.get()));
         Ok(Model {
             file,
             config,
@@ -220,10 +222,22 @@ impl Model {
             layers,
             output_norm,
             lm_head,
-            threads,
+            pool,
             kv_type: KvType::default(),
             kernels: Kernels::detect(),
         })
+    }
+
+    /// Threads used for matrix products.
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// Uses `threads` threads (at least one) for matrix products from now on.
+    pub fn set_threads(&mut self, threads: usize) {
+        if threads.max(1) != self.pool.threads() {
+            self.pool = Pool::new(threads.max(1));
+        }
     }
 
     /// A KV cache of `self.kv_type` for up to `capacity` positions.
@@ -259,22 +273,21 @@ impl Model {
         let w = self.rows(m);
         // Rows-major result per output row, so each thread owns a contiguous range.
         let mut by_row = vec![0.0f32; m.rows * n_tok];
-        let chunk_rows = m.rows.div_ceil(self.threads.max(1));
+        let chunk_rows = m.rows.div_ceil(self.pool.threads());
         let kernels = self.kernels;
-        std::thread::scope(|s| {
-            for (ci, chunk) in by_row.chunks_mut(chunk_rows * n_tok).enumerate() {
-                let acts = &acts;
-                s.spawn(move || {
-                    for (i, res) in chunk.chunks_exact_mut(n_tok).enumerate() {
-                        let r = ci * chunk_rows + i;
-                        let wr = &w[r * m.row_bytes..][..m.row_bytes];
-                        for (t, y) in res.iter_mut().enumerate() {
-                            *y = kernels.dot(m.info.ty, wr, &acts[t * a_bytes..][..a_bytes]);
-                        }
-                    }
-                });
+        let chunks: Vec<Mutex<&mut [f32]>> = by_row.chunks_mut(chunk_rows * n_tok).map(Mutex::new).collect();
+        self.pool.run(&|ci| {
+            let Some(chunk) = chunks.get(ci) else { return };
+            let mut chunk = chunk.lock().unwrap_or_else(|e| e.into_inner());
+            for (i, res) in chunk.chunks_exact_mut(n_tok).enumerate() {
+                let r = ci * chunk_rows + i;
+                let wr = &w[r * m.row_bytes..][..m.row_bytes];
+                for (t, y) in res.iter_mut().enumerate() {
+                    *y = kernels.dot(m.info.ty, wr, &acts[t * a_bytes..][..a_bytes]);
+                }
             }
         });
+        drop(chunks);
         for (r, res) in by_row.chunks_exact(n_tok).enumerate() {
             for (t, &y) in res.iter().enumerate() {
                 out[t * m.rows + r] = y;

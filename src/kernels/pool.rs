@@ -1,0 +1,188 @@
+//! A persistent pool of worker threads for the matrix products of a forward
+//! pass. Spawning threads per product (about 170 per decoded token) costs
+//! milliseconds; these workers instead spin briefly waiting for the next job,
+//! then park, and the caller's thread takes part in every job.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// How many times an idle worker checks for work before parking.
+const SPINS_BEFORE_PARK: u32 = 20_000;
+/// How many times the caller checks for the workers' completion before yielding its core.
+const SPINS_BEFORE_YIELD: u32 = 10_000;
+
+type Job<'a> = &'a (dyn Fn(usize) + Sync);
+
+struct Shared {
+    /// Points at the current job (a `Job` on the caller's stack) while one runs.
+    job: AtomicPtr<()>,
+    /// Bumped for every job; workers run a job when they see it change.
+    epoch: AtomicU64,
+    /// Workers that have not finished the current job.
+    pending: AtomicUsize,
+    /// Whether a worker's part of the current job panicked.
+    panicked: AtomicBool,
+    stop: AtomicBool,
+}
+
+/// Worker threads that run `f(i)` for `i` in `0..threads` together with the caller.
+pub struct Pool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    /// A pool running jobs on `threads` threads in all (the caller plus `threads - 1` workers).
+    pub fn new(threads: usize) -> Pool {
+        let shared = Arc::new(Shared {
+            job: AtomicPtr::new(std::ptr::null_mut()),
+            epoch: AtomicU64::new(0),
+            pending: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        });
+        let workers = (1..threads.max(1))
+            .map(|index| {
+                let shared = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name(format!("falsify-worker-{index}"))
+                    .spawn(move || worker(&shared, index))
+                    .expect("spawning a worker thread")
+            })
+            .collect();
+        Pool { shared, workers }
+    }
+
+    /// Threads taking part in each job.
+    pub fn threads(&self) -> usize {
+        self.workers.len() + 1
+    }
+
+    /// Runs `f(i)` for every `i` in `0..self.threads()`, `f(0)` on the calling
+    /// thread, and returns when all have finished. A panic in any part is
+    /// re-raised here.
+    pub fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+        if self.workers.is_empty() {
+            f(0);
+            return;
+        }
+        let job: Job<'_> = f;
+        self.shared.pending.store(self.workers.len(), Ordering::Relaxed);
+        self.shared.job.store((&job as *const Job<'_>).cast_mut().cast(), Ordering::Relaxed);
+        self.shared.epoch.fetch_add(1, Ordering::Release);
+        for w in &self.workers {
+            w.thread().unpark();
+        }
+        let mine = catch_unwind(AssertUnwindSafe(|| f(0)));
+        let mut spins = 0u32;
+        while self.shared.pending.load(Ordering::Acquire) != 0 {
+            spins += 1;
+            if spins < SPINS_BEFORE_YIELD {
+                std::hint::spin_loop();
+            } else {
+                // A descheduled worker needs this core more than we need to watch it.
+                std::thread::yield_now();
+            }
+        }
+        self.shared.job.store(std::ptr::null_mut(), Ordering::Relaxed);
+        if let Err(p) = mine {
+            std::panic::resume_unwind(p);
+        }
+        if self.shared.panicked.swap(false, Ordering::Relaxed) {
+            panic!("a worker thread panicked");
+        }
+    }
+}
+
+fn worker(shared: &Shared, index: usize) {
+    let mut seen = 0u64;
+    loop {
+        let mut spins = 0u32;
+        let epoch = loop {
+            let e = shared.epoch.load(Ordering::Acquire);
+            if e != seen || shared.stop.load(Ordering::Relaxed) {
+                break e;
+            }
+            spins += 1;
+            if spins < SPINS_BEFORE_PARK {
+                std::hint::spin_loop();
+            } else {
+                std::thread::park();
+            }
+        };
+        if shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        seen = epoch;
+        let ptr = shared.job.load(Ordering::Relaxed) as *const Job<'static>;
+        // SAFETY: `run` stored a pointer to a live `Job` before bumping the epoch
+        // (Release/Acquire orders the two), and does not return, so the job and
+        // everything it borrows stay alive, until this worker has decremented `pending`.
+        let job: Job<'_> = unsafe { *ptr };
+        if catch_unwind(AssertUnwindSafe(|| job(index))).is_err() {
+            shared.panicked.store(true, Ordering::Relaxed);
+        }
+        shared.pending.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.epoch.fetch_add(1, Ordering::Release);
+        for w in self.workers.drain(..) {
+            w.thread().unpark();
+            let _ = w.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn every_part_runs_once_per_job() {
+        let pool = Pool::new(3);
+        let hits = Mutex::new(vec![0usize; 3]);
+        for _ in 0..1000 {
+            pool.run(&|i| hits.lock().unwrap()[i] += 1);
+        }
+        assert_eq!(*hits.lock().unwrap(), vec![1000, 1000, 1000]);
+    }
+
+    #[test]
+    fn jobs_may_borrow_the_callers_data() {
+        let pool = Pool::new(2);
+        let data: Vec<u64> = (0..1000).collect();
+        let sums = [AtomicU64::new(0), AtomicU64::new(0)];
+        pool.run(&|i| {
+            let s: u64 = data.iter().skip(i).step_by(2).sum();
+            sums[i].store(s, Ordering::Relaxed);
+        });
+        assert_eq!(sums[0].load(Ordering::Relaxed) + sums[1].load(Ordering::Relaxed), 499_500);
+    }
+
+    #[test]
+    fn a_panicking_part_is_reported_and_the_pool_survives() {
+        let pool = Pool::new(2);
+        let r = catch_unwind(AssertUnwindSafe(|| pool.run(&|i| assert!(i != 1, "part 1 fails"))));
+        assert!(r.is_err());
+        let count = AtomicUsize::new(0);
+        pool.run(&|_| {
+            count.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(count.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn one_thread_runs_inline() {
+        let pool = Pool::new(1);
+        let ran = AtomicBool::new(false);
+        pool.run(&|i| ran.store(i == 0, Ordering::Relaxed));
+        assert!(ran.load(Ordering::Relaxed) && pool.threads() == 1);
+    }
+}
