@@ -12,6 +12,7 @@ use falsify::baseline::ollama::Ollama;
 use falsify::bench::{Baseline, LlamaBench, OllamaGenerate, Protocol};
 use falsify::engine::{self, GenerateOptions};
 use falsify::gguf::GgufFile;
+use falsify::kernels::Kernels;
 use falsify::model::{Model, ModelConfig};
 use falsify::provenance::{ModelFile, Provenance};
 use falsify::sample::SamplerConfig;
@@ -100,6 +101,9 @@ enum Command {
         /// Do not stop at end-of-generation tokens.
         #[arg(long)]
         ignore_eos: bool,
+        /// Use the scalar reference kernels instead of the fastest ones this CPU supports.
+        #[arg(long)]
+        reference: bool,
         /// Print JSON: prompt_tokens, tokens, text, timings.
         #[arg(long)]
         json: bool,
@@ -203,11 +207,28 @@ fn run(cli: Cli) -> Result<()> {
                 emit(&format!("{}\n", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")))
             }
         }
-        Command::Generate { model, prompt, n, temp, top_k, top_p, min_p, seed, threads, chat, ignore_eos, json } => {
+        Command::Generate {
+            model,
+            prompt,
+            n,
+            temp,
+            top_k,
+            top_p,
+            min_p,
+            seed,
+            threads,
+            chat,
+            ignore_eos,
+            reference,
+            json,
+        } => {
             let load_start = Instant::now();
             let mut m = open_model(&model)?;
             if let Some(t) = threads {
                 m.set_threads(t.max(1));
+            }
+            if reference {
+                m.kernels = Kernels::Scalar;
             }
             let tok = Tokenizer::from_header(&m.file.header)?;
             let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
@@ -241,14 +262,15 @@ fn run(cli: Cli) -> Result<()> {
                 let mut v = serde_json::to_value(&gen)?;
                 v["timings"]["load_ms"] = load_ms.into();
                 v["timings"]["threads"] = m.threads().into();
+                v["timings"]["kernels"] = m.kernels.name().into();
                 emit(&format!("{v}\n"))?;
             } else {
                 let _ = stdout.write_all(&pending);
                 println!();
                 let t = &gen.timings;
                 eprintln!(
-                    "prefill: {} tokens in {:.1} ms ({:.1} tok/s) | decode: {} tokens in {:.1} ms ({:.2} tok/s) | ttft {:.1} ms | {} threads",
-                    t.prompt_tokens, t.prefill_ms, t.prefill_tok_per_s, t.decode_tokens, t.decode_ms, t.decode_tok_per_s, t.ttft_ms, m.threads()
+                    "prefill: {} tokens in {:.1} ms ({:.1} tok/s) | decode: {} tokens in {:.1} ms ({:.2} tok/s) | ttft {:.1} ms | {} threads, {} kernels",
+                    t.prompt_tokens, t.prefill_ms, t.prefill_tok_per_s, t.decode_tokens, t.decode_ms, t.decode_tok_per_s, t.ttft_ms, m.threads(), m.kernels.name()
                 );
             }
             Ok(())

@@ -34,7 +34,7 @@ pub struct Engine {
     pub git_dirty: Option<bool>,
     /// `release` or `debug`.
     pub profile: String,
-    /// Compute kernels in use.
+    /// Compute kernels in use (those detected for this CPU).
     pub kernels: Vec<String>,
 }
 
@@ -121,7 +121,7 @@ impl Engine {
             git_dirty: sha.as_ref().map(|_| option_env!("FALSIFY_GIT_DIRTY") == Some("1")),
             git_sha: sha,
             profile: if cfg!(debug_assertions) { "debug" } else { "release" }.to_owned(),
-            kernels: vec!["scalar-reference".to_owned()],
+            kernels: vec![crate::kernels::Kernels::detect().name().to_owned()],
         }
     }
 }
