@@ -7,6 +7,7 @@
 //! f16 (rounded after every update). With an f32 cache everything stays f32.
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 use super::kv_cache::{KvCache, KvType};
 
@@ -15,37 +16,52 @@ use super::kv_cache::{KvCache, KvType};
 pub fn attend(q: &[f32], cache: &KvCache, layer: usize, kv_offset: usize, ctx: usize, scale: f32, out: &mut [f32]) {
     let hd = q.len();
     let half = cache.kv_type() == KvType::F16;
-    let round = |x: f32| if half { f16::from_f32(x).to_f32() } else { x };
-    // The query as the dot product sees it.
-    let mut qr = [0.0f32; MAX_HEAD_DIM];
-    let qr = &mut qr[..hd];
-    for (d, &s) in qr.iter_mut().zip(q) {
-        *d = round(s);
+    // The query as the dot products see it.
+    let mut qbuf = [0.0f32; MAX_HEAD_DIM];
+    let qr = &mut qbuf[..hd];
+    qr.copy_from_slice(q);
+    if half {
+        round_to_f16(qr);
     }
     out.fill(0.0);
+    let (mut kbuf, mut vbuf) = ([0.0f32; MAX_HEAD_DIM], [0.0f32; MAX_HEAD_DIM]);
     let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
     for p in 0..ctx {
-        let k = cache.key(layer, p, kv_offset, hd);
-        let s = qr.iter().enumerate().map(|(i, &x)| x * k.get(i)).sum::<f32>() * scale;
+        let k = cache.key(layer, p, kv_offset, hd).as_f32(&mut kbuf);
+        let s = qr.iter().zip(k).map(|(&x, &y)| x * y).sum::<f32>() * scale;
         let (mut ms, mut vs) = (1.0f32, 1.0f32);
         if s > max {
             let old = max;
             max = s;
             ms = (old - max).exp();
             if ms != 1.0 {
-                out.iter_mut().for_each(|o| *o = round(*o * ms));
+                out.iter_mut().for_each(|o| *o *= ms);
+                if half {
+                    round_to_f16(out);
+                }
             }
         } else {
             vs = (s - max).exp();
         }
-        let v = cache.value(layer, p, kv_offset, hd);
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = round(*o + v.get(i) * vs);
+        let v = cache.value(layer, p, kv_offset, hd).as_f32(&mut vbuf);
+        for (o, &x) in out.iter_mut().zip(v) {
+            *o += x * vs;
+        }
+        if half {
+            round_to_f16(out);
         }
         sum = sum * ms + vs;
     }
     let inv = 1.0 / sum;
     out.iter_mut().for_each(|o| *o *= inv);
+}
+
+/// Rounds every value to the nearest f16 (as an f16 accumulator would hold it).
+fn round_to_f16(x: &mut [f32]) {
+    let mut h = [f16::ZERO; MAX_HEAD_DIM];
+    let h = &mut h[..x.len()];
+    h.convert_from_f32_slice(x);
+    h.convert_to_f32_slice(x);
 }
 
 /// Largest head dimension supported (Qwen2.5 uses 64 and 128).

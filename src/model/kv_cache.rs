@@ -52,13 +52,20 @@ pub enum Row<'a> {
     F16(&'a [f16]),
 }
 
-impl Row<'_> {
-    /// The element at `i` as f32.
+impl<'a> Row<'a> {
+    /// The row as f32: borrowed when stored as f32, else converted into `buf`.
     #[inline]
-    pub fn get(&self, i: usize) -> f32 {
-        match self {
-            Row::F32(r) => r[i],
-            Row::F16(r) => r[i].to_f32(),
+    pub fn as_f32<'b>(&self, buf: &'b mut [f32]) -> &'b [f32]
+    where
+        'a: 'b,
+    {
+        match *self {
+            Row::F32(r) => r,
+            Row::F16(r) => {
+                let out = &mut buf[..r.len()];
+                half::slice::HalfFloatSliceExt::convert_to_f32_slice(r, out);
+                out
+            }
         }
     }
 }
