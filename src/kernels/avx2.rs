@@ -67,25 +67,33 @@ fn bits_to_bytes(bits: u32) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_and_si256(bytes, mask), mask)
 }
 
-/// Q8_0 weights · Q8_0 activations.
+/// Q8_0 weights · Q8_0 activations, for `N` activation rows at once
+/// (each weight block is loaded once and used `N` times).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub fn dot_q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (wb, ab) in w.chunks_exact(34).zip(a.chunks_exact(34)) {
-        let d = _mm256_set1_ps(f16_at(wb, 0) * f16_at(ab, 0));
-        let p = dot_i8(load(&wb[2..]), load(&ab[2..]));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+pub fn dot_q8_0_q8_0<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    let mut acc = [_mm256_setzero_ps(); N];
+    for (bi, wb) in w.chunks_exact(34).enumerate() {
+        let q = load(&wb[2..]);
+        let dw = f16_at(wb, 0);
+        for t in 0..N {
+            let ab = &a[t][bi * 34..][..34];
+            let d = _mm256_set1_ps(dw * f16_at(ab, 0));
+            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(q, load(&ab[2..]))), acc[t]);
+        }
     }
-    hsum(acc)
+    let mut out = [0.0; N];
+    for t in 0..N {
+        out[t] = hsum(acc[t]);
+    }
+    out
 }
 
-/// Q5_0 weights · Q8_0 activations.
+/// Q5_0 weights · Q8_0 activations, for `N` activation rows at once.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub fn dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
+pub fn dot_q5_0_q8_0<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    let mut acc = [_mm256_setzero_ps(); N];
     let low = _mm_set1_epi8(0x0F);
-    for (wb, ab) in w.chunks_exact(22).zip(a.chunks_exact(34)) {
-        let d = _mm256_set1_ps(f16_at(wb, 0) * f16_at(ab, 0));
+    for (bi, wb) in w.chunks_exact(22).enumerate() {
         let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
         let qs = load128(&wb[6..]);
         // Elements 0..16 are the low nibbles, 16..32 the high nibbles.
@@ -93,10 +101,18 @@ pub fn dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
         // Fifth bit clear → subtract 16: OR 0xF0 where the bit is clear makes (q | 0xF0) = q - 16 as i8.
         let clear = _mm256_andnot_si256(bits_to_bytes(qh), _mm256_set1_epi8(0xF0u8 as i8));
         let q = _mm256_or_si256(nibbles, clear);
-        let p = dot_i8(q, load(&ab[2..]));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+        let dw = f16_at(wb, 0);
+        for t in 0..N {
+            let ab = &a[t][bi * 34..][..34];
+            let d = _mm256_set1_ps(dw * f16_at(ab, 0));
+            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(q, load(&ab[2..]))), acc[t]);
+        }
     }
-    hsum(acc)
+    let mut out = [0.0; N];
+    for t in 0..N {
+        out[t] = hsum(acc[t]);
+    }
+    out
 }
 
 /// The 6-bit scales and mins of a Q4_K/Q5_K block, unpacked.
@@ -121,76 +137,90 @@ fn bsums(a: &[u8]) -> [i32; 16] {
     s
 }
 
-/// Q4_K weights · Q8_K activations.
+/// Q4_K weights · Q8_K activations, for `N` activation rows at once.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub fn dot_q4k_q8k(w: &[u8], a: &[u8]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_min = 0.0f32;
+pub fn dot_q4k_q8k<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc_min = [0.0f32; N];
     let low = _mm256_set1_epi8(0x0F);
-    for (wb, ab) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
-        let da = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
+    for (bi, wb) in w.chunks_exact(144).enumerate() {
         let (sc, m) = scales_mins(&wb[4..16]);
-        let bs = bsums(ab);
-        let msum: i32 = (0..8).map(|j| i32::from(m[j]) * (bs[2 * j] + bs[2 * j + 1])).sum();
-        let mut sumi = _mm256_setzero_si256();
+        // The block's 256 quants as eight 32-element vectors, sub-block order.
+        let mut q = [_mm256_setzero_si256(); 8];
         for g in 0..4 {
-            let q = load(&wb[16 + 32 * g..]);
-            let lo = _mm256_and_si256(q, low);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
-            let p_lo = _mm256_maddubs_epi16(lo, load(&ab[4 + 64 * g..]));
-            let p_hi = _mm256_maddubs_epi16(hi, load(&ab[4 + 64 * g + 32..]));
-            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p_lo, _mm256_set1_epi16(i16::from(sc[2 * g]))));
-            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p_hi, _mm256_set1_epi16(i16::from(sc[2 * g + 1]))));
+            let v = load(&wb[16 + 32 * g..]);
+            q[2 * g] = _mm256_and_si256(v, low);
+            q[2 * g + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(wb, 0) * da), _mm256_cvtepi32_ps(sumi), acc);
-        acc_min += f16_at(wb, 2) * da * msum as f32;
+        let (dw, dmin) = (f16_at(wb, 0), f16_at(wb, 2));
+        for t in 0..N {
+            let ab = &a[t][bi * 292..][..292];
+            let da = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
+            let bs = bsums(ab);
+            let msum: i32 = (0..8).map(|j| i32::from(m[j]) * (bs[2 * j] + bs[2 * j + 1])).sum();
+            let mut sumi = _mm256_setzero_si256();
+            for (j, qj) in q.iter().enumerate() {
+                let p = _mm256_maddubs_epi16(*qj, load(&ab[4 + 32 * j..]));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, _mm256_set1_epi16(i16::from(sc[j]))));
+            }
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * da), _mm256_cvtepi32_ps(sumi), acc[t]);
+            acc_min[t] += dmin * da * msum as f32;
+        }
     }
-    hsum(acc) - acc_min
+    let mut out = [0.0; N];
+    for t in 0..N {
+        out[t] = hsum(acc[t]) - acc_min[t];
+    }
+    out
 }
 
-/// Q6_K weights · Q8_K activations.
+/// Q6_K weights · Q8_K activations, for `N` activation rows at once.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub fn dot_q6k_q8k(w: &[u8], a: &[u8]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_offset = 0.0f32;
+pub fn dot_q6k_q8k<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc_offset = [0.0f32; N];
     let m4 = _mm256_set1_epi8(0x0F);
     let m2 = _mm256_set1_epi8(0x03);
-    for (wb, ab) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
-        let da = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
+    for (bi, wb) in w.chunks_exact(210).enumerate() {
         let sc: [i8; 16] = std::array::from_fn(|i| wb[192 + i] as i8);
-        let bs = bsums(ab);
-        // The -32 offset of every quant, via the activations' 16-element sums.
-        let offset: i32 = (0..16).map(|i| i32::from(sc[i]) * bs[i]).sum::<i32>() * 32;
-        let mut sumi = _mm256_setzero_si256();
+        // The block's 256 unsigned 6-bit quants as eight 32-element vectors, in element order.
+        let mut q = [_mm256_setzero_si256(); 8];
         for half in 0..2 {
             let ql0 = load(&wb[64 * half..]);
             let ql1 = load(&wb[64 * half + 32..]);
             let qh = load(&wb[128 + 32 * half..]);
-            let hi = |shift: i32| -> __m256i {
-                let v = match shift {
-                    0 => qh,
-                    2 => _mm256_srli_epi16(qh, 2),
-                    4 => _mm256_srli_epi16(qh, 4),
-                    _ => _mm256_srli_epi16(qh, 6),
-                };
-                _mm256_slli_epi16(_mm256_and_si256(v, m2), 4)
-            };
-            let q = [
-                _mm256_or_si256(_mm256_and_si256(ql0, m4), hi(0)),
-                _mm256_or_si256(_mm256_and_si256(ql1, m4), hi(2)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), hi(4)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), hi(6)),
-            ];
-            for (k, qk) in q.iter().enumerate() {
-                let sub = 8 * half + 2 * k; // the two 16-element sub-blocks this vector covers
-                let p = _mm256_maddubs_epi16(*qk, load(&ab[4 + 128 * half + 32 * k..]));
-                let s = _mm256_set_m128i(_mm_set1_epi16(i16::from(sc[sub + 1])), _mm_set1_epi16(i16::from(sc[sub])));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
-            }
+            let hi = |v: __m256i| _mm256_slli_epi16(_mm256_and_si256(v, m2), 4);
+            q[4 * half] = _mm256_or_si256(_mm256_and_si256(ql0, m4), hi(qh));
+            q[4 * half + 1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), hi(_mm256_srli_epi16(qh, 2)));
+            q[4 * half + 2] =
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), hi(_mm256_srli_epi16(qh, 4)));
+            q[4 * half + 3] =
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), hi(_mm256_srli_epi16(qh, 6)));
         }
-        let d = f16_at(wb, 208) * da;
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-        acc_offset += d * offset as f32;
+        // Each vector covers two 16-element sub-blocks: their scales, as 16-bit lanes.
+        let scales: [__m256i; 8] = std::array::from_fn(|k| {
+            _mm256_set_m128i(_mm_set1_epi16(i16::from(sc[2 * k + 1])), _mm_set1_epi16(i16::from(sc[2 * k])))
+        });
+        let dw = f16_at(wb, 208);
+        for t in 0..N {
+            let ab = &a[t][bi * 292..][..292];
+            let da = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
+            let bs = bsums(ab);
+            // The -32 offset of every quant, via the activations' 16-element sums.
+            let offset: i32 = (0..16).map(|i| i32::from(sc[i]) * bs[i]).sum::<i32>() * 32;
+            let mut sumi = _mm256_setzero_si256();
+            for k in 0..8 {
+                let p = _mm256_maddubs_epi16(q[k], load(&ab[4 + 32 * k..]));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scales[k]));
+            }
+            let d = dw * da;
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[t]);
+            acc_offset[t] += d * offset as f32;
+        }
     }
-    hsum(acc) - acc_offset
+    let mut out = [0.0; N];
+    for t in 0..N {
+        out[t] = hsum(acc[t]) - acc_offset[t];
+    }
+    out
 }

@@ -50,27 +50,57 @@ impl Kernels {
     /// it has no kernel for).
     #[inline]
     pub fn dot(self, ty: TensorType, w: &[u8], a: &[u8]) -> f32 {
+        let mut out = [0.0];
+        self.dot_many(ty, w, &[a], &mut out);
+        out[0]
+    }
+
+    /// `out[t] = w · acts[t]` for every activation row: a fast kernel loads
+    /// each weight block once for up to four rows.
+    pub fn dot_many(self, ty: TensorType, w: &[u8], acts: &[&[u8]], out: &mut [f32]) {
         match self {
-            Kernels::Scalar => quant::dot(ty, w, a),
+            Kernels::Scalar => {
+                for (o, a) in out.iter_mut().zip(acts) {
+                    *o = quant::dot(ty, w, a);
+                }
+            }
             #[cfg(target_arch = "x86_64")]
             Kernels::Avx2 => {
-                assert!(
-                    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
-                    "AVX2 kernels chosen on a CPU without AVX2"
-                );
-                // SAFETY: the CPU supports AVX2 and FMA (checked just above; the check is cached by std).
-                unsafe {
-                    match ty {
-                        TensorType::Q8_0 => avx2::dot_q8_0_q8_0(w, a),
-                        TensorType::Q5_0 => avx2::dot_q5_0_q8_0(w, a),
-                        TensorType::Q4K => avx2::dot_q4k_q8k(w, a),
-                        TensorType::Q6K => avx2::dot_q6k_q8k(w, a),
-                        _ => quant::dot(ty, w, a),
-                    }
+                assert!(avx2_available(), "AVX2 kernels chosen on a CPU without AVX2, FMA and F16C");
+                let mut quads = acts.chunks_exact(4);
+                let mut outs = out.chunks_exact_mut(4);
+                for (a, o) in (&mut quads).zip(&mut outs) {
+                    // SAFETY: AVX2, FMA and F16C are available (asserted above).
+                    let r = unsafe { avx2_dot(ty, w, [a[0], a[1], a[2], a[3]]) };
+                    o.copy_from_slice(&r.unwrap_or_else(|| std::array::from_fn(|t| quant::dot(ty, w, a[t]))));
+                }
+                for (a, o) in quads.remainder().iter().zip(outs.into_remainder()) {
+                    // SAFETY: AVX2, FMA and F16C are available (asserted above).
+                    let r = unsafe { avx2_dot(ty, w, [*a]) };
+                    *o = r.map_or_else(|| quant::dot(ty, w, a), |r| r[0]);
                 }
             }
             #[cfg(not(target_arch = "x86_64"))]
-            Kernels::Avx2 => quant::dot(ty, w, a),
+            Kernels::Avx2 => Kernels::Scalar.dot_many(ty, w, acts, out),
+        }
+    }
+}
+
+/// The AVX2 kernel for `ty` over `N` activation rows, or `None` when there is none.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C (`avx2_available()`).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+unsafe fn avx2_dot<const N: usize>(ty: TensorType, w: &[u8], a: [&[u8]; N]) -> Option<[f32; N]> {
+    // SAFETY: the caller guarantees the CPU features these kernels enable.
+    unsafe {
+        match ty {
+            TensorType::Q8_0 => Some(avx2::dot_q8_0_q8_0(w, a)),
+            TensorType::Q5_0 => Some(avx2::dot_q5_0_q8_0(w, a)),
+            TensorType::Q4K => Some(avx2::dot_q4k_q8k(w, a)),
+            TensorType::Q6K => Some(avx2::dot_q6k_q8k(w, a)),
+            _ => None,
         }
     }
 }

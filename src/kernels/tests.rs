@@ -105,3 +105,22 @@ fn a_wrong_kernel_would_be_caught() {
     });
     assert!(r.is_err());
 }
+
+#[test]
+fn batched_kernels_match_the_reference_row_by_row() {
+    let k = Kernels::detect();
+    let mut rng = Rng(17);
+    for ty in [TensorType::Q8_0, TensorType::Q5_0, TensorType::Q4K, TensorType::Q6K, TensorType::Q4_0] {
+        let n = 512;
+        let w = random_weights(&mut rng, ty, n);
+        // 7 rows: one group of four and a remainder of three.
+        let acts: Vec<Vec<u8>> = (0..7).map(|i| activations(&mut rng, ty, n, i == 2)).collect();
+        let refs: Vec<&[u8]> = acts.iter().map(Vec::as_slice).collect();
+        let mut out = vec![0.0; 7];
+        k.dot_many(ty, &w, &refs, &mut out);
+        for (t, a) in refs.iter().enumerate() {
+            let want = quant::dot(ty, &w, a);
+            assert!((out[t] - want).abs() <= 1e-5 * want.abs().max(1.0), "{ty} row {t}: {} vs {want}", out[t]);
+        }
+    }
+}

@@ -275,16 +275,14 @@ impl Model {
         let mut by_row = vec![0.0f32; m.rows * n_tok];
         let chunk_rows = m.rows.div_ceil(self.pool.threads());
         let kernels = self.kernels;
+        let act_rows: Vec<&[u8]> = acts.chunks_exact(a_bytes).collect();
         let chunks: Vec<Mutex<&mut [f32]>> = by_row.chunks_mut(chunk_rows * n_tok).map(Mutex::new).collect();
         self.pool.run(&|ci| {
             let Some(chunk) = chunks.get(ci) else { return };
             let mut chunk = chunk.lock().unwrap_or_else(|e| e.into_inner());
             for (i, res) in chunk.chunks_exact_mut(n_tok).enumerate() {
                 let r = ci * chunk_rows + i;
-                let wr = &w[r * m.row_bytes..][..m.row_bytes];
-                for (t, y) in res.iter_mut().enumerate() {
-                    *y = kernels.dot(m.info.ty, wr, &acts[t * a_bytes..][..a_bytes]);
-                }
+                kernels.dot_many(m.info.ty, &w[r * m.row_bytes..][..m.row_bytes], &act_rows, res);
             }
         });
         drop(chunks);
