@@ -77,14 +77,14 @@ impl LlamaCpp {
             &model.display().to_string(),
             "-t",
             &threads.to_string(),
+            "-o",
+            "json",
             "-p",
             &n_prompt.to_string(),
             "-n",
             &n_gen.to_string(),
             "-r",
             &reps.to_string(),
-            "-o",
-            "json",
         ]
         .map(str::to_owned);
         let out = run_with_timeout(&bin, &args, Duration::from_secs(600))?;

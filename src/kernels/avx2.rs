@@ -67,40 +67,43 @@ fn bits_to_bytes(bits: u32) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_and_si256(bytes, mask), mask)
 }
 
-/// Q8_0 weights · Q8_0 activations, for `N` activation rows at once
-/// (each weight block is loaded once and used `N` times).
-#[target_feature(enable = "avx2,fma,f16c")]
-pub fn dot_q8_0_q8_0<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-    let mut acc = [_mm256_setzero_ps(); N];
-    for (bi, wb) in w.chunks_exact(34).enumerate() {
-        let q = load(&wb[2..]);
-        let dw = f16_at(wb, 0);
-        for t in 0..N {
-            let ab = &a[t][bi * 34..][..34];
-            let d = _mm256_set1_ps(dw * f16_at(ab, 0));
-            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(q, load(&ab[2..]))), acc[t]);
-        }
-    }
-    let mut out = [0.0; N];
-    for t in 0..N {
-        out[t] = hsum(acc[t]);
-    }
-    out
+/// The 32-element weight formats that pair with Q8_0 activations.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Legacy {
+    /// Q8_0 weights.
+    Q8_0,
+    /// Q5_0 weights.
+    Q5_0,
 }
 
-/// Q5_0 weights · Q8_0 activations, for `N` activation rows at once.
+/// A Q5_0 block's 32 quants as signed bytes (q - 16).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub fn dot_q5_0_q8_0<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-    let mut acc = [_mm256_setzero_ps(); N];
+fn unpack_q5_0(wb: &[u8]) -> __m256i {
     let low = _mm_set1_epi8(0x0F);
-    for (bi, wb) in w.chunks_exact(22).enumerate() {
-        let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
-        let qs = load128(&wb[6..]);
-        // Elements 0..16 are the low nibbles, 16..32 the high nibbles.
-        let nibbles = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), low), _mm_and_si128(qs, low));
-        // Fifth bit clear → subtract 16: OR 0xF0 where the bit is clear makes (q | 0xF0) = q - 16 as i8.
-        let clear = _mm256_andnot_si256(bits_to_bytes(qh), _mm256_set1_epi8(0xF0u8 as i8));
-        let q = _mm256_or_si256(nibbles, clear);
+    let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
+    let qs = load128(&wb[6..]);
+    // Elements 0..16 are the low nibbles, 16..32 the high nibbles.
+    let nibbles = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), low), _mm_and_si128(qs, low));
+    // Fifth bit clear → subtract 16: OR 0xF0 where the bit is clear makes (q | 0xF0) = q - 16 as i8.
+    let clear = _mm256_andnot_si256(bits_to_bytes(qh), _mm256_set1_epi8(0xF0u8 as i8));
+    _mm256_or_si256(nibbles, clear)
+}
+
+/// Q8_0 or Q5_0 weights · Q8_0 activations, for `N` activation rows at once
+/// (each weight block is decoded once and used `N` times).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn dot_legacy<const N: usize>(format: Legacy, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    let block_bytes = match format {
+        Legacy::Q8_0 => 34,
+        Legacy::Q5_0 => 22,
+    };
+    let mut acc = [_mm256_setzero_ps(); N];
+    for (bi, wb) in w.chunks_exact(block_bytes).enumerate() {
+        let q = match format {
+            Legacy::Q8_0 => load(&wb[2..]),
+            Legacy::Q5_0 => unpack_q5_0(wb),
+        };
         let dw = f16_at(wb, 0);
         for t in 0..N {
             let ab = &a[t][bi * 34..][..34];

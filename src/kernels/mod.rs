@@ -96,8 +96,8 @@ unsafe fn avx2_dot<const N: usize>(ty: TensorType, w: &[u8], a: [&[u8]; N]) -> O
     // SAFETY: the caller guarantees the CPU features these kernels enable.
     unsafe {
         match ty {
-            TensorType::Q8_0 => Some(avx2::dot_q8_0_q8_0(w, a)),
-            TensorType::Q5_0 => Some(avx2::dot_q5_0_q8_0(w, a)),
+            TensorType::Q8_0 => Some(avx2::dot_legacy(avx2::Legacy::Q8_0, w, a)),
+            TensorType::Q5_0 => Some(avx2::dot_legacy(avx2::Legacy::Q5_0, w, a)),
             TensorType::Q4K => Some(avx2::dot_q4k_q8k(w, a)),
             TensorType::Q6K => Some(avx2::dot_q6k_q8k(w, a)),
             _ => None,
