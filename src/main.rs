@@ -189,7 +189,14 @@ fn run(cli: Cli) -> Result<()> {
             }
             bench(
                 &model,
-                Protocol { warmup, runs, n_prompt: n_prompt.max(1), n_gen: n_gen.max(1), threads: threads.max(1) },
+                Protocol {
+                    warmup,
+                    runs,
+                    n_prompt: n_prompt.max(1),
+                    n_gen: n_gen.max(1),
+                    threads: threads.max(1),
+                    min_sample_ms: 1.0,
+                },
                 &baseline,
                 &ollama_model,
                 json,

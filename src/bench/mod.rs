@@ -9,6 +9,7 @@
 //! - **decode tok/s**: tokens generated after the first ÷ their time.
 //! - **TTFT**: start of prefill → first token chosen.
 //! - **ITL**: time of each decode step.
+//! - **e2e**: wall time of the whole decode run, 1-token prompt to last token.
 //!
 //! llama-bench reports `pp` (prompt) and `tg` (generation) rates by the same
 //! definitions: its `tg` test decodes `n` tokens one at a time.
@@ -28,7 +29,8 @@ use crate::sample::SamplerConfig;
 use crate::stats::{self, Ratio, StatsError, Summary, TestResult};
 use crate::tokenizer::{TokenKind, Tokenizer};
 
-/// How many runs, and how many to discard first.
+/// How many runs, and how many to discard first. The engine's worker threads
+/// are pinned one per core (the calling thread is pinned to core 0 by `compare`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Protocol {
     /// Runs before measuring, not counted.
@@ -41,6 +43,8 @@ pub struct Protocol {
     pub n_gen: usize,
     /// Threads for both engines.
     pub threads: usize,
+    /// A measured sample shorter than this is rejected as implausible, ms.
+    pub min_sample_ms: f64,
 }
 
 /// Why a benchmark could not produce a result.
@@ -76,6 +80,19 @@ pub fn check_duration(engine: &str, metric: &str, seconds: f64) -> Result<(), Be
             engine: engine.into(),
             metric: metric.into(),
             reason: format!("duration {seconds} s"),
+        })
+    }
+}
+
+/// Rejects a sample shorter than the protocol's minimum (too short to time reliably).
+pub fn check_min(engine: &str, metric: &str, ms: f64, min_ms: f64) -> Result<(), BenchError> {
+    if ms >= min_ms {
+        Ok(())
+    } else {
+        Err(BenchError::Implausible {
+            engine: engine.into(),
+            metric: metric.into(),
+            reason: format!("sample of {ms:.3} ms is shorter than the {min_ms} ms minimum; ask for more tokens"),
         })
     }
 }
@@ -168,6 +185,8 @@ pub struct EngineSample {
     pub ttft_ms: f64,
     /// Per-token decode latencies, ms.
     pub itl_ms: Vec<f64>,
+    /// End-to-end latency of the decode run (prompt to last token), ms.
+    pub e2e_ms: f64,
 }
 
 /// Measures the embedded engine once (prefill run, then decode run).
@@ -184,14 +203,18 @@ pub fn run_engine(model: &Model, tok: &Tokenizer, p: &Protocol, seed: u64) -> Re
     check_duration("falsify", "prefill", pre.timings.prefill_ms / 1e3)?;
     let dec_prompt = random_prompt(tok, 1, seed ^ 1);
     let opts = GenerateOptions { max_tokens: p.n_gen + 1, sampler: greedy, ignore_eos: true };
+    let start = std::time::Instant::now();
     let dec = engine::generate(model, tok, &dec_prompt, &opts, |_| {})?;
+    let e2e_ms = start.elapsed().as_secs_f64() * 1e3;
     check_length("falsify", "decode", dec.timings.decode_tokens, p.n_gen)?;
     check_duration("falsify", "decode", dec.timings.decode_ms / 1e3)?;
+    check_min("falsify", "decode", dec.timings.decode_ms, p.min_sample_ms)?;
     Ok(EngineSample {
         prefill_tok_s: pre.timings.prefill_tok_per_s,
         decode_tok_s: dec.timings.decode_tok_per_s,
         ttft_ms: pre.timings.ttft_ms,
         itl_ms: dec.timings.decode_token_ms,
+        e2e_ms,
     })
 }
 
@@ -222,6 +245,7 @@ impl Baseline for LlamaBench<'_> {
         for (row, metric) in [(&pp, "prefill"), (&tg, "decode")] {
             for &ns in &row.samples_ns {
                 check_duration("llama.cpp", metric, ns as f64 / 1e9)?;
+                check_min("llama.cpp", metric, ns as f64 / 1e6, p.min_sample_ms)?;
             }
         }
         Ok((pp.samples_ts[0], tg.samples_ts[0]))
@@ -248,6 +272,7 @@ impl Baseline for OllamaGenerate<'_> {
         let prompt = self.tokenizer.decode(&random_prompt(self.tokenizer, p.n_prompt, seed ^ 0x0_11a));
         let g = self.server.generate(&self.model, &prompt, p.n_gen)?;
         check_duration("ollama", "decode", g.eval_duration as f64 / 1e9)?;
+        check_min("ollama", "decode", g.eval_duration as f64 / 1e6, p.min_sample_ms)?;
         check_duration("ollama", "prefill", g.prompt_eval_duration as f64 / 1e9)?;
         Ok((g.prefill_tok_s(), g.decode_tok_s()))
     }
@@ -265,7 +290,10 @@ pub fn compare(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<BenchResult, BenchError> {
     let total = p.warmup + p.runs;
-    let (mut ours_pp, mut ours_tg, mut ttft, mut itl) = (vec![], vec![], vec![], vec![]);
+    if let Some(core) = core_affinity::get_core_ids().and_then(|c| c.first().copied()) {
+        core_affinity::set_for_current(core);
+    }
+    let (mut ours_pp, mut ours_tg, mut ttft, mut itl, mut e2e) = (vec![], vec![], vec![], vec![], vec![]);
     let (mut theirs_pp, mut theirs_tg) = (vec![], vec![]);
     for round in 0..total {
         progress(round, total);
@@ -291,6 +319,7 @@ pub fn compare(
             ours_tg.push(s.decode_tok_s);
             ttft.push(s.ttft_ms);
             itl.extend(s.itl_ms);
+            e2e.push(s.e2e_ms);
         }
         if order_ours_first {
             run_theirs(&mut theirs_pp, &mut theirs_tg)?;
@@ -302,6 +331,7 @@ pub fn compare(
         Series::new("falsify", "decode_tok_s", "tok/s", ours_tg)?,
         Series::new("falsify", "ttft_ms", "ms", ttft)?,
         Series::new("falsify", "itl_ms", "ms", itl)?,
+        Series::new("falsify", "e2e_ms", "ms", e2e)?,
     ];
     let mut comparisons = Vec::new();
     if let Some(base) = baseline {
@@ -335,4 +365,21 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.split_whitespace().next()?.parse().ok()?;
     Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guards_reject_implausible_samples() {
+        assert!(check_duration("x", "decode", 0.0).is_err());
+        assert!(check_duration("x", "decode", 1e-9).is_err());
+        assert!(check_duration("x", "decode", f64::NAN).is_err());
+        assert!(check_duration("x", "decode", 7200.0).is_err());
+        assert!(check_duration("x", "decode", 0.5).is_ok());
+        let e = check_length("llama.cpp", "decode", 1, 128).unwrap_err().to_string();
+        assert_eq!(e, "implausible decode sample from llama.cpp: 1 tokens where 128 were asked");
+        assert!(check_min("x", "prefill", 0.4, 1.0).is_err() && check_min("x", "prefill", 2.0, 1.0).is_ok());
+    }
 }

@@ -35,7 +35,9 @@ pub struct Pool {
 
 impl Pool {
     /// A pool running jobs on `threads` threads in all (the caller plus `threads - 1` workers).
+    /// Worker `i` is pinned to core `i` when the system allows it (the caller is not moved).
     pub fn new(threads: usize) -> Pool {
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
         let shared = Arc::new(Shared {
             job: AtomicPtr::new(std::ptr::null_mut()),
             epoch: AtomicU64::new(0),
@@ -46,9 +48,16 @@ impl Pool {
         let workers = (1..threads.max(1))
             .map(|index| {
                 let shared = Arc::clone(&shared);
+                let core = cores.get(index).copied();
                 std::thread::Builder::new()
                     .name(format!("falsify-worker-{index}"))
-                    .spawn(move || worker(&shared, index))
+                    .spawn(move || {
+                        if let Some(core) = core {
+                            // Best effort: an unpinned worker is slower to measure, not wrong.
+                            core_affinity::set_for_current(core);
+                        }
+                        worker(&shared, index)
+                    })
                     .expect("spawning a worker thread")
             })
             .collect();
