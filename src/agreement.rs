@@ -257,3 +257,49 @@ pub fn kv_cache_consistency(model: &Model, tokens: &[u32]) -> Result<Result<f32,
     }
     Ok(Ok(worst))
 }
+
+/// The fast kernels against the scalar reference on the real model.
+#[derive(Debug, Clone, Serialize)]
+pub struct FastVsReference {
+    /// Positions compared.
+    pub positions: usize,
+    /// Positions with the same top-1 token.
+    pub same_top1: usize,
+    /// Largest |logit difference| over every position and token.
+    pub max_abs_logit_diff: f32,
+    /// Mean |logit difference| over every position and token.
+    pub mean_abs_logit_diff: f64,
+    /// Where the top-1 differs: position and the reference's top-2 logit gap there.
+    pub top1_differences: Vec<(usize, f32)>,
+}
+
+/// Runs `tokens` through the model with its fast kernels and with the scalar
+/// reference, and compares the logits at every position.
+pub fn fast_vs_reference(model: &mut Model, tokens: &[u32]) -> Result<FastVsReference, AgreementError> {
+    let fast_kernels = model.kernels;
+    let vocab = model.config.vocab_size;
+    let fast = model.forward(tokens, &mut model.new_cache(tokens.len()), Logits::All)?;
+    model.kernels = crate::kernels::Kernels::Scalar;
+    let reference = model.forward(tokens, &mut model.new_cache(tokens.len()), Logits::All);
+    model.kernels = fast_kernels;
+    let reference = reference?;
+    let mut top1_differences = Vec::new();
+    for (pos, (a, b)) in fast.chunks_exact(vocab).zip(reference.chunks_exact(vocab)).enumerate() {
+        let best = argmax(b) as usize;
+        if argmax(a) as usize != best {
+            let second =
+                b.iter().enumerate().filter(|&(i, _)| i != best).map(|(_, &v)| v).fold(f32::NEG_INFINITY, f32::max);
+            top1_differences.push((pos, b[best] - second));
+        }
+    }
+    let max_abs_logit_diff = fast.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let mean_abs_logit_diff =
+        fast.iter().zip(&reference).map(|(a, b)| f64::from((a - b).abs())).sum::<f64>() / fast.len() as f64;
+    Ok(FastVsReference {
+        positions: tokens.len(),
+        same_top1: tokens.len() - top1_differences.len(),
+        max_abs_logit_diff,
+        mean_abs_logit_diff,
+        top1_differences,
+    })
+}

@@ -125,6 +125,36 @@ fn kv_cache(model: &Path) -> Result<(), Failed> {
     }
 }
 
+/// F041/F017: the fast kernels match the scalar reference on the real model:
+/// the same top-1 at every position, logits within a stated tolerance.
+const LOGIT_TOLERANCE: f32 = 0.25;
+
+fn fast_vs_reference(model: &Path) -> Result<(), Failed> {
+    let (mut m, tok) = load(model)?;
+    let tokens = tok.encode("def quicksort(arr):\n    if len(arr) <= 1:\n        return arr\n    pivot = arr[0]", true);
+    let r = agreement::fast_vs_reference(&mut m, &tokens).map_err(fail)?;
+    eprintln!(
+        "{} kernels vs scalar reference: same top-1 at {}/{} positions (differences at [position, reference top-2 gap]: {:?}), \
+         |logit difference| mean {:.4} max {:.4} (tolerance {LOGIT_TOLERANCE})",
+        m.kernels.name(),
+        r.same_top1,
+        r.positions,
+        r.top1_differences,
+        r.mean_abs_logit_diff,
+        r.max_abs_logit_diff
+    );
+    if r.same_top1 == r.positions && r.max_abs_logit_diff <= LOGIT_TOLERANCE {
+        Ok(())
+    } else {
+        Err(format!(
+            "top-1 differs at {} positions; max logit difference {}",
+            r.positions - r.same_top1,
+            r.max_abs_logit_diff
+        )
+        .into())
+    }
+}
+
 /// A llama-server killed mid-run gives a clean error, and dropping the handle
 /// leaves no process behind.
 fn server_killed_mid_run(model: &Path, llama: &LlamaCpp) -> Result<(), Failed> {
@@ -189,6 +219,7 @@ fn main() {
                 server_killed_mid_run(&m, &l)
             }));
             trials.push(trial("kv_cache_incremental_equals_recompute_0.5b", &model, |m| kv_cache(&m)));
+            trials.push(trial("fast_kernels_match_scalar_reference_0.5b", &model, |m| fast_vs_reference(&m)));
         }
         trials
             .push(trial(&format!("greedy_text_equals_llama_completion_{label}"), &both, |(m, l)| greedy_text(&m, &l)));
