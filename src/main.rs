@@ -140,6 +140,10 @@ enum Command {
         /// Also write the full result (samples, summaries, ratios, provenance) as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Compare with a saved `--json` result: report significant throughput changes
+        /// (Mann-Whitney p < 0.05 and a median change beyond 2%); exit 1 on a regression.
+        #[arg(long)]
+        compare: Option<PathBuf>,
     },
 }
 
@@ -183,7 +187,7 @@ fn open_model(arg: &ModelArg) -> Result<Model> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect { model, metadata } => inspect(&model, metadata),
-        Command::Bench { model, n_prompt, n_gen, runs, warmup, threads, baseline, ollama_model, json } => {
+        Command::Bench { model, n_prompt, n_gen, runs, warmup, threads, baseline, ollama_model, json, compare } => {
             if runs < 2 {
                 return Err("need at least 2 measured repetitions (-r) for a confidence interval".into());
             }
@@ -200,6 +204,7 @@ fn run(cli: Cli) -> Result<()> {
                 &baseline,
                 &ollama_model,
                 json,
+                compare,
             )
         }
         Command::Tokenize { model, text, no_parse_special, json } => {
@@ -291,7 +296,15 @@ fn bench(
     baseline: &str,
     ollama_model: &str,
     json: Option<PathBuf>,
+    compare: Option<PathBuf>,
 ) -> Result<()> {
+    let previous: Option<falsify::bench::BenchResult> = match &compare {
+        Some(path) => Some(
+            serde_json::from_str(&std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?)
+                .map_err(|e| format!("{}: not a bench result: {e}", path.display()))?,
+        ),
+        None => None,
+    };
     let load_start = Instant::now();
     let mut m = open_model(model)?;
     m.set_threads(protocol.threads);
@@ -370,6 +383,25 @@ fn bench(
     if let Some(path) = json {
         falsify::report::write_atomic(&path, serde_json::to_string_pretty(&result)?.as_bytes())?;
         eprintln!("wrote {}", path.display());
+    }
+    if let Some(previous) = previous {
+        let changes = falsify::bench::compare_results(&previous, &result, 0.05, 0.02)?;
+        let mut o = String::new();
+        for c in &changes {
+            let _ = writeln!(
+                o,
+                "vs saved: {} {} {:+.1}% ({:?}, p = {:.2e})",
+                c.engine,
+                c.metric,
+                c.relative * 100.0,
+                c.change,
+                c.p_value
+            );
+        }
+        emit(&o)?;
+        if changes.iter().any(|c| c.change == falsify::stats::Change::Regressed) {
+            return Err("a throughput regression against the saved result".into());
+        }
     }
     Ok(())
 }

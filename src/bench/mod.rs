@@ -371,6 +371,31 @@ pub fn peak_rss_bytes() -> Option<u64> {
 mod tests {
     use super::*;
 
+    fn result(decode: &[f64]) -> BenchResult {
+        let p = Protocol { warmup: 0, runs: decode.len(), n_prompt: 1, n_gen: 1, threads: 1, min_sample_ms: 0.0 };
+        BenchResult {
+            schema: 1,
+            protocol: p,
+            series: vec![Series::new("falsify", "decode_tok_s", "tok/s", decode.to_vec()).unwrap()],
+            comparisons: vec![],
+            engine_load_ms: 1.0,
+            engine_peak_rss_bytes: None,
+            provenance: Provenance::collect(1, vec![], vec![]),
+        }
+    }
+
+    #[test]
+    fn saved_results_are_compared_for_regressions() {
+        let old: Vec<f64> = (0..20).map(|i| 30.0 + (i % 4) as f64 * 0.1).collect();
+        let slower: Vec<f64> = old.iter().map(|x| x * 0.8).collect();
+        let changes = compare_results(&result(&old), &result(&slower), 0.05, 0.02).unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].change, stats::Change::Regressed);
+        assert!((changes[0].relative + 0.2).abs() < 1e-9);
+        let same = compare_results(&result(&old), &result(&old), 0.05, 0.02).unwrap();
+        assert_eq!(same[0].change, stats::Change::NoChange);
+    }
+
     #[test]
     fn guards_reject_implausible_samples() {
         assert!(check_duration("x", "decode", 0.0).is_err());
@@ -382,4 +407,43 @@ mod tests {
         assert_eq!(e, "implausible decode sample from llama.cpp: 1 tokens where 128 were asked");
         assert!(check_min("x", "prefill", 0.4, 1.0).is_err() && check_min("x", "prefill", 2.0, 1.0).is_ok());
     }
+}
+
+/// A metric whose median moved significantly between two bench results.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricChange {
+    /// Engine.
+    pub engine: String,
+    /// Metric.
+    pub metric: String,
+    /// Relative change of the median (new / old − 1).
+    pub relative: f64,
+    /// Regressed, improved or no change.
+    pub change: stats::Change,
+    /// The Mann-Whitney p-value behind it.
+    pub p_value: f64,
+}
+
+/// Compares every throughput series (higher is better) present in both results:
+/// a change counts when p < `alpha` and the medians differ by more than `noise`.
+pub fn compare_results(
+    old: &BenchResult,
+    new: &BenchResult,
+    alpha: f64,
+    noise: f64,
+) -> Result<Vec<MetricChange>, StatsError> {
+    let mut out = Vec::new();
+    for n in new.series.iter().filter(|s| s.unit == "tok/s") {
+        if let Some(o) = old.series.iter().find(|o| o.engine == n.engine && o.metric == n.metric) {
+            let (change, relative, test) = stats::detect_change(&o.samples, &n.samples, alpha, noise)?;
+            out.push(MetricChange {
+                engine: n.engine.clone(),
+                metric: n.metric.clone(),
+                relative,
+                change,
+                p_value: test.p_value,
+            });
+        }
+    }
+    Ok(out)
 }
