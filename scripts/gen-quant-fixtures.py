@@ -3,7 +3,9 @@
 
 Dequantization and Q8_0 quantization come from the registry's `gguf` package
 (gguf.quants); Q8_K activation quantization comes from llama.cpp's own
-`quantize_row_q8_K_ref` in libggml-base.so (gguf.quants has no Q8_K).
+`quantize_row_q8_K_ref` in libggml-base.so (gguf.quants has no Q8_K), and the
+Q8_0 rounding llama.cpp's CPU backend uses at run time from `quantize_row_q8_0`
+in libggml-cpu.so (next to libggml-base.so).
 Blocks are taken from the real 0.5B model where it has the type, and
 generated at random (with sane f16 scales) for every type.
 
@@ -75,3 +77,10 @@ lib.quantize_row_q8_K_ref.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c
 y = np.zeros(len(x) // 256 * 292, dtype=np.uint8)
 lib.quantize_row_q8_K_ref(x.ctypes.data, y.ctypes.data, len(x))
 write("quantize_Q8_K", x, y)
+
+import os
+cpu = ctypes.CDLL(os.path.join(os.path.dirname(libpath), "libggml-cpu.so"))
+cpu.quantize_row_q8_0.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+y = np.zeros(len(x) // 32 * 34, dtype=np.uint8)
+cpu.quantize_row_q8_0(x.ctypes.data, y.ctypes.data, len(x))
+write("quantize_Q8_0_cpu", x, y)

@@ -140,10 +140,22 @@ fn bsums(a: &[u8]) -> [i32; 16] {
     s
 }
 
-/// Q4_K weights · Q8_K activations, for `N` activation rows at once.
+/// The sum of the eight i32 lanes (exact).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_i32(v: __m256i) -> i32 {
+    let x = _mm_add_epi32(_mm256_extracti128_si256(v, 1), _mm256_castsi256_si128(v));
+    let x = _mm_add_epi32(x, _mm_unpackhi_epi64(x, x));
+    let x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 1));
+    _mm_cvtsi128_si32(x)
+}
+
+/// Q4_K weights · Q8_K activations, for `N` activation rows at once. Each
+/// block's integer sum (scales applied) is exact; blocks accumulate with one
+/// FMA each, and the mins separately, as llama.cpp's repacked Q4_K kernels do.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub fn dot_q4k_q8k<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc = [0.0f32; N];
     let mut acc_min = [0.0f32; N];
     let low = _mm256_set1_epi8(0x0F);
     for (bi, wb) in w.chunks_exact(144).enumerate() {
@@ -166,13 +178,13 @@ pub fn dot_q4k_q8k<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
                 let p = _mm256_maddubs_epi16(*qj, load(&ab[4 + 32 * j..]));
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, _mm256_set1_epi16(i16::from(sc[j]))));
             }
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * da), _mm256_cvtepi32_ps(sumi), acc[t]);
-            acc_min[t] += dmin * da * msum as f32;
+            acc[t] = (hsum_i32(sumi) as f32).mul_add(dw * da, acc[t]);
+            acc_min[t] = (msum as f32).mul_add(dmin * da, acc_min[t]);
         }
     }
     let mut out = [0.0; N];
     for t in 0..N {
-        out[t] = hsum(acc[t]) - acc_min[t];
+        out[t] = acc[t] - acc_min[t];
     }
     out
 }
@@ -181,7 +193,6 @@ pub fn dot_q4k_q8k<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub fn dot_q6k_q8k<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
-    let mut acc_offset = [0.0f32; N];
     let m4 = _mm256_set1_epi8(0x0F);
     let m2 = _mm256_set1_epi8(0x03);
     for (bi, wb) in w.chunks_exact(210).enumerate() {
@@ -205,25 +216,23 @@ pub fn dot_q6k_q8k<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
             _mm256_set_m128i(_mm_set1_epi16(i16::from(sc[2 * k + 1])), _mm_set1_epi16(i16::from(sc[2 * k])))
         });
         let dw = f16_at(wb, 208);
+        let m32 = _mm256_set1_epi8(32);
         for t in 0..N {
             let ab = &a[t][bi * 292..][..292];
             let da = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
-            let bs = bsums(ab);
-            // The -32 offset of every quant, via the activations' 16-element sums.
-            let offset: i32 = (0..16).map(|i| i32::from(sc[i]) * bs[i]).sum::<i32>() * 32;
             let mut sumi = _mm256_setzero_si256();
             for k in 0..8 {
-                let p = _mm256_maddubs_epi16(q[k], load(&ab[4 + 32 * k..]));
+                let a8 = load(&ab[4 + 32 * k..]);
+                // (q - 32) · a per byte pair, exactly: q·a − 32·a, both in 16-bit range.
+                let p = _mm256_sub_epi16(_mm256_maddubs_epi16(q[k], a8), _mm256_maddubs_epi16(m32, a8));
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scales[k]));
             }
-            let d = dw * da;
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[t]);
-            acc_offset[t] += d * offset as f32;
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(da * dw), _mm256_cvtepi32_ps(sumi), acc[t]);
         }
     }
     let mut out = [0.0; N];
     for t in 0..N {
-        out[t] = hsum(acc[t]) - acc_offset[t];
+        out[t] = hsum(acc[t]);
     }
     out
 }

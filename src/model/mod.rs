@@ -20,7 +20,7 @@ use crate::gguf::{GgufError, GgufFile, TensorInfo};
 use std::sync::Mutex;
 
 use crate::kernels::{Kernels, Pool};
-use crate::quant::{self, QuantError};
+use crate::quant::{self, Q8_0Rounding, QuantError};
 
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
@@ -268,7 +268,7 @@ impl Model {
         let a_bytes = at.row_bytes(m.cols).expect("checked at load");
         let mut acts = vec![0u8; a_bytes * n_tok];
         for (x, a) in xs.chunks_exact(m.cols).zip(acts.chunks_exact_mut(a_bytes)) {
-            quant::quantize(at, x, a).expect("sizes checked at load");
+            quant::quantize_with(at, x, a, Q8_0Rounding::CpuRuntime).expect("sizes checked at load");
         }
         let w = self.rows(m);
         // Rows-major result per output row, so each thread owns a contiguous range.

@@ -4,7 +4,8 @@
 
 /// RMSNorm of `x` in place, then scaled elementwise by `weight`.
 pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
-    let sum: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+    // Squares in f32, summed in f64, as ggml does.
+    let sum: f64 = x.iter().map(|&v| f64::from(v * v)).sum();
     let mean = (sum / x.len() as f64) as f32;
     let scale = 1.0 / (mean + eps).sqrt();
     for (v, w) in x.iter_mut().zip(weight) {

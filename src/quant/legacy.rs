@@ -74,16 +74,35 @@ pub fn dequantize_q8_0(bytes: &[u8], out: &mut [f32]) {
     dequantize_blocks(bytes, Q8_0_BYTES, out, q8_0_values);
 }
 
-/// Quantizes activations to Q8_0 the way ggml's reference does:
-/// `d = max|x| / 127`, `q = round_half_away(x / d)`, `d` stored as f16.
-pub fn quantize_q8_0(x: &[f32], out: &mut [u8]) {
+/// How Q8_0 activation quants are rounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Q8_0Rounding {
+    /// ggml's reference (`quantize_row_q8_0_ref`, gguf-py): `q = round_half_away(x · (1/d))`.
+    Reference,
+    /// llama.cpp's x86 CPU backend at run time: `q = round_half_even(x · (127/max|x|))`.
+    CpuRuntime,
+}
+
+/// Quantizes activations to Q8_0: `d = max|x| / 127` stored as f16, quants
+/// rounded as `rounding` says.
+pub fn quantize_q8_0(x: &[f32], out: &mut [u8], rounding: Q8_0Rounding) {
     for (xs, b) in x.chunks_exact(QK).zip(out.chunks_exact_mut(Q8_0_BYTES)) {
         let amax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         b[..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
-        for (q, &v) in b[2..].iter_mut().zip(xs) {
-            *q = (v * id).round() as i8 as u8;
+        match rounding {
+            Q8_0Rounding::Reference => {
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                for (q, &v) in b[2..].iter_mut().zip(xs) {
+                    *q = (v * id).round() as i8 as u8;
+                }
+            }
+            Q8_0Rounding::CpuRuntime => {
+                let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+                for (q, &v) in b[2..].iter_mut().zip(xs) {
+                    *q = (v * id).round_ties_even() as i8 as u8;
+                }
+            }
         }
     }
 }

@@ -10,6 +10,8 @@
 mod kquants;
 mod legacy;
 
+pub use legacy::Q8_0Rounding;
+
 use half::{bf16, f16};
 
 use crate::gguf::TensorType;
@@ -92,8 +94,15 @@ pub fn dot_type(ty: TensorType) -> Result<TensorType, QuantError> {
 }
 
 /// Encodes `x` as type `ty` (an activation format: F32, F16, BF16, Q8_0 or Q8_K)
-/// into `out`, which must hold exactly `x.len()` elements of `ty`.
+/// into `out`, which must hold exactly `x.len()` elements of `ty`; Q8_0 rounds
+/// as ggml's reference does.
 pub fn quantize(ty: TensorType, x: &[f32], out: &mut [u8]) -> Result<(), QuantError> {
+    quantize_with(ty, x, out, Q8_0Rounding::Reference)
+}
+
+/// [`quantize`] with a choice of Q8_0 rounding: the forward pass uses
+/// [`Q8_0Rounding::CpuRuntime`], as llama.cpp's CPU backend computes.
+pub fn quantize_with(ty: TensorType, x: &[f32], out: &mut [u8], rounding: Q8_0Rounding) -> Result<(), QuantError> {
     check_len(ty, x.len(), out.len())?;
     match ty {
         TensorType::F32 => {
@@ -111,7 +120,7 @@ pub fn quantize(ty: TensorType, x: &[f32], out: &mut [u8]) -> Result<(), QuantEr
                 c.copy_from_slice(&bf16::from_f32(*v).to_le_bytes());
             }
         }
-        TensorType::Q8_0 => legacy::quantize_q8_0(x, out),
+        TensorType::Q8_0 => legacy::quantize_q8_0(x, out, rounding),
         TensorType::Q8K => kquants::quantize_q8k(x, out),
         _ => return Err(QuantError::Unsupported(ty)),
     }

@@ -63,6 +63,22 @@ fn activation_quantization_is_bit_exact() {
 }
 
 #[test]
+fn cpu_runtime_q8_0_rounding_is_bit_exact_with_llama_cpp() {
+    let (input, expected) = fixture!("quantize_Q8_0_cpu");
+    let x = f32s(input);
+    let mut got = vec![0u8; expected.len()];
+    quantize_with(TensorType::Q8_0, &x, &mut got, Q8_0Rounding::CpuRuntime).unwrap();
+    assert_eq!(got.iter().zip(expected).position(|(a, b)| a != b), None, "first differing byte");
+    // The two roundings are different functions: at a tie, half-away and half-even part.
+    let mut tie = [0.0f32; 32];
+    (tie[0], tie[1]) = (127.0, 2.5);
+    let (mut a, mut b) = ([0u8; 34], [0u8; 34]);
+    quantize(TensorType::Q8_0, &tie, &mut a).unwrap();
+    quantize_with(TensorType::Q8_0, &tie, &mut b, Q8_0Rounding::CpuRuntime).unwrap();
+    assert_eq!((a[3], b[3]), (3, 2));
+}
+
+#[test]
 fn a_corrupted_reference_is_detected() {
     let (input, expected) = fixture!("random_Q6_K");
     let mut wrong = expected.to_vec();
