@@ -30,7 +30,8 @@ use crate::stats::{self, Ratio, StatsError, Summary, TestResult};
 use crate::tokenizer::{TokenKind, Tokenizer};
 
 /// How many runs, and how many to discard first. The engine's worker threads
-/// are pinned one per core (the calling thread is pinned to core 0 by `compare`).
+/// are pinned one per core; the calling thread is not, because the baselines'
+/// processes are started from it and would inherit its affinity.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Protocol {
     /// Runs before measuring, not counted.
@@ -290,9 +291,6 @@ pub fn compare(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<BenchResult, BenchError> {
     let total = p.warmup + p.runs;
-    if let Some(core) = core_affinity::get_core_ids().and_then(|c| c.first().copied()) {
-        core_affinity::set_for_current(core);
-    }
     let (mut ours_pp, mut ours_tg, mut ttft, mut itl, mut e2e) = (vec![], vec![], vec![], vec![], vec![]);
     let (mut theirs_pp, mut theirs_tg) = (vec![], vec![]);
     for round in 0..total {

@@ -187,6 +187,21 @@ mod tests {
         assert_eq!(count.load(Ordering::Relaxed), 2);
     }
 
+    /// Processes started from the caller (the baselines) inherit its affinity:
+    /// making a pool and running jobs must leave the caller free to use every core.
+    #[test]
+    fn the_caller_is_never_pinned() {
+        let allowed = || {
+            std::fs::read_to_string("/proc/thread-self/status")
+                .ok()
+                .and_then(|s| s.lines().find(|l| l.starts_with("Cpus_allowed_list")).map(str::to_owned))
+        };
+        let before = allowed();
+        let pool = Pool::new(2);
+        pool.run(&|_| {});
+        assert_eq!(allowed(), before);
+    }
+
     #[test]
     fn one_thread_runs_inline() {
         let pool = Pool::new(1);
