@@ -18,4 +18,6 @@ pub mod report;
 pub mod rng;
 pub mod sample;
 pub mod stats;
+#[cfg(test)]
+mod testing;
 pub mod tokenizer;

@@ -3,41 +3,15 @@
 
 use super::*;
 use crate::gguf::TensorType;
+use crate::rng::SplitMix64;
+use crate::testing::uniform;
 
-struct Rng(u64);
-impl Rng {
-    fn byte(&mut self) -> u8 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 56) as u8
-    }
-    fn f(&mut self) -> f32 {
-        (self.byte() as f32 - 127.5) / 40.0
-    }
+fn random_weights(rng: &mut SplitMix64, ty: TensorType, n: usize) -> Vec<u8> {
+    crate::testing::random_weights(rng, ty, n, 3.0, 0.01)
 }
 
-/// Random weight blocks with small, finite f16 scales.
-fn random_weights(rng: &mut Rng, ty: TensorType, n: usize) -> Vec<u8> {
-    let (_, bytes) = ty.block_geometry().unwrap();
-    let mut w: Vec<u8> = (0..ty.row_bytes(n).unwrap()).map(|_| rng.byte()).collect();
-    let scales: &[usize] = match ty {
-        TensorType::Q6K => &[208],
-        TensorType::Q4K | TensorType::Q5K => &[0, 2],
-        _ => &[0],
-    };
-    for b in w.chunks_exact_mut(bytes) {
-        for &at in scales {
-            b[at..at + 2].copy_from_slice(&half::f16::from_f32(0.01 + rng.f().abs() * 0.01).to_le_bytes());
-        }
-        if ty == TensorType::Q8_0 {
-            // Q8_0 quantization never produces -128.
-            b[2..].iter_mut().for_each(|q| *q = (*q as i8).max(-127) as u8);
-        }
-    }
-    w
-}
-
-fn activations(rng: &mut Rng, ty: TensorType, n: usize, outlier: bool) -> Vec<u8> {
-    let mut x: Vec<f32> = (0..n).map(|_| rng.f()).collect();
+fn activations(rng: &mut SplitMix64, ty: TensorType, n: usize, outlier: bool) -> Vec<u8> {
+    let mut x: Vec<f32> = (0..n).map(|_| uniform(rng) * 3.0).collect();
     if outlier {
         x[3] = 400.0; // Qwen-like massive activation
     }
@@ -57,7 +31,7 @@ fn check(kernels: Kernels, ty: TensorType, w: &[u8], a: &[u8]) {
 #[test]
 fn fast_kernels_match_the_reference_on_random_blocks() {
     let k = Kernels::detect();
-    let mut rng = Rng(11);
+    let mut rng = SplitMix64(11);
     for ty in [TensorType::Q8_0, TensorType::Q5_0, TensorType::Q4K, TensorType::Q6K, TensorType::Q4_0] {
         for n in [256usize, 4864, 896 + 32] {
             if !n.is_multiple_of(ty.block_geometry().unwrap().0) {
@@ -75,7 +49,7 @@ fn fast_kernels_match_the_reference_on_random_blocks() {
 #[test]
 fn fast_kernels_match_the_reference_on_model_blocks() {
     let k = Kernels::detect();
-    let mut rng = Rng(5);
+    let mut rng = SplitMix64(5);
     let cases: [(TensorType, &[u8]); 4] = [
         (TensorType::Q8_0, include_bytes!("../../tests/fixtures/quant/model_Q8_0.in")),
         (TensorType::Q5_0, include_bytes!("../../tests/fixtures/quant/model_Q5_0.in")),
@@ -92,7 +66,7 @@ fn fast_kernels_match_the_reference_on_model_blocks() {
 #[test]
 fn a_wrong_kernel_would_be_caught() {
     // The comparison itself must be able to fail: a dot with one weight flipped differs.
-    let mut rng = Rng(3);
+    let mut rng = SplitMix64(3);
     let ty = TensorType::Q8_0;
     let w = random_weights(&mut rng, ty, 256);
     let a = activations(&mut rng, ty, 256, false);
@@ -109,7 +83,7 @@ fn a_wrong_kernel_would_be_caught() {
 #[test]
 fn batched_kernels_match_the_reference_row_by_row() {
     let k = Kernels::detect();
-    let mut rng = Rng(17);
+    let mut rng = SplitMix64(17);
     for ty in [TensorType::Q8_0, TensorType::Q5_0, TensorType::Q4K, TensorType::Q6K, TensorType::Q4_0] {
         let n = 512;
         let w = random_weights(&mut rng, ty, n);

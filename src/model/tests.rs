@@ -2,43 +2,12 @@
 
 use super::*;
 use crate::gguf::{GgufWriter, TensorType, Value};
-
-/// Deterministic pseudo-random numbers in [-1, 1).
-pub(crate) struct Lcg(pub u64);
-impl Lcg {
-    pub(crate) fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-}
+use crate::rng::SplitMix64;
+use crate::testing::uniform;
 
 /// Random weights of `rows × cols` encoded as `ty` (scales kept small and finite).
-fn weights(rng: &mut Lcg, ty: TensorType, rows: usize, cols: usize) -> Vec<u8> {
-    let n = rows * cols;
-    match ty {
-        TensorType::F32 | TensorType::F16 | TensorType::Q8_0 => {
-            let x: Vec<f32> = (0..n).map(|_| rng.next() * 0.2).collect();
-            let mut out = vec![0u8; ty.row_bytes(n).unwrap()];
-            crate::quant::quantize(ty, &x, &mut out).unwrap();
-            out
-        }
-        _ => {
-            let (_, block_bytes) = ty.block_geometry().unwrap();
-            let mut out: Vec<u8> = (0..ty.row_bytes(n).unwrap()).map(|_| (rng.next() * 128.0 + 128.0) as u8).collect();
-            let scale_at: &[usize] = match ty {
-                TensorType::Q6K => &[208],
-                TensorType::Q4K | TensorType::Q5K => &[0, 2],
-                _ => &[0],
-            };
-            for block in out.chunks_exact_mut(block_bytes) {
-                for &at in scale_at {
-                    block[at..at + 2]
-                        .copy_from_slice(&half::f16::from_f32(0.002 + rng.next().abs() * 0.002).to_le_bytes());
-                }
-            }
-            out
-        }
-    }
+fn weights(rng: &mut SplitMix64, ty: TensorType, rows: usize, cols: usize) -> Vec<u8> {
+    crate::testing::random_weights(rng, ty, rows * cols, 0.2, 0.002)
 }
 
 pub(crate) struct Synthetic {
@@ -52,7 +21,7 @@ pub(crate) struct Synthetic {
 /// Writes a tiny Qwen2 model: hidden 64, 4 heads, 2 KV heads, FFN 256, vocab 48.
 pub(crate) fn synthetic_model(opts: Synthetic) -> Vec<u8> {
     let (d, kv, ff, vocab) = (64usize, 32usize, 256usize, 48usize);
-    let mut rng = Lcg(7);
+    let mut rng = SplitMix64(7);
     let mut w = GgufWriter::new(3)
         .meta("general.architecture", Value::String("qwen2".into()))
         .meta("qwen2.block_count", Value::U32(opts.n_layer as u32))
@@ -84,8 +53,9 @@ pub(crate) fn synthetic_model(opts: Synthetic) -> Vec<u8> {
         )
         .meta("tokenizer.ggml.merges", Value::Array(vec![]))
         .meta("tokenizer.ggml.eos_token_id", Value::U32(vocab as u32 - 1));
-    let vec = |rng: &mut Lcg, n: usize, base: f32| -> Vec<f32> { (0..n).map(|_| base + rng.next() * 0.1).collect() };
-    let m = |w: GgufWriter, rng: &mut Lcg, name: &str, ty: TensorType, rows: usize, cols: usize| {
+    let vec =
+        |rng: &mut SplitMix64, n: usize, base: f32| -> Vec<f32> { (0..n).map(|_| base + uniform(rng) * 0.1).collect() };
+    let m = |w: GgufWriter, rng: &mut SplitMix64, name: &str, ty: TensorType, rows: usize, cols: usize| {
         let data = weights(rng, ty, rows, cols);
         w.tensor(name, &[cols as u64, rows as u64], ty, data)
     };
