@@ -110,20 +110,6 @@ impl KvCache {
         self.capacity
     }
 
-    /// Bytes held by keys and values.
-    pub fn bytes(&self) -> usize {
-        let width = match self.ty {
-            KvType::F32 => 4,
-            KvType::F16 => 2,
-        };
-        (self.keys.len() + self.values.len()) * width
-    }
-
-    /// Forgets every position after the first `len` (e.g. to re-run a suffix).
-    pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
-    }
-
     fn at(&self, layer: usize, pos: usize) -> usize {
         (layer * self.capacity + pos) * self.kv_dim
     }
