@@ -34,13 +34,6 @@ impl Store {
             Store::F16(s) => s[at..at + x.len()].iter_mut().zip(x).for_each(|(d, &v)| *d = f16::from_f32(v)),
         }
     }
-
-    fn len(&self) -> usize {
-        match self {
-            Store::F32(s) => s.len(),
-            Store::F16(s) => s.len(),
-        }
-    }
 }
 
 /// A borrowed row of the cache.
