@@ -1,9 +1,14 @@
 //! falsify: numbered, falsifiable claims about LLM inference, run for real.
 //!
 //! The modules follow the data's path: [`gguf`] reads model files, [`quant`]
-//! decodes their tensor formats, [`model`] runs the Qwen2 transformer,
-//! [`tokenizer`] and [`sample`] turn text into tokens and back, and
-//! [`engine`] drives generation with timings.
+//! decodes their tensor formats (the scalar reference) and [`kernels`] computes
+//! with them fast, [`model`] runs the Qwen2 transformer, [`tokenizer`] and
+//! [`sample`] turn text into tokens and back, and [`engine`] drives generation
+//! with timings. [`baseline`] runs the engines compared against, [`agreement`]
+//! and [`bench`](mod@bench) measure against them, using [`stats`]; [`provenance`] says
+//! where every result came from and [`report`] writes results.
+
+#![warn(missing_docs)]
 
 pub mod agreement;
 pub mod baseline;

@@ -84,7 +84,7 @@ pub enum GgufError {
         /// Where the string starts.
         offset: u64,
     },
-    /// Arrays nested beyond [`MAX_ARRAY_DEPTH`].
+    /// Arrays nested more than four deep.
     #[error("metadata key {key:?}: arrays nested more than {MAX_ARRAY_DEPTH} deep")]
     TooDeep {
         /// The key.
