@@ -7,7 +7,7 @@ LLAMA_DIR := baselines/llama.cpp
 .PHONY: help deps model model-1.5b llama-cpp build test agree falsify fuzz lint clean-models
 
 help: ## list the targets
-	@grep -E '^[a-z0-9.-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+	@grep -E '^[a-z0-9.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "%-12s %s\n", $$1, $$2 }'
 
 deps: ## install the Debian packages the build needs (cmake, curl) when missing
 	@missing=""; for p in cmake curl; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \

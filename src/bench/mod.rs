@@ -72,43 +72,30 @@ pub enum BenchError {
     },
 }
 
-/// Rejects durations that cannot be real: zero, negative, NaN, or over an hour.
-pub fn check_duration(engine: &str, metric: &str, seconds: f64) -> Result<(), BenchError> {
-    if seconds.is_finite() && seconds > 1e-6 && seconds < 3600.0 {
+/// `Ok` when `plausible`, else the guard's rejection with its reason.
+fn guard(plausible: bool, engine: &str, metric: &str, reason: impl FnOnce() -> String) -> Result<(), BenchError> {
+    if plausible {
         Ok(())
     } else {
-        Err(BenchError::Implausible {
-            engine: engine.into(),
-            metric: metric.into(),
-            reason: format!("duration {seconds} s"),
-        })
+        Err(BenchError::Implausible { engine: engine.into(), metric: metric.into(), reason: reason() })
     }
+}
+
+/// Rejects durations that cannot be real: zero, negative, NaN, or over an hour.
+pub fn check_duration(engine: &str, metric: &str, seconds: f64) -> Result<(), BenchError> {
+    guard(seconds.is_finite() && seconds > 1e-6 && seconds < 3600.0, engine, metric, || format!("duration {seconds} s"))
 }
 
 /// Rejects a sample shorter than the protocol's minimum (too short to time reliably).
 pub fn check_min(engine: &str, metric: &str, ms: f64, min_ms: f64) -> Result<(), BenchError> {
-    if ms >= min_ms {
-        Ok(())
-    } else {
-        Err(BenchError::Implausible {
-            engine: engine.into(),
-            metric: metric.into(),
-            reason: format!("sample of {ms:.3} ms is shorter than the {min_ms} ms minimum; ask for more tokens"),
-        })
-    }
+    guard(ms >= min_ms, engine, metric, || {
+        format!("sample of {ms:.3} ms is shorter than the {min_ms} ms minimum; ask for more tokens")
+    })
 }
 
 /// Rejects a generation shorter than asked (the rate would describe less work).
 pub fn check_length(engine: &str, metric: &str, got: usize, asked: usize) -> Result<(), BenchError> {
-    if got == asked {
-        Ok(())
-    } else {
-        Err(BenchError::Implausible {
-            engine: engine.into(),
-            metric: metric.into(),
-            reason: format!("{got} tokens where {asked} were asked"),
-        })
-    }
+    guard(got == asked, engine, metric, || format!("{got} tokens where {asked} were asked"))
 }
 
 /// One engine's samples of one metric, with their summary.
