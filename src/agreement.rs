@@ -142,14 +142,18 @@ pub fn teacher_forced(
             if ours == probs.id {
                 agree += 1;
             } else {
-                let margin = match probs.top_logprobs.as_slice() {
-                    [a, b, ..] => a.logprob.exp() - b.logprob.exp(),
-                    _ => f64::NAN,
+                // The margin between llama.cpp's two best *allowed* candidates: EOG tokens were banned.
+                let allowed: Vec<f64> = probs
+                    .top_logprobs
+                    .iter()
+                    .filter(|c| !tok.end_of_generation.contains(&c.id))
+                    .map(|c| c.logprob.exp())
+                    .collect();
+                let margin = match allowed.as_slice() {
+                    [a, b, ..] => format!("llama.cpp top-2 probability margin {:.4}", a - b),
+                    _ => "llama.cpp's top-2 include a banned end-of-generation token: margin unknown".to_owned(),
                 };
-                disagreements.push(format!(
-                    "{p:?} +{i}: ours {ours} llama.cpp {} (llama.cpp top-2 probability margin {margin:.4})",
-                    probs.id
-                ));
+                disagreements.push(format!("{p:?} +{i}: ours {ours} llama.cpp {} ({margin})", probs.id));
             }
         }
     }
