@@ -161,7 +161,7 @@ fn server_killed_mid_run(model: &Path, llama: &LlamaCpp) -> Result<(), Failed> {
     let srv = server(llama, model)?;
     let pid = srv.pid();
     srv.tokenize("hello").map_err(fail)?;
-    let status = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().map_err(fail)?;
+    let status = std::process::Command::new("sh").args(["-c", &format!("kill -9 {pid}")]).status().map_err(fail)?;
     if !status.success() {
         return Err("could not kill llama-server".into());
     }
