@@ -307,3 +307,114 @@ pub fn fast_vs_reference(model: &mut Model, tokens: &[u32]) -> Result<FastVsRefe
         top1_differences,
     })
 }
+
+/// Perplexity of `tokens` scored as llama-perplexity scores it: the text is cut
+/// into whole chunks of `ctx` tokens, each evaluated from an empty cache, and
+/// only the second half of each chunk is scored (each position predicting the next token).
+pub fn perplexity(model: &Model, tokens: &[u32], ctx: usize) -> Result<f64, AgreementError> {
+    let vocab = model.config.vocab_size;
+    let chunks = tokens.len() / ctx;
+    if chunks == 0 || ctx < 4 {
+        return Err(AgreementError::Reference(format!("{} tokens is less than one {ctx}-token chunk", tokens.len())));
+    }
+    let (mut nll, mut count) = (0.0f64, 0usize);
+    for chunk in tokens.chunks_exact(ctx).take(chunks) {
+        let logits = model.forward(chunk, &mut model.new_cache(ctx), Logits::All)?;
+        for pos in ctx / 2..ctx - 1 {
+            let row = &logits[pos * vocab..(pos + 1) * vocab];
+            nll += log_sum_exp(row) - f64::from(row[chunk[pos + 1] as usize]);
+            count += 1;
+        }
+    }
+    Ok((nll / count as f64).exp())
+}
+
+/// Top-1 agreement between two runs of the same sequences through `model`,
+/// once with each KV cache element type.
+#[derive(Debug, Clone, Serialize)]
+pub struct KvPrecision {
+    /// Positions compared.
+    pub total: usize,
+    /// Positions with the same top-1.
+    pub agree: usize,
+}
+
+/// Runs each sequence (prompt + `n` greedy tokens) with an f32 and then a
+/// reduced-precision (`reduced`) KV cache and compares top-1 at every position.
+pub fn kv_precision(
+    model: &mut Model,
+    tok: &Tokenizer,
+    prompts: &[String],
+    n: usize,
+    reduced: crate::model::KvType,
+) -> Result<KvPrecision, AgreementError> {
+    let vocab = model.config.vocab_size;
+    let original = model.kv_type;
+    let run = |model: &mut Model, ty, seq: &[u32]| {
+        model.kv_type = ty;
+        let out = model.forward(seq, &mut model.new_cache(seq.len()), Logits::All);
+        model.kv_type = original;
+        out
+    };
+    let (mut total, mut agree) = (0, 0);
+    for p in prompts {
+        let mut seq = tok.encode(p, true);
+        model.kv_type = crate::model::KvType::F32;
+        let opts = GenerateOptions {
+            max_tokens: n,
+            sampler: SamplerConfig { temperature: 0.0, ..SamplerConfig::default() },
+            ignore_eos: true,
+        };
+        let generated = engine::generate(model, tok, &seq, &opts, |_| {});
+        model.kv_type = original;
+        seq.extend(generated?.tokens);
+        let full = run(model, crate::model::KvType::F32, &seq)?;
+        let low = run(model, reduced, &seq)?;
+        for (a, b) in full.chunks_exact(vocab).zip(low.chunks_exact(vocab)) {
+            total += 1;
+            agree += usize::from(argmax(a) == argmax(b));
+        }
+    }
+    Ok(KvPrecision { total, agree })
+}
+
+/// Positions whose logits change when only a later token changes: runs
+/// `tokens` and `tokens` with its last token replaced, and lists every earlier
+/// position whose logits differ at all.
+pub fn causal_mask_violations(model: &Model, tokens: &[u32], replacement: u32) -> Result<Vec<String>, AgreementError> {
+    let vocab = model.config.vocab_size;
+    let mut other = tokens.to_vec();
+    if let Some(last) = other.last_mut() {
+        *last = replacement;
+    }
+    let a = model.forward(tokens, &mut model.new_cache(tokens.len()), Logits::All)?;
+    let b = model.forward(&other, &mut model.new_cache(other.len()), Logits::All)?;
+    let earlier = tokens.len().saturating_sub(1);
+    Ok((0..earlier)
+        .filter_map(|pos| {
+            let (ra, rb) = (&a[pos * vocab..(pos + 1) * vocab], &b[pos * vocab..(pos + 1) * vocab]);
+            let worst = ra.iter().zip(rb).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            (worst != 0.0)
+                .then(|| format!("position {pos} changed by up to {worst:e} when only position {earlier} changed"))
+        })
+        .collect())
+}
+
+/// Decode steps whose logits hold NaN or ±Inf over a greedy generation of `n`
+/// tokens after `prompt` (end-of-generation ignored).
+pub fn non_finite_steps(model: &Model, prompt: &[u32], n: usize) -> Result<Vec<String>, AgreementError> {
+    let mut cache = model.new_cache(prompt.len() + n);
+    let mut bad = Vec::new();
+    let mut logits = model.forward(prompt, &mut cache, Logits::Last)?;
+    for step in 0..n {
+        let count = logits.iter().filter(|x| !x.is_finite()).count();
+        if count > 0 {
+            bad.push(format!("step {step}: {count} non-finite logits"));
+        }
+        let next = argmax(&logits);
+        if step + 1 < n {
+            logits = model.forward(&[next], &mut cache, Logits::Last)?;
+        }
+    }
+    Ok(bad)
+}

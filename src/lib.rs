@@ -13,6 +13,7 @@
 pub mod agreement;
 pub mod baseline;
 pub mod bench;
+pub mod claims;
 pub mod engine;
 pub mod gguf;
 pub mod kernels;

@@ -18,6 +18,10 @@ use falsify::provenance::{ModelFile, Provenance};
 use falsify::sample::SamplerConfig;
 use falsify::tokenizer::Tokenizer;
 
+// Counts heap allocations, so the claims about allocation (F040, F093) can be measured in this binary.
+#[global_allocator]
+static GLOBAL: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
+
 /// Where `make model` puts the default model.
 const DEFAULT_MODEL: &str = "models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
 
@@ -104,9 +108,48 @@ enum Command {
         /// Use the scalar reference kernels instead of the fastest ones this CPU supports.
         #[arg(long)]
         reference: bool,
-        /// Print JSON: prompt_tokens, tokens, text, timings.
+        /// Compute backend: cpu, cuda, or auto (the best usable one).
+        #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
+        backend: String,
+        /// Print JSON: prompt_tokens, tokens, text, timings, peak_rss_bytes.
         #[arg(long)]
         json: bool,
+    },
+    /// Evaluate the claims and write the report (reports/report.json and reports/latest.json).
+    ///
+    /// Each claim is judged pass, falsified, inconclusive, skipped (with the reason) or
+    /// error. Measurements several claims share (benchmarks, the llama.cpp server) are
+    /// taken once. Exit status 0 whatever the verdicts: `falsify gate` decides.
+    Run {
+        /// Directory of claims files (every *.toml but gate.toml).
+        #[arg(long, default_value = "claims")]
+        claims: PathBuf,
+        /// Extra claims files with your own ids.
+        #[arg(long = "add")]
+        extra: Vec<PathBuf>,
+        /// Only claims whose "ID title" contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Report directory.
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
+        /// Measured runs per benchmark.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Warmup runs per benchmark.
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// Threads for the engine and the baselines.
+        #[arg(long, short = 't', default_value_t = 2)]
+        threads: usize,
+    },
+    /// Check a run report against the gate policy; exit 1 naming each rule that fails.
+    Gate {
+        /// The report (e.g. reports/latest.json).
+        report: PathBuf,
+        /// The policy: claims that must pass, most errors allowed, minimum scores.
+        #[arg(long, default_value = "claims/gate.toml")]
+        policy: PathBuf,
     },
     /// Benchmark the engine against a baseline, interleaved, with CIs on the ratios.
     ///
@@ -187,6 +230,14 @@ fn open_model(arg: &ModelArg) -> Result<Model> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect { model, metadata } => inspect(&model, metadata),
+        Command::Run { claims, extra, filter, out, runs, warmup, threads } => {
+            if runs < 2 {
+                return Err("need at least 2 measured runs (--runs) for a confidence interval".into());
+            }
+            let settings = falsify::claims::context::Settings { threads: threads.max(1), runs, warmup };
+            run_claims(&claims, &extra, filter.as_deref(), &out, settings)
+        }
+        Command::Gate { report, policy } => gate(&report, &policy),
         Command::Bench { model, n_prompt, n_gen, runs, warmup, threads, baseline, ollama_model, json, compare } => {
             if runs < 2 {
                 return Err("need at least 2 measured repetitions (-r) for a confidence interval".into());
@@ -232,8 +283,17 @@ fn run(cli: Cli) -> Result<()> {
             chat,
             ignore_eos,
             reference,
+            backend,
             json,
         } => {
+            if backend == "cuda" {
+                let devices = falsify::claims::context::cuda_devices();
+                return Err(format!(
+                    "--backend cuda: this build has no CUDA backend ({}); use --backend cpu or auto",
+                    if devices.is_empty() { "and no CUDA device is visible".to_owned() } else { devices.join(", ") }
+                )
+                .into());
+            }
             let load_start = Instant::now();
             let mut m = open_model(&model)?;
             if let Some(t) = threads {
@@ -275,6 +335,7 @@ fn run(cli: Cli) -> Result<()> {
                 v["timings"]["load_ms"] = load_ms.into();
                 v["timings"]["threads"] = m.threads().into();
                 v["timings"]["kernels"] = m.kernels.name().into();
+                v["peak_rss_bytes"] = falsify::bench::peak_rss_bytes().into();
                 emit(&format!("{v}\n"))?;
             } else {
                 let _ = stdout.write_all(&pending);
@@ -457,4 +518,92 @@ fn inspect(path: &PathBuf, metadata: bool) -> Result<()> {
         let _ = writeln!(o, "{ty:>6}: {n:>4} tensors, {bytes:>12} bytes");
     }
     emit(&o)
+}
+
+fn run_claims(
+    dir: &std::path::Path,
+    extra: &[PathBuf],
+    filter: Option<&str>,
+    out: &std::path::Path,
+    settings: falsify::claims::context::Settings,
+) -> Result<()> {
+    use falsify::claims::{checks::Registry, runner, ClaimSet, Context};
+    use falsify::report::run::{BenchRecord, RunReport, Summary, SCHEMA_VERSION};
+    let registry = Registry::builtin();
+    let set = ClaimSet::load_dir(dir, extra, &registry)?;
+    let root = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).to_path_buf();
+    let mut cx = Context::new(root, settings);
+    cx.falsify_exe = std::env::current_exe().ok();
+    let latest = out.join("latest.json");
+    cx.previous_report = latest.is_file().then(|| latest.clone());
+    let start = Instant::now();
+    eprintln!("falsify run: {} claims from {}", set.claims.len(), dir.display());
+    let results = runner::run_all(&set, &registry, &mut cx, filter, |done, total, r| {
+        eprintln!("[{done:>3}/{total}] {}", runner::line(r));
+    });
+    let summary = Summary::of(results.iter().map(|r| (r.outcome.verdict, r.points)));
+    let models = ["0.5b", "1.5b"]
+        .iter()
+        .filter_map(|s| cx.model_path(s).ok())
+        .filter_map(|p| ModelFile::describe(&p).ok())
+        .collect();
+    let baselines =
+        cx.llama().ok().and_then(|l| l.provenance()).map(|p| vec![("llama.cpp".to_owned(), p)]).unwrap_or_default();
+    let report = RunReport {
+        schema: SCHEMA_VERSION,
+        provenance: Provenance::collect(settings.threads, models, baselines),
+        settings,
+        claims_files: falsify::claims::spec::files_in(dir)?
+            .iter()
+            .chain(extra)
+            .map(|p| p.display().to_string())
+            .collect(),
+        filter: filter.map(str::to_owned),
+        duration_s: start.elapsed().as_secs_f64(),
+        summary: summary.clone(),
+        claims: results,
+        benches: cx.benches().map(|(s, r)| BenchRecord { spec: s.clone(), result: r.clone() }).collect(),
+    };
+    let json = serde_json::to_vec_pretty(&report)?;
+    let stamp = report.provenance.timestamp;
+    let run_file = out.join("runs").join(format!("report-{stamp}.json"));
+    falsify::report::write_atomic(&run_file, &json)?;
+    falsify::report::write_atomic(&out.join("report.json"), &json)?;
+    falsify::report::write_atomic(&latest, &json)?;
+    let s = &summary;
+    println!(
+        "{} claims: {} pass, {} falsified, {} inconclusive, {} skipped, {} error | points {}/{} tested, {} total | score {:.1} ({}), {:.1} of total",
+        s.total, s.pass, s.falsified, s.inconclusive, s.skipped, s.error, s.points_earned, s.points_tested,
+        s.points_total, s.score, s.grade, s.score_of_total
+    );
+    println!("report: {} (also {}, {})", out.join("report.json").display(), latest.display(), run_file.display());
+    Ok(())
+}
+
+fn gate(report: &std::path::Path, policy: &std::path::Path) -> Result<()> {
+    use falsify::report::gate::{evaluate, Policy};
+    let policy = Policy::load(policy)?;
+    let text = std::fs::read_to_string(report).map_err(|e| format!("{}: {e}", report.display()))?;
+    let report: falsify::report::run::RunReport =
+        serde_json::from_str(&text).map_err(|e| format!("not a falsify run report: {e}"))?;
+    let failed = evaluate(&report, &policy);
+    let s = &report.summary;
+    println!(
+        "gate: {} claims, {} pass, {} errors, score {:.1} ({}); {} required claims",
+        s.total,
+        s.pass,
+        s.error,
+        s.score,
+        s.grade,
+        policy.must_pass.len()
+    );
+    if failed.is_empty() {
+        println!("gate: PASS");
+        Ok(())
+    } else {
+        for f in &failed {
+            println!("gate: FAIL {f}");
+        }
+        Err(format!("the gate failed {} rule(s)", failed.len()).into())
+    }
 }

@@ -177,6 +177,31 @@ impl LlamaCpp {
     }
 }
 
+impl LlamaCpp {
+    /// The `load time` llama-completion reports for `model` when asked for one
+    /// token (model load and context creation), ms.
+    pub fn load_time_ms(&self, model: &Path, threads: usize) -> Result<f64, BaselineError> {
+        let bin = self.binary("llama-completion")?;
+        let args = ["-m", &model.display().to_string(), "-t", &threads.to_string(), "-p", "def", "-n", "1", "-no-cnv"]
+            .map(str::to_owned);
+        let (_, stderr) = run_with_timeout_both(&bin, &args, Duration::from_secs(300))?;
+        parse_load_time(&stderr)
+    }
+}
+
+/// Finds `load time = X ms` in llama.cpp's performance printout.
+pub fn parse_load_time(output: &str) -> Result<f64, BaselineError> {
+    output
+        .lines()
+        .find_map(|l| l.split_once("load time =").map(|(_, r)| r))
+        .and_then(|r| r.split_whitespace().next()?.parse::<f64>().ok())
+        .filter(|ms| ms.is_finite() && *ms > 0.0)
+        .ok_or_else(|| BaselineError::BadResponse {
+            from: "llama-completion".into(),
+            message: "no `load time = … ms` line in its output".into(),
+        })
+}
+
 /// Finds `Final estimate: PPL = X +/- E` in llama-perplexity's output.
 pub fn parse_perplexity(output: &str) -> Result<(f64, f64), BaselineError> {
     let bad = |message: &str| BaselineError::BadResponse { from: "llama-perplexity".into(), message: message.into() };
@@ -230,7 +255,15 @@ fn strip_completion_trailer(printed: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_bench_json, parse_perplexity, strip_completion_trailer};
+    use super::{parse_bench_json, parse_load_time, parse_perplexity, strip_completion_trailer};
+
+    #[test]
+    fn load_time_is_read_from_the_perf_printout() {
+        let out = "llama_perf_sampler_print: ...\nllama_perf_context_print:        load time =     182.31 ms\n";
+        assert_eq!(parse_load_time(out).unwrap(), 182.31);
+        assert!(parse_load_time("nothing here").is_err());
+        assert!(parse_load_time("load time = nan ms").is_err());
+    }
 
     #[test]
     fn bench_json_yields_raw_samples_and_rejects_malformed_output() {
@@ -464,6 +497,17 @@ impl LlamaServer {
                 serde_json::json!({ "content": text, "add_special": false, "parse_special": true }),
             )?
             .tokens)
+    }
+
+    /// The model's own chat template applied by the server to one user message
+    /// (with the generation prompt appended), as text.
+    pub fn apply_template(&self, user: &str) -> Result<String, BaselineError> {
+        #[derive(Deserialize)]
+        struct R {
+            prompt: String,
+        }
+        let body = serde_json::json!({ "messages": [{ "role": "user", "content": user }] });
+        Ok(self.post::<R>("/apply-template", body)?.prompt)
     }
 
     /// Greedy continuation of `prompt` (token ids) for `n_predict` tokens, with

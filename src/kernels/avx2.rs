@@ -236,3 +236,23 @@ pub fn dot_q6k_q8k<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     }
     out
 }
+
+/// Wrapping sum of 64-bit words with four independent 256-bit accumulators:
+/// a pure streaming read, for measuring read bandwidth.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn sum_words(words: &[u64]) -> u64 {
+    let mut acc = [_mm256_setzero_si256(); 4];
+    let mut blocks = words.chunks_exact(16);
+    for b in &mut blocks {
+        for (k, a) in acc.iter_mut().enumerate() {
+            // SAFETY: each block holds 16 words; lanes k*4..k*4+4 are in bounds; loadu needs no alignment.
+            let v = unsafe { _mm256_loadu_si256(b[k * 4..].as_ptr().cast()) };
+            *a = _mm256_add_epi64(*a, v);
+        }
+    }
+    let all = _mm256_add_epi64(_mm256_add_epi64(acc[0], acc[1]), _mm256_add_epi64(acc[2], acc[3]));
+    let mut lanes = [0u64; 4];
+    // SAFETY: `lanes` is 32 writable bytes; storeu needs no alignment.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), all) };
+    lanes.iter().chain(blocks.remainder()).fold(0u64, |s, &x| s.wrapping_add(x))
+}

@@ -86,6 +86,21 @@ impl Kernels {
     }
 }
 
+impl Kernels {
+    /// Wrapping sum of `words`: a streaming read that measures read bandwidth.
+    pub fn sum_words(self, words: &[u64]) -> u64 {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2 => {
+                assert!(avx2_available(), "AVX2 kernels chosen on a CPU without AVX2, FMA and F16C");
+                // SAFETY: AVX2, FMA and F16C are available (asserted above).
+                unsafe { avx2::sum_words(words) }
+            }
+            _ => words.iter().fold(0u64, |s, &x| s.wrapping_add(x)),
+        }
+    }
+}
+
 /// The AVX2 kernel for `ty` over `N` activation rows, or `None` when there is none.
 ///
 /// # Safety

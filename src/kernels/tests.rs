@@ -98,3 +98,12 @@ fn batched_kernels_match_the_reference_row_by_row() {
         }
     }
 }
+
+#[test]
+fn the_streaming_sum_matches_the_scalar_sum() {
+    let mut rng = SplitMix64(9);
+    for n in [0, 1, 15, 16, 17, 1000] {
+        let words: Vec<u64> = (0..n).map(|_| rng.next_u64()).collect();
+        assert_eq!(Kernels::detect().sum_words(&words), Kernels::Scalar.sum_words(&words), "n = {n}");
+    }
+}

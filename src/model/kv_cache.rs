@@ -14,6 +14,16 @@ pub enum KvType {
     F32,
 }
 
+impl KvType {
+    /// Bytes per stored element.
+    pub fn bytes(self) -> usize {
+        match self {
+            KvType::F16 => 2,
+            KvType::F32 => 4,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Store {
     F32(Vec<f32>),
@@ -101,6 +111,15 @@ impl KvCache {
     /// Positions the cache can hold.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Bytes the cache holds for keys and values at full capacity.
+    pub fn bytes(&self) -> usize {
+        let elements = |s: &Store| match s {
+            Store::F32(v) => v.len(),
+            Store::F16(v) => v.len(),
+        };
+        (elements(&self.keys) + elements(&self.values)) * self.ty.bytes()
     }
 
     fn at(&self, layer: usize, pos: usize) -> usize {

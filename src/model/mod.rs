@@ -6,7 +6,7 @@
 //! SwiGLU FFN → residual. Then the final norm and the LM head (`output.weight`,
 //! or the token embedding when the model ties them).
 
-mod attention;
+pub mod attention;
 mod config;
 mod kv_cache;
 pub mod ops;

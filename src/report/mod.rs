@@ -1,5 +1,10 @@
-//! Writing results: every file is written atomically (temporary file in the
+//! The run report (`reports/report.json`): every claim with its verdict and
+//! evidence, a summary with points and grade ([`run`]), and the CI gate that
+//! reads it ([`gate`]). Every file is written atomically (temporary file in the
 //! same directory, then rename), so a reader never sees half a report.
+
+pub mod gate;
+pub mod run;
 
 use std::io::Write;
 use std::path::Path;

@@ -1,0 +1,450 @@
+//! Correctness checks on the real models: agreement with llama.cpp (tokens,
+//! teacher-forced top-1, greedy text, chat template, perplexity) and the
+//! engine's own consistency (KV cache, fast vs scalar kernels, reduced-precision
+//! KV, causal mask, finite logits, reproducibility).
+
+use serde::Deserialize;
+
+use super::judge::{self, Quantity};
+use super::{kind, Check, Kind};
+use crate::agreement;
+use crate::claims::{BaselineValue, Context, Outcome, Unmet};
+use crate::engine::{self, GenerateOptions};
+use crate::model::KvType;
+use crate::sample::SamplerConfig;
+use crate::stats::Op;
+use crate::tokenizer::Tokenizer;
+
+/// The kinds of this module.
+pub fn kinds() -> Vec<Kind> {
+    vec![
+        kind::<Tokenization>(),
+        kind::<RoundTrip>(),
+        kind::<TeacherForced>(),
+        kind::<GreedyText>(),
+        kind::<ChatTemplate>(),
+        kind::<Perplexity>(),
+        kind::<KvConsistency>(),
+        kind::<FastVsReference>(),
+        kind::<KvPrecision>(),
+        kind::<CausalMask>(),
+        kind::<FiniteLogits>(),
+        kind::<Reproducible>(),
+    ]
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// Parameters naming just a model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelOnly {
+    /// Model size.
+    pub model: String,
+}
+
+/// Parameters of rate checks: a model, the rate to reach and the fewest cases.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateParams {
+    /// Model size.
+    pub model: String,
+    /// Fraction of cases that must agree (default 1).
+    #[serde(default = "one")]
+    pub min_rate: f64,
+    /// Fewest cases for a decision (default 1).
+    #[serde(default)]
+    pub min_cases: usize,
+    /// Tokens generated per prompt, where the check generates (default 32).
+    #[serde(default = "default_tokens")]
+    pub tokens: usize,
+}
+
+fn default_tokens() -> usize {
+    32
+}
+
+fn map_err(e: agreement::AgreementError) -> Unmet {
+    Unmet::failed(e)
+}
+
+fn corpus(cx: &Context) -> Result<Vec<String>, Unmet> {
+    agreement::corpus(&cx.root).map_err(|e| Unmet::Failed(format!("tests/fixtures/tokenizer-corpus.jsonl: {e}")))
+}
+
+fn prompts(cx: &Context) -> Result<Vec<String>, Unmet> {
+    agreement::prompts(&cx.root).map_err(|e| Unmet::Failed(format!("tests/fixtures/prompts.json: {e}")))
+}
+
+/// `tokenization`: our ids equal llama-server's `/tokenize` on the corpus.
+pub struct Tokenization;
+
+impl Check for Tokenization {
+    const NAME: &'static str = "tokenization";
+    const DOC: &'static str = "token ids equal llama.cpp's on every string of the tokenizer corpus";
+    const PARAMS: &'static str = "model, min_rate (default 1), min_cases";
+    type Params = RateParams;
+
+    fn run(p: &RateParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let corpus = corpus(cx)?;
+        let (loaded, srv) = cx.model_and_server(&p.model)?;
+        let r = agreement::tokenization(&loaded.tokenizer, srv, &corpus).map_err(map_err)?;
+        Ok(judge::rate("identical_tokenization", r.identical, r.total, p.min_rate, p.min_cases, r.mismatches))
+    }
+}
+
+/// `round_trip`: decode(encode(s)) == s on the corpus.
+pub struct RoundTrip;
+
+impl Check for RoundTrip {
+    const NAME: &'static str = "round_trip";
+    const DOC: &'static str = "detokenize(tokenize(s)) == s for every corpus string";
+    const PARAMS: &'static str = "model";
+    type Params = ModelOnly;
+
+    fn run(p: &ModelOnly, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let corpus = corpus(cx)?;
+        let tok = &cx.model(&p.model)?.tokenizer;
+        Ok(judge_round_trip(tok, &corpus))
+    }
+}
+
+/// Judges the round trip of `corpus` through `tok`.
+pub fn judge_round_trip(tok: &Tokenizer, corpus: &[String]) -> Outcome {
+    let bad = agreement::round_trip_failures(tok, corpus).into_iter().map(|s| format!("{s:?}")).collect();
+    judge::no_violations("round_trip_failures", corpus.len(), bad)
+}
+
+/// `teacher_forced`: our top-1 equals llama.cpp's greedy token at each generated position.
+pub struct TeacherForced;
+
+impl Check for TeacherForced {
+    const NAME: &'static str = "teacher_forced";
+    const DOC: &'static str = "top-1 next token agrees with llama.cpp's greedy continuation, position by position";
+    const PARAMS: &'static str = "model, min_rate, min_cases (positions), tokens (per prompt)";
+    type Params = RateParams;
+
+    fn run(p: &RateParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let prompts = prompts(cx)?;
+        let key = format!("teacher_forced/{}/{}", p.model, p.tokens);
+        cx.say("teacher forcing against llama-server");
+        let r = cx.memo(&key, |cx| {
+            let (loaded, srv) = cx.model_and_server(&p.model)?;
+            agreement::teacher_forced(&loaded.model, &loaded.tokenizer, srv, &prompts, p.tokens).map_err(map_err)
+        })?;
+        let mut details = vec![format!(
+            "log-probability of llama.cpp's top-2 candidates, ours vs llama.cpp: mean |difference| {:.4}, max {:.4} nats",
+            r.mean_abs_logprob_diff, r.max_abs_logprob_diff
+        )];
+        details.extend(r.disagreements.iter().take(10).cloned());
+        Ok(judge::rate("teacher_forced_top1", r.agree, r.total, p.min_rate, p.min_cases, details))
+    }
+}
+
+/// `greedy_text`: our greedy continuation equals llama-completion's, prompt by prompt.
+pub struct GreedyText;
+
+impl Check for GreedyText {
+    const NAME: &'static str = "greedy_text";
+    const DOC: &'static str = "greedy continuations equal llama-completion's text, prompt by prompt";
+    const PARAMS: &'static str = "model, min_rate, min_cases (prompts), tokens";
+    type Params = RateParams;
+
+    fn run(p: &RateParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let prompts = prompts(cx)?;
+        let llama = cx.llama()?;
+        let loaded = cx.model(&p.model)?;
+        let r = agreement::greedy_text(&loaded.model, &loaded.tokenizer, &llama, &loaded.path, &prompts, p.tokens)
+            .map_err(map_err)?;
+        let mut details = r.differences.clone();
+        if r.identical < r.total {
+            let threads = cx.settings.threads;
+            let path = cx.model_path(&p.model)?;
+            let same = agreement::llama_self_agreement(&llama, &path, &prompts, p.tokens, threads).map_err(map_err)?;
+            details.push(format!(
+                "context: llama.cpp with flash attention on vs off agrees with itself on {same}/{} prompts",
+                r.total
+            ));
+        }
+        Ok(judge::rate("identical_greedy_text", r.identical, r.total, p.min_rate, p.min_cases, details))
+    }
+}
+
+/// `chat_template`: our rendering of a chat prompt gives the same tokens as llama.cpp's template.
+pub struct ChatTemplate;
+
+/// Judges rendered chat prompts: (user message, ours, llama.cpp's) token ids.
+pub fn judge_chat(cases: &[(String, Vec<u32>, Vec<u32>)]) -> Outcome {
+    let bad =
+        cases.iter().filter(|(_, a, b)| a != b).map(|(u, a, b)| format!("{u:?}: ours {a:?} llama.cpp {b:?}")).collect();
+    judge::no_violations("chat_template_mismatches", cases.len(), bad)
+}
+
+impl Check for ChatTemplate {
+    const NAME: &'static str = "chat_template";
+    const DOC: &'static str = "the Qwen chat prompt renders to the same tokens as llama.cpp's template";
+    const PARAMS: &'static str = "model";
+    type Params = ModelOnly;
+
+    fn run(p: &ModelOnly, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let (loaded, srv) = cx.model_and_server(&p.model)?;
+        let mut cases = Vec::new();
+        for user in ["Write a haiku about compilers.", "fn main() {}\n// explain this", "你好，世界 🌍", ""] {
+            let ours = loaded.tokenizer.encode(&Tokenizer::chat_prompt(user, None), true);
+            let text = srv.apply_template(user).map_err(Unmet::failed)?;
+            let theirs = srv.tokenize(&text).map_err(Unmet::failed)?;
+            cases.push((user.to_owned(), ours, theirs));
+        }
+        Ok(judge_chat(&cases))
+    }
+}
+
+/// Parameters of `perplexity`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerplexityParams {
+    /// Model size.
+    pub model: String,
+    /// Chunk length, tokens.
+    pub ctx: usize,
+    /// Text file under tests/fixtures/.
+    pub text: String,
+    /// Largest relative difference from llama.cpp's estimate.
+    pub max_rel_diff: f64,
+}
+
+/// Judges our perplexity against llama.cpp's.
+pub fn judge_perplexity(p: &PerplexityParams, ours: f64, theirs: f64, provenance: Option<String>) -> Outcome {
+    let mut q = Quantity::new("perplexity_rel_diff", "fraction", (ours / theirs - 1.0).abs());
+    q.n = 1;
+    q.baseline = Some(BaselineValue { engine: "llama.cpp".into(), value: theirs, provenance });
+    let q = q.detail(format!("perplexity: falsify {ours:.4}, llama-perplexity {theirs:.4} ({}-token chunks)", p.ctx));
+    judge::quantity(q, Op::Le, p.max_rel_diff)
+}
+
+/// `perplexity`: our perplexity of a fixed text within a relative tolerance of llama-perplexity's.
+pub struct Perplexity;
+
+impl Check for Perplexity {
+    const NAME: &'static str = "perplexity";
+    const DOC: &'static str = "perplexity of a fixed text within a relative tolerance of llama-perplexity's";
+    const PARAMS: &'static str = "model, ctx, text (under tests/fixtures), max_rel_diff";
+    type Params = PerplexityParams;
+
+    fn run(p: &PerplexityParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let llama = cx.llama()?;
+        let text_path = cx.fixture(&p.text);
+        let text =
+            std::fs::read_to_string(&text_path).map_err(|e| Unmet::Failed(format!("{}: {e}", text_path.display())))?;
+        let threads = cx.settings.threads;
+        let path = cx.model_path(&p.model)?;
+        cx.say("perplexity: llama-perplexity, then the engine");
+        let (theirs, _) = llama.perplexity(&path, &text_path, p.ctx, threads).map_err(Unmet::failed)?;
+        let loaded = cx.model(&p.model)?;
+        let tokens = loaded.tokenizer.encode(&text, false);
+        let ours = agreement::perplexity(&loaded.model, &tokens, p.ctx).map_err(map_err)?;
+        Ok(judge_perplexity(p, ours, theirs, llama.provenance()))
+    }
+}
+
+/// Parameters of checks with a numeric tolerance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToleranceParams {
+    /// Model size.
+    pub model: String,
+    /// Largest |logit difference| allowed.
+    pub tolerance: f64,
+}
+
+const KV_TEXT: &str = "fn add(a: i32, b: i32) -> i32 { a + b }";
+
+/// Judges incremental-vs-recompute logits: the worst difference, or a top-1 change.
+pub fn judge_kv(p: &ToleranceParams, observed: Result<f32, String>, positions: usize) -> Outcome {
+    match observed {
+        Ok(worst) => {
+            let mut q = Quantity::new("max_abs_logit_diff", "logit", f64::from(worst));
+            q.n = positions;
+            judge::quantity(q.detail("token-by-token decode vs one batched forward pass"), Op::Le, p.tolerance)
+        }
+        Err(top1) => judge::no_violations("kv_top1_changes", positions, vec![top1]),
+    }
+}
+
+/// `kv_consistency`: token-by-token decode with the KV cache equals one batched pass.
+pub struct KvConsistency;
+
+impl Check for KvConsistency {
+    const NAME: &'static str = "kv_consistency";
+    const DOC: &'static str =
+        "incremental decode through the KV cache equals a batched recompute (logits within tolerance)";
+    const PARAMS: &'static str = "model, tolerance";
+    type Params = ToleranceParams;
+
+    fn run(p: &ToleranceParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let loaded = cx.model(&p.model)?;
+        let tokens = loaded.tokenizer.encode(KV_TEXT, true);
+        let r = agreement::kv_cache_consistency(&loaded.model, &tokens).map_err(map_err)?;
+        Ok(judge_kv(p, r, tokens.len()))
+    }
+}
+
+/// Judges fast-vs-reference logits.
+pub fn judge_fast(p: &ToleranceParams, r: &agreement::FastVsReference, kernels: &str) -> Outcome {
+    let mut bad: Vec<String> = r
+        .top1_differences
+        .iter()
+        .map(|(pos, gap)| format!("position {pos}: top-1 differs (reference top-2 gap {gap:.4})"))
+        .collect();
+    if f64::from(r.max_abs_logit_diff) > p.tolerance {
+        bad.push(format!("max |logit difference| {} > tolerance {}", r.max_abs_logit_diff, p.tolerance));
+    }
+    let mut out = judge::no_violations("fast_vs_scalar_violations", r.positions, bad);
+    if let Some(e) = out.evidence.as_mut() {
+        e.details.push(format!(
+            "{kernels} vs scalar: same top-1 at {}/{} positions, |logit difference| mean {:.4} max {:.4}",
+            r.same_top1, r.positions, r.mean_abs_logit_diff, r.max_abs_logit_diff
+        ));
+    }
+    out
+}
+
+/// `fast_vs_reference`: the fast kernels give the scalar reference's top-1 everywhere, logits within tolerance.
+pub struct FastVsReference;
+
+impl Check for FastVsReference {
+    const NAME: &'static str = "fast_vs_reference";
+    const DOC: &'static str =
+        "fast kernels match the scalar reference: same top-1 at every position, logits within tolerance";
+    const PARAMS: &'static str = "model, tolerance";
+    type Params = ToleranceParams;
+
+    fn run(p: &ToleranceParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let key = format!("fast_vs_reference/{}", p.model);
+        cx.say("running the scalar reference path (slow)");
+        let r = cx.memo(&key, |cx| {
+            let loaded = cx.model(&p.model)?;
+            let tokens = loaded
+                .tokenizer
+                .encode("def quicksort(arr):\n    if len(arr) <= 1:\n        return arr\n    pivot = arr[0]", true);
+            agreement::fast_vs_reference(&mut loaded.model, &tokens).map_err(map_err)
+        })?;
+        let kernels = cx.model(&p.model)?.model.kernels.name();
+        Ok(judge_fast(p, &r, kernels))
+    }
+}
+
+/// `kv_precision`: an f16 KV cache keeps top-1 agreement with an f32 one.
+pub struct KvPrecision;
+
+impl Check for KvPrecision {
+    const NAME: &'static str = "kv_precision";
+    const DOC: &'static str =
+        "top-1 agreement of an f16 KV cache with an f32 KV cache over prompts and their continuations";
+    const PARAMS: &'static str = "model, min_rate, min_cases (positions), tokens";
+    type Params = RateParams;
+
+    fn run(p: &RateParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let prompts = prompts(cx)?;
+        let loaded = cx.model(&p.model)?;
+        let r = agreement::kv_precision(&mut loaded.model, &loaded.tokenizer, &prompts, p.tokens, KvType::F16)
+            .map_err(map_err)?;
+        Ok(judge::rate("f16_vs_f32_kv_top1", r.agree, r.total, p.min_rate, p.min_cases, Vec::new()))
+    }
+}
+
+/// `causal_mask`: changing a later token never changes earlier positions' logits.
+pub struct CausalMask;
+
+impl Check for CausalMask {
+    const NAME: &'static str = "causal_mask";
+    const DOC: &'static str = "changing only the last token leaves every earlier position's logits bit-identical";
+    const PARAMS: &'static str = "model";
+    type Params = ModelOnly;
+
+    fn run(p: &ModelOnly, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let loaded = cx.model(&p.model)?;
+        let tokens = loaded.tokenizer.encode("The quick brown fox jumps over the lazy dog", true);
+        let replacement = loaded.tokenizer.encode(" cat", false).first().copied().unwrap_or(0);
+        let bad = agreement::causal_mask_violations(&loaded.model, &tokens, replacement).map_err(map_err)?;
+        Ok(judge::no_violations("causal_mask_violations", tokens.len().saturating_sub(1), bad))
+    }
+}
+
+/// `finite_logits`: no NaN or Inf over a long greedy generation.
+pub struct FiniteLogits;
+
+impl Check for FiniteLogits {
+    const NAME: &'static str = "finite_logits";
+    const DOC: &'static str = "no NaN/Inf in the logits of any step of a long greedy generation";
+    const PARAMS: &'static str = "model, tokens (min_rate and min_cases unused)";
+    type Params = RateParams;
+
+    fn run(p: &RateParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let loaded = cx.model(&p.model)?;
+        let prompt = loaded.tokenizer.encode("def main():\n", true);
+        cx.say(format_args!("generating {} tokens, checking every logit", p.tokens));
+        let loaded = cx.model(&p.model)?;
+        let bad = agreement::non_finite_steps(&loaded.model, &prompt, p.tokens).map_err(map_err)?;
+        let mut out = judge::no_violations("non_finite_steps", p.tokens, bad);
+        if let Some(e) = out.evidence.as_mut() {
+            e.details.push("checked: the logits of every step (per-brick outputs are not exposed yet)".into());
+        }
+        Ok(out)
+    }
+}
+
+/// `reproducible`: seeded sampling repeats exactly; greedy output is the same at 1 and 2 threads.
+pub struct Reproducible;
+
+fn generate(cx: &mut Context, size: &str, sampler: SamplerConfig, threads: usize, n: usize) -> Result<Vec<u32>, Unmet> {
+    let loaded = cx.model(size)?;
+    let before = loaded.model.threads();
+    loaded.model.set_threads(threads);
+    let prompt = loaded.tokenizer.encode("Once upon a time", true);
+    let opts = GenerateOptions { max_tokens: n, sampler, ignore_eos: true };
+    let g = engine::generate(&loaded.model, &loaded.tokenizer, &prompt, &opts, |_| {});
+    loaded.model.set_threads(before);
+    Ok(g.map_err(Unmet::failed)?.tokens)
+}
+
+/// Judges pairs of runs that must be identical: (what, first run, second run).
+pub fn judge_identical(pairs: &[(String, Vec<u32>, Vec<u32>)]) -> Outcome {
+    let bad = pairs
+        .iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(what, a, b)| {
+            let at = a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+            format!("{what}: runs part at token {at}")
+        })
+        .collect();
+    judge::no_violations("irreproducible_runs", pairs.len(), bad)
+}
+
+impl Check for Reproducible {
+    const NAME: &'static str = "reproducible";
+    const DOC: &'static str = "seeded sampling repeats exactly, and greedy output is identical at 1 and 2 threads";
+    const PARAMS: &'static str = "model, tokens (min_rate and min_cases unused)";
+    type Params = RateParams;
+
+    fn run(p: &RateParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let seeded = SamplerConfig { temperature: 0.8, seed: 1234, ..SamplerConfig::default() };
+        let greedy = SamplerConfig { temperature: 0.0, ..SamplerConfig::default() };
+        let threads = cx.settings.threads.max(2);
+        let pairs = vec![
+            (
+                "seeded sampling (temperature 0.8, seed 1234), twice".to_owned(),
+                generate(cx, &p.model, seeded, threads, p.tokens)?,
+                generate(cx, &p.model, seeded, threads, p.tokens)?,
+            ),
+            (
+                format!("greedy at 1 thread vs {threads} threads"),
+                generate(cx, &p.model, greedy, 1, p.tokens)?,
+                generate(cx, &p.model, greedy, threads, p.tokens)?,
+            ),
+        ];
+        Ok(judge_identical(&pairs))
+    }
+}

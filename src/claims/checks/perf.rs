@@ -1,0 +1,559 @@
+//! Performance checks over the interleaved engine-vs-baseline benchmark:
+//! ratios and absolute rates (`bench`), run-wide quality of the measurements
+//! (`bench_quality`), the fraction of the memory roofline reached
+//! (`bandwidth_fraction`), kernel throughput (`dot_gflops`) and load time
+//! (`load_time`).
+
+use std::time::Instant;
+
+use serde::Deserialize;
+
+use super::judge::{self, Quantity};
+use super::{kind, Check, Kind};
+use crate::bench::roofline;
+use crate::bench::{BenchResult, Series};
+use crate::claims::context::BenchSpec;
+use crate::claims::{BaselineValue, Context, Outcome, Unmet};
+use crate::gguf::TensorType;
+use crate::kernels::Kernels;
+use crate::stats::{self, Op};
+
+/// The kinds of this module.
+pub fn kinds() -> Vec<Kind> {
+    vec![
+        kind::<BenchCheck>(),
+        kind::<BenchQuality>(),
+        kind::<BandwidthFraction>(),
+        kind::<DotGflops>(),
+        kind::<LoadTime>(),
+        kind::<ContextDecay>(),
+    ]
+}
+
+fn default_baseline() -> String {
+    "llama.cpp".into()
+}
+fn default_prompt() -> usize {
+    32
+}
+fn default_gen() -> usize {
+    128
+}
+
+/// Which benchmark a claim reads: model, baseline, prompt and generation length.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchOf {
+    /// Model size.
+    pub model: String,
+    /// `llama.cpp`, `ollama` or `none`.
+    #[serde(default = "default_baseline")]
+    pub baseline: String,
+    /// Prompt tokens of the prefill test (default 32).
+    #[serde(default = "default_prompt")]
+    pub prompt: usize,
+    /// Tokens of the decode test (default 128).
+    #[serde(default = "default_gen")]
+    pub gen: usize,
+}
+
+impl BenchOf {
+    fn spec(&self) -> Result<BenchSpec, Unmet> {
+        if !["llama.cpp", "ollama", "none"].contains(&self.baseline.as_str()) {
+            return Err(Unmet::Failed(format!("unknown baseline `{}` (llama.cpp, ollama, none)", self.baseline)));
+        }
+        Ok(BenchSpec { model: self.model.clone(), baseline: self.baseline.clone(), prompt: self.prompt, gen: self.gen })
+    }
+}
+
+/// What a `bench` claim reads from the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchMetric {
+    /// Engine decode tok/s over the baseline's (ratio of medians).
+    DecodeRatio,
+    /// Engine prefill tok/s over the baseline's.
+    PrefillRatio,
+    /// Engine time to first token over the baseline's prompt time.
+    TtftRatio,
+    /// Engine decode tok/s.
+    DecodeTokS,
+    /// Engine prefill tok/s.
+    PrefillTokS,
+    /// Engine time to first token, ms.
+    TtftMs,
+    /// p99 / p50 of the engine's per-token decode latency.
+    ItlP99OverP50,
+}
+
+/// Parameters of `bench`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchParams {
+    /// The benchmark.
+    #[serde(flatten)]
+    pub of: BenchOf,
+    /// What to read from it.
+    pub metric: BenchMetric,
+    /// Operator.
+    pub op: Op,
+    /// Threshold.
+    pub threshold: f64,
+    /// Fewest samples the metric must rest on (e.g. 256 decode tokens); fewer is inconclusive.
+    #[serde(default)]
+    pub min_samples: usize,
+}
+
+fn series<'a>(r: &'a BenchResult, engine: &str, metric: &str) -> Result<&'a Series, Unmet> {
+    r.series
+        .iter()
+        .find(|s| s.engine == engine && s.metric == metric)
+        .ok_or_else(|| Unmet::Failed(format!("the benchmark has no {engine} {metric} series")))
+}
+
+fn baseline_of(r: &BenchResult, engine: &str, metric: &str) -> Option<BaselineValue> {
+    let s = r.series.iter().find(|s| s.engine == engine && s.metric == metric)?;
+    let provenance = r.provenance.baselines.iter().find(|(e, _)| e == engine).map(|(_, p)| p.clone());
+    Some(BaselineValue { engine: engine.into(), value: s.summary.median, provenance })
+}
+
+/// Reads `metric` from a benchmark result as a quantity.
+pub fn bench_quantity(r: &BenchResult, baseline: &str, metric: BenchMetric) -> Result<Quantity, Unmet> {
+    let ours = |m: &str| series(r, "falsify", m);
+    let ratio = |m: &str, name: &str| -> Result<Quantity, Unmet> {
+        let c = r.comparisons.iter().find(|c| c.metric == m && c.b == baseline).ok_or_else(|| {
+            Unmet::Failed(format!("the benchmark has no {m} comparison with {baseline} (baseline `none`?)"))
+        })?;
+        let s = ours(m)?;
+        let mut q = Quantity::of_samples(name, "x", &s.samples);
+        q.value = c.ratio.ratio;
+        q.ci = Some(c.ratio.ci);
+        q.baseline = baseline_of(r, baseline, m);
+        Ok(q.detail(format!("falsify median {} tok/s; samples are falsify's", judge::num(s.summary.median))))
+    };
+    let q = match metric {
+        BenchMetric::DecodeRatio => ratio("decode_tok_s", "decode_ratio")?,
+        BenchMetric::PrefillRatio => ratio("prefill_tok_s", "prefill_ratio")?,
+        BenchMetric::TtftRatio => {
+            let ttft = ours("ttft_ms")?;
+            let pp = series(r, baseline, "prefill_tok_s")?;
+            let n = r.protocol.n_prompt as f64;
+            let theirs: Vec<f64> = pp.samples.iter().map(|tps| n / tps * 1e3).collect();
+            let rt = stats::ratio_of_medians(&ttft.samples, &theirs, 0.95, stats::DEFAULT_RESAMPLES, 0x5eed)
+                .map_err(Unmet::failed)?;
+            let mut q = Quantity::of_samples("ttft_ratio", "x", &ttft.samples);
+            q.value = rt.ratio;
+            q.ci = Some(rt.ci);
+            q.baseline = Some(BaselineValue {
+                engine: baseline.into(),
+                value: stats::median(&theirs),
+                provenance: baseline_of(r, baseline, "prefill_tok_s").and_then(|b| b.provenance),
+            });
+            q.detail(format!("{baseline}'s time to first token is its {}-token prompt time (ms)", r.protocol.n_prompt))
+        }
+        BenchMetric::DecodeTokS => Quantity::of_samples("decode_tok_s", "tok/s", &ours("decode_tok_s")?.samples),
+        BenchMetric::PrefillTokS => Quantity::of_samples("prefill_tok_s", "tok/s", &ours("prefill_tok_s")?.samples),
+        BenchMetric::TtftMs => Quantity::of_samples("ttft_ms", "ms", &ours("ttft_ms")?.samples),
+        BenchMetric::ItlP99OverP50 => {
+            let s = ours("itl_ms")?;
+            let mut q = Quantity::new("itl_p99_over_p50", "x", s.summary.p99 / s.summary.median);
+            q.n = s.samples.len();
+            q.cv = Some(s.summary.cv);
+            q.detail(format!(
+                "per-token decode latency p50 {} ms, p99 {} ms",
+                judge::num(s.summary.median),
+                judge::num(s.summary.p99)
+            ))
+        }
+    };
+    Ok(q.detail(format!(
+        "protocol: {} warmup + {} runs, {} threads",
+        r.protocol.warmup, r.protocol.runs, r.protocol.threads
+    )))
+}
+
+/// Judges a `bench` claim on a benchmark result.
+pub fn judge_bench(p: &BenchParams, r: &BenchResult) -> Result<Outcome, Unmet> {
+    let q = bench_quantity(r, &p.of.baseline, p.metric)?;
+    if q.n < p.min_samples {
+        let mut out = judge::quantity(q.clone(), p.op, p.threshold);
+        out.verdict = crate::claims::Verdict::Inconclusive;
+        out.sentence = format!("{} rests on {} samples; the claim needs at least {}", q.metric, q.n, p.min_samples);
+        return Ok(out);
+    }
+    Ok(judge::quantity(q, p.op, p.threshold))
+}
+
+/// `bench`: a metric of the interleaved engine-vs-baseline benchmark against a threshold.
+pub struct BenchCheck;
+
+impl Check for BenchCheck {
+    const NAME: &'static str = "bench";
+    const DOC: &'static str =
+        "a ratio or rate from the interleaved engine-vs-baseline benchmark, decided on its 95% CI";
+    const PARAMS: &'static str =
+        "model, baseline (llama.cpp|ollama|none), prompt, gen, metric (decode_ratio|prefill_ratio|\
+         ttft_ratio|decode_tok_s|prefill_tok_s|ttft_ms|itl_p99_over_p50), op, threshold, min_samples";
+    type Params = BenchParams;
+
+    fn run(p: &BenchParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let r = cx.bench(&p.of.spec()?)?;
+        judge_bench(p, &r)
+    }
+}
+
+/// What `bench_quality` reads across benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QualityMetric {
+    /// The largest coefficient of variation of any throughput series.
+    MaxCv,
+    /// The largest p99 / p50 of any latency series (TTFT, per-token, end to end).
+    MaxP99OverP50,
+    /// The fewest measured runs behind any throughput series.
+    MinRuns,
+}
+
+/// Parameters of `bench_quality`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityParams {
+    /// The benchmarks it covers.
+    pub benches: Vec<BenchOf>,
+    /// What to read.
+    pub metric: QualityMetric,
+    /// Operator.
+    pub op: Op,
+    /// Threshold.
+    pub threshold: f64,
+}
+
+/// Judges a run-wide measurement-quality claim over the given results.
+pub fn judge_quality(p: &QualityParams, results: &[(BenchSpec, BenchResult)]) -> Outcome {
+    let mut worst: Option<(f64, String)> = None;
+    let mut n = 0;
+    for (spec, r) in results {
+        for s in &r.series {
+            let value = match (p.metric, s.unit.as_str()) {
+                (QualityMetric::MaxCv, "tok/s") => s.summary.cv,
+                (QualityMetric::MinRuns, "tok/s") => s.summary.n as f64,
+                (QualityMetric::MaxP99OverP50, "ms") => s.summary.p99 / s.summary.median,
+                _ => continue,
+            };
+            n += 1;
+            let worse = match (&worst, p.metric) {
+                (None, _) => true,
+                (Some((w, _)), QualityMetric::MinRuns) => value < *w,
+                (Some((w, _)), _) => value > *w,
+            };
+            if worse {
+                worst = Some((value, format!("{} {} in bench {spec}", s.engine, s.metric)));
+            }
+        }
+    }
+    let name = match p.metric {
+        QualityMetric::MaxCv => "max_cv",
+        QualityMetric::MaxP99OverP50 => "max_p99_over_p50",
+        QualityMetric::MinRuns => "min_runs",
+    };
+    let (value, at) = worst.unwrap_or((f64::NAN, "no series".into()));
+    let mut q = Quantity::new(name, if p.metric == QualityMetric::MinRuns { "runs" } else { "x" }, value);
+    q.n = n;
+    judge::quantity(q.detail(format!("worst: {at}")), p.op, p.threshold)
+}
+
+/// `bench_quality`: run-wide measurement quality (CV, tail latency, run count).
+pub struct BenchQuality;
+
+impl Check for BenchQuality {
+    const NAME: &'static str = "bench_quality";
+    const DOC: &'static str = "the worst CV, p99/p50 or run count over the run's benchmarks against a threshold";
+    const PARAMS: &'static str =
+        "benches (list of {model, baseline, prompt, gen}), metric (max_cv|max_p99_over_p50|min_runs), op, threshold";
+    type Params = QualityParams;
+
+    fn run(p: &QualityParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let mut results = Vec::new();
+        for b in &p.benches {
+            let spec = b.spec()?;
+            let r = cx.bench(&spec)?;
+            results.push((spec, r));
+        }
+        Ok(judge_quality(p, &results))
+    }
+}
+
+/// Parameters of `bandwidth_fraction`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BandwidthParams {
+    /// The benchmark whose decode rate is used.
+    #[serde(flatten)]
+    pub of: BenchOf,
+    /// Operator.
+    pub op: Op,
+    /// Threshold (a fraction of the measured read bandwidth).
+    pub threshold: f64,
+}
+
+/// The roofline observation: decode rate samples, bytes per token, read bandwidth samples.
+#[derive(Debug, Clone)]
+pub struct Roofline {
+    /// Engine decode tok/s samples.
+    pub decode_tok_s: Vec<f64>,
+    /// Bytes one decode step reads.
+    pub bytes_per_token: u64,
+    /// Measured read bandwidth samples, GB/s.
+    pub bandwidth_gb_s: Vec<f64>,
+}
+
+/// Judges achieved bytes/s over measured read bandwidth.
+pub fn judge_bandwidth(p: &BandwidthParams, o: &Roofline) -> Outcome {
+    let bw = stats::median(&o.bandwidth_gb_s);
+    let per_gb = o.bytes_per_token as f64 / 1e9 / bw;
+    let fractions: Vec<f64> = o.decode_tok_s.iter().map(|t| t * per_gb).collect();
+    let mut q = Quantity::of_samples("bandwidth_fraction", "fraction", &fractions);
+    q.details = vec![
+        format!("bytes read per decoded token: {:.1} MB", o.bytes_per_token as f64 / 1e6),
+        format!("achieved: {} GB/s", judge::num(stats::median(&o.decode_tok_s) * o.bytes_per_token as f64 / 1e9)),
+        format!("measured read bandwidth: {} GB/s (median of {})", judge::num(bw), o.bandwidth_gb_s.len()),
+    ];
+    judge::quantity(q, p.op, p.threshold)
+}
+
+/// The host's read bandwidth, measured once per run.
+pub fn bandwidth(cx: &mut Context) -> Result<Vec<f64>, Unmet> {
+    let threads = cx.settings.threads;
+    cx.memo("read_bandwidth", |cx| {
+        cx.say(format_args!("measuring read bandwidth ({threads} threads, 512 MiB, 7 passes)"));
+        Ok(roofline::read_bandwidth_gb_s(Kernels::detect(), threads, 512 << 20, 7))
+    })
+}
+
+/// `bandwidth_fraction`: decode's achieved bytes/s over the measured read bandwidth.
+pub struct BandwidthFraction;
+
+impl Check for BandwidthFraction {
+    const NAME: &'static str = "bandwidth_fraction";
+    const DOC: &'static str = "decode tok/s × bytes read per token ÷ measured read bandwidth against a threshold";
+    const PARAMS: &'static str = "model, baseline, prompt, gen (the benchmark), op, threshold";
+    type Params = BandwidthParams;
+
+    fn run(p: &BandwidthParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let spec = p.of.spec()?;
+        let r = cx.bench(&spec)?;
+        let decode = series(&r, "falsify", "decode_tok_s")?.samples.clone();
+        let ctx = spec.prompt.min(1) + spec.gen / 2;
+        let bytes = roofline::bytes_per_token(&cx.model(&spec.model)?.model, ctx);
+        let bw = bandwidth(cx)?;
+        Ok(judge_bandwidth(p, &Roofline { decode_tok_s: decode, bytes_per_token: bytes, bandwidth_gb_s: bw }))
+    }
+}
+
+/// Parameters of `dot_gflops`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DotParams {
+    /// Weight type (`q8_0`, `q5_0`, `q4_k`, `q6_k`).
+    pub ty: String,
+    /// Operator.
+    pub op: Op,
+    /// Threshold, GFLOP/s.
+    pub threshold: f64,
+}
+
+fn tensor_type(name: &str) -> Result<TensorType, Unmet> {
+    Ok(match name {
+        "q8_0" => TensorType::Q8_0,
+        "q5_0" => TensorType::Q5_0,
+        "q4_k" => TensorType::Q4K,
+        "q6_k" => TensorType::Q6K,
+        _ => return Err(Unmet::Failed(format!("unknown weight type `{name}` (q8_0, q5_0, q4_k, q6_k)"))),
+    })
+}
+
+/// GFLOP/s samples of the fast dot-product kernel for `ty` on one thread:
+/// a 896-wide, 256-row weight block (L2-resident) times one activation row.
+pub fn dot_gflops_samples(kernels: Kernels, ty: TensorType, reps: usize) -> Vec<f64> {
+    let cols = 896 * 4;
+    let rows = 256;
+    let row_bytes = ty.row_bytes(cols).expect("a supported type");
+    let mut rng = crate::rng::SplitMix64(7);
+    let weights: Vec<u8> = (0..rows * row_bytes).map(|_| (rng.next_u64() & 0x3f) as u8).collect();
+    let act_ty = crate::quant::dot_type(ty).expect("a quantized type");
+    let x: Vec<f32> = (0..cols).map(|_| rng.next_f64() as f32 - 0.5).collect();
+    let mut act = vec![0u8; act_ty.row_bytes(cols).expect("a supported type")];
+    crate::quant::quantize(act_ty, &x, &mut act).expect("sizes match");
+    let mut samples = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let start = Instant::now();
+        let mut passes = 0usize;
+        while start.elapsed().as_secs_f64() < 0.05 {
+            for r in weights.chunks_exact(row_bytes) {
+                std::hint::black_box(kernels.dot(ty, r, &act));
+            }
+            passes += 1;
+        }
+        let flops = 2.0 * (cols * rows * passes) as f64;
+        samples.push(flops / start.elapsed().as_secs_f64() / 1e9);
+    }
+    samples
+}
+
+/// `dot_gflops`: throughput of the fast dot-product kernel.
+pub struct DotGflops;
+
+impl Check for DotGflops {
+    const NAME: &'static str = "dot_gflops";
+    const DOC: &'static str = "GFLOP/s of the fast quantized dot-product kernel on one thread (cache-resident)";
+    const PARAMS: &'static str = "ty (q8_0|q5_0|q4_k|q6_k), op, threshold";
+    type Params = DotParams;
+
+    fn run(p: &DotParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let ty = tensor_type(&p.ty)?;
+        let kernels = Kernels::detect();
+        cx.say(format_args!("timing the {} {} dot kernel", kernels.name(), p.ty));
+        let samples = dot_gflops_samples(kernels, ty, 15);
+        let q = Quantity::of_samples("dot_gflops", "GFLOP/s", &samples).detail(format!(
+            "{} kernels, {} weights, 1 thread",
+            kernels.name(),
+            p.ty
+        ));
+        Ok(judge::quantity(q, p.op, p.threshold))
+    }
+}
+
+/// Parameters of `load_time`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadParams {
+    /// Model size.
+    pub model: String,
+    /// Operator on (our load time ÷ llama.cpp's).
+    pub op: Op,
+    /// Threshold.
+    pub threshold: f64,
+    /// Runs of each (default 5).
+    #[serde(default = "default_load_runs")]
+    pub runs: usize,
+}
+
+fn default_load_runs() -> usize {
+    5
+}
+
+/// Judges load-time samples (ours, llama.cpp's) as a ratio of medians.
+pub fn judge_load(p: &LoadParams, ours: &[f64], theirs: &[f64], provenance: Option<String>) -> Result<Outcome, Unmet> {
+    let r = stats::ratio_of_medians(ours, theirs, 0.95, stats::DEFAULT_RESAMPLES, 0x5eed).map_err(Unmet::failed)?;
+    let mut q = Quantity::of_samples("load_ratio", "x", ours);
+    q.value = r.ratio;
+    q.ci = Some(r.ci);
+    q.baseline = Some(BaselineValue { engine: "llama.cpp".into(), value: stats::median(theirs), provenance });
+    let q = q
+        .detail("falsify: open + map + tokenizer + first 1-token forward, ms (samples are ours)")
+        .detail("llama.cpp: `load time` printed by llama-completion -n 1 (model load and context creation), ms");
+    Ok(judge::quantity(q, p.op, p.threshold))
+}
+
+/// `load_time`: open → first token ready, against llama.cpp's load time, interleaved.
+pub struct LoadTime;
+
+impl Check for LoadTime {
+    const NAME: &'static str = "load_time";
+    const DOC: &'static str = "model load (open → first token ready) over llama.cpp's load time, interleaved runs";
+    const PARAMS: &'static str = "model, op, threshold, runs";
+    type Params = LoadParams;
+
+    fn run(p: &LoadParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let llama = cx.llama()?;
+        let path = cx.model_path(&p.model)?;
+        let threads = cx.settings.threads;
+        cx.say(format_args!("timing {} loads of each engine, interleaved", p.runs));
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..p.runs {
+            let start = Instant::now();
+            let mut m = crate::model::Model::load(&path).map_err(Unmet::failed)?;
+            m.set_threads(threads);
+            let tok = crate::tokenizer::Tokenizer::from_header(&m.file.header).map_err(Unmet::failed)?;
+            let first = tok.encode("def", false);
+            m.forward(&first, &mut m.new_cache(first.len()), crate::model::Logits::Last).map_err(Unmet::failed)?;
+            ours.push(start.elapsed().as_secs_f64() * 1e3);
+            drop(m);
+            theirs.push(llama.load_time_ms(&path, threads).map_err(Unmet::failed)?);
+        }
+        judge_load(p, &ours, &theirs, llama.provenance())
+    }
+}
+
+/// Parameters of `context_decay`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecayParams {
+    /// Model size.
+    pub model: String,
+    /// Context position of the long-context decode.
+    pub position: usize,
+    /// Decode steps per sample.
+    pub steps: usize,
+    /// Samples of each (interleaved).
+    pub samples: usize,
+    /// Operator on (decode tok/s at `position`) ÷ (decode tok/s at position 0).
+    pub op: Op,
+    /// Threshold.
+    pub threshold: f64,
+}
+
+/// Judges decode-rate samples at a long position against samples at position 0.
+pub fn judge_decay(p: &DecayParams, near: &[f64], far: &[f64]) -> Result<Outcome, Unmet> {
+    let r = stats::ratio_of_medians(far, near, 0.95, stats::DEFAULT_RESAMPLES, 0x5eed).map_err(Unmet::failed)?;
+    let mut q = Quantity::of_samples("long_context_decode_ratio", "x", far);
+    q.value = r.ratio;
+    q.ci = Some(r.ci);
+    let q = q.detail(format!(
+        "decode at position {}: {} tok/s; at position 0: {} tok/s (samples are the long-context ones)",
+        p.position,
+        judge::num(stats::median(far)),
+        judge::num(stats::median(near))
+    ));
+    Ok(judge::quantity(q, p.op, p.threshold))
+}
+
+/// `context_decay`: decode speed at a long context position against position 0.
+pub struct ContextDecay;
+
+impl Check for ContextDecay {
+    const NAME: &'static str = "context_decay";
+    const DOC: &'static str = "decode tok/s with a long context already cached, over decode tok/s from an empty one";
+    const PARAMS: &'static str = "model, position, steps, samples, op, threshold";
+    type Params = DecayParams;
+
+    fn run(p: &DecayParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let seed_prompt = |tok: &crate::tokenizer::Tokenizer, n| crate::bench::random_prompt(tok, n, 11);
+        cx.say(format_args!("filling a {}-position context, then decoding", p.position));
+        let loaded = cx.model(&p.model)?;
+        let (m, tok) = (&loaded.model, &loaded.tokenizer);
+        let total = p.position + p.samples * p.steps + 1;
+        let mut far_cache = m.new_cache(total);
+        let mut far_logits = m
+            .forward(&seed_prompt(tok, p.position), &mut far_cache, crate::model::Logits::Last)
+            .map_err(Unmet::failed)?;
+        let mut near_cache = m.new_cache(1 + p.samples * p.steps);
+        let mut near_logits =
+            m.forward(&seed_prompt(tok, 1), &mut near_cache, crate::model::Logits::Last).map_err(Unmet::failed)?;
+        let decode = |cache: &mut crate::model::KvCache, logits: &mut Vec<f32>| -> Result<f64, Unmet> {
+            let start = Instant::now();
+            for _ in 0..p.steps {
+                *logits = m
+                    .forward(&[crate::sample::argmax(logits)], cache, crate::model::Logits::Last)
+                    .map_err(Unmet::failed)?;
+            }
+            Ok(p.steps as f64 / start.elapsed().as_secs_f64())
+        };
+        let (mut near, mut far) = (Vec::new(), Vec::new());
+        for _ in 0..p.samples {
+            near.push(decode(&mut near_cache, &mut near_logits)?);
+            far.push(decode(&mut far_cache, &mut far_logits)?);
+        }
+        judge_decay(p, &near, &far)
+    }
+}

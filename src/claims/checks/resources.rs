@@ -1,0 +1,525 @@
+//! Resource checks: heap allocations per decoded token and memory growth
+//! (through the counting allocator the binaries install), KV cache sizes,
+//! attention working memory, behaviour under a memory limit, system calls
+//! per token (strace), and the backend choice.
+
+use std::process::Command;
+
+use serde::Deserialize;
+use stats_alloc::{Region, Stats, INSTRUMENTED_SYSTEM};
+
+use super::judge::{self, Quantity};
+use super::{kind, Check, Kind};
+use crate::claims::{Context, Outcome, Unmet};
+use crate::model::{KvCache, KvType, Logits};
+use crate::rng::SplitMix64;
+use crate::sample::argmax;
+use crate::stats::Op;
+
+/// The kinds of this module.
+pub fn kinds() -> Vec<Kind> {
+    vec![
+        kind::<AllocPerToken>(),
+        kind::<MemoryGrowth>(),
+        kind::<KvMemory>(),
+        kind::<AttentionMemory>(),
+        kind::<MemoryLimit>(),
+        kind::<SyscallsPerToken>(),
+        kind::<BackendChoice>(),
+        kind::<PeakRss>(),
+    ]
+}
+
+/// Heap activity over `f`, or `Missing` when this binary does not count
+/// allocations (the counting allocator is installed by `falsify` and the claims harness).
+pub fn heap_activity<T>(f: impl FnOnce() -> T) -> Result<(T, Stats), Unmet> {
+    let probe = Region::new(&INSTRUMENTED_SYSTEM);
+    std::hint::black_box(Box::new(1u8));
+    if probe.change().allocations == 0 {
+        return Err(Unmet::Missing(
+            "this binary does not install the counting allocator (falsify and the claims harness do)".into(),
+        ));
+    }
+    let region = Region::new(&INSTRUMENTED_SYSTEM);
+    let out = f();
+    Ok((out, region.change()))
+}
+
+/// Parameters of decode-loop checks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecodeParams {
+    /// Model size.
+    pub model: String,
+    /// Decode steps before measuring.
+    pub warmup: usize,
+    /// Decode steps measured.
+    pub steps: usize,
+    /// Operator.
+    pub op: Op,
+    /// Threshold (allocations per token, or bytes of growth).
+    pub threshold: f64,
+}
+
+/// Greedy decode steps `warmup..warmup+steps` after a short prompt, with the
+/// heap activity of the measured steps.
+fn decode_activity(cx: &mut Context, p: &DecodeParams) -> Result<Stats, Unmet> {
+    let loaded = cx.model(&p.model)?;
+    let (model, tok) = (&loaded.model, &loaded.tokenizer);
+    let prompt = tok.encode("def main():\n", true);
+    let mut cache = model.new_cache(prompt.len() + p.warmup + p.steps + 1);
+    let mut logits = model.forward(&prompt, &mut cache, Logits::Last).map_err(Unmet::failed)?;
+    for _ in 0..p.warmup {
+        logits = model.forward(&[argmax(&logits)], &mut cache, Logits::Last).map_err(Unmet::failed)?;
+    }
+    let (r, stats) = heap_activity(|| {
+        for _ in 0..p.steps {
+            logits = model.forward(&[argmax(&logits)], &mut cache, Logits::Last)?;
+        }
+        Ok::<(), crate::model::ModelError>(())
+    })?;
+    r.map_err(Unmet::failed)?;
+    Ok(stats)
+}
+
+/// Judges heap allocations per decoded token.
+pub fn judge_allocs(p: &DecodeParams, s: &Stats) -> Outcome {
+    let mut q = Quantity::new("allocations_per_token", "allocations", s.allocations as f64 / p.steps.max(1) as f64);
+    q.n = p.steps;
+    let q = q.detail(format!(
+        "{} allocations, {} reallocations, {} bytes over {} steady-state decode steps",
+        s.allocations, s.reallocations, s.bytes_allocated, p.steps
+    ));
+    judge::quantity(q, p.op, p.threshold)
+}
+
+/// `alloc_per_token`: heap allocations per decoded token in steady state.
+pub struct AllocPerToken;
+
+impl Check for AllocPerToken {
+    const NAME: &'static str = "alloc_per_token";
+    const DOC: &'static str = "heap allocations per decoded token in steady state (counting allocator)";
+    const PARAMS: &'static str = "model, warmup, steps, op, threshold";
+    type Params = DecodeParams;
+
+    fn run(p: &DecodeParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let s = decode_activity(cx, p)?;
+        Ok(judge_allocs(p, &s))
+    }
+}
+
+/// Judges net heap growth over the measured decode steps.
+pub fn judge_growth(p: &DecodeParams, s: &Stats) -> Outcome {
+    let net = s.bytes_allocated as f64 - s.bytes_deallocated as f64 + s.bytes_reallocated as f64;
+    let mut q = Quantity::new("heap_growth", "bytes", net);
+    q.n = p.steps;
+    let q = q.detail(format!(
+        "over {} decode steps: {} bytes allocated, {} freed (the KV cache is allocated in full up front)",
+        p.steps, s.bytes_allocated, s.bytes_deallocated
+    ));
+    judge::quantity(q, p.op, p.threshold)
+}
+
+/// `memory_growth`: live heap does not grow over many decode iterations.
+pub struct MemoryGrowth;
+
+impl Check for MemoryGrowth {
+    const NAME: &'static str = "memory_growth";
+    const DOC: &'static str = "net heap growth over many decode iterations (counting allocator)";
+    const PARAMS: &'static str = "model, warmup, steps, op, threshold (bytes)";
+    type Params = DecodeParams;
+
+    fn run(p: &DecodeParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        cx.say(format_args!("decoding {} tokens while counting heap bytes", p.warmup + p.steps));
+        let s = decode_activity(cx, p)?;
+        Ok(judge_growth(p, &s))
+    }
+}
+
+/// What `kv_memory` compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvMetric {
+    /// Bytes of an f16 cache over an f32 cache of the same capacity.
+    F16BytesRatio,
+    /// Positions an f16 cache holds over an f32 cache's, at the same byte budget.
+    ContextRatioAtBudget,
+}
+
+/// Parameters of `kv_memory`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvMemoryParams {
+    /// Model size whose shape is used.
+    pub model: String,
+    /// What to compare.
+    pub metric: KvMetric,
+    /// Operator.
+    pub op: Op,
+    /// Threshold.
+    pub threshold: f64,
+}
+
+/// Judges KV cache sizes: bytes of (f16, f32) caches of `capacity` positions, and the budget used.
+pub fn judge_kv_memory(p: &KvMemoryParams, f16_bytes: usize, f32_bytes: usize, capacity: usize) -> Outcome {
+    let q = match p.metric {
+        KvMetric::F16BytesRatio => Quantity::new("f16_kv_bytes_ratio", "x", f16_bytes as f64 / f32_bytes as f64)
+            .detail(format!("{capacity} positions: f16 {f16_bytes} bytes, f32 {f32_bytes} bytes")),
+        KvMetric::ContextRatioAtBudget => {
+            let budget = f32_bytes;
+            let per_f16 = f16_bytes / capacity.max(1);
+            let per_f32 = f32_bytes / capacity.max(1);
+            Quantity::new(
+                "context_ratio_at_budget",
+                "x",
+                (budget / per_f16.max(1)) as f64 / (budget / per_f32.max(1)) as f64,
+            )
+            .detail(format!(
+                "budget {budget} bytes: f16 holds {} positions, f32 {}",
+                budget / per_f16.max(1),
+                budget / per_f32.max(1)
+            ))
+        }
+    };
+    judge::quantity(q, p.op, p.threshold)
+}
+
+/// `kv_memory`: the reduced-precision KV cache's size against the f32 one.
+pub struct KvMemory;
+
+impl Check for KvMemory {
+    const NAME: &'static str = "kv_memory";
+    const DOC: &'static str = "bytes of the f16 KV cache against the f32 one (the model's shape, 4,096 positions)";
+    const PARAMS: &'static str = "model, metric (f16_bytes_ratio|context_ratio_at_budget), op, threshold";
+    type Params = KvMemoryParams;
+
+    fn run(p: &KvMemoryParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let c = cx.model(&p.model)?.model.config.clone();
+        let capacity = 4096;
+        let size = |ty| KvCache::new(ty, c.n_layer, c.kv_dim(), capacity).bytes();
+        Ok(judge_kv_memory(p, size(KvType::F16), size(KvType::F32), capacity))
+    }
+}
+
+/// Parameters of `attention_memory`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttentionParams {
+    /// Context length.
+    pub context: usize,
+    /// The claim: working memory < naive (heads × context² × 4 bytes) ÷ this.
+    pub divisor: f64,
+}
+
+/// Judges bytes allocated by attention at `context` against the naive score matrix.
+pub fn judge_attention(p: &AttentionParams, heads: usize, allocated: usize) -> Outcome {
+    let naive = (heads * p.context * p.context * 4) as f64;
+    let q = Quantity::new("attention_bytes_allocated", "bytes", allocated as f64).detail(format!(
+        "naive scores for {heads} heads at {} positions: {naive} bytes; bound = naive / {}",
+        p.context, p.divisor
+    ));
+    judge::quantity(q, Op::Lt, naive / p.divisor)
+}
+
+/// `attention_memory`: heap bytes attention allocates at a long context, against the naive seq² scores.
+pub struct AttentionMemory;
+
+impl Check for AttentionMemory {
+    const NAME: &'static str = "attention_memory";
+    const DOC: &'static str = "bytes attention allocates over every query of a long context, against naive seq² scores";
+    const PARAMS: &'static str = "context, divisor";
+    type Params = AttentionParams;
+
+    fn run(p: &AttentionParams, _cx: &mut Context) -> Result<Outcome, Unmet> {
+        // The 0.5B model's attention shape: 14 query heads of 64 over 2 KV heads.
+        let (heads, kv_heads, hd) = (14, 2, 64);
+        let mut cache = KvCache::new(KvType::F16, 1, kv_heads * hd, p.context);
+        let mut rng = SplitMix64(3);
+        let row: Vec<f32> = (0..kv_heads * hd).map(|_| rng.next_f64() as f32 - 0.5).collect();
+        for pos in 0..p.context {
+            cache.write(0, pos, &row, &row);
+        }
+        cache.advance(p.context);
+        let q: Vec<f32> = (0..hd).map(|_| rng.next_f64() as f32).collect();
+        let mut out = vec![0.0f32; hd];
+        // Every query of a prefill over the context attends to its prefix; sample the longest queries.
+        let ((), s) = heap_activity(|| {
+            for ctx in (p.context - 8..=p.context).rev() {
+                for h in 0..heads {
+                    crate::model::attention::attend(&q, &cache, 0, (h / (heads / kv_heads)) * hd, ctx, 0.125, &mut out);
+                }
+            }
+        })?;
+        Ok(judge_attention(p, heads, s.bytes_allocated))
+    }
+}
+
+/// Parameters of `memory_limit`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitParams {
+    /// Model size.
+    pub model: String,
+    /// Address-space limit for the child process, MiB (below what the model needs).
+    pub limit_mib: u64,
+}
+
+/// How a child process ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exit {
+    /// Exit code, when it exited.
+    pub code: Option<i32>,
+    /// Signal, when one killed it.
+    pub signal: Option<i32>,
+    /// Its stderr.
+    pub stderr: String,
+}
+
+/// Judges a run under a memory limit: it must fail with a non-zero exit code
+/// and an error message, not a signal (abort, segfault) and not succeed.
+pub fn judge_limit(p: &LimitParams, e: &Exit) -> Outcome {
+    let last = e.stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_owned();
+    let bad = match (e.code, e.signal) {
+        (Some(0), _) => {
+            vec![format!("it succeeded under a {} MiB limit: the limit was not below its need", p.limit_mib)]
+        }
+        (Some(_), _) if last.to_lowercase().contains("error") => vec![],
+        (Some(c), _) => vec![format!("exit code {c} without an error message (stderr: {last:?})")],
+        (None, Some(sig)) => vec![format!("killed by signal {sig} (stderr: {last:?})")],
+        (None, None) => vec!["ended without an exit code or signal".into()],
+    };
+    let mut out = judge::no_violations("unclean_failures", 1, bad);
+    if let Some(ev) = out.evidence.as_mut() {
+        ev.details.push(format!("under a {} MiB address-space limit: {last}", p.limit_mib));
+    }
+    out
+}
+
+/// `memory_limit`: under an address-space limit below the need, the engine fails cleanly.
+pub struct MemoryLimit;
+
+impl Check for MemoryLimit {
+    const NAME: &'static str = "memory_limit";
+    const DOC: &'static str =
+        "under an address-space limit below the need, `falsify generate` exits with a clear error";
+    const PARAMS: &'static str = "model, limit_mib";
+    type Params = LimitParams;
+
+    fn run(p: &LimitParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let exe = cx.falsify_exe()?.to_path_buf();
+        let model = cx.model_path(&p.model)?;
+        let script = format!("ulimit -v {} && exec \"$0\" generate --model \"$1\" -p hello -n 4", p.limit_mib * 1024);
+        let out = Command::new("sh")
+            .args(["-c", &script])
+            .arg(&exe)
+            .arg(&model)
+            .output()
+            .map_err(|e| Unmet::Failed(format!("cannot run sh: {e}")))?;
+        let exit = Exit {
+            code: out.status.code(),
+            signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        Ok(judge_limit(p, &exit))
+    }
+}
+
+/// Parameters of `syscalls_per_token`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyscallParams {
+    /// Model size.
+    pub model: String,
+    /// System calls counted.
+    pub syscalls: Vec<String>,
+    /// Operator.
+    pub op: Op,
+    /// Threshold, calls per decoded token.
+    pub threshold: f64,
+}
+
+/// Total calls of `syscalls` in an `strace -c` summary.
+pub fn parse_strace_summary(text: &str, syscalls: &[String]) -> u64 {
+    text.lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let name = *cols.last()?;
+            if !syscalls.iter().any(|s| s == name) {
+                return None;
+            }
+            // % time, seconds, usecs/call, calls, [errors,] syscall
+            cols.get(3)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// Judges the extra calls of a long run over a short one, per extra token.
+pub fn judge_syscalls(p: &SyscallParams, short: (usize, u64), long: (usize, u64)) -> Outcome {
+    let extra_tokens = long.0.saturating_sub(short.0).max(1);
+    let per = (long.1 as f64 - short.1 as f64).max(0.0) / extra_tokens as f64;
+    let mut q = Quantity::new("syscalls_per_token", "calls", per);
+    q.n = extra_tokens;
+    let q = q.detail(format!(
+        "{}: {} calls generating {} tokens, {} generating {}",
+        p.syscalls.join(","),
+        short.1,
+        short.0,
+        long.1,
+        long.0
+    ));
+    judge::quantity(q, p.op, p.threshold)
+}
+
+/// `syscalls_per_token`: memory-mapping and futex calls per decoded token (strace).
+pub struct SyscallsPerToken;
+
+impl Check for SyscallsPerToken {
+    const NAME: &'static str = "syscalls_per_token";
+    const DOC: &'static str = "system calls per decoded token in steady state, counted by strace over two run lengths";
+    const PARAMS: &'static str = "model, syscalls (names), op, threshold";
+    type Params = SyscallParams;
+
+    fn run(p: &SyscallParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let exe = cx.falsify_exe()?.to_path_buf();
+        let model = cx.model_path(&p.model)?;
+        let threads = cx.settings.threads.to_string();
+        let dir = std::env::temp_dir();
+        let mut counts = Vec::new();
+        for n in [16usize, 80] {
+            let log = dir.join(format!("falsify-strace-{}-{n}.txt", std::process::id()));
+            let status = Command::new("strace")
+                .args(["-f", "-c", "-o"])
+                .arg(&log)
+                .arg(&exe)
+                .args([
+                    "generate",
+                    "--ignore-eos",
+                    "-p",
+                    "hello",
+                    "--threads",
+                    &threads,
+                    "-n",
+                    &n.to_string(),
+                    "--model",
+                ])
+                .arg(&model)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .map_err(|e| Unmet::Failed(format!("cannot run strace: {e}")))?;
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let _ = std::fs::remove_file(&log);
+            if !status.success() {
+                return Err(Unmet::Failed(format!("strace falsify generate exited with {status}")));
+            }
+            counts.push((n, parse_strace_summary(&text, &p.syscalls)));
+        }
+        Ok(judge_syscalls(p, counts[0], counts[1]))
+    }
+}
+
+/// Parameters of `backend_choice`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendParams {
+    /// Model size.
+    pub model: String,
+}
+
+/// Judges (`--backend cuda` exit, `--backend auto` exit) where no CUDA backend is usable.
+pub fn judge_backend(cuda: &Exit, auto: &Exit) -> Outcome {
+    let mut bad = Vec::new();
+    let cuda_msg = cuda.stderr.to_lowercase();
+    if cuda.code == Some(0) || !cuda_msg.contains("cuda") || !cuda_msg.contains("error") {
+        bad.push(format!("--backend cuda: exit {:?}, stderr {:?}", cuda.code, cuda.stderr.trim()));
+    }
+    if auto.code != Some(0) {
+        bad.push(format!("--backend auto: exit {:?}, stderr {:?}", auto.code, auto.stderr.trim()));
+    }
+    judge::no_violations("backend_choice_violations", 2, bad)
+}
+
+/// `backend_choice`: `--backend cuda` without a usable device fails clearly; `auto` falls back to the CPU.
+pub struct BackendChoice;
+
+impl Check for BackendChoice {
+    const NAME: &'static str = "backend_choice";
+    const DOC: &'static str =
+        "`--backend cuda` without a usable CUDA backend fails clearly, and `--backend auto` runs on the CPU";
+    const PARAMS: &'static str = "model";
+    type Params = BackendParams;
+
+    fn run(p: &BackendParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let exe = cx.falsify_exe()?.to_path_buf();
+        let model = cx.model_path(&p.model)?;
+        let run = |backend: &str| -> Result<Exit, Unmet> {
+            let out = Command::new(&exe)
+                .args(["generate", "-p", "hi", "-n", "2", "--backend", backend, "--model"])
+                .arg(&model)
+                .output()
+                .map_err(|e| Unmet::Failed(format!("cannot run falsify: {e}")))?;
+            Ok(Exit {
+                code: out.status.code(),
+                signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            })
+        };
+        Ok(judge_backend(&run("cuda")?, &run("auto")?))
+    }
+}
+
+/// Parameters of `peak_rss`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RssParams {
+    /// Model size.
+    pub model: String,
+    /// Tokens generated.
+    pub tokens: usize,
+    /// Operator on peak RSS ÷ (model file size + KV cache size).
+    pub op: Op,
+    /// Threshold.
+    pub threshold: f64,
+}
+
+/// Judges a peak RSS against the model file plus the KV cache it needed.
+pub fn judge_rss(p: &RssParams, peak: u64, model_bytes: u64, kv_bytes: u64) -> Outcome {
+    let need = model_bytes + kv_bytes;
+    let q = Quantity::new("peak_rss_ratio", "x", peak as f64 / need as f64).detail(format!(
+        "peak RSS {:.1} MB; model file {:.1} MB + KV cache {:.1} MB",
+        peak as f64 / 1e6,
+        model_bytes as f64 / 1e6,
+        kv_bytes as f64 / 1e6
+    ));
+    judge::quantity(q, p.op, p.threshold)
+}
+
+/// `peak_rss`: a `falsify generate` process's peak RSS against model file + KV cache.
+pub struct PeakRss;
+
+impl Check for PeakRss {
+    const NAME: &'static str = "peak_rss";
+    const DOC: &'static str = "peak RSS of a `falsify generate` process over model file size plus KV cache size";
+    const PARAMS: &'static str = "model, tokens, op, threshold";
+    type Params = RssParams;
+
+    fn run(p: &RssParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let exe = cx.falsify_exe()?.to_path_buf();
+        let model = cx.model_path(&p.model)?;
+        let out = Command::new(&exe)
+            .args(["generate", "--json", "--ignore-eos", "-p", "hello", "-n", &p.tokens.to_string(), "--model"])
+            .arg(&model)
+            .output()
+            .map_err(|e| Unmet::Failed(format!("cannot run falsify: {e}")))?;
+        if !out.status.success() {
+            return Err(Unmet::Failed(format!("falsify generate failed: {}", String::from_utf8_lossy(&out.stderr))));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(Unmet::failed)?;
+        let peak = v["peak_rss_bytes"].as_u64().ok_or_else(|| Unmet::Failed("no peak_rss_bytes in its JSON".into()))?;
+        let prompt_len = v["prompt_tokens"].as_array().map_or(1, Vec::len);
+        let c = cx.model(&p.model)?.model.config.clone();
+        let kv = KvCache::new(KvType::default(), c.n_layer, c.kv_dim(), prompt_len + p.tokens).bytes() as u64;
+        let size = std::fs::metadata(&model).map_err(Unmet::failed)?.len();
+        Ok(judge_rss(p, peak, size, kv))
+    }
+}

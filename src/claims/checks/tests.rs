@@ -1,0 +1,368 @@
+//! The falsifiability audit: every registered check kind is fed a case it must
+//! pass and a counterexample it must falsify. A kind missing here fails
+//! `every_kind_is_audited`, so no kind ships unable to fail.
+
+use super::judge::{self, Quantity};
+use super::{agreement, meta, perf, reference, resources, Registry};
+use crate::bench::{BenchResult, Comparison, Protocol, Series};
+use crate::claims::context::{BenchSpec, Scored};
+use crate::claims::{Outcome, Verdict};
+use crate::provenance::Provenance;
+use crate::stats::{self, Op, Summary};
+
+type Case = fn() -> (Outcome, Outcome);
+
+fn series(engine: &str, metric: &str, unit: &str, samples: Vec<f64>) -> Series {
+    let summary = Summary::of(&samples).unwrap();
+    Series { engine: engine.into(), metric: metric.into(), unit: unit.into(), samples, summary }
+}
+
+/// A benchmark result where the engine decodes at `ours` tok/s and llama.cpp at 40, with ±1% noise.
+fn bench_result(ours: f64, runs: usize) -> BenchResult {
+    let jitter = |x: f64| (0..runs).map(|i| x * (1.0 + 0.01 * ((i % 5) as f64 - 2.0) / 2.0)).collect::<Vec<f64>>();
+    let s = vec![
+        series("falsify", "prefill_tok_s", "tok/s", jitter(ours * 3.0)),
+        series("falsify", "decode_tok_s", "tok/s", jitter(ours)),
+        series("falsify", "ttft_ms", "ms", jitter(3200.0 / ours)),
+        series("falsify", "itl_ms", "ms", jitter(1000.0 / ours)),
+        series("falsify", "e2e_ms", "ms", jitter(128_000.0 / ours)),
+        series("llama.cpp", "prefill_tok_s", "tok/s", jitter(120.0)),
+        series("llama.cpp", "decode_tok_s", "tok/s", jitter(40.0)),
+    ];
+    let cmp = |m: &str| {
+        let a = &s.iter().find(|x| x.engine == "falsify" && x.metric == m).unwrap().samples;
+        let b = &s.iter().find(|x| x.engine == "llama.cpp" && x.metric == m).unwrap().samples;
+        Comparison {
+            metric: m.into(),
+            a: "falsify".into(),
+            b: "llama.cpp".into(),
+            ratio: stats::ratio_of_medians(a, b, 0.95, 2000, 1).unwrap(),
+            test: stats::mann_whitney_u(a, b).unwrap(),
+        }
+    };
+    let comparisons = vec![cmp("prefill_tok_s"), cmp("decode_tok_s")];
+    BenchResult {
+        schema: 1,
+        protocol: Protocol { warmup: 1, runs, n_prompt: 32, n_gen: 128, threads: 2, min_sample_ms: 1.0 },
+        series: s,
+        comparisons,
+        engine_load_ms: 100.0,
+        engine_peak_rss_bytes: None,
+        provenance: Provenance::collect(2, vec![], vec![]),
+    }
+}
+
+fn bench_params(metric: &str, op: &str, threshold: f64) -> perf::BenchParams {
+    super::parse(
+        &toml::from_str(&format!("model = \"0.5b\"\nmetric = \"{metric}\"\nop = \"{op}\"\nthreshold = {threshold:?}"))
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn spec() -> BenchSpec {
+    BenchSpec { model: "0.5b".into(), baseline: "llama.cpp".into(), prompt: 32, gen: 128 }
+}
+
+fn of() -> perf::BenchOf {
+    perf::BenchOf { model: "0.5b".into(), baseline: "llama.cpp".into(), prompt: 32, gen: 128 }
+}
+
+fn audit_cases() -> Vec<(&'static str, Case)> {
+    vec![
+        ("bench", || {
+            let p = bench_params("decode_ratio", ">=", 2.0);
+            (
+                perf::judge_bench(&p, &bench_result(100.0, 10)).unwrap(),
+                perf::judge_bench(&p, &bench_result(30.0, 10)).unwrap(),
+            )
+        }),
+        ("bench_quality", || {
+            let p = perf::QualityParams {
+                benches: vec![of()],
+                metric: perf::QualityMetric::MinRuns,
+                op: Op::Ge,
+                threshold: 30.0,
+            };
+            (
+                perf::judge_quality(&p, &[(spec(), bench_result(50.0, 30))]),
+                perf::judge_quality(&p, &[(spec(), bench_result(50.0, 10))]),
+            )
+        }),
+        ("bandwidth_fraction", || {
+            let p = perf::BandwidthParams { of: of(), op: Op::Ge, threshold: 0.7 };
+            let obs = |tps: f64| perf::Roofline {
+                decode_tok_s: vec![tps * 0.99, tps, tps * 1.01, tps, tps],
+                bytes_per_token: 400_000_000,
+                bandwidth_gb_s: vec![60.0, 60.5, 59.5],
+            };
+            (perf::judge_bandwidth(&p, &obs(120.0)), perf::judge_bandwidth(&p, &obs(40.0)))
+        }),
+        ("dot_gflops", || {
+            let q = |x: f64| Quantity::of_samples("dot_gflops", "GFLOP/s", &[x, x * 1.01, x * 0.99, x, x]);
+            (judge::quantity(q(40.0), Op::Ge, 25.0), judge::quantity(q(10.0), Op::Ge, 25.0))
+        }),
+        ("load_time", || {
+            let p = perf::LoadParams { model: "0.5b".into(), op: Op::Le, threshold: 2.0, runs: 5 };
+            let theirs = [100.0, 101.0, 99.0, 100.0, 102.0];
+            (
+                perf::judge_load(&p, &[150.0, 151.0, 149.0, 150.0, 152.0], &theirs, None).unwrap(),
+                perf::judge_load(&p, &[500.0, 501.0, 499.0, 500.0, 502.0], &theirs, None).unwrap(),
+            )
+        }),
+        ("context_decay", || {
+            let p = perf::DecayParams {
+                model: "0.5b".into(),
+                position: 2048,
+                steps: 16,
+                samples: 5,
+                op: Op::Ge,
+                threshold: 0.75,
+            };
+            let near = [30.0, 30.2, 29.8, 30.1, 29.9];
+            (
+                perf::judge_decay(&p, &near, &[27.0, 27.1, 26.9, 27.0, 27.2]).unwrap(),
+                perf::judge_decay(&p, &near, &[12.0, 12.1, 11.9, 12.0, 12.2]).unwrap(),
+            )
+        }),
+        ("tokenization", || {
+            (judge::rate("t", 326, 326, 1.0, 300, vec![]), judge::rate("t", 325, 326, 1.0, 300, vec!["x".into()]))
+        }),
+        ("round_trip", || {
+            let m = crate::model::tests::tied_model();
+            let tok = crate::tokenizer::Tokenizer::from_header(&m.file.header).unwrap();
+            let text = tok.decode(&[1, 2, 3]);
+            (
+                agreement::judge_round_trip(&tok, &[text]),
+                judge::no_violations("round_trip_failures", 1, vec!["\"x\"".into()]),
+            )
+        }),
+        ("teacher_forced", || {
+            (judge::rate("t", 640, 640, 0.99, 640, vec![]), judge::rate("t", 600, 640, 0.99, 640, vec![]))
+        }),
+        ("greedy_text", || (judge::rate("g", 10, 10, 0.9, 10, vec![]), judge::rate("g", 7, 10, 0.9, 10, vec![]))),
+        ("chat_template", || {
+            let same = vec![("hi".to_owned(), vec![1, 2], vec![1, 2])];
+            let differ = vec![("hi".to_owned(), vec![1, 2], vec![1, 3])];
+            (agreement::judge_chat(&same), agreement::judge_chat(&differ))
+        }),
+        ("perplexity", || {
+            let p =
+                agreement::PerplexityParams { model: "0.5b".into(), ctx: 128, text: "t".into(), max_rel_diff: 0.01 };
+            (agreement::judge_perplexity(&p, 10.05, 10.0, None), agreement::judge_perplexity(&p, 10.5, 10.0, None))
+        }),
+        ("kv_consistency", || {
+            let p = agreement::ToleranceParams { model: "0.5b".into(), tolerance: 1e-3 };
+            (agreement::judge_kv(&p, Ok(1e-5), 16), agreement::judge_kv(&p, Ok(0.5), 16))
+        }),
+        ("fast_vs_reference", || {
+            let p = agreement::ToleranceParams { model: "0.5b".into(), tolerance: 0.25 };
+            let r = |diffs: Vec<(usize, f32)>, max| crate::agreement::FastVsReference {
+                positions: 25,
+                same_top1: 25 - diffs.len(),
+                max_abs_logit_diff: max,
+                mean_abs_logit_diff: 0.05,
+                top1_differences: diffs,
+            };
+            (
+                agreement::judge_fast(&p, &r(vec![], 0.1), "avx2"),
+                agreement::judge_fast(&p, &r(vec![(3, 0.01)], 0.1), "avx2"),
+            )
+        }),
+        ("kv_precision", || {
+            (judge::rate("k", 800, 800, 0.995, 640, vec![]), judge::rate("k", 700, 800, 0.995, 640, vec![]))
+        }),
+        ("causal_mask", || {
+            (judge::no_violations("c", 9, vec![]), judge::no_violations("c", 9, vec!["position 2 changed".into()]))
+        }),
+        ("finite_logits", || {
+            (
+                judge::no_violations("f", 512, vec![]),
+                judge::no_violations("f", 512, vec!["step 7: 3 non-finite".into()]),
+            )
+        }),
+        ("reproducible", || {
+            let same = vec![("twice".to_owned(), vec![1, 2, 3], vec![1, 2, 3])];
+            let differ = vec![("twice".to_owned(), vec![1, 2, 3], vec![1, 4, 3])];
+            (agreement::judge_identical(&same), agreement::judge_identical(&differ))
+        }),
+        ("quant_reference", || {
+            let (input, expected) = (
+                include_bytes!("../../../tests/fixtures/quant/random_Q4_K.in").as_slice(),
+                include_bytes!("../../../tests/fixtures/quant/random_Q4_K.out").as_slice(),
+            );
+            let mut corrupted = expected.to_vec();
+            corrupted[10] ^= 1;
+            let ty = crate::gguf::TensorType::Q4K;
+            let n = expected.len() / 4;
+            (
+                reference::judge_quant(&[(
+                    "random_Q4_K".into(),
+                    n,
+                    reference::dequant_mismatches(ty, input, expected),
+                )]),
+                reference::judge_quant(&[(
+                    "random_Q4_K".into(),
+                    n,
+                    reference::dequant_mismatches(ty, input, &corrupted),
+                )]),
+            )
+        }),
+        ("op_reference", || {
+            fn naive_softmax(x: &mut [f32]) {
+                let sum: f32 = x.iter().map(|v| v.exp()).sum();
+                x.iter_mut().for_each(|v| *v = v.exp() / sum);
+            }
+            let (n, bad) = reference::op_violations(reference::Op::Softmax, reference::Ops::engine());
+            let (m, worse) = reference::op_violations(
+                reference::Op::Softmax,
+                reference::Ops { softmax: naive_softmax, ..reference::Ops::engine() },
+            );
+            (judge::no_violations("softmax", n, bad), judge::no_violations("softmax", m, worse))
+        }),
+        ("alloc_per_token", || {
+            let p = resources::DecodeParams { model: "0.5b".into(), warmup: 1, steps: 64, op: Op::Le, threshold: 0.0 };
+            let s = |allocations| stats_alloc::Stats { allocations, ..Default::default() };
+            (resources::judge_allocs(&p, &s(0)), resources::judge_allocs(&p, &s(640)))
+        }),
+        ("memory_growth", || {
+            let p = resources::DecodeParams { model: "0.5b".into(), warmup: 1, steps: 900, op: Op::Le, threshold: 0.0 };
+            let s = |a, d| stats_alloc::Stats { bytes_allocated: a, bytes_deallocated: d, ..Default::default() };
+            (resources::judge_growth(&p, &s(1000, 1000)), resources::judge_growth(&p, &s(90_000, 1000)))
+        }),
+        ("kv_memory", || {
+            let p = resources::KvMemoryParams {
+                model: "0.5b".into(),
+                metric: resources::KvMetric::F16BytesRatio,
+                op: Op::Le,
+                threshold: 0.5,
+            };
+            (resources::judge_kv_memory(&p, 500, 1000, 10), resources::judge_kv_memory(&p, 1000, 1000, 10))
+        }),
+        ("attention_memory", || {
+            let p = resources::AttentionParams { context: 4096, divisor: 10.0 };
+            (resources::judge_attention(&p, 14, 4096), resources::judge_attention(&p, 14, 14 * 4096 * 4096))
+        }),
+        ("memory_limit", || {
+            let p = resources::LimitParams { model: "0.5b".into(), limit_mib: 256 };
+            let clean = resources::Exit { code: Some(1), signal: None, stderr: "error: cannot map the model\n".into() };
+            let abort = resources::Exit {
+                code: None,
+                signal: Some(6),
+                stderr: "memory allocation of 4096 bytes failed\n".into(),
+            };
+            (resources::judge_limit(&p, &clean), resources::judge_limit(&p, &abort))
+        }),
+        ("syscalls_per_token", || {
+            let p = resources::SyscallParams {
+                model: "0.5b".into(),
+                syscalls: vec!["futex".into()],
+                op: Op::Le,
+                threshold: 2.0,
+            };
+            (resources::judge_syscalls(&p, (16, 100), (80, 150)), resources::judge_syscalls(&p, (16, 100), (80, 6500)))
+        }),
+        ("backend_choice", || {
+            let failed = resources::Exit {
+                code: Some(1),
+                signal: None,
+                stderr: "error: --backend cuda: no CUDA backend".into(),
+            };
+            let ok = resources::Exit { code: Some(0), signal: None, stderr: String::new() };
+            (resources::judge_backend(&failed, &ok), resources::judge_backend(&ok, &ok))
+        }),
+        ("peak_rss", || {
+            let p = resources::RssParams { model: "0.5b".into(), tokens: 64, op: Op::Le, threshold: 1.1 };
+            (resources::judge_rss(&p, 500, 480, 10), resources::judge_rss(&p, 900, 480, 10))
+        }),
+        ("regression", || {
+            let old = bench_result(50.0, 10);
+            let same = crate::bench::compare_results(&old, &bench_result(50.0, 10), 0.05, 0.02).unwrap();
+            let slower = crate::bench::compare_results(&old, &bench_result(40.0, 10), 0.05, 0.02).unwrap();
+            (meta::judge_regression(same.len(), &same), meta::judge_regression(slower.len(), &slower))
+        }),
+        ("aggregate_score", || {
+            let p = meta::ScoreParams { op: Op::Ge, threshold: 90.0 };
+            let v = |verdict| Scored { verdict, points: 1 };
+            (
+                meta::judge_score(&p, &[v(Verdict::Pass), v(Verdict::Skipped)]),
+                meta::judge_score(&p, &[v(Verdict::Pass), v(Verdict::Falsified), v(Verdict::Skipped)]),
+            )
+        }),
+        ("grade_scale", || {
+            fn lenient(s: f64) -> &'static str {
+                if s >= 85.0 {
+                    "A"
+                } else {
+                    crate::report::run::grade(s)
+                }
+            }
+            let p = meta::GradeParams { a: 90.0, b: 80.0, c: 70.0, d: 60.0 };
+            let (n, ok) = meta::grade_violations(&p, crate::report::run::grade);
+            let (m, bad) = meta::grade_violations(&p, lenient);
+            (judge::no_violations("g", n, ok), judge::no_violations("g", m, bad))
+        }),
+    ]
+}
+
+#[test]
+fn every_kind_is_audited() {
+    let audited: Vec<&str> = audit_cases().iter().map(|(k, _)| *k).collect();
+    for name in Registry::builtin().names() {
+        assert!(audited.contains(&name), "check kind `{name}` has no falsifiability audit");
+    }
+    for name in &audited {
+        assert!(Registry::builtin().get(name).is_some(), "audit for unknown kind `{name}`");
+    }
+}
+
+#[test]
+fn every_kind_passes_its_case_and_falsifies_its_counterexample() {
+    for (name, case) in audit_cases() {
+        let (pass, fail) = case();
+        assert_eq!(pass.verdict, Verdict::Pass, "{name} should pass: {}", pass.sentence);
+        assert_eq!(fail.verdict, Verdict::Falsified, "{name} should be falsified: {}", fail.sentence);
+    }
+}
+
+#[test]
+fn every_op_reference_catches_a_broken_implementation() {
+    use reference::{op_violations, Op as RefOp, Ops};
+    fn bad_rope(x: &mut [f32], dim: usize, pos: usize, base: f32) {
+        let (mut c, mut s) = (vec![0.0; dim / 2], vec![0.0; dim / 2]);
+        crate::model::ops::rope_angles(pos, dim, base, &mut c, &mut s);
+        s.iter_mut().for_each(|v| *v = -*v);
+        crate::model::ops::rope_neox(x, dim, &c, &s);
+    }
+    fn bad_swiglu(g: &mut [f32], u: &[f32]) {
+        g.iter_mut().zip(u).for_each(|(g, u)| *g *= u);
+    }
+    fn bad_norm(x: &mut [f32], w: &[f32], _eps: f32) {
+        let ms: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+        x.iter_mut().zip(w).for_each(|(v, w)| *v = *v / ms.sqrt() * w);
+    }
+    let engine = Ops::engine();
+    for op in [RefOp::Rope, RefOp::Softmax, RefOp::Swiglu, RefOp::Rmsnorm] {
+        let (n, bad) = op_violations(op, engine);
+        assert!(n > 0 && bad.is_empty(), "{op:?}: {bad:?}");
+    }
+    assert!(!op_violations(RefOp::Rope, Ops { rope: bad_rope, ..engine }).1.is_empty());
+    assert!(!op_violations(RefOp::Swiglu, Ops { swiglu: bad_swiglu, ..engine }).1.is_empty());
+    assert!(!op_violations(RefOp::Rmsnorm, Ops { rms_norm: bad_norm, ..engine }).1.is_empty());
+}
+
+#[test]
+fn a_straddling_interval_is_inconclusive_and_nan_never_passes() {
+    let mut q = Quantity::new("r", "x", 2.0);
+    q.ci = Some(stats::Interval { lo: 1.9, hi: 2.1, level: 0.95 });
+    assert_eq!(judge::quantity(q, Op::Ge, 2.0).verdict, Verdict::Inconclusive);
+    assert_ne!(judge::quantity(Quantity::new("r", "x", f64::NAN), Op::Le, 1.0).verdict, Verdict::Pass);
+    assert_eq!(judge::rate("r", 3, 3, 1.0, 10, vec![]).verdict, Verdict::Inconclusive);
+    assert_eq!(judge::no_violations("v", 0, vec![]).verdict, Verdict::Inconclusive);
+}
+
+#[test]
+fn too_few_samples_make_a_bench_claim_inconclusive() {
+    let p = perf::BenchParams { min_samples: 5000, ..bench_params("itl_p99_over_p50", "<=", 1.5) };
+    assert_eq!(perf::judge_bench(&p, &bench_result(50.0, 10)).unwrap().verdict, Verdict::Inconclusive);
+}

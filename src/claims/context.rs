@@ -1,0 +1,350 @@
+//! What checks measure with: the models, llama.cpp and its server, Ollama,
+//! host facts, and the run's cache, so that a measurement several claims need
+//! (one interleaved benchmark serves F084, F120, F109, F085, F088) is taken once.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::requires::{model_path, on_path, Requirement};
+use super::{Unmet, Verdict};
+use crate::baseline::llama_cpp::{LlamaCpp, LlamaServer};
+use crate::baseline::ollama::Ollama;
+use crate::bench::{self, Baseline, BenchResult, LlamaBench, OllamaGenerate, Protocol};
+use crate::model::Model;
+use crate::provenance::{ModelFile, Provenance};
+use crate::tokenizer::Tokenizer;
+
+/// How benchmarks are run in this session.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Threads for the engine and the baselines.
+    pub threads: usize,
+    /// Measured runs per benchmark.
+    pub runs: usize,
+    /// Warmup runs per benchmark, not counted.
+    pub warmup: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings { threads: 2, runs: 10, warmup: 1 }
+    }
+}
+
+/// Which benchmark: one model, one baseline, one prompt and generation length.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BenchSpec {
+    /// Model size (`0.5b`, `1.5b`, …).
+    pub model: String,
+    /// `llama.cpp`, `ollama` or `none`.
+    pub baseline: String,
+    /// Prompt tokens of the prefill test.
+    pub prompt: usize,
+    /// Tokens generated in the decode test.
+    pub gen: usize,
+}
+
+impl std::fmt::Display for BenchSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} p{} n{} vs {}", self.model, self.prompt, self.gen, self.baseline)
+    }
+}
+
+/// A loaded model with its tokenizer and how long loading took.
+pub struct Loaded {
+    /// The engine.
+    pub model: Model,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Load time, ms.
+    pub load_ms: f64,
+    /// The file.
+    pub path: PathBuf,
+}
+
+/// One verdict of this run, as the aggregate claims (F096) need it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The claim's points.
+    pub points: u32,
+}
+
+/// Everything a check can measure with, cached across the claims of one run.
+pub struct Context {
+    /// The project root (models/, tests/fixtures/, baselines/).
+    pub root: PathBuf,
+    /// Benchmark settings.
+    pub settings: Settings,
+    /// The `falsify` binary, for checks that run it as a child process.
+    pub falsify_exe: Option<PathBuf>,
+    /// The previous run's report, when there is one.
+    pub previous_report: Option<PathBuf>,
+    /// The verdicts so far of a full run (`falsify run`); `None` in per-claim test runs.
+    pub full_run: Option<Vec<Scored>>,
+    /// Print progress of long measurements to stderr.
+    pub progress: bool,
+    models: HashMap<String, Loaded>,
+    llama: Option<Result<LlamaCpp, String>>,
+    servers: HashMap<String, LlamaServer>,
+    ollama: Option<Result<Ollama, String>>,
+    benches: Vec<(BenchSpec, Result<BenchResult, Unmet>)>,
+    memo: HashMap<String, Box<dyn Any + Send>>,
+}
+
+impl Context {
+    /// A context for the project at `root`.
+    pub fn new(root: impl Into<PathBuf>, settings: Settings) -> Context {
+        Context {
+            root: root.into(),
+            settings,
+            falsify_exe: None,
+            previous_report: None,
+            full_run: None,
+            progress: true,
+            models: HashMap::new(),
+            llama: None,
+            servers: HashMap::new(),
+            ollama: None,
+            benches: Vec::new(),
+            memo: HashMap::new(),
+        }
+    }
+
+    /// Says what a long measurement is doing, on stderr.
+    pub fn say(&self, what: impl std::fmt::Display) {
+        if self.progress {
+            eprintln!("  … {what}");
+        }
+    }
+
+    /// `Ok` when `r` is met here, else the reason it is not and how to meet it.
+    pub fn requirement(&mut self, r: &Requirement) -> Result<(), String> {
+        match r {
+            Requirement::Model(size) => {
+                let p = self.root.join(model_path(size));
+                if p.is_file() {
+                    Ok(())
+                } else {
+                    let how = match size.as_str() {
+                        "0.5b" => "run `make model`",
+                        "1.5b" => "run `make model-1.5b`",
+                        _ => "no make target provides it; place a Qwen2.5-Coder Q4_K_M GGUF there",
+                    };
+                    Err(format!("model:{size}: no file at {} ({how})", p.display()))
+                }
+            }
+            Requirement::LlamaCpp => self.llama().map(|_| ()).map_err(|u| match u {
+                Unmet::Missing(m) | Unmet::Failed(m) => m,
+            }),
+            Requirement::Ollama => self.ollama().map(|_| ()).map_err(|u| match u {
+                Unmet::Missing(m) | Unmet::Failed(m) => m,
+            }),
+            Requirement::Cuda | Requirement::Gpu(_) => {
+                let gpus = cuda_devices();
+                let wanted = match r {
+                    Requirement::Gpu(name) => gpus.iter().any(|g| g.contains(name.as_str())),
+                    _ => !gpus.is_empty(),
+                };
+                if wanted {
+                    Ok(())
+                } else if gpus.is_empty() {
+                    Err(format!("{r}: no CUDA device on this host (nvidia-smi lists none)"))
+                } else {
+                    Err(format!("{r}: this host's GPUs are {}", gpus.join(", ")))
+                }
+            }
+            Requirement::Apr => Err("apr: no .apr model file exists (the APR converter is not built)".into()),
+            Requirement::Tool(name) => {
+                if on_path(name) {
+                    Ok(())
+                } else {
+                    Err(format!("tool:{name}: `{name}` is not on PATH (Debian: apt-get install {name})"))
+                }
+            }
+            Requirement::FullRun => match self.full_run {
+                Some(_) => Ok(()),
+                None => Err("full-run: judged over a whole run's verdicts; `falsify run` evaluates it".into()),
+            },
+            Requirement::PreviousReport => match &self.previous_report {
+                Some(p) if p.is_file() => Ok(()),
+                _ => Err("previous-report: no earlier report to compare with (reports/latest.json); \
+                          the next `falsify run` will have one"
+                    .into()),
+            },
+        }
+    }
+
+    /// The path of the model of `size`, or why it is missing.
+    pub fn model_path(&mut self, size: &str) -> Result<PathBuf, Unmet> {
+        self.requirement(&Requirement::Model(size.into())).map_err(Unmet::Missing)?;
+        Ok(self.root.join(model_path(size)))
+    }
+
+    /// The engine with the model of `size`, loaded once per run.
+    pub fn model(&mut self, size: &str) -> Result<&mut Loaded, Unmet> {
+        if !self.models.contains_key(size) {
+            let path = self.model_path(size)?;
+            self.say(format_args!("loading {}", path.display()));
+            let start = Instant::now();
+            let mut model = Model::load(&path).map_err(Unmet::failed)?;
+            let load_ms = start.elapsed().as_secs_f64() * 1e3;
+            model.set_threads(self.settings.threads);
+            let tokenizer = Tokenizer::from_header(&model.file.header).map_err(Unmet::failed)?;
+            self.models.insert(size.into(), Loaded { model, tokenizer, load_ms, path });
+        }
+        Ok(self.models.get_mut(size).expect("inserted above"))
+    }
+
+    /// The llama.cpp build, located once.
+    pub fn llama(&mut self) -> Result<LlamaCpp, Unmet> {
+        let found = self.llama.get_or_insert_with(|| LlamaCpp::locate().map_err(|e| format!("llama.cpp: {e}")));
+        found.clone().map_err(Unmet::Missing)
+    }
+
+    /// A llama-server for the model of `size`, started once per run.
+    pub fn server(&mut self, size: &str) -> Result<&LlamaServer, Unmet> {
+        if !self.servers.contains_key(size) {
+            let llama = self.llama()?;
+            let path = self.model_path(size)?;
+            self.say(format_args!("starting llama-server for {}", path.display()));
+            let srv = LlamaServer::start(&llama, &path, self.settings.threads, Duration::from_secs(180))
+                .map_err(Unmet::failed)?;
+            self.servers.insert(size.into(), srv);
+        }
+        Ok(&self.servers[size])
+    }
+
+    /// The loaded model of `size` together with its llama-server.
+    pub fn model_and_server(&mut self, size: &str) -> Result<(&mut Loaded, &LlamaServer), Unmet> {
+        self.model(size)?;
+        self.server(size)?;
+        let loaded = self.models.get_mut(size).expect("loaded above");
+        Ok((loaded, &self.servers[size]))
+    }
+
+    /// The Ollama server, probed once.
+    pub fn ollama(&mut self) -> Result<&Ollama, Unmet> {
+        let found = self.ollama.get_or_insert_with(|| {
+            let o = Ollama::from_env();
+            o.probe().map(|_| o).map_err(|e| format!("ollama: {e}"))
+        });
+        found.as_ref().map_err(|m| Unmet::Missing(m.clone()))
+    }
+
+    /// The benchmark `spec`, run once per run: warmup, then `settings.runs`
+    /// interleaved rounds of the engine and the baseline.
+    pub fn bench(&mut self, spec: &BenchSpec) -> Result<BenchResult, Unmet> {
+        if let Some((_, r)) = self.benches.iter().find(|(s, _)| s == spec) {
+            return r.clone();
+        }
+        let result = self.run_bench(spec);
+        self.benches.push((spec.clone(), result.clone()));
+        result
+    }
+
+    /// Every benchmark this run has taken, in order.
+    pub fn benches(&self) -> impl Iterator<Item = (&BenchSpec, &BenchResult)> {
+        self.benches.iter().filter_map(|(s, r)| r.as_ref().ok().map(|r| (s, r)))
+    }
+
+    fn run_bench(&mut self, spec: &BenchSpec) -> Result<BenchResult, Unmet> {
+        let s = self.settings;
+        let protocol = Protocol {
+            warmup: s.warmup,
+            runs: s.runs,
+            n_prompt: spec.prompt,
+            n_gen: spec.gen,
+            threads: s.threads,
+            min_sample_ms: 1.0,
+        };
+        let llama = if spec.baseline == "llama.cpp" { Some(self.llama()?) } else { None };
+        if spec.baseline == "ollama" {
+            self.ollama()?;
+        }
+        let progress = self.progress;
+        let path = self.model_path(&spec.model)?;
+        let model_file = ModelFile::describe(&path).map_err(Unmet::failed)?;
+        let mut baselines = Vec::new();
+        if let Some(prov) = llama.as_ref().and_then(LlamaCpp::provenance) {
+            baselines.push(("llama.cpp".to_owned(), prov));
+        }
+        let provenance = Provenance::collect(s.threads, vec![model_file], baselines);
+        self.model(&spec.model)?;
+        let loaded = &self.models[&spec.model];
+        let llama_bench = llama.as_ref().map(|l| LlamaBench { llama: l, model: &loaded.path });
+        let ollama_gen = match (&self.ollama, spec.baseline.as_str()) {
+            (Some(Ok(server)), "ollama") => Some(OllamaGenerate {
+                server,
+                model: format!("qwen2.5-coder:{}-instruct-q4_K_M", spec.model),
+                tokenizer: &loaded.tokenizer,
+            }),
+            _ => None,
+        };
+        let base: Option<&dyn Baseline> = match (&llama_bench, &ollama_gen) {
+            (Some(b), _) => Some(b),
+            (_, Some(o)) => Some(o),
+            _ => None,
+        };
+        let label = spec.to_string();
+        bench::compare(&loaded.model, &loaded.tokenizer, loaded.load_ms, base, &protocol, provenance, |done, total| {
+            if progress {
+                eprint!("\r  … bench {label}: round {done}/{total} (first {} warmup)   ", protocol.warmup);
+                if done == total {
+                    eprintln!();
+                }
+            }
+        })
+        .map_err(Unmet::failed)
+    }
+
+    /// A measurement cached under `key` for the rest of the run: `f` runs the
+    /// first time, and its result (or why it could not be taken) is reused.
+    pub fn memo<T: Clone + Send + 'static>(
+        &mut self,
+        key: &str,
+        f: impl FnOnce(&mut Context) -> Result<T, Unmet>,
+    ) -> Result<T, Unmet> {
+        if let Some(v) = self.memo.get(key) {
+            if let Some(v) = v.downcast_ref::<Result<T, Unmet>>() {
+                return v.clone();
+            }
+        }
+        let v = f(self);
+        self.memo.insert(key.into(), Box::new(v.clone()));
+        v
+    }
+
+    /// A fixture file under `tests/fixtures/`.
+    pub fn fixture(&self, name: &str) -> PathBuf {
+        self.root.join("tests/fixtures").join(name)
+    }
+
+    /// The `falsify` binary, or why there is none.
+    pub fn falsify_exe(&self) -> Result<&Path, Unmet> {
+        self.falsify_exe.as_deref().filter(|p| p.is_file()).ok_or_else(|| {
+            Unmet::Missing("the falsify binary was not found (build it with `cargo build --release`)".into())
+        })
+    }
+}
+
+/// Names of the CUDA devices `nvidia-smi -L` lists (none when it is absent).
+pub fn cuda_devices() -> Vec<String> {
+    if !on_path("nvidia-smi") {
+        return Vec::new();
+    }
+    std::process::Command::new("nvidia-smi")
+        .arg("-L")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.starts_with("GPU")).map(str::to_owned).collect()
+        })
+        .unwrap_or_default()
+}
