@@ -4,13 +4,13 @@ MODEL_05B := models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
 MODEL_15B := models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
 LLAMA_DIR := baselines/llama.cpp
 
-.PHONY: help deps model model-1.5b llama-cpp build test agree falsify fuzz lint clean-models
+.PHONY: help deps model model-1.5b llama-cpp build test claims agree falsify gate fuzz lint clean-models
 
 help: ## list the targets
 	@grep -E '^[a-z0-9.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "%-12s %s\n", $$1, $$2 }'
 
-deps: ## install the Debian packages the build needs (cmake, curl) when missing
-	@missing=""; for p in cmake curl; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+deps: ## install the Debian packages the build and the claims need (cmake, curl, strace) when missing
+	@missing=""; for p in cmake curl strace; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "missing:$$missing (run: sudo apt-get install$$missing)" >&2; exit 1; fi; fi
@@ -30,6 +30,9 @@ build: ## build the release binary
 test: ## the project's own tests (fast; the README's test command)
 	cargo test
 
+claims: ## every claim as a test: cargo test --release --test claims (filters work: make claims ARGS=F05)
+	cargo test --release --test claims -- $(ARGS)
+
 agree: build ## agreement with llama.cpp on the real models (tokens, logits, greedy text)
 	@# Gated: the trials whose outcome is exact (tokens, round trip, KV cache, a killed
 	@# server). The numeric comparisons (teacher-forced top-1, greedy text, fast vs scalar
@@ -46,8 +49,12 @@ lint: ## formatting and clippy, as CI checks them
 fuzz: ## run the GGUF parser fuzz target (FUZZ_SECONDS, default 300)
 	scripts/fuzz.sh $${FUZZ_SECONDS:-300}
 
-falsify: deps model model-1.5b llama-cpp build ## the main job: inputs, build, and every check that exists so far
-	$(MAKE) agree
+falsify: deps model model-1.5b llama-cpp build ## the main job: inputs, build, every claim (reports/latest.json), the gate
+	./target/release/falsify run --runs $${FALSIFY_RUNS:-10}
+	$(MAKE) gate
+
+gate: ## check reports/latest.json against claims/gate.toml (exit 1 naming each failed rule)
+	./target/release/falsify gate reports/latest.json --policy claims/gate.toml
 
 clean-models: ## remove downloaded models
 	rm -f $(MODEL_05B) $(MODEL_15B)

@@ -164,7 +164,7 @@ impl Context {
                 if on_path(name) {
                     Ok(())
                 } else {
-                    Err(format!("tool:{name}: `{name}` is not on PATH (Debian: apt-get install {name})"))
+                    Err(format!("tool:{name}: `{name}` is not on PATH; install it (`make deps` installs strace)"))
                 }
             }
             Requirement::FullRun => match self.full_run {

@@ -34,7 +34,7 @@ pub struct Quantity {
 impl Quantity {
     /// A quantity with just a name, unit and value.
     pub fn new(metric: &str, unit: &str, value: f64) -> Quantity {
-        Quantity { metric: metric.into(), unit: unit.into(), value, ..Quantity::default() }
+        Quantity { metric: metric.into(), unit: unit.into(), value, n: 1, ..Quantity::default() }
     }
 
     /// The median of timing samples, with a bootstrap CI of the median.

@@ -275,6 +275,17 @@ pub struct Exit {
     pub stderr: String,
 }
 
+impl Exit {
+    /// How a finished process ended.
+    pub fn of(out: &std::process::Output) -> Exit {
+        Exit {
+            code: out.status.code(),
+            signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 /// Judges a run under a memory limit: it must fail with a non-zero exit code
 /// and an error message, not a signal (abort, segfault) and not succeed.
 pub fn judge_limit(p: &LimitParams, e: &Exit) -> Outcome {
@@ -315,12 +326,7 @@ impl Check for MemoryLimit {
             .arg(&model)
             .output()
             .map_err(|e| Unmet::Failed(format!("cannot run sh: {e}")))?;
-        let exit = Exit {
-            code: out.status.code(),
-            signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        Ok(judge_limit(p, &exit))
+        Ok(judge_limit(p, &Exit::of(&out)))
     }
 }
 
@@ -458,11 +464,7 @@ impl Check for BackendChoice {
                 .arg(&model)
                 .output()
                 .map_err(|e| Unmet::Failed(format!("cannot run falsify: {e}")))?;
-            Ok(Exit {
-                code: out.status.code(),
-                signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            })
+            Ok(Exit::of(&out))
         };
         Ok(judge_backend(&run("cuda")?, &run("auto")?))
     }
