@@ -38,10 +38,6 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// Every verdict, in report order.
-    pub const ALL: [Verdict; 5] =
-        [Verdict::Pass, Verdict::Falsified, Verdict::Inconclusive, Verdict::Skipped, Verdict::Error];
-
     /// The verdict's name as reports write it.
     pub fn name(self) -> &'static str {
         match self {

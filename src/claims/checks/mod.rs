@@ -95,9 +95,4 @@ impl Registry {
     pub fn names(&self) -> Vec<&'static str> {
         self.kinds.iter().map(|k| k.name).collect()
     }
-
-    /// Every kind.
-    pub fn kinds(&self) -> &[Kind] {
-        &self.kinds
-    }
 }
