@@ -391,7 +391,11 @@ fn validate(
                 ),
                 Some(k) => {
                     if let Err(e) = (k.validate)(&params) {
-                        problems.at(params_span, format!("params of `{name}`: {e}"), Some(k.params_hint.into()));
+                        problems.at(
+                            params_span,
+                            format!("params of `{name}`: {e}"),
+                            Some(format!("`{name}` checks that {}; params: {}", k.doc, k.params_hint)),
+                        );
                     }
                     for (profile, table) in &c.profile {
                         let merged = merge(&params, table.get_ref());
