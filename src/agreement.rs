@@ -191,6 +191,7 @@ pub fn greedy_text(
         max_tokens: n,
         sampler: SamplerConfig { temperature: 0.0, ..SamplerConfig::default() },
         ignore_eos: false,
+        time_bricks: false,
     };
     let mut differing = Vec::new();
     for p in prompts {
@@ -364,6 +365,7 @@ pub fn kv_precision(
             max_tokens: n,
             sampler: SamplerConfig { temperature: 0.0, ..SamplerConfig::default() },
             ignore_eos: true,
+            time_bricks: false,
         };
         let generated = engine::generate(model, tok, &seq, &opts, |_| {});
         model.kv_type = original;

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::model::{Logits, Model, ModelError};
+use crate::model::{Breakdown, BrickTimes, Logits, Model, ModelError};
 use crate::sample::{Sampler, SamplerConfig};
 use crate::tokenizer::Tokenizer;
 
@@ -25,6 +25,8 @@ pub struct GenerateOptions {
     pub sampler: SamplerConfig,
     /// Keep going past end-of-generation tokens.
     pub ignore_eos: bool,
+    /// Time every brick of every forward pass (see [`crate::model::bricks`]).
+    pub time_bricks: bool,
 }
 
 /// Timings of one generation, in milliseconds.
@@ -46,6 +48,10 @@ pub struct Timings {
     pub decode_tok_per_s: f64,
     /// Per-token latency of each decode step.
     pub decode_token_ms: Vec<f64>,
+    /// Where the prefill time went, brick by brick (when bricks were timed).
+    pub prefill_bricks: Option<Breakdown>,
+    /// Where the decode time went, brick by brick (when bricks were timed).
+    pub decode_bricks: Option<Breakdown>,
 }
 
 /// The result of a generation.
@@ -82,13 +88,21 @@ pub fn generate(
     let mut tokens = Vec::with_capacity(opts.max_tokens);
     let mut stopped_at_eos = false;
 
+    let (mut prefill_bricks, mut decode_bricks) = (BrickTimes::default(), BrickTimes::default());
+
     let start = Instant::now();
-    let mut logits = model.forward(prompt, &mut cache, Logits::Last)?;
+    let mut logits =
+        model.forward_timed(prompt, &mut cache, Logits::Last, opts.time_bricks.then_some(&mut prefill_bricks))?;
     timings.prefill_ms = ms(start);
     for i in 0..opts.max_tokens {
         let step = Instant::now();
         if i > 0 {
-            logits = model.forward(&tokens[i - 1..i], &mut cache, Logits::Last)?;
+            logits = model.forward_timed(
+                &tokens[i - 1..i],
+                &mut cache,
+                Logits::Last,
+                opts.time_bricks.then_some(&mut decode_bricks),
+            )?;
         }
         let token = sampler.sample(&logits);
         if i == 0 {
@@ -109,6 +123,10 @@ pub fn generate(
         timings.decode_tok_per_s = timings.decode_tokens as f64 / (timings.decode_ms / 1e3);
     }
     timings.prefill_tok_per_s = prompt.len() as f64 / (timings.prefill_ms / 1e3);
+    if opts.time_bricks {
+        timings.prefill_bricks = Some(prefill_bricks.breakdown(prompt.len(), timings.prefill_ms));
+        timings.decode_bricks = Some(decode_bricks.breakdown(timings.decode_tokens, timings.decode_ms));
+    }
     let text = tokenizer.decode(&tokens);
     Ok(Generation { prompt_tokens: prompt.to_vec(), tokens, text, stopped_at_eos, timings })
 }
@@ -123,6 +141,7 @@ mod tests {
             max_tokens,
             sampler: SamplerConfig { temperature: 0.0, ..SamplerConfig::default() },
             ignore_eos,
+            time_bricks: false,
         }
     }
 

@@ -108,6 +108,10 @@ enum Command {
         /// Use the scalar reference kernels instead of the fastest ones this CPU supports.
         #[arg(long)]
         reference: bool,
+        /// Time every brick (forward-pass stage) and print the breakdown on stderr
+        /// (always on with --json, which reports it as timings.prefill_bricks / decode_bricks).
+        #[arg(long)]
+        bricks: bool,
         /// Compute backend: cpu, cuda, or auto (the best usable one).
         #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
         backend: String,
@@ -283,6 +287,7 @@ fn run(cli: Cli) -> Result<()> {
             chat,
             ignore_eos,
             reference,
+            bricks,
             backend,
             json,
         } => {
@@ -313,6 +318,7 @@ fn run(cli: Cli) -> Result<()> {
                 max_tokens: n,
                 sampler: SamplerConfig { temperature: temp, top_k, top_p, min_p, seed },
                 ignore_eos,
+                time_bricks: json || bricks,
             };
             let mut stdout = std::io::stdout();
             let mut pending = Vec::new();
@@ -345,10 +351,32 @@ fn run(cli: Cli) -> Result<()> {
                     "prefill: {} tokens in {:.1} ms ({:.1} tok/s) | decode: {} tokens in {:.1} ms ({:.2} tok/s) | ttft {:.1} ms | {} threads, {} kernels",
                     t.prompt_tokens, t.prefill_ms, t.prefill_tok_per_s, t.decode_tokens, t.decode_ms, t.decode_tok_per_s, t.ttft_ms, m.threads(), m.kernels.name()
                 );
+                for (phase, b) in [("prefill", &t.prefill_bricks), ("decode", &t.decode_bricks)] {
+                    if let Some(b) = b {
+                        eprintln!("{}", brick_table(phase, b));
+                    }
+                }
             }
             Ok(())
         }
     }
+}
+
+/// The per-brick breakdown of one phase as a text table.
+fn brick_table(phase: &str, b: &falsify::model::Breakdown) -> String {
+    let mut out = format!(
+        "{phase} bricks ({} tokens, {:.1}% of {:.1} ms inside bricks):\n  {:<12} {:>12} {:>7}",
+        b.tokens,
+        100.0 * b.coverage,
+        b.wall_ms,
+        "brick",
+        "µs/token",
+        "share"
+    );
+    for r in &b.bricks {
+        out += &format!("\n  {:<12} {:>12.1} {:>6.1}%", r.name, r.us_per_token, 100.0 * r.share);
+    }
+    out
 }
 
 fn bench(

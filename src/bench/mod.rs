@@ -187,12 +187,12 @@ pub fn run_engine(model: &Model, tok: &Tokenizer, p: &Protocol, seed: u64) -> Re
         model,
         tok,
         &prompt,
-        &GenerateOptions { max_tokens: 1, sampler: greedy, ignore_eos: true },
+        &GenerateOptions { max_tokens: 1, sampler: greedy, ignore_eos: true, time_bricks: false },
         |_| {},
     )?;
     check_duration("falsify", "prefill", pre.timings.prefill_ms / 1e3)?;
     let dec_prompt = random_prompt(tok, 1, seed ^ 1);
-    let opts = GenerateOptions { max_tokens: p.n_gen + 1, sampler: greedy, ignore_eos: true };
+    let opts = GenerateOptions { max_tokens: p.n_gen + 1, sampler: greedy, ignore_eos: true, time_bricks: false };
     let start = std::time::Instant::now();
     let dec = engine::generate(model, tok, &dec_prompt, &opts, |_| {})?;
     let e2e_ms = start.elapsed().as_secs_f64() * 1e3;

@@ -7,10 +7,12 @@
 //! or the token embedding when the model ties them).
 
 pub mod attention;
+pub mod bricks;
 mod config;
 mod kv_cache;
 pub mod ops;
 
+pub use bricks::{Breakdown, Brick, BrickRow, BrickTimes};
 pub use config::ModelConfig;
 pub use kv_cache::{KvCache, KvType};
 
@@ -21,6 +23,7 @@ use std::sync::Mutex;
 
 use crate::kernels::{Kernels, Pool};
 use crate::quant::{self, Q8_0Rounding, QuantError};
+use bricks::Stopwatch;
 
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
@@ -298,6 +301,19 @@ impl Model {
     /// (`Logits::Last`, `vocab` values) or for every position (`Logits::All`,
     /// `tokens.len() * vocab` values).
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: Logits) -> Result<Vec<f32>, ModelError> {
+        self.forward_timed(tokens, cache, which, None)
+    }
+
+    /// [`Model::forward`], charging the time of every stage to its [`Brick`]
+    /// in `times` when given.
+    pub fn forward_timed(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        which: Logits,
+        times: Option<&mut BrickTimes>,
+    ) -> Result<Vec<f32>, ModelError> {
+        let mut sw = Stopwatch::start(times);
         let c = &self.config;
         let (d, kv, hd, n) = (c.n_embd, c.kv_dim(), c.head_dim, tokens.len());
         if n == 0 {
@@ -311,10 +327,6 @@ impl Model {
         for (&t, row) in tokens.iter().zip(x.chunks_exact_mut(d)) {
             self.embed(t, row)?;
         }
-        let (mut cos, mut sin) = (vec![0.0f32; n * hd / 2], vec![0.0f32; n * hd / 2]);
-        for (t, (cs, sn)) in cos.chunks_exact_mut(hd / 2).zip(sin.chunks_exact_mut(hd / 2)).enumerate() {
-            ops::rope_angles(p0 + t, hd, c.rope_base, cs, sn);
-        }
         let mut h = vec![0.0f32; n * d];
         let (mut q, mut k, mut v) = (vec![0.0f32; n * d], vec![0.0f32; n * kv], vec![0.0f32; n * kv]);
         let mut attn = vec![0.0f32; n * d];
@@ -322,21 +334,30 @@ impl Model {
         let (mut gate, mut up) = (vec![0.0f32; n * c.n_ff], vec![0.0f32; n * c.n_ff]);
         let scale = 1.0 / (hd as f32).sqrt();
         let group = c.n_head / c.n_head_kv;
+        sw.lap(Brick::Embed);
+        let (mut cos, mut sin) = (vec![0.0f32; n * hd / 2], vec![0.0f32; n * hd / 2]);
+        for (t, (cs, sn)) in cos.chunks_exact_mut(hd / 2).zip(sin.chunks_exact_mut(hd / 2)).enumerate() {
+            ops::rope_angles(p0 + t, hd, c.rope_base, cs, sn);
+        }
+        sw.lap(Brick::Rope);
 
         for (li, l) in self.layers.iter().enumerate() {
             h.copy_from_slice(&x);
             h.chunks_exact_mut(d).for_each(|r| ops::rms_norm(r, &l.attn_norm, c.rms_eps));
+            sw.lap(Brick::AttnNorm);
             self.matmul(&l.wq, &h, &mut q);
             self.matmul(&l.wk, &h, &mut k);
             self.matmul(&l.wv, &h, &mut v);
             add_bias(&mut q, &l.bq);
             add_bias(&mut k, &l.bk);
             add_bias(&mut v, &l.bv);
+            sw.lap(Brick::Qkv);
             for t in 0..n {
                 let (cs, sn) = (&cos[t * hd / 2..][..hd / 2], &sin[t * hd / 2..][..hd / 2]);
                 ops::rope_neox(&mut q[t * d..][..d], hd, cs, sn);
                 ops::rope_neox(&mut k[t * kv..][..kv], hd, cs, sn);
             }
+            sw.lap(Brick::Rope);
             cache.write(li, p0, &k, &v);
             for t in 0..n {
                 let ctx = p0 + t + 1; // causal: positions 0..=p0+t
@@ -345,16 +366,20 @@ impl Model {
                     attention::attend(qh, cache, li, (head / group) * hd, ctx, scale, out);
                 }
             }
+            sw.lap(Brick::Attention);
             self.matmul(&l.wo, &attn, &mut o);
             add_into(&mut x, &o);
+            sw.lap(Brick::OProj);
 
             h.copy_from_slice(&x);
             h.chunks_exact_mut(d).for_each(|r| ops::rms_norm(r, &l.ffn_norm, c.rms_eps));
+            sw.lap(Brick::FfnNorm);
             self.matmul(&l.w_gate, &h, &mut gate);
             self.matmul(&l.w_up, &h, &mut up);
             ops::swiglu(&mut gate, &up);
             self.matmul(&l.w_down, &gate, &mut o);
             add_into(&mut x, &o);
+            sw.lap(Brick::Ffn);
         }
         cache.advance(n);
 
@@ -363,8 +388,11 @@ impl Model {
             Logits::All => &mut x,
         };
         rows.chunks_exact_mut(d).for_each(|r| ops::rms_norm(r, &self.output_norm, c.rms_eps));
+        sw.lap(Brick::OutputNorm);
         let mut logits = vec![0.0f32; rows.len() / d * c.vocab_size];
         self.matmul(&self.lm_head, rows, &mut logits);
+        sw.lap(Brick::LmHead);
+        sw.finish();
         Ok(logits)
     }
 }

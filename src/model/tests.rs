@@ -175,3 +175,16 @@ fn missing_tensors_and_keys_are_named() {
     let bytes = GgufWriter::new(3).meta("general.architecture", Value::String("qwen2".into())).to_bytes();
     assert_eq!(load(&bytes).err().unwrap().to_string(), "metadata key \"qwen2.embedding_length\" is missing");
 }
+
+#[test]
+fn timing_bricks_changes_no_logit_and_times_every_brick() {
+    let m = tied_model();
+    let plain = m.forward(&[4, 8, 15], &mut m.new_cache(4), Logits::Last).unwrap();
+    let mut times = BrickTimes::default();
+    let timed = m.forward_timed(&[4, 8, 15], &mut m.new_cache(4), Logits::Last, Some(&mut times)).unwrap();
+    assert_eq!(plain, timed);
+    assert_eq!(times.passes, 1);
+    for b in Brick::ALL {
+        assert!(times.of(b) > 0, "brick {} was never timed", b.name());
+    }
+}

@@ -404,7 +404,7 @@ fn generate(cx: &mut Context, size: &str, sampler: SamplerConfig, threads: usize
     let before = loaded.model.threads();
     loaded.model.set_threads(threads);
     let prompt = loaded.tokenizer.encode("Once upon a time", true);
-    let opts = GenerateOptions { max_tokens: n, sampler, ignore_eos: true };
+    let opts = GenerateOptions { max_tokens: n, sampler, ignore_eos: true, time_bricks: false };
     let g = engine::generate(&loaded.model, &loaded.tokenizer, &prompt, &opts, |_| {});
     loaded.model.set_threads(before);
     Ok(g.map_err(Unmet::failed)?.tokens)
