@@ -556,7 +556,7 @@ fn run_claims(
     settings: falsify::claims::context::Settings,
 ) -> Result<()> {
     use falsify::claims::{checks::Registry, runner, ClaimSet, Context};
-    use falsify::report::run::{BenchRecord, RunReport, Summary, SCHEMA_VERSION};
+    use falsify::report::run::RunReport;
     let registry = Registry::builtin();
     let set = ClaimSet::load_dir(dir, extra, &registry)?;
     let root = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).to_path_buf();
@@ -569,29 +569,10 @@ fn run_claims(
     let results = runner::run_all(&set, &registry, &mut cx, filter, |done, total, r| {
         eprintln!("[{done:>3}/{total}] {}", runner::line(r));
     });
-    let summary = Summary::of(results.iter().map(|r| (r.outcome.verdict, r.points)));
-    let models = ["0.5b", "1.5b"]
-        .iter()
-        .filter_map(|s| cx.model_path(s).ok())
-        .filter_map(|p| ModelFile::describe(&p).ok())
-        .collect();
-    let baselines =
-        cx.llama().ok().and_then(|l| l.provenance()).map(|p| vec![("llama.cpp".to_owned(), p)]).unwrap_or_default();
-    let report = RunReport {
-        schema: SCHEMA_VERSION,
-        provenance: Provenance::collect(settings.threads, models, baselines),
-        settings,
-        claims_files: falsify::claims::spec::files_in(dir)?
-            .iter()
-            .chain(extra)
-            .map(|p| p.display().to_string())
-            .collect(),
-        filter: filter.map(str::to_owned),
-        duration_s: start.elapsed().as_secs_f64(),
-        summary: summary.clone(),
-        claims: results,
-        benches: cx.benches().map(|(s, r)| BenchRecord { spec: s.clone(), result: r.clone() }).collect(),
-    };
+    let files = falsify::claims::spec::files_in(dir)?.iter().chain(extra).map(|p| p.display().to_string()).collect();
+    let report =
+        RunReport::assemble(&mut cx, files, filter.map(str::to_owned), start.elapsed().as_secs_f64(), results);
+    let summary = report.summary.clone();
     let json = serde_json::to_vec_pretty(&report)?;
     let stamp = report.provenance.timestamp;
     let run_file = out.join("runs").join(format!("report-{stamp}.json"));

@@ -14,6 +14,7 @@
 //! llama-bench reports `pp` (prompt) and `tg` (generation) rates by the same
 //! definitions: its `tg` test decodes `n` tokens one at a time.
 
+pub mod bricks;
 pub mod roofline;
 
 use std::path::Path;

@@ -13,9 +13,11 @@ use super::requires::{model_path, on_path, Requirement};
 use super::{Unmet, Verdict};
 use crate::baseline::llama_cpp::{LlamaCpp, LlamaServer};
 use crate::baseline::ollama::Ollama;
+use crate::bench::bricks::BrickProfile;
 use crate::bench::{self, Baseline, BenchResult, LlamaBench, OllamaGenerate, Protocol};
 use crate::model::Model;
 use crate::provenance::{ModelFile, Provenance};
+use crate::report::run::ClaimResult;
 use crate::tokenizer::Tokenizer;
 
 /// How benchmarks are run in this session.
@@ -85,8 +87,9 @@ pub struct Context {
     pub falsify_exe: Option<PathBuf>,
     /// The previous run's report, when there is one.
     pub previous_report: Option<PathBuf>,
-    /// The verdicts so far of a full run (`falsify run`); `None` in per-claim test runs.
-    pub full_run: Option<Vec<Scored>>,
+    /// The results so far of a full run (`falsify run`), for the claims judged
+    /// over the whole run; `None` in per-claim test runs.
+    pub full_run: Option<Vec<ClaimResult>>,
     /// Print progress of long measurements to stderr.
     pub progress: bool,
     models: HashMap<String, Loaded>,
@@ -253,6 +256,24 @@ impl Context {
         self.benches.iter().filter_map(|(s, r)| r.as_ref().ok().map(|r| (s, r)))
     }
 
+    /// Decode's brick profile on the `size` model (64 tokens after a short
+    /// prompt, budgets from the measured read bandwidth), taken once per run.
+    pub fn bricks(&mut self, size: &str) -> Result<BrickProfile, Unmet> {
+        let bandwidth = crate::claims::checks::perf::bandwidth(self)?;
+        let gb_s = crate::stats::Summary::of(&bandwidth).map_err(Unmet::failed)?.median;
+        self.memo(&format!("bricks:{size}"), |cx| {
+            cx.say(format_args!("profiling the {size} model's decode brick by brick (64 tokens)"));
+            let loaded = cx.model(size)?;
+            let prompt = loaded.tokenizer.encode("def quicksort(items):", true);
+            bench::bricks::profile(&loaded.model, &loaded.tokenizer, size, &prompt, 64, gb_s).map_err(Unmet::failed)
+        })
+    }
+
+    /// The brick profile this run has taken, if any (the 0.5B model's first).
+    pub fn brick_profile(&self) -> Option<BrickProfile> {
+        ["0.5b", "1.5b", "7b", "32b"].iter().find_map(|s| self.peek::<BrickProfile>(&format!("bricks:{s}")))
+    }
+
     fn run_bench(&mut self, spec: &BenchSpec) -> Result<BenchResult, Unmet> {
         let s = self.settings;
         let protocol = Protocol {
@@ -318,6 +339,11 @@ impl Context {
         let v = f(self);
         self.memo.insert(key.into(), Box::new(v.clone()));
         v
+    }
+
+    /// The successful result cached under `key`, if one was taken.
+    pub fn peek<T: Clone + 'static>(&self, key: &str) -> Option<T> {
+        self.memo.get(key)?.downcast_ref::<Result<T, Unmet>>()?.as_ref().ok().cloned()
     }
 
     /// A fixture file under `tests/fixtures/`.

@@ -8,7 +8,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use super::checks::Registry;
-use super::context::Scored;
 use super::requires::Requirement;
 use super::spec::{merge, Body, Claim, ClaimSet, Profile};
 use super::{Context, Outcome, Verdict};
@@ -115,8 +114,7 @@ pub fn run_all(
         .chain(chosen.iter().enumerate().filter(|(_, c)| needs_full_run(c)));
     for (i, claim) in order {
         if needs_full_run(claim) {
-            cx.full_run =
-                Some(results.iter().map(|(_, r)| Scored { verdict: r.outcome.verdict, points: r.points }).collect());
+            cx.full_run = Some(results.iter().map(|(_, r)| r.clone()).collect());
         }
         let r = evaluate(claim, set, registry, cx);
         on_result(results.len() + 1, total, &r);

@@ -3,8 +3,11 @@
 //! reads it ([`gate`]). Every file is written atomically (temporary file in the
 //! same directory, then rename), so a reader never sees half a report.
 
+pub mod chart;
 pub mod gate;
 pub mod run;
+pub mod schema;
+pub mod svg;
 
 use std::io::Write;
 use std::path::Path;

@@ -4,10 +4,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::baseline::recorded::{self, Figure};
+use crate::bench::bricks::BrickProfile;
 use crate::bench::BenchResult;
 use crate::claims::context::{BenchSpec, Settings};
+use crate::claims::Context;
 use crate::claims::{Outcome, Verdict};
-use crate::provenance::Provenance;
+use crate::provenance::{ModelFile, Provenance};
 
 /// Version of the report's layout; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -152,11 +155,195 @@ pub struct RunReport {
     pub claims: Vec<ClaimResult>,
     /// Every benchmark taken.
     pub benches: Vec<BenchRecord>,
+    /// Decode's brick profile, when one was taken.
+    #[serde(default)]
+    pub bricks: Option<BrickProfile>,
+    /// Recorded figures (`baselines/recorded.toml`) shown beside live ones,
+    /// always labelled as recorded, with their source.
+    #[serde(default)]
+    pub recorded: Vec<Figure>,
+}
+
+impl RunReport {
+    /// The report of the claims evaluated in `cx` so far: provenance (models
+    /// and baselines in use, hashed once per run), every benchmark and the
+    /// brick profile taken, and the recorded figures from `baselines/`.
+    pub fn assemble(
+        cx: &mut Context,
+        claims_files: Vec<String>,
+        filter: Option<String>,
+        duration_s: f64,
+        claims: Vec<ClaimResult>,
+    ) -> RunReport {
+        let threads = cx.settings.threads;
+        let provenance = cx
+            .memo("provenance", |cx| {
+                let models = ["0.5b", "1.5b", "7b", "32b"]
+                    .iter()
+                    .filter_map(|s| cx.model_path(s).ok())
+                    .filter_map(|p| ModelFile::describe(&p).ok())
+                    .collect();
+                let baselines = cx
+                    .llama()
+                    .ok()
+                    .and_then(|l| l.provenance())
+                    .map(|p| vec![("llama.cpp".to_owned(), p)])
+                    .unwrap_or_default();
+                Ok(Provenance::collect(threads, models, baselines))
+            })
+            .unwrap_or_else(|_| Provenance::collect(threads, Vec::new(), Vec::new()));
+        RunReport {
+            schema: SCHEMA_VERSION,
+            provenance,
+            settings: cx.settings,
+            claims_files,
+            filter,
+            duration_s,
+            summary: Summary::of(claims.iter().map(|r| (r.outcome.verdict, r.points))),
+            claims,
+            benches: cx.benches().map(|(s, r)| BenchRecord { spec: s.clone(), result: r.clone() }).collect(),
+            bricks: cx.brick_profile(),
+            recorded: recorded::load(&cx.root.join("baselines/recorded.toml")).unwrap_or_default(),
+        }
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::bench::{Comparison, Protocol, Series};
+    use crate::claims::{BaselineValue, Evidence};
+    use crate::model::{Brick, BrickTimes};
+    use crate::stats::{self, Interval};
+
+    fn series(engine: &str, metric: &str, unit: &str, samples: Vec<f64>) -> Series {
+        let summary = stats::Summary::of(&samples).unwrap();
+        Series { engine: engine.into(), metric: metric.into(), unit: unit.into(), samples, summary }
+    }
+
+    fn claim(id: &str, category: &str, points: u32, outcome: Outcome) -> ClaimResult {
+        ClaimResult {
+            id: id.into(),
+            title: format!("claim {id}"),
+            category: category.into(),
+            points,
+            check: "bench".into(),
+            params: serde_json::json!({"threshold": 2.0}),
+            profile: None,
+            requires: vec!["model:0.5b".into()],
+            source: format!("claims catalog {id}"),
+            outcome,
+            duration_ms: 1.5,
+        }
+    }
+
+    /// A report shaped like a real run's: a ratio claim with CI and baseline,
+    /// a falsified count, a skip; one interleaved benchmark; a brick profile;
+    /// a recorded figure.
+    pub(crate) fn sample_report() -> RunReport {
+        let ours_decode = vec![26.1, 26.6, 26.3, 25.9, 26.4, 26.2];
+        let theirs_decode = vec![43.1, 43.9, 43.5, 43.6, 44.0, 43.2];
+        let ours_prefill = vec![80.0, 81.5, 79.2, 80.8, 81.1, 80.3];
+        let theirs_prefill = vec![131.0, 129.5, 132.2, 130.1, 131.7, 130.9];
+        let ratio = stats::ratio_of_medians(&ours_decode, &theirs_decode, 0.95, 500, 7).unwrap();
+        let comparison = |metric: &str, a: &[f64], b: &[f64]| Comparison {
+            metric: metric.into(),
+            a: "falsify".into(),
+            b: "llama.cpp".into(),
+            ratio: stats::ratio_of_medians(a, b, 0.95, 500, 7).unwrap(),
+            test: stats::mann_whitney_u(a, b).unwrap(),
+        };
+        let evidence = Evidence {
+            metric: "decode_ratio".into(),
+            unit: "x".into(),
+            value: Some(ratio.ratio),
+            op: Some(">=".into()),
+            threshold: Some(2.0),
+            ci: Some(ratio.ci),
+            n: Some(6),
+            cv: Some(0.01),
+            samples: ours_decode.clone(),
+            baseline: Some(BaselineValue { engine: "llama.cpp".into(), value: 43.55, provenance: None }),
+            details: vec!["protocol: 1 warmup + 6 runs".into()],
+            ..Evidence::default()
+        };
+        let kv = Evidence {
+            metric: "f16_kv_bytes_ratio".into(),
+            unit: "x".into(),
+            value: Some(2.0),
+            op: Some(">=".into()),
+            threshold: Some(1.9),
+            ..Evidence::default()
+        };
+        let claims = vec![
+            claim("F084", "performance", 5, Outcome::measured(Verdict::Falsified, "decode 0.60x", evidence)),
+            claim("F061", "optimization", 1, Outcome::measured(Verdict::Pass, "f16 KV halves the bytes", kv)),
+            claim("F030", "performance", 1, Outcome::skipped("cuda: no CUDA device")),
+        ];
+        let mut times = BrickTimes::default();
+        for (i, b) in Brick::ALL.iter().enumerate() {
+            times.ns[*b as usize] = 1_000 * (i as u64 + 1) * 64;
+        }
+        let mut bytes = [0u64; Brick::ALL.len()];
+        bytes[Brick::Ffn as usize] = 228_000_000;
+        bytes[Brick::LmHead as usize] = 145_000_000;
+        bytes[Brick::Qkv as usize] = 18_000_000;
+        let bricks = BrickProfile {
+            model: "0.5b".into(),
+            threads: 2,
+            read_bandwidth_gb_s: 31.5,
+            allowance: 1.5,
+            decode: times.breakdown(64, 3.9 * 64.0),
+            bricks: crate::bench::bricks::budgets(&bytes, 31.5, 1.5),
+        };
+        let provenance = Provenance::collect(2, Vec::new(), Vec::new());
+        let result = BenchResult {
+            schema: 1,
+            protocol: Protocol { warmup: 1, runs: 6, n_prompt: 32, n_gen: 128, threads: 2, min_sample_ms: 1.0 },
+            series: vec![
+                series("falsify", "prefill_tok_s", "tok/s", ours_prefill.clone()),
+                series("falsify", "decode_tok_s", "tok/s", ours_decode.clone()),
+                series("falsify", "itl_ms", "ms", (0..200).map(|i| 37.0 + f64::from(i % 17) * 0.3).collect()),
+                series("llama.cpp", "prefill_tok_s", "tok/s", theirs_prefill.clone()),
+                series("llama.cpp", "decode_tok_s", "tok/s", theirs_decode.clone()),
+            ],
+            comparisons: vec![
+                comparison("prefill_tok_s", &ours_prefill, &theirs_prefill),
+                comparison("decode_tok_s", &ours_decode, &theirs_decode),
+            ],
+            engine_load_ms: 240.0,
+            engine_peak_rss_bytes: Some(597_508_096),
+            provenance: provenance.clone(),
+        };
+        let recorded = crate::baseline::recorded::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("baselines/recorded.toml"),
+        )
+        .unwrap();
+        RunReport {
+            schema: SCHEMA_VERSION,
+            provenance,
+            settings: Settings { threads: 2, runs: 6, warmup: 1 },
+            claims_files: vec!["claims/performance.toml".into()],
+            filter: None,
+            duration_s: 12.5,
+            summary: Summary::of(claims.iter().map(|c| (c.outcome.verdict, c.points))),
+            claims,
+            benches: vec![BenchRecord {
+                spec: BenchSpec { model: "0.5b".into(), baseline: "llama.cpp".into(), prompt: 32, gen: 128 },
+                result,
+            }],
+            bricks: Some(bricks),
+            recorded,
+        }
+    }
+
+    #[test]
+    fn a_report_survives_a_json_round_trip() {
+        let r = sample_report();
+        let back: RunReport = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&r).unwrap());
+        let _ = Interval { lo: 0.0, hi: 1.0, level: 0.95 };
+    }
 
     #[test]
     fn skips_are_never_counted_as_tested_or_earned() {

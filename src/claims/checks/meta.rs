@@ -108,9 +108,11 @@ impl Check for AggregateScore {
     type Params = ScoreParams;
 
     fn run(p: &ScoreParams, cx: &mut Context) -> Result<Outcome, Unmet> {
-        let verdicts = cx.full_run.clone().ok_or_else(|| {
+        let results = cx.full_run.as_ref().ok_or_else(|| {
             Unmet::Missing("full-run: judged over a whole run's verdicts; `falsify run` evaluates it".into())
         })?;
+        let verdicts: Vec<Scored> =
+            results.iter().map(|r| Scored { verdict: r.outcome.verdict, points: r.points }).collect();
         Ok(judge_score(p, &verdicts))
     }
 }
