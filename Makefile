@@ -4,13 +4,13 @@ MODEL_05B := models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
 MODEL_15B := models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
 LLAMA_DIR := baselines/llama.cpp
 
-.PHONY: help deps model model-1.5b llama-cpp build test claims agree falsify gate fuzz lint clean-models
+.PHONY: help deps model model-1.5b llama-cpp build test claims agree falsify report gate fuzz lint clean-models
 
 help: ## list the targets
 	@grep -E '^[a-z0-9.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "%-12s %s\n", $$1, $$2 }'
 
-deps: ## install the Debian packages the build and the claims need (cmake, curl, strace) when missing
-	@missing=""; for p in cmake curl strace; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+deps: ## install the Debian packages the build, the claims and the browser test need (cmake, curl, strace, chromium) when missing
+	@missing=""; for p in cmake curl strace chromium; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "missing:$$missing (run: sudo apt-get install$$missing)" >&2; exit 1; fi; fi
@@ -49,9 +49,12 @@ lint: ## formatting and clippy, as CI checks them
 fuzz: ## run the GGUF parser fuzz target (FUZZ_SECONDS, default 300)
 	scripts/fuzz.sh $${FUZZ_SECONDS:-300}
 
-falsify: deps model model-1.5b llama-cpp build ## the main job: inputs, build, every claim (reports/latest.json), the gate
+falsify: deps model model-1.5b llama-cpp build ## the main job: inputs, build, every claim, reports (JSON, HTML, SVG, CSV), the gate
 	./target/release/falsify run --runs $${FALSIFY_RUNS:-10}
 	$(MAKE) gate
+
+report: build ## re-render reports/report.html, report.csv and charts/ from reports/latest.json (measures nothing)
+	./target/release/falsify report reports/latest.json --out reports
 
 gate: ## check reports/latest.json against claims/gate.toml (exit 1 naming each failed rule)
 	./target/release/falsify gate reports/latest.json --policy claims/gate.toml

@@ -119,7 +119,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Evaluate the claims and write the report (reports/report.json and reports/latest.json).
+    /// Evaluate the claims and write the reports: report.json, latest.json, history/, report.html, report.csv, charts/*.svg.
     ///
     /// Each claim is judged pass, falsified, inconclusive, skipped (with the reason) or
     /// error. Measurements several claims share (benchmarks, the llama.cpp server) are
@@ -146,6 +146,29 @@ enum Command {
         /// Threads for the engine and the baselines.
         #[arg(long, short = 't', default_value_t = 2)]
         threads: usize,
+    },
+    /// Re-render the HTML, SVG charts and CSV of an existing run report, measuring nothing.
+    ///
+    /// The report is validated against reports/schema/report-v1.json first; a report
+    /// that breaks the schema is refused with every failing path named.
+    Report {
+        /// The report (e.g. reports/latest.json).
+        report: PathBuf,
+        /// Where to write report.html, report.csv and charts/ (its history/ feeds the history chart).
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
+    },
+    /// Show what changed between two run reports: verdicts, claims added or removed,
+    /// and metrics that changed significantly (non-overlapping 95% CIs, or a relative
+    /// change above --min-change where a value has no CI).
+    Diff {
+        /// The older report.
+        old: PathBuf,
+        /// The newer report.
+        new: PathBuf,
+        /// Smallest relative change that counts for values without a CI.
+        #[arg(long, default_value_t = 0.05)]
+        min_change: f64,
     },
     /// Check a run report against the gate policy; exit 1 naming each rule that fails.
     Gate {
@@ -242,6 +265,19 @@ fn run(cli: Cli) -> Result<()> {
             run_claims(&claims, &extra, filter.as_deref(), &out, settings)
         }
         Command::Gate { report, policy } => gate(&report, &policy),
+        Command::Report { report, out } => {
+            let r = read_report(&report, true)?;
+            let (past, warnings) = falsify::report::history::load(&out.join("history"));
+            warnings.iter().for_each(|w| eprintln!("warning: {w}"));
+            for f in falsify::report::write_exports(&r, &out, &past)? {
+                println!("wrote {}", f.display());
+            }
+            Ok(())
+        }
+        Command::Diff { old, new, min_change } => {
+            let (old, new) = (read_report(&old, false)?, read_report(&new, false)?);
+            emit(&falsify::report::diff::diff(&old, &new, min_change).to_string())
+        }
         Command::Bench { model, n_prompt, n_gen, runs, warmup, threads, baseline, ollama_model, json, compare } => {
             if runs < 2 {
                 return Err("need at least 2 measured repetitions (-r) for a confidence interval".into());
@@ -570,31 +606,50 @@ fn run_claims(
         eprintln!("[{done:>3}/{total}] {}", runner::line(r));
     });
     let files = falsify::claims::spec::files_in(dir)?.iter().chain(extra).map(|p| p.display().to_string()).collect();
-    let report =
-        RunReport::assemble(&mut cx, files, filter.map(str::to_owned), start.elapsed().as_secs_f64(), results);
+    let report = RunReport::assemble(&mut cx, files, filter.map(str::to_owned), start.elapsed().as_secs_f64(), results);
     let summary = report.summary.clone();
-    let json = serde_json::to_vec_pretty(&report)?;
-    let stamp = report.provenance.timestamp;
-    let run_file = out.join("runs").join(format!("report-{stamp}.json"));
-    falsify::report::write_atomic(&run_file, &json)?;
+    let doc = serde_json::to_value(&report)?;
+    falsify::report::schema::validate(&doc).map_err(|e| format!("refusing to write an invalid report: {e}"))?;
+    let json = serde_json::to_vec_pretty(&doc)?;
+    let history = falsify::report::history::record(&out.join("history"), &json, report.provenance.timestamp)?;
     falsify::report::write_atomic(&out.join("report.json"), &json)?;
     falsify::report::write_atomic(&latest, &json)?;
+    let (past, warnings) = falsify::report::history::load(&out.join("history"));
+    warnings.iter().for_each(|w| eprintln!("warning: {w}"));
+    let exports = falsify::report::write_exports(&report, out, &past)?;
     let s = &summary;
     println!(
         "{} claims: {} pass, {} falsified, {} inconclusive, {} skipped, {} error | points {}/{} tested, {} total | score {:.1} ({}), {:.1} of total",
         s.total, s.pass, s.falsified, s.inconclusive, s.skipped, s.error, s.points_earned, s.points_tested,
         s.points_total, s.score, s.grade, s.score_of_total
     );
-    println!("report: {} (also {}, {})", out.join("report.json").display(), latest.display(), run_file.display());
+    println!(
+        "report: {} (valid against {}; also {}, {}); {} exports: {}",
+        out.join("report.json").display(),
+        falsify::report::schema::SCHEMA_V1_PATH,
+        latest.display(),
+        history.display(),
+        exports.len(),
+        out.join("report.html").display()
+    );
     Ok(())
+}
+
+/// Reads a run report, optionally validating it against the published schema first.
+fn read_report(path: &std::path::Path, validate: bool) -> Result<falsify::report::run::RunReport> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+    if validate {
+        falsify::report::schema::validate(&doc).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(serde_json::from_value(doc).map_err(|e| format!("{}: not a falsify run report: {e}", path.display()))?)
 }
 
 fn gate(report: &std::path::Path, policy: &std::path::Path) -> Result<()> {
     use falsify::report::gate::{evaluate, Policy};
     let policy = Policy::load(policy)?;
-    let text = std::fs::read_to_string(report).map_err(|e| format!("{}: {e}", report.display()))?;
-    let report: falsify::report::run::RunReport =
-        serde_json::from_str(&text).map_err(|e| format!("not a falsify run report: {e}"))?;
+    let report = read_report(report, true)?;
     let failed = evaluate(&report, &policy);
     let s = &report.summary;
     println!(

@@ -188,14 +188,16 @@ fn bars(name: &'static str, title: &str, x_desc: &str, rows: &[Bar], extra: Vec<
                 .label("claim threshold")
                 .legend(|(x, y)| PathElement::new(vec![(x + 6, y - 6), (x + 6, y + 6)], THRESHOLD.stroke_width(3)));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|x| e(&x))
-            .map_err(err(name))?;
+        if !rows.is_empty() {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.9))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|x| e(&x))
+                .map_err(err(name))?;
+        }
         root.present().map_err(|x| e(&x)).map_err(err(name))?;
     }
     let mut values = rows.iter().map(|r| Plotted { label: r.label.clone(), value: r.value }).collect::<Vec<_>>();
@@ -217,7 +219,14 @@ pub fn throughput(r: &RunReport) -> Result<Chart, ChartError> {
             for s in b.result.series.iter().filter(|s| s.metric == metric) {
                 let live = s.engine == "falsify";
                 rows.push(Bar {
-                    label: format!("{} p{}/n{} {} · {}", b.spec.model, b.spec.prompt, b.spec.gen, short(metric), s.engine),
+                    label: format!(
+                        "{} p{}/n{} {} · {}",
+                        b.spec.model,
+                        b.spec.prompt,
+                        b.spec.gen,
+                        short(metric),
+                        s.engine
+                    ),
                     value: s.summary.mean,
                     ci: Some((s.summary.mean_ci95.lo, s.summary.mean_ci95.hi)),
                     color: if live { LIVE } else { BASELINE },
@@ -225,9 +234,17 @@ pub fn throughput(r: &RunReport) -> Result<Chart, ChartError> {
                     threshold: None,
                 });
             }
-            for f in r.recorded.iter().filter(|f| f.metric == metric && f.model.contains(&format!("-{}-", b.spec.model))) {
+            for f in
+                r.recorded.iter().filter(|f| f.metric == metric && f.model.contains(&format!("-{}-", b.spec.model)))
+            {
                 rows.push(Bar {
-                    label: format!("{} {} · {} RECORDED, {}", b.spec.model, short(metric), f.engine, f.hardware.replace("NVIDIA GeForce ", "")),
+                    label: format!(
+                        "{} {} · {} RECORDED, {}",
+                        b.spec.model,
+                        short(metric),
+                        f.engine,
+                        f.hardware.replace("NVIDIA GeForce ", "")
+                    ),
                     value: f.value,
                     ci: f.sd.map(|sd| (f.value - 1.96 * sd, f.value + 1.96 * sd)),
                     color: RECORDED,
@@ -305,7 +322,11 @@ pub fn bricks(r: &RunReport) -> Result<Chart, ChartError> {
 pub fn latency(r: &RunReport) -> Result<Chart, ChartError> {
     const NAME: &str = "latency";
     let series = r.benches.iter().find_map(|b| {
-        b.result.series.iter().find(|s| s.metric == "itl_ms").map(|s| (format!("{} p{}/n{}", b.spec.model, b.spec.prompt, b.spec.gen), s))
+        b.result
+            .series
+            .iter()
+            .find(|s| s.metric == "itl_ms")
+            .map(|s| (format!("{} p{}/n{}", b.spec.model, b.spec.prompt, b.spec.gen), s))
     });
     let mut svg = String::new();
     let mut values = Vec::new();
@@ -317,7 +338,11 @@ pub fn latency(r: &RunReport) -> Result<Chart, ChartError> {
             Some((what, s)) => {
                 let m = &s.summary;
                 let marks = [("p50", m.median), ("p99", m.p99), ("p999", m.p999)];
-                (format!("Per-token decode latency, {what} ({} tokens)", s.samples.len()), s.samples.as_slice(), marks.to_vec())
+                (
+                    format!("Per-token decode latency, {what} ({} tokens)", s.samples.len()),
+                    s.samples.as_slice(),
+                    marks.to_vec(),
+                )
             }
             None => ("Per-token decode latency: no decode benchmark in this report".into(), &[][..], Vec::new()),
         };
@@ -366,7 +391,10 @@ pub fn latency(r: &RunReport) -> Result<Chart, ChartError> {
                 .draw_series(std::iter::once(Text::new(
                     format!("{name} {}", label(*v)),
                     // Right of the line, or left of it near the right edge.
-                    (if *v > lo + 0.75 * (hi - lo) { *v - 0.14 * (hi - lo) } else { *v }, y_max * (0.95 - 0.07 * i as f64)),
+                    (
+                        if *v > lo + 0.75 * (hi - lo) { *v - 0.14 * (hi - lo) } else { *v },
+                        y_max * (0.95 - 0.07 * i as f64),
+                    ),
                     (FONT, 13),
                 )))
                 .map_err(|x| e(&x))
@@ -417,8 +445,9 @@ pub fn scoreboard(r: &RunReport) -> Result<Chart, ChartError> {
         label(s.score),
         s.grade
     );
-    let points = [("points earned", s.points_earned), ("points tested", s.points_tested), ("points total", s.points_total)]
-        .map(|(what, v)| Plotted { label: what.into(), value: f64::from(v) });
+    let points =
+        [("points earned", s.points_earned), ("points tested", s.points_tested), ("points total", s.points_total)]
+            .map(|(what, v)| Plotted { label: what.into(), value: f64::from(v) });
     bars("scoreboard", &title, "claims (count)", &rows, points.to_vec())
 }
 
@@ -430,25 +459,31 @@ pub fn history(r: &RunReport, past: &[RunReport]) -> Result<Chart, ChartError> {
         runs.push(r);
     }
     runs.sort_by_key(|p| p.provenance.timestamp);
-    let metric = |p: &RunReport, id: &str| {
-        p.claims.iter().find(|c| c.id == id).and_then(|c| c.outcome.evidence.as_ref()).and_then(|e| e.value)
-    };
-    let lines: [(&str, RGBColor, Box<dyn Fn(&RunReport) -> Option<f64>>); 3] = [
-        ("score (0–100)", LIVE, Box::new(|p: &RunReport| Some(p.summary.score))),
-        ("F084 decode ratio × 100", BASELINE, Box::new(move |p: &RunReport| metric(p, "F084").map(|v| v * 100.0))),
-        ("F035 prefill ratio × 100", RGBColor(0x2c, 0xa0, 0x2c), Box::new(move |p: &RunReport| metric(p, "F035").map(|v| v * 100.0))),
+    // Each line: its legend, colour, and the claim whose ratio it plots (none: the score).
+    let lines = [
+        ("score (0–100)", LIVE, None),
+        ("F084 decode ratio × 100", BASELINE, Some("F084")),
+        ("F035 prefill ratio × 100", RGBColor(0x2c, 0xa0, 0x2c), Some("F035")),
     ];
+    let value = |p: &RunReport, claim: Option<&str>| match claim {
+        None => Some(p.summary.score),
+        Some(id) => p
+            .claims
+            .iter()
+            .find(|c| c.id == id)
+            .and_then(|c| c.outcome.evidence.as_ref())
+            .and_then(|e| e.value)
+            .map(|v| v * 100.0),
+    };
     let mut values = Vec::new();
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, 420)).into_drawing_area();
         let e = |x: &dyn std::fmt::Display| x.to_string();
         root.fill(&WHITE).map_err(|x| e(&x)).map_err(err(NAME))?;
-        let y_max = runs
-            .iter()
-            .flat_map(|p| lines.iter().filter_map(move |(_, _, f)| f(p)))
-            .fold(100.0f64, f64::max)
-            * 1.1;
+        let y_max =
+            runs.iter().flat_map(|p| lines.iter().filter_map(move |(_, _, c)| value(p, *c))).fold(100.0f64, f64::max)
+                * 1.1;
         let n = runs.len();
         let mut chart = ChartBuilder::on(&root)
             .caption(format!("History over the last {n} run(s) in reports/history/"), (FONT, 20))
@@ -467,9 +502,9 @@ pub fn history(r: &RunReport, past: &[RunReport]) -> Result<Chart, ChartError> {
             .draw()
             .map_err(|x| e(&x))
             .map_err(err(NAME))?;
-        for (name, color, f) in &lines {
+        for (name, color, claim) in &lines {
             let points: Vec<(f64, f64)> =
-                runs.iter().enumerate().filter_map(|(i, p)| f(p).map(|v| (i as f64, v))).collect();
+                runs.iter().enumerate().filter_map(|(i, p)| value(p, *claim).map(|v| (i as f64, v))).collect();
             let color = *color;
             chart
                 .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)).point_size(4))
@@ -510,7 +545,15 @@ mod tests {
 
     #[test]
     fn labels_keep_four_significant_digits() {
-        let cases = [(0.6045, "0.6045"), (26.336, "26.34"), (43.5639, "43.56"), (1280.0, "1280"), (0.0, "0"), (2.0, "2"), (-0.25, "-0.2500")];
+        let cases = [
+            (0.6045, "0.6045"),
+            (26.336, "26.34"),
+            (43.5639, "43.56"),
+            (1280.0, "1280"),
+            (0.0, "0"),
+            (2.0, "2"),
+            (-0.25, "-0.2500"),
+        ];
         for (v, s) in cases {
             assert_eq!(label(v), s, "{v}");
         }

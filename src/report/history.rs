@@ -1,0 +1,76 @@
+//! `reports/history/`: every run's report, kept for the history chart and for
+//! `falsify diff`; only the newest [`KEEP`] are kept.
+
+use std::path::{Path, PathBuf};
+
+use super::run::RunReport;
+
+/// How many reports the history keeps.
+pub const KEEP: usize = 50;
+
+/// Stores a run's JSON as `dir/report-<stamp>.json` (atomically), then
+/// removes the oldest reports beyond [`KEEP`]. Returns the file written.
+pub fn record(dir: &Path, json: &[u8], stamp: u64) -> std::io::Result<PathBuf> {
+    let path = dir.join(format!("report-{stamp:012}.json"));
+    super::write_atomic(&path, json)?;
+    let mut kept = files(dir)?;
+    kept.sort();
+    let excess = kept.len().saturating_sub(KEEP);
+    for old in &kept[..excess] {
+        std::fs::remove_file(old)?;
+    }
+    Ok(path)
+}
+
+fn files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    Ok(std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("report-") && n.ends_with(".json"))
+        })
+        .collect())
+}
+
+/// The reports in `dir`, oldest first, and a warning for each file that is
+/// not a readable report (it is left out, never fatal). A missing directory is an empty history.
+pub fn load(dir: &Path) -> (Vec<RunReport>, Vec<String>) {
+    let Ok(paths) = files(dir) else { return (Vec::new(), Vec::new()) };
+    let mut reports = Vec::new();
+    let mut warnings = Vec::new();
+    for p in paths {
+        match std::fs::read_to_string(&p)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+        {
+            Ok(r) => reports.push(r),
+            Err(e) => warnings.push(format!("{}: left out of the history: {e}", p.display())),
+        }
+    }
+    reports.sort_by_key(|r: &RunReport| r.provenance.timestamp);
+    (reports, warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::run::tests::sample_report;
+
+    #[test]
+    fn keeps_the_newest_and_skips_unreadable_files() {
+        let dir = std::env::temp_dir().join(format!("falsify-history-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut r = sample_report();
+        for stamp in 0..(KEEP as u64 + 3) {
+            r.provenance.timestamp = 1000 + stamp;
+            record(&dir, &serde_json::to_vec(&r).unwrap(), 1000 + stamp).unwrap();
+        }
+        std::fs::write(dir.join("report-999999999999.json"), "{not json").unwrap();
+        let (reports, warnings) = load(&dir);
+        assert_eq!(reports.len(), KEEP);
+        assert_eq!(reports[0].provenance.timestamp, 1003, "the three oldest were removed");
+        assert!(reports.windows(2).all(|w| w[0].provenance.timestamp < w[1].provenance.timestamp));
+        assert_eq!(warnings.len(), 1);
+        assert!(load(&dir.join("absent")).0.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
