@@ -3,6 +3,7 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+pub mod packed;
 mod pool;
 
 pub use pool::Pool;
@@ -87,6 +88,59 @@ impl Kernels {
 }
 
 impl Kernels {
+    /// Whether this implementation computes with [`packed`] weights.
+    pub fn uses_packed(self) -> bool {
+        self == Kernels::Avx2
+    }
+
+    /// `out[t] = row r of w · acts[t]` for a packed matrix, with each activation
+    /// row's [`packed::ActScales`]. The scalar implementation decodes the
+    /// packed layout block by block, as the reference does the GGUF blocks.
+    pub fn dot_packed_many(
+        self,
+        w: &packed::PackedMatrix,
+        r: usize,
+        acts: &[&[u8]],
+        scales: &[&packed::ActScales],
+        out: &mut [f32],
+    ) {
+        let row = w.row(r);
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2 => {
+                assert!(avx2_available(), "AVX2 kernels chosen on a CPU without AVX2, FMA and F16C");
+                let mut i = 0;
+                while i + 4 <= acts.len() {
+                    let (a, s) = (&acts[i..i + 4], &scales[i..i + 4]);
+                    // SAFETY: AVX2, FMA and F16C are available (asserted above).
+                    let r = unsafe {
+                        avx2::dot_packed(w.format, row, w.blocks, [a[0], a[1], a[2], a[3]], [s[0], s[1], s[2], s[3]])
+                    };
+                    out[i..i + 4].copy_from_slice(&r);
+                    i += 4;
+                }
+                for t in i..acts.len() {
+                    // SAFETY: AVX2, FMA and F16C are available (asserted above).
+                    out[t] = unsafe { avx2::dot_packed(w.format, row, w.blocks, [acts[t]], [scales[t]]) }[0];
+                }
+            }
+            _ => {
+                for (o, a) in out.iter_mut().zip(acts) {
+                    *o = (0..w.blocks).fold(0.0f32, |acc, b| {
+                        let v = packed::block_values(w.format, row, w.blocks, b);
+                        let sumi: i32 = v
+                            .iter()
+                            .zip(&a[34 * b + 2..34 * b + 34])
+                            .map(|(&x, &y)| i32::from(x) * i32::from(y as i8))
+                            .sum();
+                        let da = half::f16::from_le_bytes([a[34 * b], a[34 * b + 1]]).to_f32();
+                        (sumi as f32).mul_add(packed::block_scale(row, b) * da, acc)
+                    });
+                }
+            }
+        }
+    }
+
     /// Wrapping sum of `words`: a streaming read that measures read bandwidth.
     pub fn sum_words(self, words: &[u64]) -> u64 {
         match self {

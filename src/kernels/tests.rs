@@ -107,3 +107,39 @@ fn the_streaming_sum_matches_the_scalar_sum() {
         assert_eq!(Kernels::detect().sum_words(&words), Kernels::Scalar.sum_words(&words), "n = {n}");
     }
 }
+
+#[test]
+fn packed_kernels_match_the_reference_on_the_gguf_blocks() {
+    use super::packed::{ActScales, PackedMatrix};
+    let mut rng = SplitMix64(21);
+    for ty in [TensorType::Q5_0, TensorType::Q8_0] {
+        for blocks in [1usize, 3, 8, 9, 28, 152] {
+            let cols = 32 * blocks;
+            let rows = 3;
+            let w = random_weights(&mut rng, ty, rows * cols);
+            let p = PackedMatrix::pack(ty, rows, cols, &w).unwrap();
+            let acts: Vec<Vec<u8>> = (0..6).map(|i| activations(&mut rng, ty, cols, i == 2)).collect();
+            let act_refs: Vec<&[u8]> = acts.iter().map(Vec::as_slice).collect();
+            let scales: Vec<ActScales> = acts.iter().map(|a| ActScales::of(a)).collect();
+            let scale_refs: Vec<&ActScales> = scales.iter().collect();
+            for k in [Kernels::Scalar, Kernels::detect()] {
+                for r in 0..rows {
+                    let src_row = ty.row_bytes(cols).unwrap();
+                    let src = &w[r * src_row..][..src_row];
+                    let mut out = vec![0.0f32; acts.len()];
+                    k.dot_packed_many(&p, r, &act_refs, &scale_refs, &mut out);
+                    for (t, a) in acts.iter().enumerate() {
+                        let want = quant::dot(ty, src, a);
+                        let tol = 2e-5 * want.abs().max(1.0);
+                        assert!(
+                            (out[t] - want).abs() <= tol,
+                            "{ty} {} blocks {blocks} row {r} act {t}: {} vs {want}",
+                            k.name(),
+                            out[t]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

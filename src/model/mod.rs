@@ -21,6 +21,7 @@ use std::path::Path;
 use crate::gguf::{GgufError, GgufFile, TensorInfo};
 use std::sync::Mutex;
 
+use crate::kernels::packed::{ActScales, PackedMatrix};
 use crate::kernels::{Kernels, Pool};
 use crate::quant::{self, Q8_0Rounding, QuantError};
 use bricks::Stopwatch;
@@ -98,6 +99,8 @@ pub struct Matrix {
     pub cols: usize,
     /// Bytes per row.
     pub row_bytes: usize,
+    /// The rows repacked for the fast kernels, when the format has a packed layout.
+    pub packed: Option<std::sync::Arc<PackedMatrix>>,
 }
 
 /// The weights of one transformer block (norms and biases copied out as f32).
@@ -181,7 +184,7 @@ impl Model {
                 .ty
                 .row_bytes(cols)
                 .ok_or_else(|| ModelError::Quant { name: name.into(), source: QuantError::Unsupported(info.ty) })?;
-            Ok(Matrix { info: info.clone(), rows, cols, row_bytes })
+            Ok(Matrix { info: info.clone(), rows, cols, row_bytes, packed: None })
         };
         let vector = |name: &str, n: usize| -> Result<Vec<f32>, ModelError> {
             let info = file.header.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.into()))?;
@@ -218,17 +221,17 @@ impl Model {
             None => token_embd.clone(),
         };
         let pool = Pool::new(std::thread::available_parallelism().map_or(1, |n| n.get()));
-        Ok(Model {
-            file,
-            config,
-            token_embd,
-            layers,
-            output_norm,
-            lm_head,
-            pool,
-            kv_type: KvType::default(),
-            kernels: Kernels::detect(),
-        })
+        let kernels = Kernels::detect();
+        let mut lm_head = lm_head;
+        if kernels.uses_packed() {
+            let mut all: Vec<&mut Matrix> = layers
+                .iter_mut()
+                .flat_map(|l| [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w_gate, &mut l.w_up, &mut l.w_down])
+                .collect();
+            all.push(&mut lm_head);
+            pack_all(&file, &mut all, pool.threads());
+        }
+        Ok(Model { file, config, token_embd, layers, output_norm, lm_head, pool, kv_type: KvType::default(), kernels })
     }
 
     /// Threads used for matrix products.
@@ -266,34 +269,97 @@ impl Model {
     /// `out[t][r] = W[r] · xs[t]` for every row `r` of `m` and every input row `t`
     /// (`xs` holds rows of `m.cols`, `out` rows of `m.rows`), split across threads by rows.
     pub(crate) fn matmul(&self, m: &Matrix, xs: &[f32], out: &mut [f32]) {
-        let n_tok = xs.len() / m.cols;
-        let at = quant::dot_type(m.info.ty).expect("checked at load");
-        let a_bytes = at.row_bytes(m.cols).expect("checked at load");
+        self.matmul_group(&[m], xs, &mut [out]);
+    }
+
+    /// [`Model::matmul`] for several matrices that read the same input: the input
+    /// is quantized once and all their rows are shared out in one dispatch, split
+    /// across threads by bytes. Matrices whose activation types differ run one by one.
+    pub(crate) fn matmul_group(&self, ms: &[&Matrix], xs: &[f32], outs: &mut [&mut [f32]]) {
+        let cols = ms[0].cols;
+        let at = quant::dot_type(ms[0].info.ty).expect("checked at load");
+        if ms.iter().any(|m| m.cols != cols || quant::dot_type(m.info.ty).ok() != Some(at)) {
+            for (m, out) in ms.iter().zip(outs.iter_mut()) {
+                self.matmul(m, xs, out);
+            }
+            return;
+        }
+        let n_tok = xs.len() / cols;
+        let a_bytes = at.row_bytes(cols).expect("checked at load");
         let mut acts = vec![0u8; a_bytes * n_tok];
-        for (x, a) in xs.chunks_exact(m.cols).zip(acts.chunks_exact_mut(a_bytes)) {
+        for (x, a) in xs.chunks_exact(cols).zip(acts.chunks_exact_mut(a_bytes)) {
             quant::quantize_with(at, x, a, Q8_0Rounding::CpuRuntime).expect("sizes checked at load");
         }
-        let w = self.rows(m);
-        // Rows-major result per output row, so each thread owns a contiguous range.
-        let mut by_row = vec![0.0f32; m.rows * n_tok];
-        let chunk_rows = m.rows.div_ceil(self.pool.threads());
-        let kernels = self.kernels;
+        let packed: Vec<Option<&PackedMatrix>> =
+            ms.iter().map(|m| m.packed.as_deref().filter(|_| self.kernels.uses_packed())).collect();
+        let scales: Vec<ActScales> = match packed.iter().any(Option::is_some) {
+            true => acts.chunks_exact(a_bytes).map(ActScales::of).collect(),
+            false => Vec::new(),
+        };
+        let scale_refs: Vec<&ActScales> = scales.iter().collect();
         let act_rows: Vec<&[u8]> = acts.chunks_exact(a_bytes).collect();
-        let chunks: Vec<Mutex<&mut [f32]>> = by_row.chunks_mut(chunk_rows * n_tok).map(Mutex::new).collect();
-        self.pool.run(&|ci| {
-            let Some(chunk) = chunks.get(ci) else { return };
-            let mut chunk = chunk.lock().unwrap_or_else(|e| e.into_inner());
-            for (i, res) in chunk.chunks_exact_mut(n_tok).enumerate() {
-                let r = ci * chunk_rows + i;
-                kernels.dot_many(m.info.ty, &w[r * m.row_bytes..][..m.row_bytes], &act_rows, res);
+        // Global row g of the group is row g - first[i] of matrix i.
+        let first: Vec<usize> = ms.iter().scan(0, |acc, m| Some(std::mem::replace(acc, *acc + m.rows))).collect();
+        let total_rows: usize = ms.iter().map(|m| m.rows).sum();
+        // Small pieces of about equal bytes, taken by whichever thread is free,
+        // so that both finish together even when one is slowed down.
+        let bounds = split_by_bytes(ms, self.pool.threads() * PIECES_PER_THREAD);
+        // Row-major results per global row, so each piece owns a contiguous range.
+        let mut by_row = vec![0.0f32; total_rows * n_tok];
+        let mut parts: Vec<Mutex<&mut [f32]>> = Vec::with_capacity(bounds.len());
+        let mut rest: &mut [f32] = &mut by_row;
+        for w in bounds.windows(2) {
+            let (head, tail) = rest.split_at_mut((w[1] - w[0]) * n_tok);
+            parts.push(Mutex::new(head));
+            rest = tail;
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let kernels = self.kernels;
+        self.pool.run(&|_| loop {
+            let pi = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(part) = parts.get(pi) else { return };
+            let mut part = part.lock().unwrap_or_else(|e| e.into_inner());
+            for (i, res) in part.chunks_exact_mut(n_tok).enumerate() {
+                let g = bounds[pi] + i;
+                let mi = first.iter().rposition(|&f| f <= g).expect("row 0 belongs to the first matrix");
+                let (m, r) = (ms[mi], g - first[mi]);
+                match packed[mi] {
+                    Some(p) => kernels.dot_packed_many(p, r, &act_rows, &scale_refs, res),
+                    None => {
+                        kernels.dot_many(m.info.ty, &self.rows(m)[r * m.row_bytes..][..m.row_bytes], &act_rows, res)
+                    }
+                }
             }
         });
-        drop(chunks);
-        for (r, res) in by_row.chunks_exact(n_tok).enumerate() {
-            for (t, &y) in res.iter().enumerate() {
-                out[t * m.rows + r] = y;
+        drop(parts);
+        for ((m, out), &f) in ms.iter().zip(outs.iter_mut()).zip(&first) {
+            for r in 0..m.rows {
+                for (t, &y) in by_row[(f + r) * n_tok..][..n_tok].iter().enumerate() {
+                    out[t * m.rows + r] = y;
+                }
             }
         }
+    }
+
+    /// Causal attention of every head of every query row in `q` (rows at
+    /// positions `p0..`) over layer `li` of the cache, into `out`; the
+    /// (token, head) pairs are shared out across the threads.
+    fn attend_all(&self, q: &[f32], cache: &KvCache, li: usize, p0: usize, scale: f32, out: &mut [f32]) {
+        let c = &self.config;
+        let (hd, n_head, group) = (c.head_dim, c.n_head, c.n_head / c.n_head_kv);
+        let pairs = q.len() / hd;
+        let share = pairs.div_ceil(self.pool.threads());
+        let parts: Vec<Mutex<&mut [f32]>> = out.chunks_mut(share * hd).map(Mutex::new).collect();
+        self.pool.run(&|ci| {
+            let Some(part) = parts.get(ci) else { return };
+            let mut part = part.lock().unwrap_or_else(|e| e.into_inner());
+            for (i, o) in part.chunks_exact_mut(hd).enumerate() {
+                let pair = ci * share + i;
+                let (t, head) = (pair / n_head, pair % n_head);
+                let ctx = p0 + t + 1; // causal: positions 0..=p0+t
+                attention::attend(&q[pair * hd..][..hd], cache, li, (head / group) * hd, ctx, scale, o);
+            }
+        });
     }
 
     /// Runs `tokens` (at positions `cache.len()..`) through the model, appending
@@ -333,7 +399,6 @@ impl Model {
         let mut o = vec![0.0f32; n * d];
         let (mut gate, mut up) = (vec![0.0f32; n * c.n_ff], vec![0.0f32; n * c.n_ff]);
         let scale = 1.0 / (hd as f32).sqrt();
-        let group = c.n_head / c.n_head_kv;
         sw.lap(Brick::Embed);
         let (mut cos, mut sin) = (vec![0.0f32; n * hd / 2], vec![0.0f32; n * hd / 2]);
         for (t, (cs, sn)) in cos.chunks_exact_mut(hd / 2).zip(sin.chunks_exact_mut(hd / 2)).enumerate() {
@@ -345,9 +410,7 @@ impl Model {
             h.copy_from_slice(&x);
             h.chunks_exact_mut(d).for_each(|r| ops::rms_norm(r, &l.attn_norm, c.rms_eps));
             sw.lap(Brick::AttnNorm);
-            self.matmul(&l.wq, &h, &mut q);
-            self.matmul(&l.wk, &h, &mut k);
-            self.matmul(&l.wv, &h, &mut v);
+            self.matmul_group(&[&l.wq, &l.wk, &l.wv], &h, &mut [&mut q, &mut k, &mut v]);
             add_bias(&mut q, &l.bq);
             add_bias(&mut k, &l.bk);
             add_bias(&mut v, &l.bv);
@@ -359,13 +422,7 @@ impl Model {
             }
             sw.lap(Brick::Rope);
             cache.write(li, p0, &k, &v);
-            for t in 0..n {
-                let ctx = p0 + t + 1; // causal: positions 0..=p0+t
-                for head in 0..c.n_head {
-                    let (qh, out) = (&q[t * d + head * hd..][..hd], &mut attn[t * d + head * hd..][..hd]);
-                    attention::attend(qh, cache, li, (head / group) * hd, ctx, scale, out);
-                }
-            }
+            self.attend_all(&q, cache, li, p0, scale, &mut attn);
             sw.lap(Brick::Attention);
             self.matmul(&l.wo, &attn, &mut o);
             add_into(&mut x, &o);
@@ -374,8 +431,7 @@ impl Model {
             h.copy_from_slice(&x);
             h.chunks_exact_mut(d).for_each(|r| ops::rms_norm(r, &l.ffn_norm, c.rms_eps));
             sw.lap(Brick::FfnNorm);
-            self.matmul(&l.w_gate, &h, &mut gate);
-            self.matmul(&l.w_up, &h, &mut up);
+            self.matmul_group(&[&l.w_gate, &l.w_up], &h, &mut [&mut gate, &mut up]);
             ops::swiglu(&mut gate, &up);
             self.matmul(&l.w_down, &gate, &mut o);
             add_into(&mut x, &o);
@@ -395,6 +451,45 @@ impl Model {
         sw.finish();
         Ok(logits)
     }
+}
+
+/// Pieces of work per thread in a matrix product.
+const PIECES_PER_THREAD: usize = 1;
+
+/// Boundaries (global row indices, at most `parts + 1` of them) that cut the
+/// group's rows into contiguous pieces of about equal bytes.
+fn split_by_bytes(ms: &[&Matrix], parts: usize) -> Vec<usize> {
+    let total: usize = ms.iter().map(|m| m.rows * m.row_bytes).sum();
+    let total_rows: usize = ms.iter().map(|m| m.rows).sum();
+    let mut bounds = vec![0];
+    let (mut row, mut bytes) = (0, 0);
+    for m in ms {
+        for _ in 0..m.rows {
+            row += 1;
+            bytes += m.row_bytes;
+            if bounds.len() < parts && bytes * parts >= total * bounds.len() {
+                bounds.push(row);
+            }
+        }
+    }
+    bounds.push(total_rows);
+    bounds.dedup();
+    bounds
+}
+
+/// Repacks every matrix whose format has a packed layout, spread over `threads` threads.
+fn pack_all(file: &GgufFile, matrices: &mut [&mut Matrix], threads: usize) {
+    let share = matrices.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|s| {
+        for part in matrices.chunks_mut(share) {
+            s.spawn(move || {
+                for m in part.iter_mut() {
+                    let bytes = file.tensor_data(&m.info);
+                    m.packed = PackedMatrix::pack(m.info.ty, m.rows, m.cols, bytes).map(std::sync::Arc::new);
+                }
+            });
+        }
+    });
 }
 
 fn add_bias(rows: &mut [f32], bias: &[f32]) {
