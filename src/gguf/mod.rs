@@ -505,6 +505,17 @@ impl GgufFile {
         &self.mmap[info.offset as usize..(info.offset + info.size) as usize]
     }
 
+    /// Lets the OS drop the resident pages of a tensor whose data has been
+    /// copied elsewhere (e.g. repacked); touching it again reads it back from
+    /// the file. A hint: failure changes nothing but memory use.
+    pub fn release(&self, info: &TensorInfo) {
+        // SAFETY: the map is read-only and never written through, so dropping its
+        // pages loses nothing: a later access faults them back in from the file.
+        let _ = unsafe {
+            self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, info.offset as usize, info.size as usize)
+        };
+    }
+
     /// The file's size in bytes.
     pub fn len(&self) -> u64 {
         self.mmap.len() as u64

@@ -486,6 +486,10 @@ fn pack_all(file: &GgufFile, matrices: &mut [&mut Matrix], threads: usize) {
                 for m in part.iter_mut() {
                     let bytes = file.tensor_data(&m.info);
                     m.packed = PackedMatrix::pack(m.info.ty, m.rows, m.cols, bytes).map(std::sync::Arc::new);
+                    if m.packed.is_some() {
+                        // The fast kernels read the packed copy; the scalar reference reads the file again.
+                        file.release(&m.info);
+                    }
                 }
             });
         }

@@ -110,7 +110,9 @@ impl Check for AllocPerToken {
 
 /// Judges net heap growth over the measured decode steps.
 pub fn judge_growth(p: &DecodeParams, s: &Stats) -> Outcome {
-    let net = s.bytes_allocated as f64 - s.bytes_deallocated as f64 + s.bytes_reallocated as f64;
+    // stats_alloc already counts a realloc's growth as allocated and its shrinking
+    // as freed (`bytes_reallocated` is the same growth again, for information).
+    let net = s.bytes_allocated as f64 - s.bytes_deallocated as f64;
     let mut q = Quantity::new("heap_growth", "bytes", net);
     q.n = p.steps;
     let q = q.detail(format!(

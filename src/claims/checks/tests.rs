@@ -251,6 +251,9 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
         ("memory_growth", || {
             let p = resources::DecodeParams { model: "0.5b".into(), warmup: 1, steps: 900, op: Op::Le, threshold: 0.0 };
             let s = |a, d| stats_alloc::Stats { bytes_allocated: a, bytes_deallocated: d, ..Default::default() };
+            // A Vec that grew by reallocation and was freed: its growth is in both counters.
+            let regrown = stats_alloc::Stats { bytes_reallocated: 4096, ..s(5096, 5096) };
+            assert_eq!(resources::judge_growth(&p, &regrown).verdict, Verdict::Pass);
             (resources::judge_growth(&p, &s(1000, 1000)), resources::judge_growth(&p, &s(90_000, 1000)))
         }),
         ("kv_memory", || {
