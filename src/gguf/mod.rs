@@ -512,7 +512,11 @@ impl GgufFile {
         // SAFETY: the map is read-only and never written through, so dropping its
         // pages loses nothing: a later access faults them back in from the file.
         let _ = unsafe {
-            self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, info.offset as usize, info.size as usize)
+            self.mmap.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                info.offset as usize,
+                info.size as usize,
+            )
         };
     }
 
