@@ -14,46 +14,69 @@ use super::kv_cache::{KvCache, KvType};
 /// Writes into `out` the attention of query `q` (one head) over positions
 /// `0..ctx` of `layer`, reading the KV head whose elements start at `kv_offset`.
 pub fn attend(q: &[f32], cache: &KvCache, layer: usize, kv_offset: usize, ctx: usize, scale: f32, out: &mut [f32]) {
-    let hd = q.len();
+    attend_group(q, q.len(), cache, layer, kv_offset, ctx, scale, out);
+}
+
+/// [`attend`] for the query heads that share one KV head (grouped-query
+/// attention): `q` and `out` hold `q.len() / hd` heads of `hd` values. Each
+/// cached key and value is read and converted once for all of them; every
+/// head's arithmetic is exactly that of [`attend`].
+#[allow(clippy::too_many_arguments)]
+pub fn attend_group(
+    q: &[f32],
+    hd: usize,
+    cache: &KvCache,
+    layer: usize,
+    kv_offset: usize,
+    ctx: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let heads = q.len() / hd;
+    assert!(heads <= MAX_GROUP && hd <= MAX_HEAD_DIM, "{heads} heads of {hd}: over the supported group and head size");
     let half = cache.kv_type() == KvType::F16;
-    // The query as the dot products see it.
-    let mut qbuf = [0.0f32; MAX_HEAD_DIM];
-    let qr = &mut qbuf[..hd];
+    // The queries as the dot products see them.
+    let mut qbuf = [0.0f32; MAX_GROUP * MAX_HEAD_DIM];
+    let qr = &mut qbuf[..q.len()];
     qr.copy_from_slice(q);
     if half {
-        round_to_f16(qr);
+        qr.chunks_exact_mut(hd).for_each(round_to_f16);
     }
     out.fill(0.0);
     let (mut kbuf, mut vbuf) = ([0.0f32; MAX_HEAD_DIM], [0.0f32; MAX_HEAD_DIM]);
-    let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+    let (mut max, mut sum) = ([f32::NEG_INFINITY; MAX_GROUP], [0.0f32; MAX_GROUP]);
     for p in 0..ctx {
         let k = cache.key(layer, p, kv_offset, hd).as_f32(&mut kbuf);
-        let s = dot(qr, k) * scale;
-        let (mut ms, mut vs) = (1.0f32, 1.0f32);
-        if s > max {
-            let old = max;
-            max = s;
-            ms = (old - max).exp();
-            if ms != 1.0 {
-                out.iter_mut().for_each(|o| *o *= ms);
-                if half {
-                    round_to_f16(out);
-                }
-            }
-        } else {
-            vs = (s - max).exp();
-        }
         let v = cache.value(layer, p, kv_offset, hd).as_f32(&mut vbuf);
-        for (o, &x) in out.iter_mut().zip(v) {
-            *o += x * vs;
+        for (h, (qh, o)) in qr.chunks_exact(hd).zip(out.chunks_exact_mut(hd)).enumerate() {
+            let s = dot(qh, k) * scale;
+            let (mut ms, mut vs) = (1.0f32, 1.0f32);
+            if s > max[h] {
+                let old = max[h];
+                max[h] = s;
+                ms = (old - s).exp();
+                if ms != 1.0 {
+                    o.iter_mut().for_each(|o| *o *= ms);
+                    if half {
+                        round_to_f16(o);
+                    }
+                }
+            } else {
+                vs = (s - max[h]).exp();
+            }
+            for (o, &x) in o.iter_mut().zip(v) {
+                *o += x * vs;
+            }
+            if half {
+                round_to_f16(o);
+            }
+            sum[h] = sum[h] * ms + vs;
         }
-        if half {
-            round_to_f16(out);
-        }
-        sum = sum * ms + vs;
     }
-    let inv = 1.0 / sum;
-    out.iter_mut().for_each(|o| *o *= inv);
+    for (o, s) in out.chunks_exact_mut(hd).zip(sum) {
+        let inv = 1.0 / s;
+        o.iter_mut().for_each(|o| *o *= inv);
+    }
 }
 
 /// Dot product with eight interleaved partial sums (lane `i` sums elements
@@ -81,6 +104,9 @@ fn round_to_f16(x: &mut [f32]) {
 
 /// Largest head dimension supported (Qwen2.5 uses 64 and 128).
 pub const MAX_HEAD_DIM: usize = 256;
+
+/// Most query heads sharing one KV head (Qwen2.5: 5 to 7).
+pub const MAX_GROUP: usize = 16;
 
 #[cfg(test)]
 mod tests {
@@ -116,6 +142,22 @@ mod tests {
         let want = naive(&q, &k, &v, 0.25);
         for (a, b) in out.iter().zip(&want) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn a_group_computes_exactly_what_each_head_alone_does() {
+        for ty in [KvType::F32, KvType::F16] {
+            let (k, v) = (data(29, 16, 0.37), data(29, 16, 0.11));
+            let c = cache(ty, &k, &v);
+            let q: Vec<f32> = data(3, 16, 0.7).concat();
+            let mut together = vec![0.0; 48];
+            attend_group(&q, 16, &c, 0, 0, 29, 0.25, &mut together);
+            for h in 0..3 {
+                let mut alone = vec![0.0; 16];
+                attend(&q[16 * h..16 * h + 16], &c, 0, 0, 29, 0.25, &mut alone);
+                assert_eq!(&together[16 * h..16 * h + 16], &alone[..], "{ty:?} head {h}");
+            }
         }
     }
 

@@ -343,21 +343,21 @@ impl Model {
 
     /// Causal attention of every head of every query row in `q` (rows at
     /// positions `p0..`) over layer `li` of the cache, into `out`; the
-    /// (token, head) pairs are shared out across the threads.
+    /// (token, KV head) pairs, each with its group of query heads, are dealt
+    /// out across the threads.
     fn attend_all(&self, q: &[f32], cache: &KvCache, li: usize, p0: usize, scale: f32, out: &mut [f32]) {
         let c = &self.config;
-        let (hd, n_head, group) = (c.head_dim, c.n_head, c.n_head / c.n_head_kv);
-        let pairs = q.len() / hd;
-        let share = pairs.div_ceil(self.pool.threads());
-        let parts: Vec<Mutex<&mut [f32]>> = out.chunks_mut(share * hd).map(Mutex::new).collect();
+        let (hd, n_kv) = (c.head_dim, c.n_head_kv);
+        let width = hd * (c.n_head / n_kv);
+        // Pairs are dealt round-robin: later tokens attend over more positions.
+        let threads = self.pool.threads();
+        let parts: Vec<Mutex<&mut [f32]>> = out.chunks_mut(width).map(Mutex::new).collect();
         self.pool.run(&|ci| {
-            let Some(part) = parts.get(ci) else { return };
-            let mut part = part.lock().unwrap_or_else(|e| e.into_inner());
-            for (i, o) in part.chunks_exact_mut(hd).enumerate() {
-                let pair = ci * share + i;
-                let (t, head) = (pair / n_head, pair % n_head);
+            for pair in (ci..parts.len()).step_by(threads) {
+                let mut o = parts[pair].lock().unwrap_or_else(|e| e.into_inner());
+                let (t, kv_head) = (pair / n_kv, pair % n_kv);
                 let ctx = p0 + t + 1; // causal: positions 0..=p0+t
-                attention::attend(&q[pair * hd..][..hd], cache, li, (head / group) * hd, ctx, scale, o);
+                attention::attend_group(&q[pair * width..][..width], hd, cache, li, kv_head * hd, ctx, scale, &mut o);
             }
         });
     }
