@@ -280,19 +280,23 @@ pub fn dot_packed<const N: usize>(
     let bit4 = _mm256_set1_epi8(0x10);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); N];
-    let mut offset = [_mm256_setzero_ps(); N];
+    // Per group: each activation row's eight combined scales, read back one by one
+    // (kept in memory, not registers, so eight rows' accumulators fit in registers).
+    let mut combined = [[0.0f32; GROUP]; N];
+    let mut offset = [0.0f32; N];
     for g in 0..groups {
         let sw = _mm256_cvtph_ps(load128(&scale_bytes[16 * g..]));
-        let mut s = [_mm256_setzero_ps(); N];
         for t in 0..N {
             assert!(scales[t].d.len() >= 8 * (g + 1) && scales[t].sum.len() >= 8 * (g + 1));
             // SAFETY: the assertion above guarantees 8 readable f32 from 8g; loadu needs no alignment.
             let (d, sum) = unsafe {
                 (_mm256_loadu_ps(scales[t].d[8 * g..].as_ptr()), _mm256_loadu_ps(scales[t].sum[8 * g..].as_ptr()))
             };
-            s[t] = _mm256_mul_ps(sw, d);
+            let st = _mm256_mul_ps(sw, d);
+            // SAFETY: `combined[t]` is 8 writable f32; storeu needs no alignment.
+            unsafe { _mm256_storeu_ps(combined[t].as_mut_ptr(), st) };
             if q5 {
-                offset[t] = _mm256_fmadd_ps(s[t], sum, offset[t]);
+                offset[t] += hsum(_mm256_mul_ps(st, sum));
             }
         }
         let plane = if q5 { load(&planes[32 * g..]) } else { _mm256_setzero_si256() };
@@ -316,7 +320,6 @@ pub fn dot_packed<const N: usize>(
             } else {
                 load(&quants[32 * b..])
             };
-            let lane = _mm256_set1_epi32(k as i32);
             for t in 0..N {
                 let av = load(&a[t][34 * b + 2..]);
                 let p = if q5 {
@@ -324,14 +327,14 @@ pub fn dot_packed<const N: usize>(
                 } else {
                     _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(av, q))
                 };
-                let scale = _mm256_permutevar8x32_ps(s[t], lane);
+                let scale = _mm256_set1_ps(combined[t][k]);
                 acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), acc[t]);
             }
         }
     }
     let mut out = [0.0; N];
     for t in 0..N {
-        out[t] = hsum(acc[t]) - 16.0 * hsum(offset[t]);
+        out[t] = hsum(acc[t]) - 16.0 * offset[t];
     }
     out
 }

@@ -110,6 +110,14 @@ impl Kernels {
             Kernels::Avx2 => {
                 assert!(avx2_available(), "AVX2 kernels chosen on a CPU without AVX2, FMA and F16C");
                 let mut i = 0;
+                while i + 8 <= acts.len() {
+                    let (a, s) = (&acts[i..i + 8], &scales[i..i + 8]);
+                    let (a, s): ([&[u8]; 8], [&packed::ActScales; 8]) =
+                        (std::array::from_fn(|t| a[t]), std::array::from_fn(|t| s[t]));
+                    // SAFETY: AVX2, FMA and F16C are available (asserted above).
+                    out[i..i + 8].copy_from_slice(&unsafe { avx2::dot_packed(w.format, row, w.blocks, a, s) });
+                    i += 8;
+                }
                 while i + 4 <= acts.len() {
                     let (a, s) = (&acts[i..i + 4], &scales[i..i + 4]);
                     // SAFETY: AVX2, FMA and F16C are available (asserted above).

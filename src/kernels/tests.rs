@@ -118,7 +118,7 @@ fn packed_kernels_match_the_reference_on_the_gguf_blocks() {
             let rows = 3;
             let w = random_weights(&mut rng, ty, rows * cols);
             let p = PackedMatrix::pack(ty, rows, cols, &w).unwrap();
-            let acts: Vec<Vec<u8>> = (0..6).map(|i| activations(&mut rng, ty, cols, i == 2)).collect();
+            let acts: Vec<Vec<u8>> = (0..13).map(|i| activations(&mut rng, ty, cols, i == 2)).collect();
             let act_refs: Vec<&[u8]> = acts.iter().map(Vec::as_slice).collect();
             let scales: Vec<ActScales> = acts.iter().map(|a| ActScales::of(a)).collect();
             let scale_refs: Vec<&ActScales> = scales.iter().collect();
@@ -130,7 +130,7 @@ fn packed_kernels_match_the_reference_on_the_gguf_blocks() {
                     k.dot_packed_many(&p, r, &act_refs, &scale_refs, &mut out);
                     for (t, a) in acts.iter().enumerate() {
                         let want = quant::dot(ty, src, a);
-                        let tol = 2e-5 * want.abs().max(1.0);
+                        let tol = 1e-4 * want.abs().max(1.0);
                         assert!(
                             (out[t] - want).abs() <= tol,
                             "{ty} {} blocks {blocks} row {r} act {t}: {} vs {want}",
