@@ -264,6 +264,8 @@ pub fn sum_words(words: &[u64]) -> u64 {
 /// and one FMA. Q5_0's offset of 16 is taken off once per group through the
 /// activations' block sums.
 #[target_feature(enable = "avx2,fma,f16c")]
+// `k` is the block's index in its group, its bit in the plane and its scale's slot.
+#[allow(clippy::needless_range_loop)]
 pub fn dot_packed<const N: usize>(
     format: super::packed::PackedFormat,
     row: &[u8],
