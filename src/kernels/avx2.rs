@@ -285,7 +285,7 @@ pub fn dot_packed<const N: usize>(
     // Per group: each activation row's eight combined scales, read back one by one
     // (kept in memory, not registers, so eight rows' accumulators fit in registers).
     let mut combined = [[0.0f32; GROUP]; N];
-    let mut offset = [0.0f32; N];
+    let mut offset = [_mm256_setzero_ps(); N];
     for g in 0..groups {
         let sw = _mm256_cvtph_ps(load128(&scale_bytes[16 * g..]));
         for t in 0..N {
@@ -298,7 +298,7 @@ pub fn dot_packed<const N: usize>(
             // SAFETY: `combined[t]` is 8 writable f32; storeu needs no alignment.
             unsafe { _mm256_storeu_ps(combined[t].as_mut_ptr(), st) };
             if q5 {
-                offset[t] += hsum(_mm256_mul_ps(st, sum));
+                offset[t] = _mm256_fmadd_ps(st, sum, offset[t]);
             }
         }
         let plane = if q5 { load(&planes[32 * g..]) } else { _mm256_setzero_si256() };
@@ -336,7 +336,7 @@ pub fn dot_packed<const N: usize>(
     }
     let mut out = [0.0; N];
     for t in 0..N {
-        out[t] = hsum(acc[t]) - 16.0 * offset[t];
+        out[t] = hsum(acc[t]) - 16.0 * hsum(offset[t]);
     }
     out
 }

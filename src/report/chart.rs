@@ -6,6 +6,7 @@
 //! in a `<desc>` element as JSON, so a reader (and claim F118) can read the
 //! values back and compare them with the report's.
 
+use plotters::coord::ranged1d::Ranged;
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -92,8 +93,25 @@ fn with_data(svg: String, values: &[Plotted]) -> String {
     }
 }
 
-fn err(chart: &'static str) -> impl Fn(String) -> ChartError {
-    move |message| ChartError { chart, message }
+/// Turns a drawing backend's error into a [`ChartError`] for `chart`.
+fn fail<E: std::fmt::Display>(chart: &'static str) -> impl Fn(E) -> ChartError {
+    move |e| ChartError { chart, message: e.to_string() }
+}
+
+/// Draws the legend at `at`, then writes the drawing out.
+fn finish<'a, 'b: 'a, X: Ranged, Y: Ranged>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>,
+    at: SeriesLabelPosition,
+    name: &'static str,
+) -> Result<(), ChartError> {
+    chart
+        .configure_series_labels()
+        .position(at)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(fail(name))?;
+    chart.plotting_area().present().map_err(fail(name))
 }
 
 /// Draws horizontal bars with CI whiskers, value labels, optional per-row targets, and a legend.
@@ -113,8 +131,7 @@ fn bars(name: &'static str, title: &str, x_desc: &str, rows: &[Bar], extra: Vec<
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
-        let e = |x: &dyn std::fmt::Display| x.to_string();
-        root.fill(&WHITE).map_err(|x| e(&x)).map_err(err(name))?;
+        root.fill(&WHITE).map_err(fail(name))?;
         let labels: Vec<String> = rows.iter().map(|r| r.label.clone()).collect();
         let mut chart = ChartBuilder::on(&root)
             .caption(title, (FONT, 20))
@@ -122,8 +139,7 @@ fn bars(name: &'static str, title: &str, x_desc: &str, rows: &[Bar], extra: Vec<
             .x_label_area_size(40)
             .y_label_area_size(330)
             .build_cartesian_2d(0f64..x_max, (0..n).into_segmented())
-            .map_err(|x| e(&x))
-            .map_err(err(name))?;
+            .map_err(fail(name))?;
         chart
             .configure_mesh()
             .x_desc(x_desc)
@@ -134,8 +150,7 @@ fn bars(name: &'static str, title: &str, x_desc: &str, rows: &[Bar], extra: Vec<
                 _ => String::new(),
             })
             .draw()
-            .map_err(|x| e(&x))
-            .map_err(err(name))?;
+            .map_err(fail(name))?;
         let mut groups: Vec<(&str, RGBColor)> = Vec::new();
         for r in rows {
             if !groups.iter().any(|(g, _)| *g == r.group) {
@@ -151,8 +166,7 @@ fn bars(name: &'static str, title: &str, x_desc: &str, rows: &[Bar], extra: Vec<
             });
             chart
                 .draw_series(drawn)
-                .map_err(|x| e(&x))
-                .map_err(err(name))?
+                .map_err(fail(name))?
                 .label(group)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
         }
@@ -162,8 +176,7 @@ fn bars(name: &'static str, title: &str, x_desc: &str, rows: &[Bar], extra: Vec<
             if let Some((lo, hi)) = r.ci {
                 chart
                     .draw_series(std::iter::once(PathElement::new(vec![(lo, centre(i)), (hi, centre(i))], BLACK)))
-                    .map_err(|x| e(&x))
-                    .map_err(err(name))?;
+                    .map_err(fail(name))?;
             }
             if let Some(t) = r.threshold {
                 chart
@@ -171,34 +184,25 @@ fn bars(name: &'static str, title: &str, x_desc: &str, rows: &[Bar], extra: Vec<
                         vec![(t, SegmentValue::Exact(seg(i))), (t, SegmentValue::Exact(seg(i) + 1))],
                         THRESHOLD.stroke_width(3),
                     )))
-                    .map_err(|x| e(&x))
-                    .map_err(err(name))?;
+                    .map_err(fail(name))?;
             }
             let at = r.ci.map_or(r.value, |c| c.1.max(r.value)).max(0.0);
             chart
                 .draw_series(std::iter::once(Text::new(label(r.value), (at + x_max * 0.01, centre(i)), (FONT, 13))))
-                .map_err(|x| e(&x))
-                .map_err(err(name))?;
+                .map_err(fail(name))?;
         }
         if rows.iter().any(|r| r.threshold.is_some()) {
             chart
                 .draw_series(std::iter::empty::<PathElement<(f64, SegmentValue<usize>)>>())
-                .map_err(|x| e(&x))
-                .map_err(err(name))?
+                .map_err(fail(name))?
                 .label("claim threshold")
                 .legend(|(x, y)| PathElement::new(vec![(x + 6, y - 6), (x + 6, y + 6)], THRESHOLD.stroke_width(3)));
         }
-        if !rows.is_empty() {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK)
-                .draw()
-                .map_err(|x| e(&x))
-                .map_err(err(name))?;
+        if rows.is_empty() {
+            root.present().map_err(fail(name))?;
+        } else {
+            finish(&mut chart, SeriesLabelPosition::UpperRight, name)?;
         }
-        root.present().map_err(|x| e(&x)).map_err(err(name))?;
     }
     let mut values = rows.iter().map(|r| Plotted { label: r.label.clone(), value: r.value }).collect::<Vec<_>>();
     values.extend(extra);
@@ -332,8 +336,7 @@ pub fn latency(r: &RunReport) -> Result<Chart, ChartError> {
     let mut values = Vec::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, 420)).into_drawing_area();
-        let e = |x: &dyn std::fmt::Display| x.to_string();
-        root.fill(&WHITE).map_err(|x| e(&x)).map_err(err(NAME))?;
+        root.fill(&WHITE).map_err(fail(NAME))?;
         let (title, samples, marks) = match series {
             Some((what, s)) => {
                 let m = &s.summary;
@@ -361,30 +364,21 @@ pub fn latency(r: &RunReport) -> Result<Chart, ChartError> {
             .x_label_area_size(40)
             .y_label_area_size(60)
             .build_cartesian_2d(lo..hi + width, 0f64..y_max)
-            .map_err(|x| e(&x))
-            .map_err(err(NAME))?;
-        chart
-            .configure_mesh()
-            .x_desc("latency per token (ms)")
-            .y_desc("tokens")
-            .draw()
-            .map_err(|x| e(&x))
-            .map_err(err(NAME))?;
+            .map_err(fail(NAME))?;
+        chart.configure_mesh().x_desc("latency per token (ms)").y_desc("tokens").draw().map_err(fail(NAME))?;
         chart
             .draw_series(counts.iter().enumerate().map(|(i, &c)| {
                 let x0 = lo + i as f64 * width;
                 Rectangle::new([(x0, 0.0), (x0 + width, c as f64)], LIVE.mix(0.7).filled())
             }))
-            .map_err(|x| e(&x))
-            .map_err(err(NAME))?
+            .map_err(fail(NAME))?
             .label("tokens per latency bin")
             .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], LIVE.filled()));
         for (i, (name, v)) in marks.iter().enumerate() {
             let color = [BLACK, THRESHOLD, RGBColor(0x94, 0x67, 0xbd)][i];
             chart
                 .draw_series(std::iter::once(PathElement::new(vec![(*v, 0.0), (*v, y_max)], color.stroke_width(2))))
-                .map_err(|x| e(&x))
-                .map_err(err(NAME))?
+                .map_err(fail(NAME))?
                 .label(format!("{name} = {} ms", label(*v)))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], color.stroke_width(2)));
             chart
@@ -397,19 +391,10 @@ pub fn latency(r: &RunReport) -> Result<Chart, ChartError> {
                     ),
                     (FONT, 13),
                 )))
-                .map_err(|x| e(&x))
-                .map_err(err(NAME))?;
+                .map_err(fail(NAME))?;
             values.push(Plotted { label: (*name).into(), value: *v });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|x| e(&x))
-            .map_err(err(NAME))?;
-        root.present().map_err(|x| e(&x)).map_err(err(NAME))?;
+        finish(&mut chart, SeriesLabelPosition::UpperRight, NAME)?;
     }
     Ok(Chart { name: NAME, title: "Per-token decode latency".into(), svg: with_data(svg, &values), values })
 }
@@ -479,8 +464,7 @@ pub fn history(r: &RunReport, past: &[RunReport]) -> Result<Chart, ChartError> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, 420)).into_drawing_area();
-        let e = |x: &dyn std::fmt::Display| x.to_string();
-        root.fill(&WHITE).map_err(|x| e(&x)).map_err(err(NAME))?;
+        root.fill(&WHITE).map_err(fail(NAME))?;
         let y_max =
             runs.iter().flat_map(|p| lines.iter().filter_map(move |(_, _, c)| value(p, *c))).fold(100.0f64, f64::max)
                 * 1.1;
@@ -491,8 +475,7 @@ pub fn history(r: &RunReport, past: &[RunReport]) -> Result<Chart, ChartError> {
             .x_label_area_size(40)
             .y_label_area_size(60)
             .build_cartesian_2d(-0.5f64..(n as f64 - 0.5).max(0.5), 0f64..y_max)
-            .map_err(|x| e(&x))
-            .map_err(err(NAME))?;
+            .map_err(fail(NAME))?;
         chart
             .configure_mesh()
             .x_desc("run (oldest → newest)")
@@ -500,35 +483,24 @@ pub fn history(r: &RunReport, past: &[RunReport]) -> Result<Chart, ChartError> {
             .x_labels(n.clamp(2, 12))
             .x_label_formatter(&|x| format!("{}", x.round() as i64 + 1))
             .draw()
-            .map_err(|x| e(&x))
-            .map_err(err(NAME))?;
+            .map_err(fail(NAME))?;
         for (name, color, claim) in &lines {
             let points: Vec<(f64, f64)> =
                 runs.iter().enumerate().filter_map(|(i, p)| value(p, *claim).map(|v| (i as f64, v))).collect();
             let color = *color;
             chart
                 .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)).point_size(4))
-                .map_err(|x| e(&x))
-                .map_err(err(NAME))?
+                .map_err(fail(NAME))?
                 .label(*name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], color.stroke_width(2)));
             for &(x, y) in &points {
                 chart
                     .draw_series(std::iter::once(Text::new(label(y), (x, y + y_max * 0.02), (FONT, 12))))
-                    .map_err(|x| e(&x))
-                    .map_err(err(NAME))?;
+                    .map_err(fail(NAME))?;
                 values.push(Plotted { label: format!("run {} {name}", x as usize + 1), value: y });
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|x| e(&x))
-            .map_err(err(NAME))?;
-        root.present().map_err(|x| e(&x)).map_err(err(NAME))?;
+        finish(&mut chart, SeriesLabelPosition::UpperLeft, NAME)?;
     }
     Ok(Chart { name: NAME, title: "History".into(), svg: with_data(svg, &values), values })
 }
