@@ -314,7 +314,15 @@ pub fn bricks(r: &RunReport) -> Result<Chart, ChartError> {
             p.threads,
             label(p.read_bandwidth_gb_s),
             p.allowance,
-            p.bottleneck().map(|(n, g)| format!(": bottleneck {n} at {}×", label(g))).unwrap_or_default()
+            p.decode
+                .bricks
+                .iter()
+                .max_by(|a, b| a.share.total_cmp(&b.share))
+                .map(|b| format!(": most time in {} ({}%)", b.name, label(100.0 * b.share)))
+                .unwrap_or_default()
+                + &p.bottleneck()
+                    .map(|(n, g)| format!(", largest gap {n} at {}× budget", label(g)))
+                    .unwrap_or_default()
         ),
         None => "Brick budget: no brick profile in this report".into(),
     };
@@ -564,6 +572,6 @@ mod tests {
         assert!(ratio.svg.contains("claim threshold"));
         let b = bricks(&r).unwrap();
         assert_eq!(b.values.len(), 2 * crate::model::Brick::ALL.len());
-        assert!(b.title.contains("bottleneck"));
+        assert!(b.title.contains("most time in lm_head") && b.title.contains("largest gap"), "{}", b.title);
     }
 }
