@@ -32,6 +32,9 @@ use crate::sample::SamplerConfig;
 use crate::stats::{self, Ratio, StatsError, Summary, TestResult};
 use crate::tokenizer::{TokenKind, Tokenizer};
 
+/// The name results give the embedded engine (the baselines go by theirs).
+pub const ENGINE: &str = "falsify";
+
 /// How many runs, and how many to discard first. The engine's worker threads
 /// are pinned one per core; the calling thread is not, because the baselines'
 /// processes are started from it and would inherit its affinity.
@@ -191,15 +194,15 @@ pub fn run_engine(model: &Model, tok: &Tokenizer, p: &Protocol, seed: u64) -> Re
         &GenerateOptions { max_tokens: 1, sampler: greedy, ignore_eos: true, time_bricks: false },
         |_| {},
     )?;
-    check_duration("falsify", "prefill", pre.timings.prefill_ms / 1e3)?;
+    check_duration(ENGINE, "prefill", pre.timings.prefill_ms / 1e3)?;
     let dec_prompt = random_prompt(tok, 1, seed ^ 1);
     let opts = GenerateOptions { max_tokens: p.n_gen + 1, sampler: greedy, ignore_eos: true, time_bricks: false };
     let start = std::time::Instant::now();
     let dec = engine::generate(model, tok, &dec_prompt, &opts, |_| {})?;
     let e2e_ms = start.elapsed().as_secs_f64() * 1e3;
-    check_length("falsify", "decode", dec.timings.decode_tokens, p.n_gen)?;
-    check_duration("falsify", "decode", dec.timings.decode_ms / 1e3)?;
-    check_min("falsify", "decode", dec.timings.decode_ms, p.min_sample_ms)?;
+    check_length(ENGINE, "decode", dec.timings.decode_tokens, p.n_gen)?;
+    check_duration(ENGINE, "decode", dec.timings.decode_ms / 1e3)?;
+    check_min(ENGINE, "decode", dec.timings.decode_ms, p.min_sample_ms)?;
     Ok(EngineSample {
         prefill_tok_s: pre.timings.prefill_tok_per_s,
         decode_tok_s: dec.timings.decode_tok_per_s,
@@ -315,11 +318,11 @@ pub fn compare(
     }
     progress(total, total);
     let mut series = vec![
-        Series::new("falsify", "prefill_tok_s", "tok/s", ours_pp)?,
-        Series::new("falsify", "decode_tok_s", "tok/s", ours_tg)?,
-        Series::new("falsify", "ttft_ms", "ms", ttft)?,
-        Series::new("falsify", "itl_ms", "ms", itl)?,
-        Series::new("falsify", "e2e_ms", "ms", e2e)?,
+        Series::new(ENGINE, "prefill_tok_s", "tok/s", ours_pp)?,
+        Series::new(ENGINE, "decode_tok_s", "tok/s", ours_tg)?,
+        Series::new(ENGINE, "ttft_ms", "ms", ttft)?,
+        Series::new(ENGINE, "itl_ms", "ms", itl)?,
+        Series::new(ENGINE, "e2e_ms", "ms", e2e)?,
     ];
     let mut comparisons = Vec::new();
     if let Some(base) = baseline {
@@ -327,7 +330,7 @@ pub fn compare(
         series.push(Series::new(base.name(), "decode_tok_s", "tok/s", theirs_tg)?);
         for metric in ["prefill_tok_s", "decode_tok_s"] {
             let find = |e: &str| series.iter().find(|s| s.engine == e && s.metric == metric).expect("pushed above");
-            let (a, b) = (find("falsify"), find(base.name()));
+            let (a, b) = (find(ENGINE), find(base.name()));
             comparisons.push(Comparison {
                 metric: metric.into(),
                 a: a.engine.clone(),
@@ -364,7 +367,7 @@ mod tests {
         BenchResult {
             schema: 1,
             protocol: p,
-            series: vec![Series::new("falsify", "decode_tok_s", "tok/s", decode.to_vec()).unwrap()],
+            series: vec![Series::new(ENGINE, "decode_tok_s", "tok/s", decode.to_vec()).unwrap()],
             comparisons: vec![],
             engine_load_ms: 1.0,
             engine_peak_rss_bytes: None,
