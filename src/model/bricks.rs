@@ -89,14 +89,6 @@ impl BrickTimes {
     pub fn total(&self) -> u64 {
         self.ns.iter().sum()
     }
-
-    /// Adds `other`'s times and passes to these.
-    pub fn add(&mut self, other: &BrickTimes) {
-        for (a, b) in self.ns.iter_mut().zip(other.ns) {
-            *a += b;
-        }
-        self.passes += other.passes;
-    }
 }
 
 /// One brick's share of some forward passes.
@@ -209,10 +201,6 @@ mod tests {
         assert!(times.of(Brick::Ffn) >= 3_000_000, "{times:?}");
         assert!(times.of(Brick::Rope) < times.of(Brick::Ffn));
         assert_eq!((times.passes, times.total()), (1, times.of(Brick::Ffn) + times.of(Brick::Rope)));
-        let mut sum = BrickTimes::default();
-        sum.add(&times);
-        sum.add(&times);
-        assert_eq!((sum.passes, sum.total()), (2, 2 * times.total()));
     }
 
     #[test]
