@@ -172,7 +172,10 @@ impl Context {
             }
             Requirement::FullRun => match self.full_run {
                 Some(_) => Ok(()),
-                None => Err("full-run: judged on the whole run (its verdicts or its report); `falsify run` evaluates it last".into()),
+                None => Err(
+                    "full-run: judged on the whole run (its verdicts or its report); `falsify run` evaluates it last"
+                        .into(),
+                ),
             },
             Requirement::PreviousReport => match &self.previous_report {
                 Some(p) if p.is_file() => Ok(()),
