@@ -216,13 +216,12 @@ impl Model {
             });
         }
         let output_norm = vector("output_norm.weight", d)?;
-        let lm_head = match file.header.tensor("output.weight") {
+        let mut lm_head = match file.header.tensor("output.weight") {
             Some(_) => matrix("output.weight", d, c.vocab_size)?,
             None => token_embd.clone(),
         };
         let pool = Pool::new(std::thread::available_parallelism().map_or(1, |n| n.get()));
         let kernels = Kernels::detect();
-        let mut lm_head = lm_head;
         if kernels.uses_packed() {
             let mut all: Vec<&mut Matrix> = layers
                 .iter_mut()
@@ -301,10 +300,10 @@ impl Model {
         // Global row g of the group is row g - first[i] of matrix i.
         let first: Vec<usize> = ms.iter().scan(0, |acc, m| Some(std::mem::replace(acc, *acc + m.rows))).collect();
         let total_rows: usize = ms.iter().map(|m| m.rows).sum();
-        // Small pieces of about equal bytes, taken by whichever thread is free,
-        // so that both finish together even when one is slowed down.
-        let bounds = split_by_bytes(ms, self.pool.threads() * PIECES_PER_THREAD);
-        // Row-major results per global row, so each piece owns a contiguous range.
+        // One run of rows per thread, of about equal bytes (finer pieces handed out
+        // on demand measured no faster here).
+        let bounds = split_by_bytes(ms, self.pool.threads());
+        // Row-major results per global row, so each thread owns a contiguous range.
         let mut by_row = vec![0.0f32; total_rows * n_tok];
         let mut parts: Vec<Mutex<&mut [f32]>> = Vec::with_capacity(bounds.len());
         let mut rest: &mut [f32] = &mut by_row;
@@ -313,10 +312,8 @@ impl Model {
             parts.push(Mutex::new(head));
             rest = tail;
         }
-        let next = std::sync::atomic::AtomicUsize::new(0);
         let kernels = self.kernels;
-        self.pool.run(&|_| loop {
-            let pi = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.pool.run(&|pi| {
             let Some(part) = parts.get(pi) else { return };
             let mut part = part.lock().unwrap_or_else(|e| e.into_inner());
             for (i, res) in part.chunks_exact_mut(n_tok).enumerate() {
@@ -452,9 +449,6 @@ impl Model {
         Ok(logits)
     }
 }
-
-/// Pieces of work per thread in a matrix product.
-const PIECES_PER_THREAD: usize = 1;
 
 /// Boundaries (global row indices, at most `parts + 1` of them) that cut the
 /// group's rows into contiguous pieces of about equal bytes.
