@@ -1,11 +1,13 @@
 //! The brick profile of decode: where a decoded token's time goes, brick by
-//! brick, next to each brick's memory roofline (the bytes it must read ÷ the
-//! measured read bandwidth) and its budget (roofline × an allowance).
+//! brick, next to each brick's roofline (the longer of its bytes ÷ the
+//! measured read bandwidth and its operations ÷ the measured compute peak)
+//! and its budget (roofline × an allowance).
 
 use serde::{Deserialize, Serialize};
 
+use super::roofline::HostProbe;
 use crate::engine::{self, GenerateOptions};
-use crate::model::{Breakdown, Brick, Model, ModelError};
+use crate::model::{Breakdown, Brick, Matrix, Model, ModelError};
 use crate::sample::SamplerConfig;
 use crate::tokenizer::Tokenizer;
 
@@ -13,14 +15,43 @@ use crate::tokenizer::Tokenizer;
 /// catalog's "actual ≤ 1.5 × roofline budget".
 pub const DEFAULT_ALLOWANCE: f64 = 1.5;
 
-/// One brick's roofline and budget.
+/// Which compute peak bounds a brick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compute {
+    /// int8 multiply-adds: quantized weights against quantized activations.
+    Int8,
+    /// f32 arithmetic.
+    F32,
+}
+
+/// What one brick must do per decoded token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BrickCost {
+    /// Bytes read (weights, norms, biases, vectors, KV cache).
+    pub bytes: u64,
+    /// Arithmetic operations (a multiply and an add count as two).
+    pub ops: u64,
+    /// The peak those operations run against.
+    pub compute: Compute,
+}
+
+/// One brick's roofline and budget, with the derivation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BrickBudget {
     /// Brick name.
     pub name: String,
     /// Bytes the brick must read per decoded token.
     pub bytes_per_token: u64,
-    /// Time to read them at the measured bandwidth, µs.
+    /// Operations per decoded token.
+    pub ops_per_token: u64,
+    /// The compute peak that bounds them.
+    pub compute: Compute,
+    /// Time to read the bytes at the measured bandwidth, µs.
+    pub memory_us: f64,
+    /// Time to do the operations at the measured peak, µs.
+    pub compute_us: f64,
+    /// The roofline: `max(memory_us, compute_us)`, µs.
     pub roofline_us: f64,
     /// `roofline_us × allowance`, µs.
     pub budget_us: f64,
@@ -33,8 +64,8 @@ pub struct BrickProfile {
     pub model: String,
     /// Threads used.
     pub threads: usize,
-    /// The read bandwidth the rooflines use, GB/s (median of the measurement).
-    pub read_bandwidth_gb_s: f64,
+    /// The host's measured ceilings the rooflines use.
+    pub host: HostProbe,
     /// Budget over roofline.
     pub allowance: f64,
     /// Measured time per brick.
@@ -57,37 +88,87 @@ impl BrickProfile {
     }
 }
 
-/// Bytes each brick reads per decoded token at context length `ctx`, in
-/// [`Brick::ALL`] order: weights, norms, biases, rotated vectors and the KV cache.
-pub fn bytes_per_brick(model: &Model, ctx: usize) -> [u64; Brick::ALL.len()] {
-    let c = &model.config;
-    let size = |m: &crate::model::Matrix| (m.rows * m.row_bytes) as u64;
-    let f32s = |n: usize| (n * 4) as u64;
-    let mut bytes = [0u64; Brick::ALL.len()];
-    for l in &model.layers {
-        bytes[Brick::AttnNorm as usize] += f32s(l.attn_norm.len());
-        bytes[Brick::Qkv as usize] +=
-            size(&l.wq) + size(&l.wk) + size(&l.wv) + f32s(l.bq.len() + l.bk.len() + l.bv.len());
-        bytes[Brick::Rope as usize] += f32s(2 * (c.n_embd + c.kv_dim()));
-        bytes[Brick::Attention as usize] += (2 * c.kv_dim() * ctx * model.kv_type.bytes()) as u64;
-        bytes[Brick::OProj as usize] += size(&l.wo);
-        bytes[Brick::FfnNorm as usize] += f32s(l.ffn_norm.len());
-        bytes[Brick::Ffn as usize] += size(&l.w_gate) + size(&l.w_up) + size(&l.w_down);
+/// The peak a product with `m` runs against: int8 when its weights are block-quantized.
+fn matrix_compute(m: &Matrix) -> Compute {
+    match crate::quant::dot_type(m.info.ty) {
+        Ok(crate::gguf::TensorType::Q8_0 | crate::gguf::TensorType::Q8K) => Compute::Int8,
+        _ => Compute::F32,
     }
-    bytes[Brick::Embed as usize] = model.token_embd.row_bytes as u64;
-    bytes[Brick::OutputNorm as usize] = f32s(model.output_norm.len());
-    bytes[Brick::LmHead as usize] = size(&model.lm_head);
-    bytes
 }
 
-/// Rooflines and budgets from bytes per brick, bandwidth (GB/s) and allowance.
-pub fn budgets(bytes: &[u64; Brick::ALL.len()], bandwidth_gb_s: f64, allowance: f64) -> Vec<BrickBudget> {
+/// What each brick must do per decoded token at context length `ctx`, in
+/// [`Brick::ALL`] order. Bytes: weights, norms, biases, rotated vectors and
+/// the KV cache. Operations: 2 per weight (multiply, add), 4 per normalized
+/// element, 6 per rotated pair, 4 per head dimension and cached position in
+/// attention plus 5 per score (softmax), 5 per SwiGLU element, 1 per residual
+/// or bias element, 2 per embedding element (dequantized).
+pub fn costs_per_brick(model: &Model, ctx: usize) -> [BrickCost; Brick::ALL.len()] {
+    let c = &model.config;
+    let size = |m: &Matrix| (m.rows * m.row_bytes) as u64;
+    let macs = |m: &Matrix| 2 * (m.rows * m.cols) as u64;
+    let f32s = |n: usize| (n * 4) as u64;
+    let mut cost = [BrickCost { bytes: 0, ops: 0, compute: Compute::F32 }; Brick::ALL.len()];
+    let mut add = |b: Brick, bytes: u64, ops: u64| {
+        cost[b as usize].bytes += bytes;
+        cost[b as usize].ops += ops;
+    };
+    for l in &model.layers {
+        let biases = l.bq.len() + l.bk.len() + l.bv.len();
+        add(Brick::AttnNorm, f32s(l.attn_norm.len()), 4 * l.attn_norm.len() as u64);
+        add(
+            Brick::Qkv,
+            size(&l.wq) + size(&l.wk) + size(&l.wv) + f32s(biases),
+            macs(&l.wq) + macs(&l.wk) + macs(&l.wv) + biases as u64,
+        );
+        add(Brick::Rope, f32s(2 * (c.n_embd + c.kv_dim())), 3 * (c.n_embd + c.kv_dim()) as u64);
+        add(
+            Brick::Attention,
+            (2 * c.kv_dim() * ctx * model.kv_type.bytes()) as u64,
+            (c.n_head * ctx * (4 * c.head_dim + 5)) as u64,
+        );
+        add(Brick::OProj, size(&l.wo), macs(&l.wo) + c.n_embd as u64);
+        add(Brick::FfnNorm, f32s(l.ffn_norm.len()), 4 * l.ffn_norm.len() as u64);
+        add(
+            Brick::Ffn,
+            size(&l.w_gate) + size(&l.w_up) + size(&l.w_down),
+            macs(&l.w_gate) + macs(&l.w_up) + macs(&l.w_down) + 5 * c.n_ff as u64 + c.n_embd as u64,
+        );
+    }
+    add(Brick::Embed, model.token_embd.row_bytes as u64, 2 * c.n_embd as u64);
+    add(Brick::OutputNorm, f32s(model.output_norm.len()), 4 * model.output_norm.len() as u64);
+    add(Brick::LmHead, size(&model.lm_head), macs(&model.lm_head));
+    if let Some(l) = model.layers.first() {
+        cost[Brick::Qkv as usize].compute = matrix_compute(&l.wq);
+        cost[Brick::OProj as usize].compute = matrix_compute(&l.wo);
+        cost[Brick::Ffn as usize].compute = matrix_compute(&l.w_down);
+    }
+    cost[Brick::LmHead as usize].compute = matrix_compute(&model.lm_head);
+    cost
+}
+
+/// Rooflines and budgets from each brick's cost, the host's ceilings and the allowance.
+pub fn budgets(costs: &[BrickCost; Brick::ALL.len()], host: &HostProbe, allowance: f64) -> Vec<BrickBudget> {
     Brick::ALL
         .iter()
-        .zip(bytes)
-        .map(|(b, &n)| {
-            let roofline_us = n as f64 / (bandwidth_gb_s * 1e3);
-            BrickBudget { name: b.name().into(), bytes_per_token: n, roofline_us, budget_us: roofline_us * allowance }
+        .zip(costs)
+        .map(|(b, c)| {
+            let peak = match c.compute {
+                Compute::Int8 => host.int8_gops,
+                Compute::F32 => host.f32_gflops,
+            };
+            let memory_us = c.bytes as f64 / (host.read_bandwidth_gb_s * 1e3);
+            let compute_us = c.ops as f64 / (peak * 1e3);
+            let roofline_us = memory_us.max(compute_us);
+            BrickBudget {
+                name: b.name().into(),
+                bytes_per_token: c.bytes,
+                ops_per_token: c.ops,
+                compute: c.compute,
+                memory_us,
+                compute_us,
+                roofline_us,
+                budget_us: roofline_us * allowance,
+            }
         })
         .collect()
 }
@@ -100,7 +181,7 @@ pub fn profile(
     size: &str,
     prompt: &[u32],
     n_gen: usize,
-    bandwidth_gb_s: f64,
+    host: &HostProbe,
 ) -> Result<BrickProfile, ModelError> {
     let opts = GenerateOptions {
         max_tokens: n_gen + 1,
@@ -115,10 +196,10 @@ pub fn profile(
     Ok(BrickProfile {
         model: size.into(),
         threads: model.threads(),
-        read_bandwidth_gb_s: bandwidth_gb_s,
+        host: host.clone(),
         allowance: DEFAULT_ALLOWANCE,
         decode,
-        bricks: budgets(&bytes_per_brick(model, mean_ctx), bandwidth_gb_s, DEFAULT_ALLOWANCE),
+        bricks: budgets(&costs_per_brick(model, mean_ctx), host, DEFAULT_ALLOWANCE),
     })
 }
 
@@ -129,34 +210,44 @@ mod tests {
     use crate::model::BrickTimes;
 
     #[test]
-    fn budgets_are_bytes_over_bandwidth_times_allowance() {
-        let mut bytes = [0u64; Brick::ALL.len()];
-        bytes[Brick::Ffn as usize] = 30_000_000;
-        let b = budgets(&bytes, 30.0, 1.5);
+    fn budgets_take_the_longer_of_memory_and_compute_times_the_allowance() {
+        let mut costs = [BrickCost { bytes: 0, ops: 0, compute: Compute::F32 }; Brick::ALL.len()];
+        costs[Brick::Ffn as usize] = BrickCost { bytes: 30_000_000, ops: 60_000_000, compute: Compute::Int8 };
+        costs[Brick::Attention as usize] = BrickCost { bytes: 1_000, ops: 9_000_000, compute: Compute::F32 };
+        let host = HostProbe::stated(30.0, 100.0, 10.0);
+        let b = budgets(&costs, &host, 1.5);
         let ffn = &b[Brick::Ffn as usize];
-        assert_eq!((ffn.name.as_str(), ffn.bytes_per_token), ("ffn", 30_000_000));
+        assert_eq!((ffn.name.as_str(), ffn.bytes_per_token, ffn.compute), ("ffn", 30_000_000, Compute::Int8));
+        // 30 MB at 30 GB/s = 1000 µs; 60 Mop at 100 Gop/s = 600 µs: memory-bound.
+        assert!((ffn.memory_us - 1000.0).abs() < 1e-9 && (ffn.compute_us - 600.0).abs() < 1e-9);
         assert!((ffn.roofline_us - 1000.0).abs() < 1e-9 && (ffn.budget_us - 1500.0).abs() < 1e-9);
+        // 9 Mflop at 10 Gflop/s = 900 µs: compute-bound.
+        let att = &b[Brick::Attention as usize];
+        assert!((att.roofline_us - 900.0).abs() < 1e-9 && (att.budget_us - 1350.0).abs() < 1e-9);
         assert_eq!(b[Brick::Rope as usize].budget_us, 0.0);
     }
 
     #[test]
     fn every_weight_and_cache_byte_is_charged_to_a_brick() {
         let m = tied_model();
-        let bytes = bytes_per_brick(&m, 7);
+        let costs = costs_per_brick(&m, 7);
         let weights_and_kv = crate::bench::roofline::bytes_per_token(&m, 7);
         let extra: u64 = [Brick::AttnNorm, Brick::FfnNorm, Brick::OutputNorm, Brick::Rope]
             .iter()
-            .map(|&b| bytes[b as usize])
+            .map(|&b| costs[b as usize].bytes)
             .sum::<u64>()
             + m.layers.iter().map(|l| 4 * (l.bq.len() + l.bk.len() + l.bv.len()) as u64).sum::<u64>();
-        assert_eq!(bytes.iter().sum::<u64>(), weights_and_kv + extra);
+        assert_eq!(costs.iter().map(|c| c.bytes).sum::<u64>(), weights_and_kv + extra);
+        assert!(costs.iter().all(|c| c.bytes > 0 && c.ops > 0), "{costs:?}");
+        let lm = &costs[Brick::LmHead as usize];
+        assert_eq!(lm.ops, 2 * (m.lm_head.rows * m.lm_head.cols) as u64);
     }
 
     #[test]
     fn a_profile_times_every_brick() {
         let m = tied_model();
         let tok = Tokenizer::from_header(&m.file.header).unwrap();
-        let p = profile(&m, &tok, "tiny", &[1, 2, 3], 4, 10.0).unwrap();
+        let p = profile(&m, &tok, "tiny", &[1, 2, 3], 4, &HostProbe::stated(10.0, 50.0, 20.0)).unwrap();
         assert_eq!((p.decode.tokens, p.bricks.len()), (4, Brick::ALL.len()));
         assert!(p.decode.bricks.iter().all(|b| b.us_per_token > 0.0));
         assert!(p.bottleneck().is_some());
@@ -168,15 +259,17 @@ mod tests {
         times.ns[Brick::Ffn as usize] = 4_000; // 4 µs against a 2 µs budget: 2×
         times.ns[Brick::LmHead as usize] = 9_000; // 9 µs against a 3 µs budget: 3×
         times.ns[Brick::Rope as usize] = 50_000; // no budget: never the bottleneck
-        let mut bytes = [0u64; Brick::ALL.len()];
-        (bytes[Brick::Ffn as usize], bytes[Brick::LmHead as usize]) = (2_000, 3_000);
+        let mut costs = [BrickCost { bytes: 0, ops: 0, compute: Compute::F32 }; Brick::ALL.len()];
+        costs[Brick::Ffn as usize].bytes = 2_000;
+        costs[Brick::LmHead as usize].bytes = 3_000;
+        let host = HostProbe::stated(1.0, 1.0, 1.0);
         let p = BrickProfile {
             model: "x".into(),
             threads: 1,
-            read_bandwidth_gb_s: 1.0,
+            host: host.clone(),
             allowance: 1.0,
             decode: times.breakdown(1, 1.0),
-            bricks: budgets(&bytes, 1.0, 1.0),
+            bricks: budgets(&costs, &host, 1.0),
         };
         let (name, gap) = p.bottleneck().unwrap();
         assert_eq!(name, "lm_head");

@@ -16,6 +16,7 @@
 
 pub mod bricks;
 pub mod roofline;
+pub mod score;
 
 use std::path::Path;
 

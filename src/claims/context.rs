@@ -14,7 +14,9 @@ use super::{Unmet, Verdict};
 use crate::baseline::llama_cpp::{LlamaCpp, LlamaServer};
 use crate::baseline::ollama::Ollama;
 use crate::bench::bricks::BrickProfile;
+use crate::bench::roofline::HostProbe;
 use crate::bench::{self, Baseline, BenchResult, LlamaBench, OllamaGenerate, Protocol};
+use crate::kernels::Kernels;
 use crate::model::Model;
 use crate::provenance::{ModelFile, Provenance};
 use crate::report::run::ClaimResult;
@@ -262,13 +264,23 @@ impl Context {
     /// Decode's brick profile on the `size` model (64 tokens after a short
     /// prompt, budgets from the measured read bandwidth), taken once per run.
     pub fn bricks(&mut self, size: &str) -> Result<BrickProfile, Unmet> {
-        let bandwidth = crate::claims::checks::perf::bandwidth(self)?;
-        let gb_s = crate::stats::Summary::of(&bandwidth).map_err(Unmet::failed)?.median;
+        let host = self.host_probe()?;
         self.memo(&format!("bricks:{size}"), |cx| {
             cx.say(format_args!("profiling the {size} model's decode brick by brick (64 tokens)"));
             let loaded = cx.model(size)?;
             let prompt = loaded.tokenizer.encode("def quicksort(items):", true);
-            bench::bricks::profile(&loaded.model, &loaded.tokenizer, size, &prompt, 64, gb_s).map_err(Unmet::failed)
+            bench::bricks::profile(&loaded.model, &loaded.tokenizer, size, &prompt, 64, &host).map_err(Unmet::failed)
+        })
+    }
+
+    /// The host's ceilings (read bandwidth, int8 and f32 peaks), measured once per run.
+    pub fn host_probe(&mut self) -> Result<HostProbe, Unmet> {
+        let threads = self.settings.threads;
+        self.memo("host_probe", |cx| {
+            cx.say(format_args!(
+                "probing the host: read bandwidth (512 MiB, 7 passes) and compute peaks, {threads} threads"
+            ));
+            Ok(HostProbe::measure(Kernels::detect(), threads, 512 << 20, 7))
         })
     }
 

@@ -340,3 +340,46 @@ pub fn dot_packed<const N: usize>(
     }
     out
 }
+
+/// Σ a[i]·b[i] over unsigned × signed bytes (each `a[i]` ≤ 127, so no pair sum
+/// saturates), 128 bytes per step into four independent accumulators: the
+/// multiply-add throughput the quantized kernels are built on, for measuring
+/// the int8 compute peak. The length must be a multiple of 128.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn dot_u8_i8(a: &[u8], b: &[i8]) -> i32 {
+    assert!(a.len() == b.len() && a.len().is_multiple_of(128), "dot_u8_i8 needs equal lengths, a multiple of 128");
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_si256(); 4];
+    for (x, y) in a.chunks_exact(128).zip(b.chunks_exact(128)) {
+        for (k, s) in acc.iter_mut().enumerate() {
+            // SAFETY: each chunk holds 128 bytes, so bytes 32k..32k+32 are in bounds; loadu needs no alignment.
+            let (u, v) = unsafe {
+                (_mm256_loadu_si256(x[32 * k..].as_ptr().cast()), _mm256_loadu_si256(y[32 * k..].as_ptr().cast()))
+            };
+            *s = _mm256_add_epi32(*s, _mm256_madd_epi16(_mm256_maddubs_epi16(u, v), ones));
+        }
+    }
+    let all = _mm256_add_epi32(_mm256_add_epi32(acc[0], acc[1]), _mm256_add_epi32(acc[2], acc[3]));
+    let mut lanes = [0i32; 8];
+    // SAFETY: `lanes` is 32 writable bytes; storeu needs no alignment.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), all) };
+    lanes.iter().fold(0i32, |s, &x| s.wrapping_add(x))
+}
+
+/// Σ a[i]·b[i] in f32, 64 values per step into eight independent FMA
+/// accumulators: for measuring the f32 compute peak. The length must be a
+/// multiple of 64.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    assert!(a.len() == b.len() && a.len().is_multiple_of(64), "dot_f32 needs equal lengths, a multiple of 64");
+    let mut acc = [_mm256_setzero_ps(); 8];
+    for (x, y) in a.chunks_exact(64).zip(b.chunks_exact(64)) {
+        for (k, s) in acc.iter_mut().enumerate() {
+            // SAFETY: each chunk holds 64 floats, so floats 8k..8k+8 are in bounds; loadu needs no alignment.
+            let (u, v) = unsafe { (_mm256_loadu_ps(x[8 * k..].as_ptr()), _mm256_loadu_ps(y[8 * k..].as_ptr())) };
+            *s = _mm256_fmadd_ps(u, v, *s);
+        }
+    }
+    let quad = |i: usize| _mm256_add_ps(_mm256_add_ps(acc[i], acc[i + 1]), _mm256_add_ps(acc[i + 2], acc[i + 3]));
+    hsum(_mm256_add_ps(quad(0), quad(4)))
+}

@@ -149,6 +149,37 @@ impl Kernels {
         }
     }
 
+    /// Σ a[i]·b[i] of unsigned (≤ 127) × signed bytes, exactly: the int8
+    /// multiply-add of the quantized kernels, timed by the compute probe.
+    /// Lengths must be equal and a multiple of 128.
+    pub fn dot_u8_i8(self, a: &[u8], b: &[i8]) -> i32 {
+        assert!(a.len() == b.len() && a.len().is_multiple_of(128), "dot_u8_i8 needs equal lengths, a multiple of 128");
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2 => {
+                assert!(avx2_available(), "AVX2 kernels chosen on a CPU without AVX2, FMA and F16C");
+                // SAFETY: AVX2, FMA and F16C are available (asserted above).
+                unsafe { avx2::dot_u8_i8(a, b) }
+            }
+            _ => a.iter().zip(b).fold(0i32, |s, (&x, &y)| s.wrapping_add(i32::from(x) * i32::from(y))),
+        }
+    }
+
+    /// Σ a[i]·b[i] in f32 (summation order differs between implementations):
+    /// timed by the compute probe. Lengths must be equal and a multiple of 64.
+    pub fn dot_f32(self, a: &[f32], b: &[f32]) -> f32 {
+        assert!(a.len() == b.len() && a.len().is_multiple_of(64), "dot_f32 needs equal lengths, a multiple of 64");
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2 => {
+                assert!(avx2_available(), "AVX2 kernels chosen on a CPU without AVX2, FMA and F16C");
+                // SAFETY: AVX2, FMA and F16C are available (asserted above).
+                unsafe { avx2::dot_f32(a, b) }
+            }
+            _ => a.iter().zip(b).map(|(x, y)| x * y).sum(),
+        }
+    }
+
     /// Wrapping sum of `words`: a streaming read that measures read bandwidth.
     pub fn sum_words(self, words: &[u64]) -> u64 {
         match self {

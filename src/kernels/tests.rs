@@ -143,3 +143,20 @@ fn packed_kernels_match_the_reference_on_the_gguf_blocks() {
         }
     }
 }
+
+#[test]
+fn probe_kernels_match_the_scalar_sums() {
+    let mut rng = SplitMix64(5);
+    let a: Vec<u8> = (0..1024).map(|_| (rng.next_u64() % 128) as u8).collect();
+    let b: Vec<i8> = (0..1024).map(|_| rng.next_u64() as i8).collect();
+    let want: i32 = a.iter().zip(&b).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum();
+    assert_eq!(Kernels::detect().dot_u8_i8(&a, &b), want);
+    assert_eq!(Kernels::Scalar.dot_u8_i8(&a, &b), want);
+    let x: Vec<f32> = (0..1024).map(|_| uniform(&mut rng)).collect();
+    let y: Vec<f32> = (0..1024).map(|_| uniform(&mut rng)).collect();
+    let exact: f64 = x.iter().zip(&y).map(|(&p, &q)| f64::from(p) * f64::from(q)).sum();
+    for k in [Kernels::detect(), Kernels::Scalar] {
+        let got = f64::from(k.dot_f32(&x, &y));
+        assert!((got - exact).abs() < 1e-3, "{}: {got} vs {exact}", k.name());
+    }
+}

@@ -312,7 +312,7 @@ pub fn bricks(r: &RunReport) -> Result<Chart, ChartError> {
             "Brick budget, {} decode ({} threads, {} GB/s read, allowance {}×){}",
             p.model,
             p.threads,
-            label(p.read_bandwidth_gb_s),
+            label(p.host.read_bandwidth_gb_s),
             p.allowance,
             p.decode
                 .bricks

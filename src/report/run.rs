@@ -71,16 +71,7 @@ pub struct Summary {
     pub grade: String,
 }
 
-/// The letter grade of a score out of 100.
-pub fn grade(score: f64) -> &'static str {
-    match score {
-        s if s >= 90.0 => "A",
-        s if s >= 80.0 => "B",
-        s if s >= 70.0 => "C",
-        s if s >= 60.0 => "D",
-        _ => "F",
-    }
-}
+pub use crate::bench::score::grade;
 
 impl Summary {
     /// Summarizes (verdict, points) pairs. A skip earns nothing and is not
@@ -284,17 +275,19 @@ pub(crate) mod tests {
         for (i, b) in Brick::ALL.iter().enumerate() {
             times.ns[*b as usize] = 1_000 * (i as u64 + 1) * 64;
         }
-        let mut bytes = [0u64; Brick::ALL.len()];
-        bytes[Brick::Ffn as usize] = 228_000_000;
-        bytes[Brick::LmHead as usize] = 145_000_000;
-        bytes[Brick::Qkv as usize] = 18_000_000;
+        use crate::bench::bricks::{BrickCost, Compute};
+        let mut costs = [BrickCost { bytes: 4_000, ops: 8_000, compute: Compute::F32 }; Brick::ALL.len()];
+        costs[Brick::Ffn as usize] = BrickCost { bytes: 228_000_000, ops: 428_000_000, compute: Compute::Int8 };
+        costs[Brick::LmHead as usize] = BrickCost { bytes: 145_000_000, ops: 272_000_000, compute: Compute::Int8 };
+        costs[Brick::Qkv as usize] = BrickCost { bytes: 18_000_000, ops: 34_000_000, compute: Compute::Int8 };
+        let host = crate::bench::roofline::HostProbe::stated(31.5, 180.0, 90.0);
         let bricks = BrickProfile {
             model: "0.5b".into(),
             threads: 2,
-            read_bandwidth_gb_s: 31.5,
+            host: host.clone(),
             allowance: 1.5,
             decode: times.breakdown(64, 3.9 * 64.0),
-            bricks: crate::bench::bricks::budgets(&bytes, 31.5, 1.5),
+            bricks: crate::bench::bricks::budgets(&costs, &host, 1.5),
         };
         let provenance = Provenance {
             host: crate::provenance::Host {

@@ -127,7 +127,7 @@ pub fn judge_budget(p: &BudgetParams, profile: &BrickProfile, n_layer: usize) ->
             format!(
                 "budget {f} × roofline {:.1} µs ({} GB/s measured read bandwidth)",
                 roofline,
-                judge::num(profile.read_bandwidth_gb_s)
+                judge::num(profile.host.read_bandwidth_gb_s)
             ),
         ),
         (None, Some(us)) => (us * n_layer as f64, format!("budget {us} µs per layer × {n_layer} layers")),

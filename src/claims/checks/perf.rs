@@ -321,13 +321,9 @@ pub fn judge_bandwidth(p: &BandwidthParams, o: &Roofline) -> Outcome {
     judge::quantity(q, p.op, p.threshold)
 }
 
-/// The host's read bandwidth, measured once per run.
+/// The host's read bandwidth passes, GB/s, from the run's host probe.
 pub fn bandwidth(cx: &mut Context) -> Result<Vec<f64>, Unmet> {
-    let threads = cx.settings.threads;
-    cx.memo("read_bandwidth", |cx| {
-        cx.say(format_args!("measuring read bandwidth ({threads} threads, 512 MiB, 7 passes)"));
-        Ok(roofline::read_bandwidth_gb_s(Kernels::detect(), threads, 512 << 20, 7))
-    })
+    Ok(cx.host_probe()?.bandwidth_samples)
 }
 
 /// `bandwidth_fraction`: decode's achieved bytes/s over the measured read bandwidth.

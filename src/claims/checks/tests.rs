@@ -61,17 +61,19 @@ fn brick_profile() -> crate::bench::bricks::BrickProfile {
     }
     times.ns[Brick::Ffn as usize] = 64 * 8_000_000;
     times.ns[Brick::Qkv as usize] = 64 * 3_000_000;
-    let mut bytes = [1_000u64; Brick::ALL.len()];
-    bytes[Brick::Ffn as usize] = 225_000_000; // 7.5 ms at 30 GB/s
-    bytes[Brick::Qkv as usize] = 18_000_000; // 0.6 ms
+    use crate::bench::bricks::{BrickCost, Compute};
+    let mut costs = [BrickCost { bytes: 1_000, ops: 2_000, compute: Compute::F32 }; Brick::ALL.len()];
+    costs[Brick::Ffn as usize] = BrickCost { bytes: 225_000_000, ops: 400_000_000, compute: Compute::Int8 }; // 7.5 ms at 30 GB/s
+    costs[Brick::Qkv as usize] = BrickCost { bytes: 18_000_000, ops: 32_000_000, compute: Compute::Int8 }; // 0.6 ms
     let wall = times.total() as f64 / 1e6 / 0.98;
+    let host = crate::bench::roofline::HostProbe::stated(30.0, 200.0, 100.0);
     crate::bench::bricks::BrickProfile {
         model: "0.5b".into(),
         threads: 2,
-        read_bandwidth_gb_s: 30.0,
+        host: host.clone(),
         allowance: 1.5,
         decode: times.breakdown(64, wall),
-        bricks: crate::bench::bricks::budgets(&bytes, 30.0, 1.5),
+        bricks: crate::bench::bricks::budgets(&costs, &host, 1.5),
     }
 }
 
