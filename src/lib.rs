@@ -27,3 +27,4 @@ pub mod stats;
 #[cfg(test)]
 mod testing;
 pub mod tokenizer;
+pub mod top;

@@ -215,6 +215,72 @@ enum Command {
         #[arg(long)]
         compare: Option<PathBuf>,
     },
+    /// Live brick profiler: decode continuously and show each brick's time per token
+    /// against its roofline budget, its score, grade, and the bottleneck.
+    ///
+    /// Budgets are roofline × --allowance, the roofline being the longer of a brick's
+    /// bytes ÷ read bandwidth and its operations ÷ compute peak, as measured on this
+    /// host (cached in --probe-cache; --reprobe measures again). Decoding repeats a
+    /// window of --window positions after the prompt, so the figures stay comparable.
+    ///
+    /// Interactive by default (q quits; ↑/↓, Enter, b, h, m, Esc). --headless measures
+    /// --tokens tokens and prints a summary, or with --json the full document. With --ci,
+    /// --brick-score and --throughput are thresholds: exit 1 when one is missed.
+    Top {
+        #[command(flatten)]
+        model: ModelArg,
+        /// Worker threads.
+        #[arg(long, short = 't', default_value_t = 2)]
+        threads: usize,
+        /// The text decoding starts after.
+        #[arg(long, short = 'p', default_value = "def quicksort(items):")]
+        prompt: String,
+        /// Positions decoded after the prompt before the cache is cut back to it.
+        #[arg(long, default_value_t = 64)]
+        window: usize,
+        /// Budget = this × the roofline.
+        #[arg(long, default_value_t = falsify::bench::bricks::DEFAULT_ALLOWANCE)]
+        allowance: f64,
+        /// Where the host probe is cached.
+        #[arg(long, default_value = "reports/cache/host-probe.json")]
+        probe_cache: PathBuf,
+        /// Measure the host again instead of reading the cached probe.
+        #[arg(long)]
+        reprobe: bool,
+        /// No terminal UI: measure --tokens tokens and print the result.
+        #[arg(long)]
+        headless: bool,
+        /// Print the headless result as JSON.
+        #[arg(long, requires = "headless")]
+        json: bool,
+        /// Write the JSON to this file instead of stdout (atomically).
+        #[arg(long, requires = "json")]
+        output: Option<PathBuf>,
+        /// Tokens measured in headless mode.
+        #[arg(long, default_value_t = 128)]
+        tokens: usize,
+        /// Tokens decoded before measuring, not counted.
+        #[arg(long, default_value_t = 16)]
+        warmup: usize,
+        /// Tokens per throughput sample; the CV is taken across these windows.
+        #[arg(long, default_value_t = 16)]
+        throughput_window: usize,
+        /// Strict ("jidoka") mode: stop with an error at the first brick over its budget.
+        #[arg(long, requires = "headless")]
+        strict: bool,
+        /// Also run cargo clippy and, when installed, cargo llvm-cov for the quality section.
+        #[arg(long, requires = "headless")]
+        quality: bool,
+        /// CI mode: exit 1 when --brick-score or --throughput is not met.
+        #[arg(long, requires = "headless")]
+        ci: bool,
+        /// Lowest acceptable model brick score (0–100) in CI mode.
+        #[arg(long, requires = "ci")]
+        brick_score: Option<f64>,
+        /// Lowest acceptable decode tokens per second in CI mode.
+        #[arg(long, requires = "ci")]
+        throughput: Option<f64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -257,6 +323,65 @@ fn open_model(arg: &ModelArg) -> Result<Model> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect { model, metadata } => inspect(&model, metadata),
+        Command::Top {
+            model,
+            threads,
+            prompt,
+            window,
+            allowance,
+            probe_cache,
+            reprobe,
+            headless,
+            json,
+            output,
+            tokens,
+            warmup,
+            throughput_window,
+            strict,
+            quality,
+            ci,
+            brick_score,
+            throughput,
+        } => {
+            let mut m = open_model(&model)?;
+            m.set_threads(threads.max(1));
+            let tok = Tokenizer::from_header(&m.file.header)?;
+            let prompt = tok.encode(&prompt, true);
+            if prompt.is_empty() {
+                return Err("--prompt must give at least one token".into());
+            }
+            let probe = falsify::bench::roofline::HostProbe::cached(&probe_cache, m.kernels, m.threads(), reprobe);
+            let path = model.path().display().to_string();
+            let session = falsify::top::Session::new(&m, &path, prompt, window, probe, allowance);
+            if !headless {
+                return Ok(falsify::top::tui::run(&session)?);
+            }
+            let opts =
+                falsify::top::headless::HeadlessOptions { tokens: tokens.max(2), warmup, throughput_window, strict };
+            eprintln!("decoding {warmup} + {} tokens on {} threads with every brick timed", opts.tokens, m.threads());
+            let recorder =
+                falsify::top::headless::measure(&session, &opts, |n| eprint!("\r  {n}/{} tokens", opts.tokens))?;
+            eprintln!();
+            let quality = falsify::top::quality::measure(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), quality);
+            let report = falsify::top::headless::report(&session, &recorder, &opts, quality);
+            if json {
+                let text = serde_json::to_string_pretty(&report)? + "\n";
+                match &output {
+                    Some(path) => falsify::report::write_atomic(path, text.as_bytes())?,
+                    None => emit(&text)?,
+                }
+            } else {
+                emit(&top_summary(&report))?;
+            }
+            let failures = falsify::top::headless::ci_failures(
+                &report,
+                &falsify::top::headless::Thresholds { brick_score, throughput },
+            );
+            if ci && !failures.is_empty() {
+                return Err(format!("CI thresholds not met: {}", failures.join("; ")).into());
+            }
+            Ok(())
+        }
         Command::Run { claims, extra, filter, out, runs, warmup, threads } => {
             if runs < 2 {
                 return Err("need at least 2 measured runs (--runs) for a confidence interval".into());
@@ -670,4 +795,52 @@ fn gate(report: &std::path::Path, policy: &std::path::Path) -> Result<()> {
         }
         Err(format!("the gate failed {} rule(s)", failed.len()).into())
     }
+}
+
+/// The headless result as a table.
+fn top_summary(r: &falsify::top::headless::TopReport) -> String {
+    let t = &r.throughput;
+    let mut s = format!(
+        "{}: {:.2} tok/s (CV {:.1}% over {} windows of {} tokens), p50 {:.0} µs, p99 {:.0} µs per token\n\
+         host: {:.1} GB/s read, {:.0} int8 GOPS, {:.0} f32 GFLOPS ({} threads, {} kernels); bricks cover {:.1}%\n\n",
+        r.model,
+        t.tok_per_s,
+        100.0 * t.cv,
+        t.window_tok_per_s.len(),
+        t.window_tokens,
+        t.token_us.p50,
+        t.token_us.p99,
+        r.hardware.probe.read_bandwidth_gb_s,
+        r.hardware.probe.int8_gops,
+        r.hardware.probe.f32_gflops,
+        r.hardware.threads,
+        r.hardware.kernels,
+        100.0 * r.coverage
+    );
+    s += &format!(
+        "{:<12} {:>10} {:>10} {:>7} {:>6} {:>6} {:>6}\n",
+        "brick", "µs/token", "budget µs", "gap", "CV%", "score", "grade"
+    );
+    for b in &r.brick_scores {
+        s += &format!(
+            "{:<12} {:>10.1} {:>10.1} {:>6.2}× {:>6.1} {:>6.1} {:>6}\n",
+            b.name,
+            b.actual_us,
+            b.budget_us,
+            b.gap_factor,
+            100.0 * b.cv,
+            b.score,
+            b.grade
+        );
+    }
+    s += &format!("\nmodel score {:.1} ({})", r.model_score, r.grade);
+    if let Some(b) = &r.bottleneck {
+        s += &format!(
+            "; bottleneck {} at {:.2}× its budget ({:.0}% of brick time)",
+            b.name,
+            b.gap_factor,
+            100.0 * b.share
+        );
+    }
+    s + "\n"
 }

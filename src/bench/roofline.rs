@@ -52,12 +52,13 @@ impl HostProbe {
     }
 
     /// The probe cached at `path` when it was taken on this CPU with these
-    /// kernels and threads; otherwise a fresh one (512 MiB, 7 passes), saved
-    /// there for next time. Says on stderr which it was.
-    pub fn cached(path: &Path, kernels: Kernels, threads: usize) -> HostProbe {
+    /// kernels and threads (and `remeasure` is false); otherwise a fresh one
+    /// (512 MiB, 7 passes), saved there for next time. Says on stderr which it was.
+    pub fn cached(path: &Path, kernels: Kernels, threads: usize, remeasure: bool) -> HostProbe {
         let cpu = crate::provenance::Host::detect().cpu;
         let old = std::fs::read(path).ok().and_then(|b| serde_json::from_slice::<HostProbe>(&b).ok());
-        if let Some(p) = old.filter(|p| p.cpu == cpu && p.kernels == kernels.name() && p.threads == threads) {
+        let matching = old.filter(|p| p.cpu == cpu && p.kernels == kernels.name() && p.threads == threads);
+        if let Some(p) = matching.filter(|_| !remeasure) {
             eprintln!(
                 "host probe: cached in {} ({} GB/s read, {} int8 GOPS)",
                 path.display(),
@@ -214,7 +215,7 @@ mod tests {
         planted.int8_gops = 12345.0;
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(&path, serde_json::to_vec(&planted).unwrap()).unwrap();
-        assert_eq!(HostProbe::cached(&path, Kernels::detect(), 1).int8_gops, 12345.0, "reads a matching cache");
+        assert_eq!(HostProbe::cached(&path, Kernels::detect(), 1, false).int8_gops, 12345.0, "reads a matching cache");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -108,6 +108,12 @@ impl KvCache {
         self.len == 0
     }
 
+    /// Forgets every position from `len` on (a no-op when fewer are stored),
+    /// so decoding can go on from position `len` again.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     /// Positions the cache can hold.
     pub fn capacity(&self) -> usize {
         self.capacity

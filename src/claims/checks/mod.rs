@@ -14,6 +14,7 @@ pub mod reference;
 pub mod resources;
 #[cfg(test)]
 mod tests;
+pub mod top;
 
 use serde::de::DeserializeOwned;
 use toml::Table;
@@ -87,6 +88,7 @@ impl Registry {
         kinds.extend(meta::kinds());
         kinds.extend(bricks::kinds());
         kinds.extend(exports::kinds());
+        kinds.extend(top::kinds());
         Registry { kinds }
     }
 

@@ -3,7 +3,7 @@
 //! `every_kind_is_audited`, so no kind ships unable to fail.
 
 use super::judge::{self, Quantity};
-use super::{agreement, bricks, exports, meta, perf, reference, resources, Registry};
+use super::{agreement, bricks, exports, meta, perf, reference, resources, top, Registry};
 use crate::bench::{BenchResult, Comparison, Protocol, Series};
 use crate::claims::context::{BenchSpec, Scored};
 use crate::claims::{Outcome, Verdict};
@@ -390,6 +390,104 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             let skipped = exports::MetricParams { from: "F030".into(), ..p.clone() };
             assert!(matches!(exports::judge_metric(&r, &skipped), Err(crate::claims::Unmet::Missing(_))));
             (exports::judge_metric(&r, &p).unwrap(), exports::judge_metric(&without, &p).unwrap())
+        }),
+        ("top_headless", || {
+            use crate::top::headless::TopReport;
+            let exit = |code| resources::Exit { code: Some(code), signal: None, stderr: "error: boom".into() };
+            let p = top::HeadlessParams { model: "0.5b".into(), aspect: "exit".into(), op: None, threshold: None };
+            let run = |code, report: Result<TopReport, String>| top::TopRun { exit: exit(code), report };
+            let good = top::judge_headless(&p, &run(0, Err("unused".into()))).unwrap();
+            (good, top::judge_headless(&p, &run(1, Err("unused".into()))).unwrap())
+        }),
+        ("top_ci", || {
+            let exit = |code, stderr: &str| resources::Exit { code: Some(code), signal: None, stderr: stderr.into() };
+            let failed = exit(1, "error: CI thresholds not met: model brick score 31.8 (F) is below the threshold 101");
+            (top::judge_ci(&failed, &exit(0, "")), top::judge_ci(&exit(0, ""), &exit(0, "")))
+        }),
+        ("tui_render", || {
+            let pipeline = |names: &[&str]| {
+                vec![("pipeline".to_string(), Ok(names.iter().map(|n| format!("│{n:<12}│ 1.0\n")).collect::<String>()))]
+            };
+            let all: Vec<&str> = crate::model::Brick::ALL.iter().map(|b| b.name()).collect();
+            assert_eq!(top::judge_tui("every_brick", &pipeline(&all)).unwrap().verdict, Verdict::Pass);
+            assert_eq!(top::judge_tui("every_brick", &pipeline(&all[1..])).unwrap().verdict, Verdict::Falsified);
+            let screens = |drill: &str| {
+                vec![("pipeline".to_string(), Ok(String::new())), ("drill-down".to_string(), Ok(drill.to_string()))]
+            };
+            (
+                top::judge_tui("drill_histogram", &screens("p50 1.0 · p99 2.0 · p999 3.0 ███")).unwrap(),
+                top::judge_tui("drill_histogram", &screens("p50 1.0 (no histogram)")).unwrap(),
+            )
+        }),
+        ("workflow_lint", || {
+            let ok = resources::Exit { code: Some(0), signal: None, stderr: String::new() };
+            let bad = resources::Exit { code: Some(1), ..ok.clone() };
+            let finding = "$.jobs.ci: Additional properties are not allowed ('step' was unexpected)";
+            (top::judge_lint(1, &ok, "ok -- validation done"), top::judge_lint(1, &bad, finding))
+        }),
+        ("score_formula", || {
+            let p = |want: f64| top::FormulaParams {
+                formula: "brick_score".into(),
+                cases: vec![top::Case { inputs: vec![0.4, 0.5, 0.8, 0.9], want }],
+                tolerance: 1e-9,
+            };
+            let ok = top::formula_violations(&p(62.5), top::formula);
+            let bad = top::formula_violations(&p(62.5), |_, x| Some(100.0 * x.iter().sum::<f64>() / 4.0));
+            (judge::no_violations("f", 1, ok), judge::no_violations("f", 1, bad))
+        }),
+        ("score_range", || {
+            let p = top::RangeParams { part: "compute_efficiency".into(), cases: 2000, seed: 3 };
+            let unclamped: fn(f64, f64, f64) -> f64 = |w, t, peak| w / t / peak;
+            let ok = top::range_violations(&p, crate::bench::score::efficiency);
+            (judge::no_violations("r", 2000, ok), judge::no_violations("r", 2000, top::range_violations(&p, unclamped)))
+        }),
+        ("roofline_bound", || {
+            let p = brick_profile();
+            let (_, ok) = top::roofline_violations(&p);
+            let mut fast = p.clone();
+            fast.decode.bricks[crate::model::Brick::Ffn as usize].us_per_token = 1.0; // 225 MB in 1 µs
+            let (_, bad) = top::roofline_violations(&fast);
+            (judge::no_violations("b", 10, ok), judge::no_violations("b", 10, bad))
+        }),
+        ("budget_derivation", || {
+            let p = brick_profile();
+            let mut tampered = p.clone();
+            tampered.bricks[crate::model::Brick::Qkv as usize].budget_us *= 1.2;
+            (
+                judge::no_violations("d", 14, top::derivation_violations(&p)),
+                judge::no_violations("d", 14, top::derivation_violations(&tampered)),
+            )
+        }),
+        ("token_budget", || {
+            let p = top::TokenBudgetParams { cases: 1000, seed: 1 };
+            let inverted = top::Conversions { met: |wall, budget| wall >= budget, ..top::Conversions::engine() };
+            let rounded = top::Conversions { tok_per_s: |us| (1e6 / us).round(), ..top::Conversions::engine() };
+            assert!(!top::token_budget_violations(&p, rounded).is_empty());
+            let ok = top::token_budget_violations(&p, top::Conversions::engine());
+            let bad = top::token_budget_violations(&p, inverted);
+            (judge::no_violations("t", 1000, ok), judge::no_violations("t", 1000, bad))
+        }),
+        ("strict_mode", || {
+            let exceeded = || crate::top::live::BrickError::BudgetExceeded {
+                brick: "ffn".into(),
+                token: 3,
+                budget_us: 10.0,
+                actual_us: 20.0,
+                hint: "memory-bound".into(),
+            };
+            let good = top::StrictRuns { real: Ok(16), impossible: Err(exceeded()), generous: Ok(16) };
+            let silent = top::StrictRuns { real: Ok(16), impossible: Ok(16), generous: Ok(16) };
+            (top::judge_strict("stops", &good).unwrap(), top::judge_strict("stops", &silent).unwrap())
+        }),
+        ("token_metrics", || {
+            use crate::top::live::TokenSample;
+            let full = TokenSample { index: 0, position: 5, wall_us: 100.0, bricks_us: [5.0; 10] };
+            let mut lacking = full.clone();
+            lacking.bricks_us[crate::model::Brick::Rope as usize] = 0.0;
+            (
+                judge::no_violations("m", 1, top::metrics_violations(std::slice::from_ref(&full))),
+                judge::no_violations("m", 1, top::metrics_violations(&[lacking])),
+            )
         }),
         ("grade_scale", || {
             fn lenient(s: f64) -> &'static str {
