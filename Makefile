@@ -11,8 +11,8 @@ TOOLS := .tools
 help: ## list the targets
 	@grep -E '^[a-z0-9.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "%-12s %s\n", $$1, $$2 }'
 
-deps: ## install the Debian packages the build, the claims and the browser test need (cmake, curl, strace, chromium) when missing
-	@missing=""; for p in cmake curl strace chromium; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+deps: ## install the Debian packages the build, the claims and the browser test need (cmake, curl, strace, chromium, tmux) when missing
+	@missing=""; for p in cmake curl strace chromium tmux; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "missing:$$missing (run: sudo apt-get install$$missing)" >&2; exit 1; fi; fi

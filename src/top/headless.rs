@@ -134,6 +134,8 @@ pub struct TopReport {
     pub grade: String,
     /// The brick with the largest gap factor.
     pub bottleneck: Option<Bottleneck>,
+    /// The brick with the largest share of the time (what a sampling profiler ranks first).
+    pub hotspot: Option<Bottleneck>,
     /// Tests, clippy warnings, unsafe blocks, coverage.
     pub quality: Quality,
 }
@@ -168,17 +170,23 @@ pub fn report(session: &Session<'_>, recorder: &Recorder, opts: &HeadlessOptions
         allowance: session.allowance,
         budgets: session.budgets.clone(),
         brick_latency_us: Brick::ALL.iter().map(|&b| Percentiles::of(&recorder.brick_us(b))).collect(),
-        bottleneck: score::bottleneck(&scores).map(|b| Bottleneck {
-            name: b.name.clone(),
-            gap_factor: b.gap_factor,
-            actual_us: b.actual_us,
-            budget_us: b.budget_us,
-            share: if total > 0.0 { b.actual_us / total } else { 0.0 },
-        }),
+        bottleneck: score::bottleneck(&scores).map(|b| summary(b, total)),
+        hotspot: scores.iter().max_by(|a, b| a.actual_us.total_cmp(&b.actual_us)).map(|b| summary(b, total)),
         brick_scores: scores,
         model_score,
         grade: score::grade(model_score).into(),
         quality,
+    }
+}
+
+/// One brick's gap, times and share of `total_us`.
+fn summary(b: &BrickScore, total_us: f64) -> Bottleneck {
+    Bottleneck {
+        name: b.name.clone(),
+        gap_factor: b.gap_factor,
+        actual_us: b.actual_us,
+        budget_us: b.budget_us,
+        share: if total_us > 0.0 { b.actual_us / total_us } else { 0.0 },
     }
 }
 
@@ -260,6 +268,8 @@ mod tests {
         assert!((r.model_score - mean).abs() < 1e-9);
         let worst = r.brick_scores.iter().map(|s| s.gap_factor).fold(0.0, f64::max);
         assert_eq!(r.bottleneck.as_ref().unwrap().gap_factor, worst);
+        let most = r.brick_scores.iter().map(|s| s.actual_us).fold(0.0, f64::max);
+        assert_eq!(r.hotspot.as_ref().unwrap().actual_us, most);
         let back: TopReport = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back.brick_scores.len(), Brick::ALL.len());
     }

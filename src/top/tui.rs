@@ -138,8 +138,9 @@ impl App {
             score::grade(model_score)
         );
         let bottleneck = score::bottleneck(&scores).map(|b| b.name.clone()).unwrap_or_default();
+        let hotspot = scores.iter().max_by(|a, b| a.actual_us.total_cmp(&b.actual_us)).map_or("", |b| b.name.as_str());
         let headline = format!(
-            "bottleneck: {bottleneck} · read bandwidth {:.1} GB/s · int8 {:.0} GOPS · f32 {:.0} GFLOPS · bricks cover {:.1}% of token time",
+            "bottleneck (max actual ÷ budget): {bottleneck} · most time: {hotspot} · read {:.1} GB/s · int8 {:.0} GOPS · f32 {:.0} GFLOPS · bricks cover {:.1}%",
             self.probe.read_bandwidth_gb_s,
             self.probe.int8_gops,
             self.probe.f32_gflops,
