@@ -1,7 +1,8 @@
 //! Checks on decode's brick profile ([`crate::bench::bricks`]): every stage of
 //! the forward pass is timed as a brick (F001), the bricks account for the
 //! measured token time (F016), and a brick's time stays within its budget
-//! (F023–F029: roofline × a factor, or a fixed µs budget per layer).
+//! (F023–F029: roofline × a factor, or a fixed µs budget per layer), and
+//! timing the bricks costs little (F015).
 
 use serde::Deserialize;
 
@@ -14,7 +15,7 @@ use crate::stats::Op;
 
 /// The kinds of this module.
 pub fn kinds() -> Vec<Kind> {
-    vec![kind::<BricksTimed>(), kind::<BrickCoverage>(), kind::<BrickBudget>()]
+    vec![kind::<BricksTimed>(), kind::<BrickCoverage>(), kind::<BrickBudget>(), kind::<InstrumentationOverhead>()]
 }
 
 /// Parameters naming the profiled model.
@@ -151,5 +152,71 @@ impl Check for BrickBudget {
         let profile = cx.bricks(&p.model)?;
         let n_layer = cx.model(&p.model)?.model.config.n_layer;
         judge_budget(p, &profile, n_layer)
+    }
+}
+
+/// Parameters of `instrumentation_overhead`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverheadParams {
+    /// Model size.
+    pub model: String,
+    /// Decoded tokens per generation.
+    pub tokens: usize,
+    /// Paired rounds (one generation with brick timing, one without, order alternating).
+    pub rounds: usize,
+    /// Operator.
+    pub op: Op,
+    /// Threshold on the median relative overhead (timed ÷ untimed decode time − 1).
+    pub threshold: f64,
+}
+
+/// Judges the per-round overheads (timed ÷ untimed decode time − 1).
+pub fn judge_overhead(p: &OverheadParams, overheads: &[f64]) -> Outcome {
+    let q = Quantity::of_samples("instrumentation_overhead", "fraction", overheads).detail(format!(
+        "{} paired rounds of {} decoded tokens, with and without brick timing, order alternating",
+        overheads.len(),
+        p.tokens
+    ));
+    judge::quantity(q, p.op, p.threshold)
+}
+
+/// `instrumentation_overhead`: decode with every brick timed against decode without, same run.
+pub struct InstrumentationOverhead;
+
+impl Check for InstrumentationOverhead {
+    const NAME: &'static str = "instrumentation_overhead";
+    const DOC: &'static str =
+        "relative cost of brick timing: decode time with bricks timed ÷ without − 1, paired and interleaved in one run";
+    const PARAMS: &'static str = "model, tokens, rounds, op, threshold";
+    type Params = OverheadParams;
+
+    fn run(p: &OverheadParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        use crate::engine::{generate, GenerateOptions};
+        let loaded = cx.model(&p.model)?;
+        let prompt = loaded.tokenizer.encode("def quicksort(items):", true);
+        let decode_ms = |timed: bool| -> Result<f64, Unmet> {
+            let opts = GenerateOptions {
+                max_tokens: p.tokens + 1,
+                sampler: crate::sample::SamplerConfig { temperature: 0.0, ..Default::default() },
+                ignore_eos: true,
+                time_bricks: timed,
+            };
+            let g = generate(&loaded.model, &loaded.tokenizer, &prompt, &opts, |_| {}).map_err(Unmet::failed)?;
+            Ok(g.timings.decode_ms)
+        };
+        decode_ms(false)?; // warm-up
+        let mut overheads = Vec::with_capacity(p.rounds);
+        for r in 0..p.rounds {
+            let (on, off) = if r % 2 == 0 {
+                let off = decode_ms(false)?;
+                (decode_ms(true)?, off)
+            } else {
+                let on = decode_ms(true)?;
+                (on, decode_ms(false)?)
+            };
+            overheads.push(on / off - 1.0);
+        }
+        Ok(judge_overhead(p, &overheads))
     }
 }

@@ -489,6 +489,13 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
                 judge::no_violations("m", 1, top::metrics_violations(&[lacking])),
             )
         }),
+        ("instrumentation_overhead", || {
+            let p =
+                bricks::OverheadParams { model: "0.5b".into(), tokens: 48, rounds: 12, op: Op::Lt, threshold: 0.01 };
+            let cheap: Vec<f64> = (0..12).map(|i| 0.002 + 0.0005 * (i % 3) as f64).collect();
+            let costly: Vec<f64> = (0..12).map(|i| 0.04 + 0.001 * (i % 3) as f64).collect();
+            (bricks::judge_overhead(&p, &cheap), bricks::judge_overhead(&p, &costly))
+        }),
         ("grade_scale", || {
             fn lenient(s: f64) -> &'static str {
                 if s >= 85.0 {
