@@ -301,6 +301,10 @@ pub fn snapshot(app: &App, width: u16, height: u16) -> String {
 
 /// Runs the UI until `q`: the engine decodes on a second thread and the UI redraws four times a second.
 pub fn run(session: &Session<'_>) -> Result<(), String> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        return Err("falsify top needs a terminal on stdin and stdout; use --headless [--json] otherwise".into());
+    }
     let mut decoder = Decoder::new(session.model, &session.prompt, session.window).map_err(|e| e.to_string())?;
     let stop = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel::<TokenSample>();
@@ -315,7 +319,13 @@ pub fn run(session: &Session<'_>) -> Result<(), String> {
             }
             Ok(())
         });
-        let mut terminal = ratatui::init();
+        let mut terminal = match ratatui::try_init() {
+            Ok(t) => t,
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                return Err(format!("cannot take over the terminal: {e}"));
+            }
+        };
         let ui = (|| -> Result<(), String> {
             while !app.quit {
                 for sample in rx.try_iter() {
@@ -335,11 +345,11 @@ pub fn run(session: &Session<'_>) -> Result<(), String> {
             }
             Ok(())
         })();
-        ratatui::restore();
+        let restored = ratatui::try_restore().map_err(|e| format!("cannot restore the terminal: {e}"));
         stop.store(true, Ordering::Relaxed);
         drop(rx);
         let engine = engine.join().map_err(|_| "the engine thread panicked".to_string())?;
-        ui.and(engine)
+        ui.and(engine).and(restored)
     })
 }
 
