@@ -343,6 +343,12 @@ fn run(cli: Cli) -> Result<()> {
             brick_score,
             throughput,
         } => {
+            if !(allowance.is_finite() && allowance > 0.0) {
+                return Err(format!("--allowance must be a positive number, not {allowance}").into());
+            }
+            if ci && brick_score.is_none() && throughput.is_none() {
+                return Err("--ci needs a threshold: --brick-score N and/or --throughput N".into());
+            }
             let mut m = open_model(&model)?;
             m.set_threads(threads.max(1));
             let tok = Tokenizer::from_header(&m.file.header)?;
