@@ -70,7 +70,9 @@ impl TokenBudget {
 pub enum BrickError {
     /// Strict mode: a brick took longer than its budget.
     #[error(
-        "brick {brick} exceeded its budget at token {token}: expected ≤ {budget_us:.1} µs, actual {actual_us:.1} µs ({gap:.2}× budget); hint: {hint}",
+        "brick {brick} exceeded its budget at token {token}: expected ≤ {budget} µs, actual {actual} µs ({gap:.2}× budget); hint: {hint}",
+        budget = us(*budget_us),
+        actual = us(*actual_us),
         gap = actual_us / budget_us
     )]
     BudgetExceeded {
@@ -90,16 +92,36 @@ pub enum BrickError {
     Model(#[from] ModelError),
 }
 
+/// A time in µs with three significant digits or one decimal, whichever shows more.
+fn us(x: f64) -> String {
+    if x.abs() >= 100.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+/// A count with an SI prefix: 1792 → "1.79 k", 3000000 → "3.00 M".
+fn si(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => format!("{:.2} k", n as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.2} M", n as f64 / 1e6),
+        _ => format!("{:.2} G", n as f64 / 1e9),
+    }
+}
+
 /// What bounds `b` and how to read a miss of its budget.
 fn hint(b: &BrickBudget, actual_us: f64) -> String {
-    let (bound, us) = if b.memory_us >= b.compute_us {
-        (format!("memory-bound: {:.2} MB per token", b.bytes_per_token as f64 / 1e6), b.memory_us)
+    let (bound, roof) = if b.memory_us >= b.compute_us {
+        (format!("memory-bound: {} bytes per token", si(b.bytes_per_token)), b.memory_us)
     } else {
-        (format!("compute-bound: {:.2} M ops per token", b.ops_per_token as f64 / 1e6), b.compute_us)
+        (format!("compute-bound: {} ops per token", si(b.ops_per_token)), b.compute_us)
     };
     format!(
-        "{bound}, roofline {us:.1} µs, so the brick runs at {:.0}% of its roofline; profile it with `perf record` on `falsify top --headless`",
-        100.0 * us / actual_us.max(f64::MIN_POSITIVE)
+        "{bound}, roofline {} µs, so the brick runs at {:.1}% of its roofline speed; profile it with `perf record` on `falsify top --headless`",
+        us(roof),
+        100.0 * roof / actual_us.max(f64::MIN_POSITIVE)
     )
 }
 
@@ -295,7 +317,7 @@ mod tests {
         assert_eq!((brick.as_str(), token, budget_us, actual_us), ("ffn", 7, 50.0, 120.0));
         assert!(hint.contains("memory-bound") && hint.contains("roofline"), "{hint}");
         let msg = e.to_string();
-        for part in ["ffn", "expected ≤ 50.0 µs", "actual 120.0 µs", "hint:"] {
+        for part in ["ffn", "expected ≤ 50.000 µs", "actual 120.0 µs", "hint:"] {
             assert!(msg.contains(part), "{msg} lacks {part}");
         }
     }
