@@ -24,4 +24,16 @@ impl SplitMix64 {
     pub fn below(&mut self, n: usize) -> usize {
         (self.next_f64() * n as f64) as usize % n
     }
+
+    /// An input a property test should survive: 0, a negative number, NaN,
+    /// +∞, or a positive number anywhere from 10⁻³ to 10⁹.
+    pub fn wild_f64(&mut self) -> f64 {
+        match self.below(6) {
+            0 => 0.0,
+            1 => -self.next_f64() * 1e6,
+            2 => f64::NAN,
+            3 => f64::INFINITY,
+            _ => self.next_f64() * 10f64.powi(self.below(12) as i32 - 3),
+        }
+    }
 }

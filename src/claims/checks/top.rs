@@ -487,23 +487,12 @@ pub struct RangeParams {
     pub seed: u64,
 }
 
-/// An input a property test should survive: zero, negative, NaN, infinite or anywhere from 10⁻³ to 10⁹.
-fn wild(rng: &mut SplitMix64) -> f64 {
-    match rng.below(6) {
-        0 => 0.0,
-        1 => -rng.next_f64() * 1e6,
-        2 => f64::NAN,
-        3 => f64::INFINITY,
-        _ => rng.next_f64() * 10f64.powi(rng.below(12) as i32 - 3),
-    }
-}
-
 /// Inputs (work, µs, peak per µs) for which `efficiency` leaves [0, 1].
 pub fn range_violations(p: &RangeParams, efficiency: fn(f64, f64, f64) -> f64) -> Vec<String> {
     let mut rng = SplitMix64(p.seed);
     (0..p.cases)
         .filter_map(|_| {
-            let (w, t, peak) = (wild(&mut rng), wild(&mut rng), wild(&mut rng));
+            let (w, t, peak) = (rng.wild_f64(), rng.wild_f64(), rng.wild_f64());
             let e = efficiency(w, t, peak);
             (!(0.0..=1.0).contains(&e)).then(|| format!("{}({w}, {t} µs, peak {peak}) = {e}", p.part))
         })
