@@ -372,6 +372,15 @@ impl Context {
             Unmet::Missing("the falsify binary was not found (build it with `cargo build --release`)".into())
         })
     }
+
+    /// Runs the `falsify` binary with `args` and waits for it.
+    pub fn run_falsify(&self, args: &[&std::ffi::OsStr]) -> Result<std::process::Output, Unmet> {
+        let exe = self.falsify_exe()?;
+        std::process::Command::new(exe)
+            .args(args)
+            .output()
+            .map_err(|e| Unmet::Failed(format!("cannot run {}: {e}", exe.display())))
+    }
 }
 
 /// Names of the CUDA devices `nvidia-smi -L` lists (none when it is absent).

@@ -3,6 +3,7 @@
 //! attention working memory, behaviour under a memory limit, system calls
 //! per token (strace), and the backend choice.
 
+use std::ffi::OsStr;
 use std::process::Command;
 
 use serde::Deserialize;
@@ -458,15 +459,10 @@ impl Check for BackendChoice {
     type Params = BackendParams;
 
     fn run(p: &BackendParams, cx: &mut Context) -> Result<Outcome, Unmet> {
-        let exe = cx.falsify_exe()?.to_path_buf();
         let model = cx.model_path(&p.model)?;
         let run = |backend: &str| -> Result<Exit, Unmet> {
-            let out = Command::new(&exe)
-                .args(["generate", "-p", "hi", "-n", "2", "--backend", backend, "--model"])
-                .arg(&model)
-                .output()
-                .map_err(|e| Unmet::Failed(format!("cannot run falsify: {e}")))?;
-            Ok(Exit::of(&out))
+            let args = ["generate", "-p", "hi", "-n", "2", "--backend", backend, "--model"].map(OsStr::new);
+            Ok(Exit::of(&cx.run_falsify(&[&args[..], &[model.as_os_str()]].concat())?))
         };
         Ok(judge_backend(&run("cuda")?, &run("auto")?))
     }
@@ -508,13 +504,10 @@ impl Check for PeakRss {
     type Params = RssParams;
 
     fn run(p: &RssParams, cx: &mut Context) -> Result<Outcome, Unmet> {
-        let exe = cx.falsify_exe()?.to_path_buf();
         let model = cx.model_path(&p.model)?;
-        let out = Command::new(&exe)
-            .args(["generate", "--json", "--ignore-eos", "-p", "hello", "-n", &p.tokens.to_string(), "--model"])
-            .arg(&model)
-            .output()
-            .map_err(|e| Unmet::Failed(format!("cannot run falsify: {e}")))?;
+        let n = p.tokens.to_string();
+        let args = ["generate", "--json", "--ignore-eos", "-p", "hello", "-n", &n, "--model"].map(OsStr::new);
+        let out = cx.run_falsify(&[&args[..], &[model.as_os_str()]].concat())?;
         if !out.status.success() {
             return Err(Unmet::Failed(format!("falsify generate failed: {}", String::from_utf8_lossy(&out.stderr))));
         }

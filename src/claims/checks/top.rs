@@ -6,6 +6,7 @@
 //! the budgets' derivation (F020), token budget conversions (F008, F021),
 //! strict mode (F011, F012, F022) and per-token metrics (F013).
 
+use std::ffi::OsStr;
 use std::process::Command;
 
 use serde::Deserialize;
@@ -58,19 +59,17 @@ pub struct TopRun {
 
 /// Runs `falsify top --headless --json --quality` on `size` once per run, as a user would.
 fn top_run(cx: &mut Context, size: &str) -> Result<TopRun, Unmet> {
-    let exe = cx.falsify_exe()?.to_path_buf();
     let model = cx.model_path(size)?;
     let threads = cx.settings.threads.to_string();
     cx.memo(&format!("top:{size}"), |cx| {
         cx.say(format_args!("running `falsify top --headless --json --quality` on the {size} model (128 tokens)"));
-        let out = Command::new(&exe)
-            .args(["top", "--headless", "--json", "--quality", "--reprobe", "--tokens", "128", "--threads", &threads])
-            .arg("--probe-cache")
-            .arg(std::env::temp_dir().join(format!("falsify-top-probe-{}.json", std::process::id())))
-            .arg("--model")
-            .arg(&model)
-            .output()
-            .map_err(|e| Unmet::Failed(format!("cannot run falsify top: {e}")))?;
+        let probe = std::env::temp_dir().join(format!("falsify-top-probe-{}.json", std::process::id()));
+        let args = ["top", "--headless", "--json", "--quality", "--reprobe", "--tokens", "128", "--threads", &threads]
+            .map(OsStr::new);
+        let out = cx.run_falsify(
+            &[&args[..], &[OsStr::new("--probe-cache"), probe.as_os_str(), OsStr::new("--model"), model.as_os_str()]]
+                .concat(),
+        )?;
         let report = serde_json::from_slice::<TopReport>(&out.stdout).map_err(|e| e.to_string());
         Ok(TopRun { exit: Exit::of(&out), report })
     })
@@ -215,20 +214,13 @@ impl Check for TopCi {
     type Params = ModelParams;
 
     fn run(p: &ModelParams, cx: &mut Context) -> Result<Outcome, Unmet> {
-        let exe = cx.falsify_exe()?.to_path_buf();
         let model = cx.model_path(&p.model)?;
         let probe = std::env::temp_dir().join(format!("falsify-top-ci-probe-{}.json", std::process::id()));
         let run = |thresholds: &[&str]| -> Result<Exit, Unmet> {
-            let out = Command::new(&exe)
-                .args(["top", "--headless", "--tokens", "8", "--warmup", "2", "--ci"])
-                .args(thresholds)
-                .arg("--probe-cache")
-                .arg(&probe)
-                .arg("--model")
-                .arg(&model)
-                .output()
-                .map_err(|e| Unmet::Failed(format!("cannot run falsify top: {e}")))?;
-            Ok(Exit::of(&out))
+            let head = ["top", "--headless", "--tokens", "8", "--warmup", "2", "--ci"].map(OsStr::new);
+            let tail = [OsStr::new("--probe-cache"), probe.as_os_str(), OsStr::new("--model"), model.as_os_str()];
+            let mid: Vec<&OsStr> = thresholds.iter().map(OsStr::new).collect();
+            Ok(Exit::of(&cx.run_falsify(&[&head[..], &mid, &tail].concat())?))
         };
         let impossible = run(&["--brick-score", "101"])?;
         let met = run(&["--brick-score", "0", "--throughput", "0.001"])?;
