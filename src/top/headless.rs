@@ -197,6 +197,7 @@ pub fn measure(
     opts: &HeadlessOptions,
     mut progress: impl FnMut(usize),
 ) -> Result<Recorder, BrickError> {
+    super::live::pin_to_first_core();
     let mut decoder = Decoder::new(session.model, &session.prompt, session.window)?;
     for _ in 0..opts.warmup {
         decoder.step()?;

@@ -141,6 +141,15 @@ pub fn check_budgets(sample: &TokenSample, budgets: &[BrickBudget]) -> Result<()
     Ok(())
 }
 
+/// Pins the calling thread to the first core (best effort). The pool's workers
+/// are pinned to cores 1, 2, …; the thread that drives decoding runs the pool's
+/// part 0, so on core 0 it never shares a core with a worker.
+pub fn pin_to_first_core() {
+    if let Some(core) = core_affinity::get_core_ids().and_then(|c| c.first().copied()) {
+        core_affinity::set_for_current(core);
+    }
+}
+
 /// Greedy decoding over a fixed window of positions: after `window` tokens
 /// the cache is cut back to the prompt, so every window does the same work
 /// and the numbers stay comparable for as long as it runs.

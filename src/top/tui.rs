@@ -311,6 +311,7 @@ pub fn run(session: &Session<'_>) -> Result<(), String> {
     let mut app = App::new(session);
     std::thread::scope(|s| {
         let engine = s.spawn(|| {
+            super::live::pin_to_first_core();
             while !stop.load(Ordering::Relaxed) {
                 let sample = decoder.step().map_err(|e| e.to_string())?;
                 if tx.send(sample).is_err() {
