@@ -158,16 +158,22 @@ pub fn score_brick(budget: &BrickBudget, host: &HostProbe, samples_us: &[f64]) -
 }
 
 /// The mean of the brick scores (0 when there are none).
-pub fn model_score(scores: &[BrickScore]) -> f64 {
-    if scores.is_empty() {
+pub fn model_score(scores: impl ExactSizeIterator<Item = f64>) -> f64 {
+    let n = scores.len();
+    if n == 0 {
         return 0.0;
     }
-    scores.iter().map(|s| s.score).sum::<f64>() / scores.len() as f64
+    scores.sum::<f64>() / n as f64
 }
 
 /// The brick with the largest gap factor.
 pub fn bottleneck(scores: &[BrickScore]) -> Option<&BrickScore> {
     scores.iter().max_by(|a, b| a.gap_factor.total_cmp(&b.gap_factor))
+}
+
+/// The brick that takes the most time (what a sampling profiler ranks first).
+pub fn hotspot(scores: &[BrickScore]) -> Option<&BrickScore> {
+    scores.iter().max_by(|a, b| a.actual_us.total_cmp(&b.actual_us))
 }
 
 #[cfg(test)]
@@ -239,9 +245,9 @@ mod tests {
         let mut b = score_brick(&budget(1_000, 1_000, 10.0), &host, &[5.0]);
         b.name = "b".into();
         let scores = [a.clone(), b.clone()];
-        assert!((model_score(&scores) - (a.score + b.score) / 2.0).abs() < 1e-12);
-        assert_eq!(bottleneck(&scores).unwrap().name, "a");
-        assert_eq!((model_score(&[]), bottleneck(&[]).is_none()), (0.0, true));
+        assert!((model_score(scores.iter().map(|s| s.score)) - (a.score + b.score) / 2.0).abs() < 1e-12);
+        assert_eq!((bottleneck(&scores).unwrap().name.as_str(), hotspot(&scores).unwrap().name.as_str()), ("a", "a"));
+        assert_eq!((model_score(std::iter::empty()), bottleneck(&[]).is_none()), (0.0, true));
     }
 
     #[test]

@@ -357,14 +357,9 @@ pub fn latency(r: &RunReport) -> Result<Chart, ChartError> {
             }
             None => ("Per-token decode latency: no decode benchmark in this report".into(), &[][..], Vec::new()),
         };
-        let (lo, hi) = samples.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
-        let (lo, hi) = if lo.is_finite() && hi > lo { (lo, hi) } else { (0.0, 1.0) };
         const BINS: usize = 40;
-        let width = (hi - lo) / BINS as f64;
-        let mut counts = [0usize; BINS];
-        for &x in samples {
-            counts[(((x - lo) / width) as usize).min(BINS - 1)] += 1;
-        }
+        let crate::stats::Histogram { lo, width, counts } = crate::stats::histogram(samples, BINS);
+        let hi = lo + width * BINS as f64;
         let y_max = counts.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.2;
         let mut chart = ChartBuilder::on(&root)
             .caption(&title, (FONT, 20))

@@ -10,7 +10,9 @@ pub use compare::{
     bootstrap_median, detect_change, holm, mann_whitney_u, ratio_of_medians, welch_t, Change, Ratio, TestResult,
     DEFAULT_RESAMPLES,
 };
-pub use summary::{median, quantile_sorted, t_critical, tukey, Interval, Outliers, StatsError, Summary};
+pub use summary::{
+    histogram, median, quantile_sorted, t_critical, tukey, Histogram, Interval, Outliers, StatsError, Summary,
+};
 pub use verdict::{decide_interval, decide_value, Decision, Op};
 
 #[cfg(test)]

@@ -110,6 +110,33 @@ pub fn median(xs: &[f64]) -> f64 {
     quantile_sorted(&s, 0.5)
 }
 
+/// Counts of data in equal-width bins: bin `i` covers `lo + i·width ..` one width on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    /// Lower edge of the first bin.
+    pub lo: f64,
+    /// Width of every bin (> 0).
+    pub width: f64,
+    /// Values per bin.
+    pub counts: Vec<u64>,
+}
+
+/// `xs` (finite values; others are left out) counted into `bins` (≥ 1) equal
+/// bins from their minimum to their maximum. Constant data fall in the first
+/// bin; no data give empty bins from 0.
+pub fn histogram(xs: &[f64], bins: usize) -> Histogram {
+    let bins = bins.max(1);
+    let finite = xs.iter().copied().filter(|x| x.is_finite());
+    let (lo, hi) = finite.clone().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), x| (l.min(x), h.max(x)));
+    let lo = if lo.is_finite() { lo } else { 0.0 };
+    let width = if hi > lo { (hi - lo) / bins as f64 } else { 1.0 / bins as f64 };
+    let mut counts = vec![0u64; bins];
+    for x in finite {
+        counts[(((x - lo) / width) as usize).min(bins - 1)] += 1;
+    }
+    Histogram { lo, width, counts }
+}
+
 /// Tukey's fences on sorted data: mild beyond 1.5 IQR, severe beyond 3 IQR.
 pub fn tukey(sorted: &[f64]) -> Outliers {
     let (q1, q3) = (quantile_sorted(sorted, 0.25), quantile_sorted(sorted, 0.75));

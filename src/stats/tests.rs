@@ -121,3 +121,11 @@ fn change_detection_needs_significance_and_size() {
     assert_eq!(detect_change(&old, &slightly, 0.05, 0.02).unwrap().0, Change::NoChange);
     assert_eq!(detect_change(&old, &old, 0.05, 0.0).unwrap().0, Change::NoChange);
 }
+
+#[test]
+fn histograms_count_every_finite_value_once() {
+    let h = histogram(&[1.0, 2.0, 2.5, 10.0, f64::NAN], 3);
+    assert_eq!((h.lo, h.width, h.counts.clone()), (1.0, 3.0, vec![3, 0, 1]));
+    assert_eq!(histogram(&[5.0, 5.0], 2).counts, vec![2, 0]);
+    assert_eq!(histogram(&[], 4), Histogram { lo: 0.0, width: 0.25, counts: vec![0; 4] });
+}

@@ -146,7 +146,7 @@ pub fn report(session: &Session<'_>, recorder: &Recorder, opts: &HeadlessOptions
     let windows = recorder.window_tok_per_s(opts.throughput_window);
     let cv = stats::Summary::of(&windows).map_or(f64::NAN, |s| s.cv);
     let total: f64 = scores.iter().map(|s| s.actual_us).sum();
-    let model_score = score::model_score(&scores);
+    let model_score = score::model_score(scores.iter().map(|s| s.score));
     TopReport {
         schema: TOP_SCHEMA,
         model: session.model_path.clone(),
@@ -171,7 +171,7 @@ pub fn report(session: &Session<'_>, recorder: &Recorder, opts: &HeadlessOptions
         budgets: session.budgets.clone(),
         brick_latency_us: Brick::ALL.iter().map(|&b| Percentiles::of(&recorder.brick_us(b))).collect(),
         bottleneck: score::bottleneck(&scores).map(|b| summary(b, total)),
-        hotspot: scores.iter().max_by(|a, b| a.actual_us.total_cmp(&b.actual_us)).map(|b| summary(b, total)),
+        hotspot: score::hotspot(&scores).map(|b| summary(b, total)),
         brick_scores: scores,
         model_score,
         grade: score::grade(model_score).into(),

@@ -58,21 +58,6 @@ pub struct App {
     budgets: Vec<BrickBudget>,
 }
 
-/// `xs` counted into `bins` equal-width bins between their min and max:
-/// (lower edge, count) per bin.
-pub fn histogram(xs: &[f64], bins: usize) -> Vec<(f64, u64)> {
-    let (lo, hi) = xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| (l.min(x), h.max(x)));
-    if xs.is_empty() || bins == 0 || !lo.is_finite() || !hi.is_finite() {
-        return Vec::new();
-    }
-    let width = ((hi - lo) / bins as f64).max(f64::MIN_POSITIVE);
-    let mut counts = vec![0u64; bins];
-    for &x in xs {
-        counts[(((x - lo) / width) as usize).min(bins - 1)] += 1;
-    }
-    counts.into_iter().enumerate().map(|(i, c)| (lo + i as f64 * width, c)).collect()
-}
-
 /// A bar of `width` cells filled to `fraction` (capped at 1).
 fn bar(fraction: f64, width: usize) -> String {
     let full = ((fraction.clamp(0.0, 1.0) * width as f64).round()) as usize;
@@ -126,7 +111,7 @@ impl App {
         let scores = self.scores();
         let windows = self.recorder.window_tok_per_s(16);
         let cv = stats::Summary::of(&windows).map_or(String::from("–"), |s| format!("{:.1}%", 100.0 * s.cv));
-        let model_score = score::model_score(&scores);
+        let model_score = score::model_score(scores.iter().map(|s| s.score));
         let title = format!(
             " {} · {} threads · {} kernels · {:.1} tok/s (CV {cv}) · {} tokens · score {:.1} ({}) ",
             self.model,
@@ -138,7 +123,7 @@ impl App {
             score::grade(model_score)
         );
         let bottleneck = score::bottleneck(&scores).map(|b| b.name.clone()).unwrap_or_default();
-        let hotspot = scores.iter().max_by(|a, b| a.actual_us.total_cmp(&b.actual_us)).map_or("", |b| b.name.as_str());
+        let hotspot = score::hotspot(&scores).map_or("", |b| b.name.as_str());
         let headline = format!(
             "bottleneck (max actual ÷ budget): {bottleneck} · most time: {hotspot} · read {:.1} GB/s · int8 {:.0} GOPS · f32 {:.0} GFLOPS · bricks cover {:.1}%",
             self.probe.read_bandwidth_gb_s,
@@ -255,9 +240,13 @@ impl App {
             }
             Err(_) => format!(" {what}: waiting for samples "),
         };
-        let bins = histogram(xs, 12);
-        let bars: Vec<Bar> =
-            bins.iter().map(|&(lo, n)| Bar::default().value(n).label(Line::from(format!("{lo:.0}")))).collect();
+        let h = stats::histogram(xs, 12);
+        let bars: Vec<Bar> = match xs.is_empty() {
+            true => Vec::new(),
+            false => (h.counts.iter().enumerate())
+                .map(|(i, &n)| Bar::default().value(n).label(Line::from(format!("{:.0}", h.lo + i as f64 * h.width))))
+                .collect(),
+        };
         f.render_widget(
             BarChart::default()
                 .data(BarGroup::default().bars(&bars))
@@ -416,15 +405,5 @@ mod tests {
         assert_eq!(app.view, View::Pipeline);
         app.on_key(KeyCode::Char('q'));
         assert!(app.quit);
-    }
-
-    #[test]
-    fn histograms_count_every_value_once() {
-        let h = histogram(&[1.0, 2.0, 2.5, 10.0], 3);
-        assert_eq!(h.iter().map(|b| b.1).sum::<u64>(), 4);
-        assert_eq!(h[0], (1.0, 3));
-        assert_eq!(h[2].1, 1);
-        assert!(histogram(&[], 4).is_empty());
-        assert_eq!(histogram(&[5.0, 5.0], 2).iter().map(|b| b.1).sum::<u64>(), 2);
     }
 }

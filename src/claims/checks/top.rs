@@ -411,32 +411,9 @@ pub fn formula(name: &str, x: &[f64]) -> Option<f64> {
         ("latency_ratio", &[budget, actual]) => score::latency_ratio(budget, actual),
         ("stability", &[cv]) => score::stability(cv),
         ("kernel_quality", &[a, b, c, d, e]) => score::kernel_quality([a, b, c, d, e]),
-        ("model_score", xs) if !xs.is_empty() => {
-            let scores: Vec<score::BrickScore> = xs.iter().map(|&s| fake_score(s)).collect();
-            score::model_score(&scores)
-        }
+        ("model_score", xs) if !xs.is_empty() => score::model_score(xs.iter().copied()),
         _ => return None,
     })
-}
-
-/// A brick score carrying only `score`.
-fn fake_score(s: f64) -> score::BrickScore {
-    score::BrickScore {
-        name: String::new(),
-        actual_us: 0.0,
-        cv: 0.0,
-        budget_us: 0.0,
-        roofline_us: 0.0,
-        achieved_gops: 0.0,
-        achieved_gb_s: 0.0,
-        compute_efficiency: 0.0,
-        bandwidth_efficiency: 0.0,
-        latency_ratio: 0.0,
-        stability: 0.0,
-        score: s,
-        grade: String::new(),
-        gap_factor: 0.0,
-    }
 }
 
 /// Cases where `f` differs from the hand-computed value by more than the tolerance.
