@@ -257,86 +257,91 @@ pub fn sum_words(words: &[u64]) -> u64 {
     lanes.iter().chain(blocks.remainder()).fold(0u64, |s, &x| s.wrapping_add(x))
 }
 
-/// A packed Q5_0 or Q8_0 row (see [`super::packed`]) · Q8_0 activations, for
-/// `N` activation rows at once. Eight block scales are combined with the
-/// activations' at once; each block then costs a load (or a nibble select),
-/// the fifth bits from the group's plane, one unsigned × signed multiply-add
-/// and one FMA. Q5_0's offset of 16 is taken off once per group through the
-/// activations' block sums.
+/// The eight rows of a packed tile (see [`super::packed`]) · `N` activation
+/// rows at once: each weight vector is decoded once and used `N` times.
+/// Every row is summed block by block as [`super::packed::tile_dot_scalar`]
+/// sums it (the integer block sums are exact, the scaling is the same
+/// sequence of f32 operations), so the results are equal bit for bit.
+///
+/// Q5_0 multiplies its unsigned quants (0..32) and takes the offset of 16 off
+/// each block's integer sum through the activations' block sum; four
+/// unsigned × signed products are summed in 16 bits (at most 4 · 2 · 31 · 128
+/// < 2¹⁵). Q8_0 multiplies |a| by w with a's sign, one product pair per 16 bits.
 #[target_feature(enable = "avx2,fma,f16c")]
-// `k` is the block's index in its group, its bit in the plane and its scale's slot.
-#[allow(clippy::needless_range_loop)]
-pub fn dot_packed<const N: usize>(
+pub fn tile_dot<const N: usize>(
     format: super::packed::PackedFormat,
-    row: &[u8],
+    tile: &[u8],
     blocks: usize,
-    a: [&[u8]; N],
-    scales: [&super::packed::ActScales; N],
-) -> [f32; N] {
-    use super::packed::{PackedFormat, GROUP};
-    let groups = blocks.div_ceil(GROUP);
-    let q5 = format == PackedFormat::Q5_0;
-    let (scale_bytes, rest) = row.split_at(2 * GROUP * groups);
-    let (planes, quants) = if q5 { rest.split_at(32 * groups) } else { rest.split_at(0) };
+    acts: [&super::packed::ActRow; N],
+) -> [[f32; super::packed::TILE_ROWS]; N] {
+    use super::packed::PackedFormat;
+    let bb = format.block_bytes();
+    assert!(tile.len() >= bb * blocks, "tile shorter than its blocks");
+    for a in &acts {
+        assert!(a.q.len() >= 32 * blocks && a.abs.len() >= 32 * blocks && a.d.len() >= blocks && a.sum.len() >= blocks);
+    }
+    // Every read below is in bounds by the assertions above: block b < blocks of
+    // the tile (bb bytes each), and elements 32b..32b + 32 of each activation row.
+    let q: [*const u8; N] = std::array::from_fn(|t| acts[t].q.as_ptr().cast());
+    let abs: [*const u8; N] = std::array::from_fn(|t| acts[t].abs.as_ptr());
+    // SAFETY (both): `p + at` has 32 (vector) or 4 (broadcast) readable bytes, by the assertions above.
+    let vec_at = |p: *const u8, at: usize| unsafe { _mm256_loadu_si256(p.add(at).cast()) };
+    let bcast = |p: *const u8, at: usize| unsafe { _mm256_set1_epi32(p.add(at).cast::<i32>().read_unaligned()) };
     let low = _mm256_set1_epi8(0x0F);
     let bit4 = _mm256_set1_epi8(0x10);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); N];
-    // Per group: each activation row's eight combined scales, read back one by one
-    // (kept in memory, not registers, so eight rows' accumulators fit in registers).
-    let mut combined = [[0.0f32; GROUP]; N];
-    let mut offset = [_mm256_setzero_ps(); N];
-    for g in 0..groups {
-        let sw = _mm256_cvtph_ps(load128(&scale_bytes[16 * g..]));
-        for t in 0..N {
-            assert!(scales[t].d.len() >= 8 * (g + 1) && scales[t].sum.len() >= 8 * (g + 1));
-            // SAFETY: the assertion above guarantees 8 readable f32 from 8g; loadu needs no alignment.
-            let (d, sum) = unsafe {
-                (_mm256_loadu_ps(scales[t].d[8 * g..].as_ptr()), _mm256_loadu_ps(scales[t].sum[8 * g..].as_ptr()))
-            };
-            let st = _mm256_mul_ps(sw, d);
-            // SAFETY: `combined[t]` is 8 writable f32; storeu needs no alignment.
-            unsafe { _mm256_storeu_ps(combined[t].as_mut_ptr(), st) };
-            if q5 {
-                offset[t] = _mm256_fmadd_ps(st, sum, offset[t]);
+    for b in 0..blocks {
+        let blk = tile[b * bb..].as_ptr();
+        // SAFETY: the block's first 16 bytes are its scales (in bounds, see above).
+        let sw = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(blk.cast()) });
+        let mut isum = [_mm256_setzero_si256(); N];
+        match format {
+            PackedFormat::Q5_0 => {
+                // Bit p of each plane byte at bit 4: lo for vectors 0..4, hi for 4..8.
+                let plane = vec_at(blk, 16);
+                let (mut lo_bits, mut hi_bits) = (_mm256_slli_epi16(plane, 4), plane);
+                let (mut lo16, mut hi16) = ([_mm256_setzero_si256(); N], [_mm256_setzero_si256(); N]);
+                for p in 0..4 {
+                    let nib = vec_at(blk, 48 + 32 * p);
+                    let lo = _mm256_or_si256(_mm256_and_si256(nib, low), _mm256_and_si256(lo_bits, bit4));
+                    let hi = _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(nib, 4), low),
+                        _mm256_and_si256(hi_bits, bit4),
+                    );
+                    lo_bits = _mm256_srli_epi16(lo_bits, 1);
+                    hi_bits = _mm256_srli_epi16(hi_bits, 1);
+                    for t in 0..N {
+                        let at = 32 * b + 4 * p;
+                        lo16[t] = _mm256_add_epi16(lo16[t], _mm256_maddubs_epi16(lo, bcast(q[t], at)));
+                        hi16[t] = _mm256_add_epi16(hi16[t], _mm256_maddubs_epi16(hi, bcast(q[t], at + 16)));
+                    }
+                }
+                for t in 0..N {
+                    let s = _mm256_add_epi32(_mm256_madd_epi16(lo16[t], ones), _mm256_madd_epi16(hi16[t], ones));
+                    isum[t] = _mm256_sub_epi32(s, _mm256_set1_epi32(16 * acts[t].sum[b]));
+                }
+            }
+            PackedFormat::Q8_0 => {
+                for v in 0..8 {
+                    let w = vec_at(blk, 16 + 32 * v);
+                    for t in 0..N {
+                        let at = 32 * b + 4 * v;
+                        let p = _mm256_maddubs_epi16(bcast(abs[t], at), _mm256_sign_epi8(w, bcast(q[t], at)));
+                        isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p, ones));
+                    }
+                }
             }
         }
-        let plane = if q5 { load(&planes[32 * g..]) } else { _mm256_setzero_si256() };
-        let mut pair = _mm256_setzero_si256();
-        for k in 0..GROUP.min(blocks - GROUP * g) {
-            let b = GROUP * g + k;
-            let q = if q5 {
-                let nibbles = if b.is_multiple_of(2) {
-                    pair = load(&quants[32 * (b / 2)..]);
-                    _mm256_and_si256(pair, low)
-                } else {
-                    _mm256_and_si256(_mm256_srli_epi16(pair, 4), low)
-                };
-                // Bit k of each plane byte moved to bit 4.
-                let high = if k <= 4 {
-                    _mm256_sll_epi16(plane, _mm_cvtsi32_si128(4 - k as i32))
-                } else {
-                    _mm256_srl_epi16(plane, _mm_cvtsi32_si128(k as i32 - 4))
-                };
-                _mm256_or_si256(nibbles, _mm256_and_si256(high, bit4))
-            } else {
-                load(&quants[32 * b..])
-            };
-            for t in 0..N {
-                let av = load(&a[t][34 * b + 2..]);
-                let p = if q5 {
-                    _mm256_maddubs_epi16(q, av)
-                } else {
-                    _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(av, q))
-                };
-                let scale = _mm256_set1_ps(combined[t][k]);
-                acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), acc[t]);
-            }
+        for t in 0..N {
+            let scaled = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[t]), sw), _mm256_set1_ps(acts[t].d[b]));
+            acc[t] = _mm256_add_ps(acc[t], scaled);
         }
     }
-    let mut out = [0.0; N];
+    let mut out = [[0.0f32; super::packed::TILE_ROWS]; N];
     for t in 0..N {
-        out[t] = hsum(acc[t]) - 16.0 * hsum(offset[t]);
+        // SAFETY: `out[t]` is 8 writable f32; storeu needs no alignment.
+        unsafe { _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]) };
     }
     out
 }

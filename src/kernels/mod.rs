@@ -8,6 +8,46 @@ mod pool;
 
 pub use pool::Pool;
 
+/// Zeroed bytes in an anonymous mapping, advised for transparent huge pages
+/// (fewer TLB misses when a kernel streams through hundreds of megabytes).
+#[derive(Debug)]
+pub struct HugeBytes {
+    map: memmap2::MmapMut,
+    len: usize,
+}
+
+impl HugeBytes {
+    /// `len` zero bytes. Panics only when the system refuses the mapping (out of memory).
+    pub fn zeroed(len: usize) -> HugeBytes {
+        let map = memmap2::MmapMut::map_anon(len.max(1)).expect("an anonymous mapping for packed weights");
+        // Best effort: without huge pages the kernels are as correct, a little slower.
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage);
+        HugeBytes { map, len }
+    }
+}
+
+impl Clone for HugeBytes {
+    fn clone(&self) -> Self {
+        let mut c = HugeBytes::zeroed(self.len);
+        c.copy_from_slice(self);
+        c
+    }
+}
+
+impl std::ops::Deref for HugeBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map[..self.len]
+    }
+}
+
+impl std::ops::DerefMut for HugeBytes {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.map[..self.len]
+    }
+}
+
 use serde::Serialize;
 
 use crate::gguf::TensorType;
@@ -93,57 +133,32 @@ impl Kernels {
         self == Kernels::Avx2
     }
 
-    /// `out[t] = row r of w · acts[t]` for a packed matrix, with each activation
-    /// row's [`packed::ActScales`]. The scalar implementation decodes the
-    /// packed layout block by block, as the reference does the GGUF blocks.
-    pub fn dot_packed_many(
-        self,
-        w: &packed::PackedMatrix,
-        r: usize,
-        acts: &[&[u8]],
-        scales: &[&packed::ActScales],
-        out: &mut [f32],
-    ) {
-        let row = w.row(r);
+    /// The eight rows of tile `tile` of a packed matrix · every activation row:
+    /// `out[8t + r]` = row `8 · tile + r` · `acts[t]` (rows past the matrix's
+    /// end give 0). The fast kernel takes the activations four at a time.
+    pub fn tile_dot_many(self, w: &packed::PackedMatrix, tile: usize, acts: &[&packed::ActRow], out: &mut [f32]) {
+        use packed::TILE_ROWS;
+        let data = w.tile(tile);
         match self {
             #[cfg(target_arch = "x86_64")]
             Kernels::Avx2 => {
                 assert!(avx2_available(), "AVX2 kernels chosen on a CPU without AVX2, FMA and F16C");
-                let mut i = 0;
-                while i + 8 <= acts.len() {
-                    let (a, s) = (&acts[i..i + 8], &scales[i..i + 8]);
-                    let (a, s): ([&[u8]; 8], [&packed::ActScales; 8]) =
-                        (std::array::from_fn(|t| a[t]), std::array::from_fn(|t| s[t]));
+                let mut outs = out.chunks_exact_mut(4 * TILE_ROWS);
+                let mut quads = acts.chunks_exact(4);
+                for (a, o) in (&mut quads).zip(&mut outs) {
                     // SAFETY: AVX2, FMA and F16C are available (asserted above).
-                    out[i..i + 8].copy_from_slice(&unsafe { avx2::dot_packed(w.format, row, w.blocks, a, s) });
-                    i += 8;
+                    let r = unsafe { avx2::tile_dot(w.format, data, w.blocks, [a[0], a[1], a[2], a[3]]) };
+                    o.copy_from_slice(r.as_flattened());
                 }
-                while i + 4 <= acts.len() {
-                    let (a, s) = (&acts[i..i + 4], &scales[i..i + 4]);
+                let rest = outs.into_remainder();
+                for (a, o) in quads.remainder().iter().zip(rest.chunks_exact_mut(TILE_ROWS)) {
                     // SAFETY: AVX2, FMA and F16C are available (asserted above).
-                    let r = unsafe {
-                        avx2::dot_packed(w.format, row, w.blocks, [a[0], a[1], a[2], a[3]], [s[0], s[1], s[2], s[3]])
-                    };
-                    out[i..i + 4].copy_from_slice(&r);
-                    i += 4;
-                }
-                for t in i..acts.len() {
-                    // SAFETY: AVX2, FMA and F16C are available (asserted above).
-                    out[t] = unsafe { avx2::dot_packed(w.format, row, w.blocks, [acts[t]], [scales[t]]) }[0];
+                    o.copy_from_slice(&unsafe { avx2::tile_dot(w.format, data, w.blocks, [*a]) }[0]);
                 }
             }
             _ => {
-                for (o, a) in out.iter_mut().zip(acts) {
-                    *o = (0..w.blocks).fold(0.0f32, |acc, b| {
-                        let v = packed::block_values(w.format, row, w.blocks, b);
-                        let sumi: i32 = v
-                            .iter()
-                            .zip(&a[34 * b + 2..34 * b + 34])
-                            .map(|(&x, &y)| i32::from(x) * i32::from(y as i8))
-                            .sum();
-                        let da = half::f16::from_le_bytes([a[34 * b], a[34 * b + 1]]).to_f32();
-                        (sumi as f32).mul_add(packed::block_scale(row, b) * da, acc)
-                    });
+                for (a, o) in acts.iter().zip(out.chunks_exact_mut(TILE_ROWS)) {
+                    o.copy_from_slice(&packed::tile_dot_scalar(w.format, data, w.blocks, a));
                 }
             }
         }

@@ -1,25 +1,30 @@
 //! Weights repacked once at load for the fast kernels, keeping each format's
-//! bit width: Q5_0 and Q8_0 rows regrouped so a kernel decodes a block with a
-//! few vector instructions instead of a dozen.
+//! bit width: rows interleaved in tiles of [`TILE_ROWS`], so that one vector
+//! instruction multiplies the same four elements of eight rows, and a tile's
+//! result is eight rows' dot products in one register, with no horizontal sums.
 //!
-//! A packed row is `[scales | planes | quants]`, blocks taken in groups of
-//! eight (the last group padded with empty blocks whose scale is 0):
-//! - scales: 8 little-endian f16 per group, the blocks' `d`;
-//! - planes (Q5_0 only): 32 bytes per group, bit `k` of byte `j` is the fifth
-//!   bit of element `j` of block `k` of the group;
-//! - quants: Q5_0 blocks in pairs, 32 bytes per pair, byte `j` = low nibble of
-//!   element `j` of the even block | low nibble of element `j` of the odd
-//!   block << 4; Q8_0 blocks as their 32 signed bytes.
+//! A tile holds, block after block (32 elements of every row of the tile):
+//! - scales: 8 little-endian f16, row `r`'s block scale `d` in slot `r`;
+//! - Q5_0: a plane of 32 bytes, bit `v` of byte `4r + j` the fifth bit of
+//!   element `4v + j` of row `r`; then 4 nibble vectors of 32 bytes, byte
+//!   `4r + j` of vector `p` = low nibble of element `4p + j` of row `r` |
+//!   low nibble of element `4(p + 4) + j` << 4;
+//! - Q8_0: 8 vectors of 32 bytes, byte `4r + j` of vector `v` = element
+//!   `4v + j` of row `r`, signed.
 //!
-//! Activations stay Q8_0 blocks; [`ActScales`] adds each block's scale and sum
-//! as f32 arrays padded to whole groups, so a kernel handles eight scales at once.
+//! That is 22 or 34 bytes per row and block, as in the GGUF file. The last
+//! tile of a matrix whose rows are not a multiple of eight is padded with rows
+//! of scale 0.
+//!
+//! Activations are Q8_0 blocks, read through [`ActRow`]: the quants back to
+//! back, their absolute values, and each block's scale and quant sum.
 
 use crate::gguf::TensorType;
 
 /// Elements per block.
 const QK: usize = 32;
-/// Blocks per group.
-pub const GROUP: usize = 8;
+/// Rows per tile.
+pub const TILE_ROWS: usize = 8;
 
 /// The formats with a packed layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,32 +35,27 @@ pub enum PackedFormat {
     Q8_0,
 }
 
-/// A matrix of packed rows.
+impl PackedFormat {
+    /// Bytes of one block of a tile (all its rows).
+    pub fn block_bytes(self) -> usize {
+        match self {
+            PackedFormat::Q5_0 => TILE_ROWS * 22,
+            PackedFormat::Q8_0 => TILE_ROWS * 34,
+        }
+    }
+}
+
+/// A matrix of packed tiles.
 #[derive(Debug, Clone)]
 pub struct PackedMatrix {
     /// The layout.
     pub format: PackedFormat,
-    /// Rows.
+    /// Rows (without the padding of the last tile).
     pub rows: usize,
     /// Blocks per row.
     pub blocks: usize,
-    /// Bytes per packed row.
-    pub row_bytes: usize,
-    /// The rows, back to back.
-    pub data: Vec<u8>,
-}
-
-fn groups(blocks: usize) -> usize {
-    blocks.div_ceil(GROUP)
-}
-
-/// Bytes of one packed row of `blocks` blocks.
-pub fn packed_row_bytes(format: PackedFormat, blocks: usize) -> usize {
-    let g = groups(blocks);
-    match format {
-        PackedFormat::Q5_0 => 2 * GROUP * g + 32 * g + 32 * blocks.div_ceil(2),
-        PackedFormat::Q8_0 => 2 * GROUP * g + 32 * blocks,
-    }
+    /// The tiles, back to back.
+    pub data: super::HugeBytes,
 }
 
 impl PackedMatrix {
@@ -68,94 +68,138 @@ impl PackedMatrix {
             _ => return None,
         };
         let blocks = cols / QK;
-        let row_bytes = packed_row_bytes(format, blocks);
-        let mut data = vec![0u8; rows * row_bytes];
-        for (src, dst) in bytes.chunks_exact(blocks * src_block).zip(data.chunks_exact_mut(row_bytes)).take(rows) {
-            pack_row(format, src, blocks, dst);
-        }
-        Some(PackedMatrix { format, rows, blocks, row_bytes, data })
-    }
-
-    /// Packed row `r`.
-    pub fn row(&self, r: usize) -> &[u8] {
-        &self.data[r * self.row_bytes..][..self.row_bytes]
-    }
-}
-
-fn pack_row(format: PackedFormat, src: &[u8], blocks: usize, dst: &mut [u8]) {
-    let g = groups(blocks);
-    let (scales, rest) = dst.split_at_mut(2 * GROUP * g);
-    match format {
-        PackedFormat::Q5_0 => {
-            let (planes, quants) = rest.split_at_mut(32 * g);
-            for (b, blk) in src.chunks_exact(22).enumerate() {
-                scales[2 * b..2 * b + 2].copy_from_slice(&blk[..2]);
-                let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
-                let (group, k) = (b / GROUP, b % GROUP);
-                let pair = &mut quants[32 * (b / 2)..][..32];
-                for j in 0..QK {
-                    let nibble = if j < 16 { blk[6 + j] & 0x0F } else { blk[6 + j - 16] >> 4 };
-                    pair[j] |= if b % 2 == 0 { nibble } else { nibble << 4 };
-                    planes[32 * group + j] |= (((qh >> j) & 1) as u8) << k;
+        let tile_bytes = blocks * format.block_bytes();
+        let data = super::HugeBytes::zeroed(rows.div_ceil(TILE_ROWS) * tile_bytes);
+        let mut m = PackedMatrix { format, rows, blocks, data };
+        let src_row = blocks * src_block;
+        for (i, tile) in m.data.chunks_exact_mut(tile_bytes).enumerate() {
+            for r in 0..TILE_ROWS.min(rows - TILE_ROWS * i) {
+                let src = &bytes[(TILE_ROWS * i + r) * src_row..][..src_row];
+                for (b, blk) in src.chunks_exact(src_block).enumerate() {
+                    pack_block(format, blk, r, &mut tile[b * format.block_bytes()..][..format.block_bytes()]);
                 }
             }
         }
+        Some(m)
+    }
+
+    /// Tiles, the last one possibly padded.
+    pub fn tiles(&self) -> usize {
+        self.rows.div_ceil(TILE_ROWS)
+    }
+
+    /// Bytes of one tile.
+    pub fn tile_bytes(&self) -> usize {
+        self.blocks * self.format.block_bytes()
+    }
+
+    /// Tile `i`.
+    pub fn tile(&self, i: usize) -> &[u8] {
+        let n = self.tile_bytes();
+        &self.data[i * n..][..n]
+    }
+}
+
+/// Writes GGUF block `src` as row `r` of a tile's block `dst`.
+fn pack_block(format: PackedFormat, src: &[u8], r: usize, dst: &mut [u8]) {
+    dst[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
+    match format {
+        PackedFormat::Q5_0 => {
+            let qh = u32::from_le_bytes([src[2], src[3], src[4], src[5]]);
+            for e in 0..QK {
+                let nibble = if e < 16 { src[6 + e] & 0x0F } else { src[6 + e - 16] >> 4 };
+                let (v, j) = (e / 4, e % 4);
+                dst[16 + 4 * r + j] |= (((qh >> e) & 1) as u8) << v;
+                dst[48 + 32 * (v % 4) + 4 * r + j] |= if v < 4 { nibble } else { nibble << 4 };
+            }
+        }
         PackedFormat::Q8_0 => {
-            for (b, blk) in src.chunks_exact(34).enumerate() {
-                scales[2 * b..2 * b + 2].copy_from_slice(&blk[..2]);
-                rest[32 * b..32 * b + 32].copy_from_slice(&blk[2..34]);
+            for e in 0..QK {
+                dst[16 + 32 * (e / 4) + 4 * r + e % 4] = src[2 + e];
             }
         }
     }
 }
 
-/// One Q8_0 activation row's block scales and block sums as f32, padded with
-/// zeros to whole groups.
+/// The quants of block `b` of row `r` of a tile, as signed values: the scalar
+/// decoding of the layout.
+pub fn block_values(format: PackedFormat, tile: &[u8], b: usize, r: usize) -> [i8; QK] {
+    let blk = &tile[b * format.block_bytes()..][..format.block_bytes()];
+    std::array::from_fn(|e| {
+        let (v, j) = (e / 4, e % 4);
+        match format {
+            PackedFormat::Q5_0 => {
+                let byte = blk[48 + 32 * (v % 4) + 4 * r + j];
+                let nibble = if v < 4 { byte & 0x0F } else { byte >> 4 };
+                let high = (blk[16 + 4 * r + j] >> v) & 1;
+                (nibble | (high << 4)) as i8 - 16
+            }
+            PackedFormat::Q8_0 => blk[16 + 32 * v + 4 * r + j] as i8,
+        }
+    })
+}
+
+/// The scale of block `b` of row `r` of a tile.
+pub fn block_scale(format: PackedFormat, tile: &[u8], b: usize, r: usize) -> f32 {
+    let at = b * format.block_bytes() + 2 * r;
+    half::f16::from_le_bytes([tile[at], tile[at + 1]]).to_f32()
+}
+
+/// One row of Q8_0 activations as the packed kernels read it.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ActScales {
+pub struct ActRow {
+    /// The quants, block after block (each in −127..=127, as Q8_0 quantization makes them).
+    pub q: Vec<i8>,
+    /// Their absolute values.
+    pub abs: Vec<u8>,
     /// Each block's scale `d`.
     pub d: Vec<f32>,
     /// Each block's sum of quants.
-    pub sum: Vec<f32>,
+    pub sum: Vec<i32>,
 }
 
-impl ActScales {
-    /// The scales and sums of a row of Q8_0 blocks.
-    pub fn of(act: &[u8]) -> ActScales {
+impl ActRow {
+    /// Fills `self` from a row of Q8_0 blocks, reusing its buffers.
+    pub fn fill(&mut self, act: &[u8]) {
         let blocks = act.len() / 34;
-        let padded = groups(blocks) * GROUP;
-        let mut s = ActScales { d: vec![0.0; padded], sum: vec![0.0; padded] };
-        for (b, blk) in act.chunks_exact(34).enumerate() {
-            s.d[b] = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
-            s.sum[b] = blk[2..34].iter().map(|&q| f32::from(q as i8)).sum();
+        self.q.clear();
+        self.abs.clear();
+        self.d.clear();
+        self.sum.clear();
+        for blk in act.chunks_exact(34) {
+            self.d.push(half::f16::from_le_bytes([blk[0], blk[1]]).to_f32());
+            let q = blk[2..].iter().map(|&x| x as i8);
+            self.q.extend(q.clone());
+            self.abs.extend(q.clone().map(i8::unsigned_abs));
+            self.sum.push(q.map(i32::from).sum());
         }
-        s
+        debug_assert_eq!(self.d.len(), blocks);
+    }
+
+    /// The activation row of Q8_0 blocks `act`.
+    pub fn of(act: &[u8]) -> ActRow {
+        let mut a = ActRow::default();
+        a.fill(act);
+        a
+    }
+
+    /// Blocks in the row.
+    pub fn blocks(&self) -> usize {
+        self.d.len()
     }
 }
 
-/// The quants of block `b` of a packed row, as signed values (the scalar
-/// decoding of the layout, which the fast kernels must agree with).
-pub fn block_values(format: PackedFormat, row: &[u8], blocks: usize, b: usize) -> [i8; QK] {
-    let g = groups(blocks);
-    let quants_at = 2 * GROUP * g + if format == PackedFormat::Q5_0 { 32 * g } else { 0 };
-    let mut out = [0i8; QK];
-    for (j, o) in out.iter_mut().enumerate() {
-        *o = match format {
-            PackedFormat::Q5_0 => {
-                let byte = row[quants_at + 32 * (b / 2) + j];
-                let nibble = if b.is_multiple_of(2) { byte & 0x0F } else { byte >> 4 };
-                let high = (row[2 * GROUP * g + 32 * (b / GROUP) + j] >> (b % GROUP)) & 1;
-                (nibble | (high << 4)) as i8 - 16
-            }
-            PackedFormat::Q8_0 => row[quants_at + 32 * b + j] as i8,
-        };
-    }
-    out
-}
-
-/// The scale of block `b` of a packed row.
-pub fn block_scale(row: &[u8], b: usize) -> f32 {
-    half::f16::from_le_bytes([row[2 * b], row[2 * b + 1]]).to_f32()
+/// The scalar tile product: the eight rows of tile `tile` · `act`, each row
+/// summed block by block as the scalar reference sums a GGUF row
+/// (`sum += isum · d_w · d_a`), which the fast kernels reproduce bit for bit.
+pub fn tile_dot_scalar(format: PackedFormat, tile: &[u8], blocks: usize, act: &ActRow) -> [f32; TILE_ROWS] {
+    std::array::from_fn(|r| {
+        (0..blocks).fold(0.0f32, |sum, b| {
+            let v = block_values(format, tile, b, r);
+            let isum: i32 = v.iter().zip(&act.q[QK * b..][..QK]).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum();
+            sum + isum as f32 * block_scale(format, tile, b, r) * act.d[b]
+        })
+    })
 }
 
 #[cfg(test)]
@@ -167,28 +211,26 @@ mod tests {
     #[test]
     fn packing_keeps_every_value_and_scale() {
         let mut rng = SplitMix64(3);
-        for (ty, fmt, src_block) in
-            [(TensorType::Q5_0, PackedFormat::Q5_0, 22), (TensorType::Q8_0, PackedFormat::Q8_0, 34)]
-        {
-            for blocks in [1usize, 7, 8, 9, 28] {
+        for (ty, src_block) in [(TensorType::Q5_0, 22), (TensorType::Q8_0, 34)] {
+            for (rows, blocks) in [(3usize, 1usize), (8, 7), (11, 9), (16, 28)] {
                 let cols = 32 * blocks;
-                let w = crate::testing::random_weights(&mut rng, ty, 3 * cols, 2.0, 0.01);
-                let p = PackedMatrix::pack(ty, 3, cols, &w).unwrap();
-                assert_eq!((p.rows, p.blocks, p.row_bytes), (3, blocks, packed_row_bytes(fmt, blocks)));
-                for r in 0..3 {
-                    let src = &w[r * blocks * src_block..][..blocks * src_block];
+                let w = crate::testing::random_weights(&mut rng, ty, rows * cols, 2.0, 0.01);
+                let p = PackedMatrix::pack(ty, rows, cols, &w).unwrap();
+                assert_eq!((p.rows, p.blocks, p.tiles()), (rows, blocks, rows.div_ceil(8)));
+                assert_eq!(p.tile_bytes(), 8 * blocks * src_block);
+                for r in 0..p.tiles() * TILE_ROWS {
+                    let tile = p.tile(r / TILE_ROWS);
                     let mut want = vec![0.0f32; cols];
-                    quant::dequantize(ty, src, &mut want).unwrap();
+                    if r < rows {
+                        quant::dequantize(ty, &w[r * blocks * src_block..][..blocks * src_block], &mut want).unwrap();
+                    }
                     for b in 0..blocks {
-                        let d = block_scale(p.row(r), b);
-                        let vals = block_values(fmt, p.row(r), blocks, b);
+                        let d = block_scale(p.format, tile, b, r % TILE_ROWS);
+                        let vals = block_values(p.format, tile, b, r % TILE_ROWS);
                         for j in 0..QK {
+                            // Padding rows have scale 0.
                             assert_eq!(f32::from(vals[j]) * d, want[32 * b + j], "{ty} row {r} block {b} element {j}");
                         }
-                    }
-                    // Padding blocks have scale 0.
-                    for b in blocks..groups(blocks) * GROUP {
-                        assert_eq!(block_scale(p.row(r), b), 0.0);
                     }
                 }
             }
@@ -197,17 +239,37 @@ mod tests {
     }
 
     #[test]
-    fn activation_scales_and_sums_are_read_per_block_and_padded() {
+    fn the_scalar_tile_product_is_the_reference_dot_bit_for_bit() {
+        let mut rng = SplitMix64(8);
+        for ty in [TensorType::Q5_0, TensorType::Q8_0] {
+            let (rows, cols) = (8, 32 * 9);
+            let w = crate::testing::random_weights(&mut rng, ty, rows * cols, 2.0, 0.01);
+            let x: Vec<f32> = (0..cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 9.0).collect();
+            let mut a = vec![0u8; 9 * 34];
+            quant::quantize(TensorType::Q8_0, &x, &mut a).unwrap();
+            let p = PackedMatrix::pack(ty, rows, cols, &w).unwrap();
+            let got = tile_dot_scalar(p.format, p.tile(0), 9, &ActRow::of(&a));
+            let row = ty.row_bytes(cols).unwrap();
+            for r in 0..rows {
+                assert_eq!(got[r].to_bits(), quant::dot(ty, &w[r * row..][..row], &a).to_bits(), "{ty} row {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn activation_rows_hold_quants_scales_and_sums() {
         let x: Vec<f32> = (0..96).map(|i| (i as f32 - 40.0) / 7.0).collect();
         let mut a = vec![0u8; 3 * 34];
         quant::quantize(TensorType::Q8_0, &x, &mut a).unwrap();
-        let s = ActScales::of(&a);
-        assert_eq!((s.d.len(), s.sum.len()), (8, 8));
+        let s = ActRow::of(&a);
+        assert_eq!((s.blocks(), s.q.len(), s.abs.len()), (3, 96, 96));
         for b in 0..3 {
             let blk = &a[34 * b..34 * b + 34];
             assert_eq!(s.d[b], half::f16::from_le_bytes([blk[0], blk[1]]).to_f32());
-            assert_eq!(s.sum[b], blk[2..].iter().map(|&q| f32::from(q as i8)).sum::<f32>());
+            assert_eq!(s.sum[b], blk[2..].iter().map(|&q| i32::from(q as i8)).sum::<i32>());
+            for j in 0..32 {
+                assert_eq!((s.q[32 * b + j], s.abs[32 * b + j]), (blk[2 + j] as i8, (blk[2 + j] as i8).unsigned_abs()));
+            }
         }
-        assert!(s.d[3..].iter().chain(&s.sum[3..]).all(|&v| v == 0.0));
     }
 }

@@ -109,34 +109,35 @@ fn the_streaming_sum_matches_the_scalar_sum() {
 }
 
 #[test]
-fn packed_kernels_match_the_reference_on_the_gguf_blocks() {
-    use super::packed::{ActScales, PackedMatrix};
+fn packed_kernels_equal_the_reference_bit_for_bit() {
+    use super::packed::{ActRow, PackedMatrix, TILE_ROWS};
     let mut rng = SplitMix64(21);
     for ty in [TensorType::Q5_0, TensorType::Q8_0] {
-        for blocks in [1usize, 3, 8, 9, 28, 152] {
+        for (rows, blocks) in [(3usize, 1usize), (8, 3), (13, 9), (16, 28), (9, 152)] {
             let cols = 32 * blocks;
-            let rows = 3;
             let w = random_weights(&mut rng, ty, rows * cols);
             let p = PackedMatrix::pack(ty, rows, cols, &w).unwrap();
-            let acts: Vec<Vec<u8>> = (0..13).map(|i| activations(&mut rng, ty, cols, i == 2)).collect();
-            let act_refs: Vec<&[u8]> = acts.iter().map(Vec::as_slice).collect();
-            let scales: Vec<ActScales> = acts.iter().map(|a| ActScales::of(a)).collect();
-            let scale_refs: Vec<&ActScales> = scales.iter().collect();
+            // 7 activation rows: one group of four and a remainder of three.
+            let acts: Vec<Vec<u8>> = (0..7).map(|i| activations(&mut rng, ty, cols, i == 2)).collect();
+            let act_rows: Vec<ActRow> = acts.iter().map(|a| ActRow::of(a)).collect();
+            let refs: Vec<&ActRow> = act_rows.iter().collect();
+            let src_row = ty.row_bytes(cols).unwrap();
             for k in [Kernels::Scalar, Kernels::detect()] {
-                for r in 0..rows {
-                    let src_row = ty.row_bytes(cols).unwrap();
-                    let src = &w[r * src_row..][..src_row];
-                    let mut out = vec![0.0f32; acts.len()];
-                    k.dot_packed_many(&p, r, &act_refs, &scale_refs, &mut out);
+                for tile in 0..p.tiles() {
+                    let mut out = vec![f32::NAN; acts.len() * TILE_ROWS];
+                    k.tile_dot_many(&p, tile, &refs, &mut out);
                     for (t, a) in acts.iter().enumerate() {
-                        let want = quant::dot(ty, src, a);
-                        let tol = 1e-4 * want.abs().max(1.0);
-                        assert!(
-                            (out[t] - want).abs() <= tol,
-                            "{ty} {} blocks {blocks} row {r} act {t}: {} vs {want}",
-                            k.name(),
-                            out[t]
-                        );
+                        for j in 0..TILE_ROWS {
+                            let r = tile * TILE_ROWS + j;
+                            let want = if r < rows { quant::dot(ty, &w[r * src_row..][..src_row], a) } else { 0.0 };
+                            let got = out[t * TILE_ROWS + j];
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{ty} {} row {r} act {t}: {got} vs {want}",
+                                k.name()
+                            );
+                        }
                     }
                 }
             }

@@ -21,7 +21,7 @@ use std::path::Path;
 use crate::gguf::{GgufError, GgufFile, TensorInfo};
 use std::sync::Mutex;
 
-use crate::kernels::packed::{ActScales, PackedMatrix};
+use crate::kernels::packed::{ActRow, PackedMatrix, TILE_ROWS};
 use crate::kernels::{Kernels, Pool};
 use crate::quant::{self, Q8_0Rounding, QuantError};
 use bricks::Stopwatch;
@@ -291,24 +291,42 @@ impl Model {
         }
         let packed: Vec<Option<&PackedMatrix>> =
             ms.iter().map(|m| m.packed.as_deref().filter(|_| self.kernels.uses_packed())).collect();
-        let scales: Vec<ActScales> = match packed.iter().any(Option::is_some) {
-            true => acts.chunks_exact(a_bytes).map(ActScales::of).collect(),
+        let act_rows: Vec<&[u8]> = acts.chunks_exact(a_bytes).collect();
+        let packed_acts: Vec<ActRow> = match packed.iter().any(Option::is_some) {
+            true => act_rows.iter().map(|a| ActRow::of(a)).collect(),
             false => Vec::new(),
         };
-        let scale_refs: Vec<&ActScales> = scales.iter().collect();
-        let act_rows: Vec<&[u8]> = acts.chunks_exact(a_bytes).collect();
-        // Global row g of the group is row g - first[i] of matrix i.
-        let first: Vec<usize> = ms.iter().scan(0, |acc, m| Some(std::mem::replace(acc, *acc + m.rows))).collect();
-        let total_rows: usize = ms.iter().map(|m| m.rows).sum();
-        // One run of rows per thread, of about equal bytes (finer pieces handed out
+        let packed_refs: Vec<&ActRow> = packed_acts.iter().collect();
+        // Work units: a packed matrix's tiles of TILE_ROWS rows, another matrix's rows.
+        let unit_rows: Vec<usize> = packed.iter().map(|p| if p.is_some() { TILE_ROWS } else { 1 }).collect();
+        let units: Vec<Units> = ms
+            .iter()
+            .zip(&unit_rows)
+            .map(|(m, &r)| Units { count: m.rows.div_ceil(r), bytes: r * m.row_bytes })
+            .collect();
+        // Global unit u of the group is unit u - first[i] of matrix i; its results
+        // (unit rows × tokens) start at result[i] + (u - first[i]) × unit rows × tokens.
+        let first: Vec<usize> = units.iter().scan(0, |acc, u| Some(std::mem::replace(acc, *acc + u.count))).collect();
+        let result: Vec<usize> = units
+            .iter()
+            .zip(&unit_rows)
+            .scan(0, |acc, (u, &r)| Some(std::mem::replace(acc, *acc + u.count * r * n_tok)))
+            .collect();
+        let total: usize = units.iter().zip(&unit_rows).map(|(u, &r)| u.count * r * n_tok).sum();
+        let n_units: usize = units.iter().map(|u| u.count).sum();
+        let matrix_of = |g: usize| first.iter().rposition(|&f| f <= g).expect("unit 0 belongs to the first matrix");
+        let offset = |g: usize| match g == n_units {
+            true => total,
+            false => result[matrix_of(g)] + (g - first[matrix_of(g)]) * unit_rows[matrix_of(g)] * n_tok,
+        };
+        // One run of units per thread, of about equal bytes (finer pieces handed out
         // on demand measured no faster here).
-        let bounds = split_by_bytes(ms, self.pool.threads());
-        // Row-major results per global row, so each thread owns a contiguous range.
-        let mut by_row = vec![0.0f32; total_rows * n_tok];
+        let bounds = split_by_bytes(&units, self.pool.threads());
+        let mut by_unit = vec![0.0f32; total];
         let mut parts: Vec<Mutex<&mut [f32]>> = Vec::with_capacity(bounds.len());
-        let mut rest: &mut [f32] = &mut by_row;
+        let mut rest: &mut [f32] = &mut by_unit;
         for w in bounds.windows(2) {
-            let (head, tail) = rest.split_at_mut((w[1] - w[0]) * n_tok);
+            let (head, tail) = rest.split_at_mut(offset(w[1]) - offset(w[0]));
             parts.push(Mutex::new(head));
             rest = tail;
         }
@@ -316,23 +334,29 @@ impl Model {
         self.pool.run(&|pi| {
             let Some(part) = parts.get(pi) else { return };
             let mut part = part.lock().unwrap_or_else(|e| e.into_inner());
-            for (i, res) in part.chunks_exact_mut(n_tok).enumerate() {
-                let g = bounds[pi] + i;
-                let mi = first.iter().rposition(|&f| f <= g).expect("row 0 belongs to the first matrix");
-                let (m, r) = (ms[mi], g - first[mi]);
+            let mut at = 0;
+            for g in bounds[pi]..bounds[pi + 1] {
+                let mi = matrix_of(g);
+                let (m, i) = (ms[mi], g - first[mi]);
+                let res = &mut part[at..][..unit_rows[mi] * n_tok];
+                at += res.len();
                 match packed[mi] {
-                    Some(p) => kernels.dot_packed_many(p, r, &act_rows, &scale_refs, res),
+                    Some(p) => kernels.tile_dot_many(p, i, &packed_refs, res),
                     None => {
-                        kernels.dot_many(m.info.ty, &self.rows(m)[r * m.row_bytes..][..m.row_bytes], &act_rows, res)
+                        kernels.dot_many(m.info.ty, &self.rows(m)[i * m.row_bytes..][..m.row_bytes], &act_rows, res)
                     }
                 }
             }
         });
         drop(parts);
-        for ((m, out), &f) in ms.iter().zip(outs.iter_mut()).zip(&first) {
-            for r in 0..m.rows {
-                for (t, &y) in by_row[(f + r) * n_tok..][..n_tok].iter().enumerate() {
-                    out[t * m.rows + r] = y;
+        for (mi, (m, out)) in ms.iter().zip(outs.iter_mut()).enumerate() {
+            let ur = unit_rows[mi];
+            for u in 0..units[mi].count {
+                let res = &by_unit[result[mi] + u * ur * n_tok..][..ur * n_tok];
+                for (t, vals) in res.chunks_exact(ur).enumerate() {
+                    for (j, &y) in vals.iter().enumerate().take(m.rows - u * ur) {
+                        out[t * m.rows + u * ur + j] = y;
+                    }
                 }
             }
         }
@@ -450,23 +474,29 @@ impl Model {
     }
 }
 
-/// Boundaries (global row indices, at most `parts + 1` of them) that cut the
-/// group's rows into contiguous pieces of about equal bytes.
-fn split_by_bytes(ms: &[&Matrix], parts: usize) -> Vec<usize> {
-    let total: usize = ms.iter().map(|m| m.rows * m.row_bytes).sum();
-    let total_rows: usize = ms.iter().map(|m| m.rows).sum();
+/// A matrix's work units: `count` units of `bytes` bytes each.
+struct Units {
+    count: usize,
+    bytes: usize,
+}
+
+/// Boundaries (global unit indices, at most `parts + 1` of them) that cut the
+/// group's units into contiguous pieces of about equal bytes.
+fn split_by_bytes(units: &[Units], parts: usize) -> Vec<usize> {
+    let total: usize = units.iter().map(|u| u.count * u.bytes).sum();
+    let count: usize = units.iter().map(|u| u.count).sum();
     let mut bounds = vec![0];
-    let (mut row, mut bytes) = (0, 0);
-    for m in ms {
-        for _ in 0..m.rows {
-            row += 1;
-            bytes += m.row_bytes;
+    let (mut unit, mut bytes) = (0, 0);
+    for u in units {
+        for _ in 0..u.count {
+            unit += 1;
+            bytes += u.bytes;
             if bounds.len() < parts && bytes * parts >= total * bounds.len() {
-                bounds.push(row);
+                bounds.push(unit);
             }
         }
     }
-    bounds.push(total_rows);
+    bounds.push(count);
     bounds.dedup();
     bounds
 }
