@@ -346,6 +346,84 @@ pub fn tile_dot<const N: usize>(
     out
 }
 
+/// [`crate::model::attention::attend_group`] over an f16 cache, the same
+/// arithmetic in the same order, eight lanes at a time (products and sums
+/// unfused, roundings to f16 by F16C, which rounds to nearest even as the
+/// reference does), so the results are equal bit for bit. Row `p` of the keys
+/// and values starts at `p * stride + offset`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub fn attend_group_f16(
+    q: &[f32],
+    hd: usize,
+    keys: &[half::f16],
+    values: &[half::f16],
+    (stride, offset): (usize, usize),
+    ctx: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    const MAX_LANES: usize = 32;
+    const MAX_GROUP: usize = 16;
+    let (heads, lanes) = (q.len() / hd, hd / 8);
+    assert!(hd.is_multiple_of(8) && lanes <= MAX_LANES && heads <= MAX_GROUP && out.len() == q.len());
+    assert!(ctx == 0 || ((ctx - 1) * stride + offset + hd <= keys.len().min(values.len())));
+    let round = |x: __m256| _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
+    // SAFETY (all three): every index is below q.len() = out.len() (asserted above), 8 f32 from there are readable/writable.
+    let ld = |x: &[f32], at: usize| unsafe { _mm256_loadu_ps(x[at..at + 8].as_ptr()) };
+    let st = |x: &mut [f32], at: usize, v: __m256| unsafe { _mm256_storeu_ps(x[at..at + 8].as_mut_ptr(), v) };
+    // SAFETY: p < ctx, so 8 f16 from `p * stride + offset + 8i` are in bounds (asserted above).
+    let ld16 = |x: &[half::f16], at: usize| unsafe { _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(at).cast())) };
+    let mut qr = [0.0f32; MAX_GROUP * 8 * MAX_LANES];
+    let qr = &mut qr[..q.len()];
+    for i in (0..q.len()).step_by(8) {
+        st(qr, i, round(ld(q, i)));
+    }
+    out.fill(0.0);
+    let (mut k, mut v) = ([_mm256_setzero_ps(); MAX_LANES], [_mm256_setzero_ps(); MAX_LANES]);
+    let (mut max, mut sum) = ([f32::NEG_INFINITY; MAX_GROUP], [0.0f32; MAX_GROUP]);
+    for p in 0..ctx {
+        let at = p * stride + offset;
+        for i in 0..lanes {
+            k[i] = ld16(keys, at + 8 * i);
+            v[i] = ld16(values, at + 8 * i);
+        }
+        for h in 0..heads {
+            let mut acc = _mm256_setzero_ps();
+            for (i, ki) in k.iter().enumerate().take(lanes) {
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(ld(qr, h * hd + 8 * i), *ki));
+            }
+            let s = (hsum(acc) + 0.0) * scale;
+            let (mut ms, mut vs) = (1.0f32, 1.0f32);
+            if s > max[h] {
+                let old = max[h];
+                max[h] = s;
+                ms = (old - s).exp();
+                if ms != 1.0 {
+                    for i in 0..lanes {
+                        let at = h * hd + 8 * i;
+                        st(out, at, round(_mm256_mul_ps(ld(out, at), _mm256_set1_ps(ms))));
+                    }
+                }
+            } else {
+                vs = (s - max[h]).exp();
+            }
+            for (i, vi) in v.iter().enumerate().take(lanes) {
+                let at = h * hd + 8 * i;
+                st(out, at, round(_mm256_add_ps(ld(out, at), _mm256_mul_ps(*vi, _mm256_set1_ps(vs)))));
+            }
+            sum[h] = sum[h] * ms + vs;
+        }
+    }
+    for (h, s) in sum.iter().enumerate().take(heads) {
+        let inv = _mm256_set1_ps(1.0 / s);
+        for i in 0..lanes {
+            let at = h * hd + 8 * i;
+            st(out, at, _mm256_mul_ps(ld(out, at), inv));
+        }
+    }
+}
+
 /// Σ a[i]·b[i] over unsigned × signed bytes (each `a[i]` ≤ 127, so no pair sum
 /// saturates), 128 bytes per step into four independent accumulators: the
 /// multiply-add throughput the quantized kernels are built on, for measuring

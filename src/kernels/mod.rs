@@ -164,6 +164,35 @@ impl Kernels {
         }
     }
 
+    /// Grouped-query attention over an f16 KV cache by the fast kernel, equal
+    /// bit for bit to [`crate::model::attention::attend_group`]; `false` (and
+    /// `out` untouched) when this implementation has none, or the head size is
+    /// not a multiple of 8, and the caller must run the reference. Row `p` of
+    /// `keys` and `values` starts at `p * stride + offset`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend_group_f16(
+        self,
+        q: &[f32],
+        hd: usize,
+        keys: &[half::f16],
+        values: &[half::f16],
+        rows: (usize, usize),
+        ctx: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2 if hd.is_multiple_of(8) => {
+                assert!(avx2_available(), "AVX2 kernels chosen on a CPU without AVX2, FMA and F16C");
+                // SAFETY: AVX2, FMA and F16C are available (asserted above).
+                unsafe { avx2::attend_group_f16(q, hd, keys, values, rows, ctx, scale, out) };
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Σ a[i]·b[i] of unsigned (≤ 127) × signed bytes, exactly: the int8
     /// multiply-add of the quantized kernels, timed by the compute probe.
     /// Lengths must be equal and a multiple of 128.

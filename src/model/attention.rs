@@ -162,6 +162,28 @@ mod tests {
     }
 
     #[test]
+    fn the_fast_kernel_equals_the_reference_bit_for_bit() {
+        use crate::kernels::Kernels;
+        for (hd, heads, ctx) in [(64usize, 7usize, 1usize), (64, 7, 37), (128, 6, 300), (16, 2, 5)] {
+            let (k, v) = (data(ctx, 2 * hd, 0.37), data(ctx, 2 * hd, 0.11));
+            let c = cache(KvType::F16, &k, &v);
+            let q: Vec<f32> = data(heads, hd, 0.7).concat().iter().map(|x| x * 3.0).collect();
+            for kv_head in 0..2 {
+                let mut want = vec![0.0; q.len()];
+                attend_group(&q, hd, &c, 0, kv_head * hd, ctx, 0.125, &mut want);
+                let (keys, values) = c.f16_layer(0).unwrap();
+                let mut got = vec![f32::NAN; q.len()];
+                let rows = (2 * hd, kv_head * hd);
+                if Kernels::detect().attend_group_f16(&q, hd, keys, values, rows, ctx, 0.125, &mut got) {
+                    let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "hd {hd} heads {heads} ctx {ctx} kv head {kv_head}: {got:?} vs {want:?}");
+                }
+            }
+        }
+        assert!(!Kernels::Scalar.attend_group_f16(&[0.0; 8], 8, &[], &[], (8, 0), 0, 1.0, &mut [0.0; 8]));
+    }
+
+    #[test]
     fn one_position_returns_its_value_and_f16_stays_close() {
         let (k, v, q) = (data(20, 8, 0.9), data(20, 8, 0.3), data(1, 8, 0.5).remove(0));
         let mut out = vec![0.0; 8];

@@ -152,6 +152,21 @@ impl KvCache {
         }
     }
 
+    /// Layer `layer`'s keys and values (`[position][kv_dim]`, every position
+    /// the cache can hold) when stored as f16, for the fast attention kernel.
+    pub(crate) fn f16_layer(&self, layer: usize) -> Option<(&[f16], &[f16])> {
+        let range = self.at(layer, 0)..self.at(layer + 1, 0);
+        match (&self.keys, &self.values) {
+            (Store::F16(k), Store::F16(v)) => Some((&k[range.clone()], &v[range])),
+            _ => None,
+        }
+    }
+
+    /// Elements per position of a layer.
+    pub(crate) fn kv_dim(&self) -> usize {
+        self.kv_dim
+    }
+
     /// `len` key elements from `offset` at `pos` of `layer`.
     pub(crate) fn key(&self, layer: usize, pos: usize, offset: usize, len: usize) -> Row<'_> {
         self.row(&self.keys, layer, pos, offset, len)

@@ -378,7 +378,14 @@ impl Model {
                 let mut o = parts[pair].lock().unwrap_or_else(|e| e.into_inner());
                 let (t, kv_head) = (pair / n_kv, pair % n_kv);
                 let ctx = p0 + t + 1; // causal: positions 0..=p0+t
-                attention::attend_group(&q[pair * width..][..width], hd, cache, li, kv_head * hd, ctx, scale, &mut o);
+                let q = &q[pair * width..][..width];
+                let fast = cache.f16_layer(li).is_some_and(|(keys, values)| {
+                    let rows = (cache.kv_dim(), kv_head * hd);
+                    self.kernels.attend_group_f16(q, hd, keys, values, rows, ctx, scale, &mut o)
+                });
+                if !fast {
+                    attention::attend_group(q, hd, cache, li, kv_head * hd, ctx, scale, &mut o);
+                }
             }
         });
     }
