@@ -278,7 +278,9 @@ pub fn tile_dot<const N: usize>(
     let bb = format.block_bytes();
     assert!(tile.len() >= bb * blocks, "tile shorter than its blocks");
     for a in &acts {
-        assert!(a.q.len() >= 32 * blocks && a.abs.len() >= 32 * blocks && a.d.len() >= blocks && a.sum.len() >= blocks);
+        assert!(
+            a.q.len() >= 32 * blocks && a.abs.len() >= 32 * blocks && a.d.len() >= blocks && a.sum32.len() >= blocks
+        );
     }
     // Every read below is in bounds by the assertions above: block b < blocks of
     // the tile (bb bytes each), and elements 32b..32b + 32 of each activation row.
@@ -319,9 +321,10 @@ pub fn tile_dot<const N: usize>(
                 }
                 for t in 0..N {
                     let s = _mm256_add_epi32(_mm256_madd_epi16(lo16[t], ones), _mm256_madd_epi16(hi16[t], ones));
-                    isum[t] = _mm256_sub_epi32(s, _mm256_set1_epi32(16 * acts[t].sum[b]));
+                    isum[t] = _mm256_sub_epi32(s, _mm256_set1_epi32(16 * acts[t].sum32[b]));
                 }
             }
+            PackedFormat::Q4K | PackedFormat::Q6K => panic!("K-quant tiles go to tile_dot_q4k and tile_dot_q6k"),
             PackedFormat::Q8_0 => {
                 for v in 0..8 {
                     let w = vec_at(blk, 16 + 32 * v);
@@ -338,6 +341,212 @@ pub fn tile_dot<const N: usize>(
             acc[t] = _mm256_add_ps(acc[t], scaled);
         }
     }
+    store_rows(acc)
+}
+
+/// Bits `2m..2m + 2` of every byte moved to bits 4..6, the rest cleared.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn two_bits_at_4(x: __m256i, m: usize) -> __m256i {
+    let moved = match m {
+        0 => _mm256_slli_epi16(x, 4),
+        1 => _mm256_slli_epi16(x, 2),
+        2 => x,
+        _ => _mm256_srli_epi16(x, 2),
+    };
+    _mm256_and_si256(moved, _mm256_set1_epi8(0x30))
+}
+
+/// Checks a K-quant tile and `N` Q8_K activation rows for `blocks` blocks.
+fn check_k_tile<const N: usize>(tile: &[u8], bb: usize, blocks: usize, acts: &[&super::packed::ActRow; N]) {
+    assert!(tile.len() >= bb * blocks, "tile shorter than its blocks");
+    for a in acts {
+        assert!(a.q.len() >= 256 * blocks && a.d.len() >= blocks && a.sum32.len() >= 8 * blocks);
+        assert!(a.sum16.len() >= 16 * blocks);
+    }
+}
+
+/// Within each 32-bit lane of a vector of 16-bit pairs, the first (`second`
+/// false) or the second value twice: a `_mm256_shuffle_epi8` control.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dup_pair(second: bool) -> __m256i {
+    let first = _mm_set_epi64x(0x0D0C_0D0C_0908_0908, 0x0504_0504_0100_0100);
+    let v = _mm256_set_m128i(first, first);
+    if second {
+        _mm256_add_epi8(v, _mm256_set1_epi8(2))
+    } else {
+        v
+    }
+}
+
+/// Four bytes of a row of quants from element `at`, in every 32-bit lane.
+///
+/// # Safety
+/// `p + at` must have 4 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bcast4(p: *const u8, at: usize) -> __m256i {
+    // SAFETY: the caller guarantees 4 readable bytes at `p + at`.
+    unsafe { _mm256_set1_epi32(p.add(at).cast::<i32>().read_unaligned()) }
+}
+
+/// The eight rows of a packed Q4_K tile · `N` Q8_K activation rows, equal bit
+/// for bit to [`super::packed::tile_dot_scalar`]: exact integer sums, then the
+/// reference's f32 operations per block. The unsigned × signed products of a
+/// 32-element sub-block are summed in 16 bits (at most 8 · 2 · 15 · 128 < 2¹⁵),
+/// then multiplied by its scale widened to 16 bits.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn tile_dot_q4k<const N: usize>(
+    tile: &[u8],
+    blocks: usize,
+    acts: [&super::packed::ActRow; N],
+) -> [[f32; super::packed::TILE_ROWS]; N] {
+    use super::packed::q4k_chunk;
+    let bb = super::packed::PackedFormat::Q4K.block_bytes();
+    check_k_tile(tile, bb, blocks, &acts);
+    let q: [*const u8; N] = std::array::from_fn(|t| acts[t].q.as_ptr().cast());
+    let low = _mm256_set1_epi8(0x0F);
+    let (dup_lo, dup_hi) = (dup_pair(false), dup_pair(true));
+    let mut acc = [_mm256_setzero_ps(); N];
+    for b in 0..blocks {
+        let blk = &tile[b * bb..][..bb];
+        let (mut isum, mut msum) = ([_mm256_setzero_si256(); N], [_mm256_setzero_si256(); N]);
+        for c in 0..4 {
+            // Sub-block 2c in the low nibbles, 2c + 1 in the high nibbles.
+            let (mut lo16, mut hi16) = ([_mm256_setzero_si256(); N], [_mm256_setzero_si256(); N]);
+            for v in 0..8 {
+                let n = load(&blk[q4k_chunk(c) + 32 + 32 * v..]);
+                let (lo, hi) = (_mm256_and_si256(n, low), _mm256_and_si256(_mm256_srli_epi16(n, 4), low));
+                let at = 256 * b + 64 * c + 4 * v;
+                for t in 0..N {
+                    // SAFETY: elements at..at + 36 of the row are in bounds (checked by check_k_tile).
+                    let (al, ah) = unsafe { (bcast4(q[t], at), bcast4(q[t], at + 32)) };
+                    lo16[t] = _mm256_add_epi16(lo16[t], _mm256_maddubs_epi16(lo, al));
+                    hi16[t] = _mm256_add_epi16(hi16[t], _mm256_maddubs_epi16(hi, ah));
+                }
+            }
+            let pair = _mm256_cvtepu8_epi16(load128(&blk[q4k_chunk(c)..]));
+            let (sl, sh) = (_mm256_shuffle_epi8(pair, dup_lo), _mm256_shuffle_epi8(pair, dup_hi));
+            let mins = _mm256_cvtepu8_epi16(load128(&blk[q4k_chunk(c) + 16..]));
+            for t in 0..N {
+                let s = _mm256_add_epi32(_mm256_madd_epi16(lo16[t], sl), _mm256_madd_epi16(hi16[t], sh));
+                isum[t] = _mm256_add_epi32(isum[t], s);
+                // The mins of sub-blocks 2c, 2c + 1 times their activation sums, as 16-bit pairs.
+                let (s0, s1) = (acts[t].sum32[8 * b + 2 * c], acts[t].sum32[8 * b + 2 * c + 1]);
+                let sums = _mm256_set1_epi32((s0 & 0xFFFF) | (s1 << 16));
+                msum[t] = _mm256_add_epi32(msum[t], _mm256_madd_epi16(mins, sums));
+            }
+        }
+        let (d, dmin) = (_mm256_cvtph_ps(load128(blk)), _mm256_cvtph_ps(load128(&blk[16..])));
+        for t in 0..N {
+            let da = _mm256_set1_ps(acts[t].d[b]);
+            let scaled = _mm256_sub_ps(
+                _mm256_mul_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(isum[t])),
+                _mm256_mul_ps(_mm256_mul_ps(dmin, da), _mm256_cvtepi32_ps(msum[t])),
+            );
+            acc[t] = _mm256_add_ps(acc[t], scaled);
+        }
+    }
+    store_rows(acc)
+}
+
+/// The eight rows of a packed Q6_K tile · `N` Q8_K activation rows, equal bit
+/// for bit to [`super::packed::tile_dot_scalar`]. Unsigned quants (0..64) are
+/// multiplied and summed in 16 bits two groups at a time (2 · 2 · 63 · 128 <
+/// 2¹⁵), then by the sub-block scales widened to 16 bits; the offset of 32 is
+/// taken off through the activations' sums of 16.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn tile_dot_q6k<const N: usize>(
+    tile: &[u8],
+    blocks: usize,
+    acts: [&super::packed::ActRow; N],
+) -> [[f32; super::packed::TILE_ROWS]; N] {
+    use super::packed::q6k_chunk;
+    let bb = super::packed::PackedFormat::Q6K.block_bytes();
+    check_k_tile(tile, bb, blocks, &acts);
+    let q: [*const u8; N] = std::array::from_fn(|t| acts[t].q.as_ptr().cast());
+    let s16: [*const u8; N] = std::array::from_fn(|t| acts[t].sum16.as_ptr().cast());
+    let low = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for b in 0..blocks {
+        let blk = &tile[b * bb..][..bb];
+        let (mut isum, mut offset) = ([_mm256_setzero_si256(); N], [_mm256_setzero_si256(); N]);
+        for c in 0..4 {
+            // Sub-blocks 4c, 4c + 1 in the low nibbles, 4c + 2, 4c + 3 in the high ones.
+            let chunk = &blk[q6k_chunk(c)..];
+            let pair_lo = _mm256_cvtepi8_epi16(load128(chunk));
+            let pair_hi = _mm256_cvtepi8_epi16(load128(&chunk[16..]));
+            let high: [__m256i; 4] = std::array::from_fn(|k| load(&chunk[32 + 32 * k..]));
+            for half in 0..2 {
+                let (mut l0, mut l1, mut h0, mut h1) = (
+                    [_mm256_setzero_si256(); N],
+                    [_mm256_setzero_si256(); N],
+                    [_mm256_setzero_si256(); N],
+                    [_mm256_setzero_si256(); N],
+                );
+                for u in 0..2 {
+                    let (va, vb) = (4 * half + u, 4 * half + 2 + u);
+                    let unpack = |v: usize| {
+                        let n = load(&chunk[160 + 32 * v..]);
+                        let lo = _mm256_or_si256(_mm256_and_si256(n, low), two_bits_at_4(high[v % 4], v / 4));
+                        let hi = _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(n, 4), low),
+                            two_bits_at_4(high[v % 4], 2 + v / 4),
+                        );
+                        (lo, hi)
+                    };
+                    let ((la, ha), (lb, hb)) = (unpack(va), unpack(vb));
+                    for t in 0..N {
+                        let at = |v: usize| 256 * b + 64 * c + 4 * v;
+                        // SAFETY: elements at(v)..at(v) + 36 of the row are in bounds (checked by check_k_tile).
+                        let a = unsafe {
+                            [
+                                bcast4(q[t], at(va)),
+                                bcast4(q[t], at(va) + 32),
+                                bcast4(q[t], at(vb)),
+                                bcast4(q[t], at(vb) + 32),
+                            ]
+                        };
+                        l0[t] = _mm256_add_epi16(l0[t], _mm256_maddubs_epi16(la, a[0]));
+                        h0[t] = _mm256_add_epi16(h0[t], _mm256_maddubs_epi16(ha, a[1]));
+                        l1[t] = _mm256_add_epi16(l1[t], _mm256_maddubs_epi16(lb, a[2]));
+                        h1[t] = _mm256_add_epi16(h1[t], _mm256_maddubs_epi16(hb, a[3]));
+                    }
+                }
+                // Sub-blocks 4c + half (low nibbles) and 4c + 2 + half (high nibbles) are complete.
+                let dup = dup_pair(half == 1);
+                let (sl, sh) = (_mm256_shuffle_epi8(pair_lo, dup), _mm256_shuffle_epi8(pair_hi, dup));
+                for t in 0..N {
+                    let l = _mm256_add_epi32(_mm256_madd_epi16(l0[t], sl), _mm256_madd_epi16(l1[t], sl));
+                    let h = _mm256_add_epi32(_mm256_madd_epi16(h0[t], sh), _mm256_madd_epi16(h1[t], sh));
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(l, h));
+                }
+            }
+            for t in 0..N {
+                // SAFETY: sums 16b + 4c .. 16b + 4c + 4 are in bounds (checked by check_k_tile).
+                let (sa, sb) =
+                    unsafe { (bcast4(s16[t], 2 * (16 * b + 4 * c)), bcast4(s16[t], 2 * (16 * b + 4 * c + 2))) };
+                let sums = _mm256_add_epi32(_mm256_madd_epi16(pair_lo, sa), _mm256_madd_epi16(pair_hi, sb));
+                offset[t] = _mm256_add_epi32(offset[t], sums);
+            }
+        }
+        let d = _mm256_cvtph_ps(load128(blk));
+        for t in 0..N {
+            let isum = _mm256_sub_epi32(isum[t], _mm256_slli_epi32(offset[t], 5));
+            acc[t] = _mm256_add_ps(
+                acc[t],
+                _mm256_mul_ps(_mm256_mul_ps(d, _mm256_set1_ps(acts[t].d[b])), _mm256_cvtepi32_ps(isum)),
+            );
+        }
+    }
+    store_rows(acc)
+}
+
+/// The accumulators of `N` activation rows as eight rows' results each.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn store_rows<const N: usize>(acc: [__m256; N]) -> [[f32; super::packed::TILE_ROWS]; N] {
     let mut out = [[0.0f32; super::packed::TILE_ROWS]; N];
     for t in 0..N {
         // SAFETY: `out[t]` is 8 writable f32; storeu needs no alignment.

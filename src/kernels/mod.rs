@@ -22,7 +22,9 @@ impl HugeBytes {
         let map = memmap2::MmapMut::map_anon(len.max(1)).expect("an anonymous mapping for packed weights");
         // Best effort: without huge pages the kernels are as correct, a little slower.
         #[cfg(target_os = "linux")]
-        let _ = map.advise(memmap2::Advice::HugePage);
+        if std::env::var_os("NOHUGE").is_none() {
+            let _ = map.advise(memmap2::Advice::HugePage);
+        }
         HugeBytes { map, len }
     }
 }
@@ -147,13 +149,13 @@ impl Kernels {
                 let mut quads = acts.chunks_exact(4);
                 for (a, o) in (&mut quads).zip(&mut outs) {
                     // SAFETY: AVX2, FMA and F16C are available (asserted above).
-                    let r = unsafe { avx2::tile_dot(w.format, data, w.blocks, [a[0], a[1], a[2], a[3]]) };
+                    let r = unsafe { avx2_tile_dot(w.format, data, w.blocks, [a[0], a[1], a[2], a[3]]) };
                     o.copy_from_slice(r.as_flattened());
                 }
                 let rest = outs.into_remainder();
                 for (a, o) in quads.remainder().iter().zip(rest.chunks_exact_mut(TILE_ROWS)) {
                     // SAFETY: AVX2, FMA and F16C are available (asserted above).
-                    o.copy_from_slice(&unsafe { avx2::tile_dot(w.format, data, w.blocks, [*a]) }[0]);
+                    o.copy_from_slice(&unsafe { avx2_tile_dot(w.format, data, w.blocks, [*a]) }[0]);
                 }
             }
             _ => {
@@ -253,6 +255,29 @@ unsafe fn avx2_dot<const N: usize>(ty: TensorType, w: &[u8], a: [&[u8]; N]) -> O
             TensorType::Q4K => Some(avx2::dot_q4k_q8k(w, a)),
             TensorType::Q6K => Some(avx2::dot_q6k_q8k(w, a)),
             _ => None,
+        }
+    }
+}
+
+/// The AVX2 tile kernel for the tile's format.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C (`avx2_available()`).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+unsafe fn avx2_tile_dot<const N: usize>(
+    format: packed::PackedFormat,
+    tile: &[u8],
+    blocks: usize,
+    acts: [&packed::ActRow; N],
+) -> [[f32; packed::TILE_ROWS]; N] {
+    use packed::PackedFormat;
+    // SAFETY: the caller guarantees the CPU features these kernels enable.
+    unsafe {
+        match format {
+            PackedFormat::Q5_0 | PackedFormat::Q8_0 => avx2::tile_dot(format, tile, blocks, acts),
+            PackedFormat::Q4K => avx2::tile_dot_q4k(tile, blocks, acts),
+            PackedFormat::Q6K => avx2::tile_dot_q6k(tile, blocks, acts),
         }
     }
 }

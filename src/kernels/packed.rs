@@ -12,16 +12,33 @@
 //! - Q8_0: 8 vectors of 32 bytes, byte `4r + j` of vector `v` = element
 //!   `4v + j` of row `r`, signed.
 //!
-//! That is 22 or 34 bytes per row and block, as in the GGUF file. The last
+//! That is 22 or 34 bytes per row and block, as in the GGUF file. The
+//! 256-element K-quant blocks are cut into four chunks of 64 elements, each
+//! chunk into 16 groups of 4; nibble vector `(c, v)` (`v` in 0..8) holds group
+//! `v` of chunk `c` in its low nibbles and group `v + 8` in its high nibbles,
+//! byte `4r + j` for element `j` of the group in row `r`:
+//! - Q4_K: 8 f16 `d`, 8 f16 `dmin`, then per chunk ([`q4k_chunk`]) its two
+//!   sub-blocks' 6-bit scales and mins widened to bytes (`[row][2]`) and its
+//!   8 nibble vectors: 148 bytes per row and block (144 in the file);
+//! - Q6_K: 8 f16 `d`, then per chunk ([`q6k_chunk`]) its four sub-blocks'
+//!   signed scales (`[pair][row][2]`), 4 vectors of the high two bits, vector
+//!   `k` holding in bits `2m..2m + 2` those of group `4m + k`, and the 8
+//!   vectors of the low four bits: 210 bytes per row and block, as in the file.
+//!
+//! Every block is laid out in the order the kernels read it, front to back.
+//!
+//! The last
 //! tile of a matrix whose rows are not a multiple of eight is padded with rows
 //! of scale 0.
 //!
-//! Activations are Q8_0 blocks, read through [`ActRow`]: the quants back to
-//! back, their absolute values, and each block's scale and quant sum.
+//! Activations are Q8_0 blocks (Q5_0, Q8_0) or Q8_K blocks (Q4_K, Q6_K), read
+//! through [`ActRow`]: the quants back to back, their absolute values, each
+//! block's scale and the sums of its quants.
 
 use crate::gguf::TensorType;
+use crate::quant::kquants::{self, QK_K};
 
-/// Elements per block.
+/// Elements per Q5_0/Q8_0 block.
 const QK: usize = 32;
 /// Rows per tile.
 pub const TILE_ROWS: usize = 8;
@@ -33,14 +50,37 @@ pub enum PackedFormat {
     Q5_0,
     /// From Q8_0: signed 8-bit quants.
     Q8_0,
+    /// From Q4_K: 4-bit quants with 6-bit sub-block scales and mins.
+    Q4K,
+    /// From Q6_K: 6-bit quants (q − 32) with signed 8-bit sub-block scales.
+    Q6K,
 }
 
 impl PackedFormat {
     /// Bytes of one block of a tile (all its rows).
     pub fn block_bytes(self) -> usize {
+        TILE_ROWS
+            * match self {
+                PackedFormat::Q5_0 => 22,
+                PackedFormat::Q8_0 => 34,
+                PackedFormat::Q4K => 148,
+                PackedFormat::Q6K => 210,
+            }
+    }
+
+    /// Elements per block.
+    pub fn block_elements(self) -> usize {
         match self {
-            PackedFormat::Q5_0 => TILE_ROWS * 22,
-            PackedFormat::Q8_0 => TILE_ROWS * 34,
+            PackedFormat::Q5_0 | PackedFormat::Q8_0 => QK,
+            PackedFormat::Q4K | PackedFormat::Q6K => QK_K,
+        }
+    }
+
+    /// The format of the activations it multiplies.
+    pub fn act_type(self) -> TensorType {
+        match self {
+            PackedFormat::Q5_0 | PackedFormat::Q8_0 => TensorType::Q8_0,
+            PackedFormat::Q4K | PackedFormat::Q6K => TensorType::Q8K,
         }
     }
 }
@@ -65,9 +105,11 @@ impl PackedMatrix {
         let (format, src_block) = match ty {
             TensorType::Q5_0 => (PackedFormat::Q5_0, 22),
             TensorType::Q8_0 => (PackedFormat::Q8_0, 34),
+            TensorType::Q4K => (PackedFormat::Q4K, 144),
+            TensorType::Q6K => (PackedFormat::Q6K, 210),
             _ => return None,
         };
-        let blocks = cols / QK;
+        let blocks = cols / format.block_elements();
         let tile_bytes = blocks * format.block_bytes();
         let data = super::HugeBytes::zeroed(rows.div_ceil(TILE_ROWS) * tile_bytes);
         let mut m = PackedMatrix { format, rows, blocks, data };
@@ -100,11 +142,59 @@ impl PackedMatrix {
     }
 }
 
+/// Where chunk `c` of a Q4_K tile block starts: its scales (`[row][2]`, 16
+/// bytes), mins (16 bytes), then its 8 nibble vectors; the block's 8 `d` and
+/// 8 `dmin` come first. Each chunk is read front to back.
+pub fn q4k_chunk(c: usize) -> usize {
+    32 + 288 * c
+}
+
+/// Where chunk `c` of a Q6_K tile block starts: its two pairs of scales
+/// (`[row][2]`, 16 bytes each), its 4 high-bit vectors, then its 8 nibble
+/// vectors; the block's 8 `d` come first.
+pub fn q6k_chunk(c: usize) -> usize {
+    16 + 416 * c
+}
+
+/// Where byte `j` of row `r` of element group `g` (0..16) of a chunk lies
+/// among the chunk's nibble vectors, and whether in the high nibble.
+fn nibble_at(g: usize, r: usize, j: usize) -> (usize, bool) {
+    (32 * (g % 8) + 4 * r + j, g >= 8)
+}
+
 /// Writes GGUF block `src` as row `r` of a tile's block `dst`.
 fn pack_block(format: PackedFormat, src: &[u8], r: usize, dst: &mut [u8]) {
-    dst[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
     match format {
+        PackedFormat::Q4K => {
+            dst[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
+            dst[16 + 2 * r..18 + 2 * r].copy_from_slice(&src[2..4]);
+            for j in 0..8 {
+                let (sc, m) = kquants::scale_min(j, &src[4..16]);
+                dst[q4k_chunk(j / 2) + 2 * r + j % 2] = sc;
+                dst[q4k_chunk(j / 2) + 16 + 2 * r + j % 2] = m;
+            }
+            let q = kquants::q45k_values(src, false);
+            for (e, &v) in q.iter().enumerate() {
+                let (at, high) = nibble_at(e % 64 / 4, r, e % 4);
+                dst[q4k_chunk(e / 64) + 32 + at] |= if high { v << 4 } else { v };
+            }
+        }
+        PackedFormat::Q6K => {
+            dst[2 * r..2 * r + 2].copy_from_slice(&src[208..210]);
+            let (q, sc) = kquants::q6k_values(src);
+            for (s, &v) in sc.iter().enumerate() {
+                dst[q6k_chunk(s / 4) + 16 * (s % 4 / 2) + 2 * r + s % 2] = v as u8;
+            }
+            for (e, &v) in q.iter().enumerate() {
+                let raw = (v + 32) as u8;
+                let (c, g, j) = (e / 64, e % 64 / 4, e % 4);
+                let (at, high) = nibble_at(g, r, j);
+                dst[q6k_chunk(c) + 160 + at] |= if high { (raw & 0x0F) << 4 } else { raw & 0x0F };
+                dst[q6k_chunk(c) + 32 + 32 * (g % 4) + 4 * r + j] |= (raw >> 4) << (2 * (g / 4));
+            }
+        }
         PackedFormat::Q5_0 => {
+            dst[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
             let qh = u32::from_le_bytes([src[2], src[3], src[4], src[5]]);
             for e in 0..QK {
                 let nibble = if e < 16 { src[6 + e] & 0x0F } else { src[6 + e - 16] >> 4 };
@@ -114,6 +204,7 @@ fn pack_block(format: PackedFormat, src: &[u8], r: usize, dst: &mut [u8]) {
             }
         }
         PackedFormat::Q8_0 => {
+            dst[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
             for e in 0..QK {
                 dst[16 + 32 * (e / 4) + 4 * r + e % 4] = src[2 + e];
             }
@@ -121,8 +212,8 @@ fn pack_block(format: PackedFormat, src: &[u8], r: usize, dst: &mut [u8]) {
     }
 }
 
-/// The quants of block `b` of row `r` of a tile, as signed values: the scalar
-/// decoding of the layout.
+/// The quants of block `b` of row `r` of a Q5_0 or Q8_0 tile, as signed
+/// values: the scalar decoding of the layout.
 pub fn block_values(format: PackedFormat, tile: &[u8], b: usize, r: usize) -> [i8; QK] {
     let blk = &tile[b * format.block_bytes()..][..format.block_bytes()];
     std::array::from_fn(|e| {
@@ -135,8 +226,64 @@ pub fn block_values(format: PackedFormat, tile: &[u8], b: usize, r: usize) -> [i
                 (nibble | (high << 4)) as i8 - 16
             }
             PackedFormat::Q8_0 => blk[16 + 32 * v + 4 * r + j] as i8,
+            PackedFormat::Q4K | PackedFormat::Q6K => panic!("block_values reads Q5_0 and Q8_0 tiles; see k_block"),
         }
     })
+}
+
+/// Row `r` of block `b` of a Q4_K or Q6_K tile, decoded: the scales `d` and
+/// `dmin` (0 for Q6_K), the 256 quants (Q4_K: 0..16; Q6_K: q − 32), and the
+/// sub-block scales and mins (8 each for Q4_K; 16 scales for Q6_K).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KBlock {
+    /// Super-block scale.
+    pub d: f32,
+    /// Super-block scale of the mins.
+    pub dmin: f32,
+    /// The quants, in element order.
+    pub q: [i8; QK_K],
+    /// Sub-block scales.
+    pub scales: Vec<i32>,
+    /// Sub-block mins.
+    pub mins: Vec<i32>,
+}
+
+/// The scalar decoding of row `r` of block `b` of a K-quant tile.
+pub fn k_block(format: PackedFormat, tile: &[u8], b: usize, r: usize) -> KBlock {
+    let blk = &tile[b * format.block_bytes()..][..format.block_bytes()];
+    let f16 = |at: usize| half::f16::from_le_bytes([blk[at], blk[at + 1]]).to_f32();
+    let nibble = |chunk: fn(usize) -> usize, skip: usize, e: usize| {
+        let (at, high) = nibble_at(e % 64 / 4, r, e % 4);
+        let byte = blk[chunk(e / 64) + skip + at];
+        if high {
+            byte >> 4
+        } else {
+            byte & 0x0F
+        }
+    };
+    match format {
+        PackedFormat::Q4K => KBlock {
+            d: f16(2 * r),
+            dmin: f16(16 + 2 * r),
+            q: std::array::from_fn(|e| nibble(q4k_chunk, 32, e) as i8),
+            scales: (0..8).map(|j| i32::from(blk[q4k_chunk(j / 2) + 2 * r + j % 2])).collect(),
+            mins: (0..8).map(|j| i32::from(blk[q4k_chunk(j / 2) + 16 + 2 * r + j % 2])).collect(),
+        },
+        PackedFormat::Q6K => KBlock {
+            d: f16(2 * r),
+            dmin: 0.0,
+            q: std::array::from_fn(|e| {
+                let (c, g, j) = (e / 64, e % 64 / 4, e % 4);
+                let high = (blk[q6k_chunk(c) + 32 + 32 * (g % 4) + 4 * r + j] >> (2 * (g / 4))) & 3;
+                (nibble(q6k_chunk, 160, e) | (high << 4)) as i8 - 32
+            }),
+            scales: (0..16)
+                .map(|s| i32::from(blk[q6k_chunk(s / 4) + 16 * (s % 4 / 2) + 2 * r + s % 2] as i8))
+                .collect(),
+            mins: Vec::new(),
+        },
+        PackedFormat::Q5_0 | PackedFormat::Q8_0 => panic!("k_block reads Q4_K and Q6_K tiles; see block_values"),
+    }
 }
 
 /// The scale of block `b` of row `r` of a tile.
@@ -145,41 +292,51 @@ pub fn block_scale(format: PackedFormat, tile: &[u8], b: usize, r: usize) -> f32
     half::f16::from_le_bytes([tile[at], tile[at + 1]]).to_f32()
 }
 
-/// One row of Q8_0 activations as the packed kernels read it.
+/// One row of Q8_0 or Q8_K activations as the packed kernels read it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ActRow {
-    /// The quants, block after block (each in −127..=127, as Q8_0 quantization makes them).
+    /// The quants, block after block (each in −127..=127, as quantization makes them).
     pub q: Vec<i8>,
     /// Their absolute values.
     pub abs: Vec<u8>,
     /// Each block's scale `d`.
     pub d: Vec<f32>,
-    /// Each block's sum of quants.
-    pub sum: Vec<i32>,
+    /// Each 32 quants' sum.
+    pub sum32: Vec<i32>,
+    /// Each 16 quants' sum (Q8_K's `bsums`), as the K-quant kernels broadcast them in pairs.
+    pub sum16: Vec<i16>,
 }
 
 impl ActRow {
-    /// Fills `self` from a row of Q8_0 blocks, reusing its buffers.
-    pub fn fill(&mut self, act: &[u8]) {
-        let blocks = act.len() / 34;
+    /// Fills `self` from a row of Q8_0 or Q8_K blocks (`ty`), reusing its buffers.
+    pub fn fill(&mut self, ty: TensorType, act: &[u8]) {
         self.q.clear();
         self.abs.clear();
         self.d.clear();
-        self.sum.clear();
-        for blk in act.chunks_exact(34) {
-            self.d.push(half::f16::from_le_bytes([blk[0], blk[1]]).to_f32());
-            let q = blk[2..].iter().map(|&x| x as i8);
-            self.q.extend(q.clone());
-            self.abs.extend(q.clone().map(i8::unsigned_abs));
-            self.sum.push(q.map(i32::from).sum());
+        self.sum32.clear();
+        self.sum16.clear();
+        let (block, quants) = match ty {
+            TensorType::Q8_0 => (34, 2..34),
+            TensorType::Q8K => (292, 4..260),
+            _ => panic!("activation rows are Q8_0 or Q8_K, not {ty}"),
+        };
+        for blk in act.chunks_exact(block) {
+            self.d.push(match ty {
+                TensorType::Q8_0 => half::f16::from_le_bytes([blk[0], blk[1]]).to_f32(),
+                _ => f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]),
+            });
+            let q = &blk[quants.clone()];
+            self.q.extend(q.iter().map(|&x| x as i8));
+            self.abs.extend(q.iter().map(|&x| (x as i8).unsigned_abs()));
+            self.sum32.extend(q.chunks_exact(32).map(|c| c.iter().map(|&x| i32::from(x as i8)).sum::<i32>()));
+            self.sum16.extend(q.chunks_exact(16).map(|c| c.iter().map(|&x| i16::from(x as i8)).sum::<i16>()));
         }
-        debug_assert_eq!(self.d.len(), blocks);
     }
 
-    /// The activation row of Q8_0 blocks `act`.
-    pub fn of(act: &[u8]) -> ActRow {
+    /// The activation row of `ty` blocks `act`.
+    pub fn of(ty: TensorType, act: &[u8]) -> ActRow {
         let mut a = ActRow::default();
-        a.fill(act);
+        a.fill(ty, act);
         a
     }
 
@@ -190,14 +347,29 @@ impl ActRow {
 }
 
 /// The scalar tile product: the eight rows of tile `tile` · `act`, each row
-/// summed block by block as the scalar reference sums a GGUF row
-/// (`sum += isum · d_w · d_a`), which the fast kernels reproduce bit for bit.
+/// summed block by block exactly as the scalar reference ([`crate::quant::dot`])
+/// sums a GGUF row, which the fast kernels reproduce bit for bit.
 pub fn tile_dot_scalar(format: PackedFormat, tile: &[u8], blocks: usize, act: &ActRow) -> [f32; TILE_ROWS] {
+    let dot = |q: &[i8], a: &[i8]| q.iter().zip(a).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum::<i32>();
     std::array::from_fn(|r| {
-        (0..blocks).fold(0.0f32, |sum, b| {
-            let v = block_values(format, tile, b, r);
-            let isum: i32 = v.iter().zip(&act.q[QK * b..][..QK]).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum();
-            sum + isum as f32 * block_scale(format, tile, b, r) * act.d[b]
+        (0..blocks).fold(0.0f32, |sum, b| match format {
+            PackedFormat::Q5_0 | PackedFormat::Q8_0 => {
+                let isum = dot(&block_values(format, tile, b, r), &act.q[QK * b..][..QK]);
+                sum + isum as f32 * block_scale(format, tile, b, r) * act.d[b]
+            }
+            PackedFormat::Q4K => {
+                let k = k_block(format, tile, b, r);
+                let a = &act.q[QK_K * b..][..QK_K];
+                let isum: i32 = (0..8).map(|j| k.scales[j] * dot(&k.q[32 * j..][..32], &a[32 * j..][..32])).sum();
+                let msum: i32 = (0..8).map(|j| k.mins[j] * act.sum32[8 * b + j]).sum();
+                sum + (k.d * act.d[b] * isum as f32 - k.dmin * act.d[b] * msum as f32)
+            }
+            PackedFormat::Q6K => {
+                let k = k_block(format, tile, b, r);
+                let a = &act.q[QK_K * b..][..QK_K];
+                let isum: i32 = (0..16).map(|s| k.scales[s] * dot(&k.q[16 * s..][..16], &a[16 * s..][..16])).sum();
+                sum + k.d * act.d[b] * isum as f32
+            }
         })
     })
 }
@@ -235,7 +407,7 @@ mod tests {
                 }
             }
         }
-        assert!(PackedMatrix::pack(TensorType::Q4K, 1, 256, &[0; 144]).is_none());
+        assert!(PackedMatrix::pack(TensorType::Q4_0, 1, 32, &[0; 18]).is_none());
     }
 
     #[test]
@@ -248,7 +420,7 @@ mod tests {
             let mut a = vec![0u8; 9 * 34];
             quant::quantize(TensorType::Q8_0, &x, &mut a).unwrap();
             let p = PackedMatrix::pack(ty, rows, cols, &w).unwrap();
-            let got = tile_dot_scalar(p.format, p.tile(0), 9, &ActRow::of(&a));
+            let got = tile_dot_scalar(p.format, p.tile(0), 9, &ActRow::of(TensorType::Q8_0, &a));
             let row = ty.row_bytes(cols).unwrap();
             for r in 0..rows {
                 assert_eq!(got[r].to_bits(), quant::dot(ty, &w[r * row..][..row], &a).to_bits(), "{ty} row {r}");
@@ -261,12 +433,12 @@ mod tests {
         let x: Vec<f32> = (0..96).map(|i| (i as f32 - 40.0) / 7.0).collect();
         let mut a = vec![0u8; 3 * 34];
         quant::quantize(TensorType::Q8_0, &x, &mut a).unwrap();
-        let s = ActRow::of(&a);
+        let s = ActRow::of(TensorType::Q8_0, &a);
         assert_eq!((s.blocks(), s.q.len(), s.abs.len()), (3, 96, 96));
         for b in 0..3 {
             let blk = &a[34 * b..34 * b + 34];
             assert_eq!(s.d[b], half::f16::from_le_bytes([blk[0], blk[1]]).to_f32());
-            assert_eq!(s.sum[b], blk[2..].iter().map(|&q| i32::from(q as i8)).sum::<i32>());
+            assert_eq!(s.sum32[b], blk[2..].iter().map(|&q| i32::from(q as i8)).sum::<i32>());
             for j in 0..32 {
                 assert_eq!((s.q[32 * b + j], s.abs[32 * b + j]), (blk[2 + j] as i8, (blk[2 + j] as i8).unsigned_abs()));
             }

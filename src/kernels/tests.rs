@@ -112,14 +112,15 @@ fn the_streaming_sum_matches_the_scalar_sum() {
 fn packed_kernels_equal_the_reference_bit_for_bit() {
     use super::packed::{ActRow, PackedMatrix, TILE_ROWS};
     let mut rng = SplitMix64(21);
-    for ty in [TensorType::Q5_0, TensorType::Q8_0] {
+    for ty in [TensorType::Q5_0, TensorType::Q8_0, TensorType::Q4K, TensorType::Q6K] {
+        let block = ty.block_geometry().unwrap().0;
         for (rows, blocks) in [(3usize, 1usize), (8, 3), (13, 9), (16, 28), (9, 152)] {
-            let cols = 32 * blocks;
+            let cols = block * blocks.min(if block == 32 { 152 } else { 19 });
             let w = random_weights(&mut rng, ty, rows * cols);
             let p = PackedMatrix::pack(ty, rows, cols, &w).unwrap();
             // 7 activation rows: one group of four and a remainder of three.
             let acts: Vec<Vec<u8>> = (0..7).map(|i| activations(&mut rng, ty, cols, i == 2)).collect();
-            let act_rows: Vec<ActRow> = acts.iter().map(|a| ActRow::of(a)).collect();
+            let act_rows: Vec<ActRow> = acts.iter().map(|a| ActRow::of(quant::dot_type(ty).unwrap(), a)).collect();
             let refs: Vec<&ActRow> = act_rows.iter().collect();
             let src_row = ty.row_bytes(cols).unwrap();
             for k in [Kernels::Scalar, Kernels::detect()] {

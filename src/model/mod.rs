@@ -293,7 +293,7 @@ impl Model {
             ms.iter().map(|m| m.packed.as_deref().filter(|_| self.kernels.uses_packed())).collect();
         let act_rows: Vec<&[u8]> = acts.chunks_exact(a_bytes).collect();
         let packed_acts: Vec<ActRow> = match packed.iter().any(Option::is_some) {
-            true => act_rows.iter().map(|a| ActRow::of(a)).collect(),
+            true => act_rows.iter().map(|a| ActRow::of(at, a)).collect(),
             false => Vec::new(),
         };
         let packed_refs: Vec<&ActRow> = packed_acts.iter().collect();

@@ -26,7 +26,7 @@ pub const Q6K_BYTES: usize = 210;
 pub const Q8K_BYTES: usize = 292;
 
 /// The 6-bit scale and min of sub-block `j` (0..8) from the 12 packed bytes.
-fn scale_min(j: usize, s: &[u8]) -> (u8, u8) {
+pub(crate) fn scale_min(j: usize, s: &[u8]) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {
@@ -35,7 +35,7 @@ fn scale_min(j: usize, s: &[u8]) -> (u8, u8) {
 }
 
 /// The unsigned quants (0..=31) of a Q4_K or Q5_K block, in element order.
-fn q45k_values(b: &[u8], fifth_bit: bool) -> [u8; QK_K] {
+pub(crate) fn q45k_values(b: &[u8], fifth_bit: bool) -> [u8; QK_K] {
     let (qh, qs) = if fifth_bit { (&b[16..48], &b[48..176]) } else { (&b[16..16], &b[16..144]) };
     let mut q = [0u8; QK_K];
     for g in 0..4 {
@@ -78,7 +78,7 @@ pub fn dequantize_q5k(bytes: &[u8], out: &mut [f32]) {
 }
 
 /// The signed quants (-32..=31) of a Q6_K block in element order, and its 16 scales.
-fn q6k_values(b: &[u8]) -> ([i8; QK_K], [i8; 16]) {
+pub(crate) fn q6k_values(b: &[u8]) -> ([i8; QK_K], [i8; 16]) {
     let (ql, qh) = (&b[..128], &b[128..192]);
     let mut q = [0i8; QK_K];
     for half in 0..2 {

@@ -7,7 +7,7 @@
 //! for half-precision weights. The integer dot product then runs block by block.
 //! These scalar functions are the oracle every fast kernel is checked against.
 
-mod kquants;
+pub(crate) mod kquants;
 mod legacy;
 
 pub use legacy::Q8_0Rounding;
