@@ -1,20 +1,13 @@
-//! AVX2 + FMA dot products of quantized weight rows with quantized activations.
+//! AVX2 + FMA + F16C kernels: packed weight tiles times quantized activations,
+//! attention over an f16 cache, and the probes of the host's peaks.
 //!
-//! Each block's integer products are formed exactly (unsigned × signed byte
-//! multiplies into 16-bit pair sums, then 32-bit sums), so only the float
-//! accumulation differs from the scalar reference: eight lanes, each
-//! accumulating `scale × lane sum` with FMA across blocks, reduced at the end.
+//! The matrix kernels form each block's integer products exactly (unsigned ×
+//! signed byte multiplies into 16-bit pair sums, then 32-bit sums) and scale
+//! them with the reference's own f32 operations, so they equal the scalar
+//! reference bit for bit.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
-
-/// The little-endian f16 at byte `at` as f32 (F16C conversion, exact).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn f16_at(b: &[u8], at: usize) -> f32 {
-    let bits = u16::from_le_bytes([b[at], b[at + 1]]);
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
-}
 
 /// Sum of the eight lanes: (l0+l4 + l2+l6) + (l1+l5 + l3+l7).
 #[inline]
@@ -24,16 +17,6 @@ fn hsum(v: __m256) -> f32 {
     let x = _mm_add_ps(x, _mm_movehl_ps(x, x));
     let x = _mm_add_ss(x, _mm_movehdup_ps(x));
     _mm_cvtss_f32(x)
-}
-
-/// Σ over 4-byte groups of signed w × signed a, as eight i32 lanes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_i8(w: __m256i, a: __m256i) -> __m256i {
-    // |w| × (a with w's sign): an unsigned × signed multiply with the same products.
-    let ux = _mm256_sign_epi8(w, w);
-    let sy = _mm256_sign_epi8(a, w);
-    _mm256_madd_epi16(_mm256_maddubs_epi16(ux, sy), _mm256_set1_epi16(1))
 }
 
 /// Loads 32 bytes.
@@ -52,189 +35,6 @@ fn load128(b: &[u8]) -> __m128i {
     assert!(b.len() >= 16);
     // SAFETY: the assertion above guarantees 16 readable bytes; loadu has no alignment requirement.
     unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
-}
-
-/// 32 bits → 32 bytes, each 0xFF where its bit is set.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn bits_to_bytes(bits: u32) -> __m256i {
-    let v = _mm256_set1_epi32(bits as i32);
-    // Byte i takes byte i/8 of the word, then tests bit i%8.
-    let shuffle =
-        _mm256_setr_epi64x(0x0000_0000_0000_0000, 0x0101_0101_0101_0101, 0x0202_0202_0202_0202, 0x0303_0303_0303_0303);
-    let bytes = _mm256_shuffle_epi8(v, shuffle);
-    let mask = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    _mm256_cmpeq_epi8(_mm256_and_si256(bytes, mask), mask)
-}
-
-/// The 32-element weight formats that pair with Q8_0 activations.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Legacy {
-    /// Q8_0 weights.
-    Q8_0,
-    /// Q5_0 weights.
-    Q5_0,
-}
-
-/// A Q5_0 block's 32 quants as signed bytes (q - 16).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn unpack_q5_0(wb: &[u8]) -> __m256i {
-    let low = _mm_set1_epi8(0x0F);
-    let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
-    let qs = load128(&wb[6..]);
-    // Elements 0..16 are the low nibbles, 16..32 the high nibbles.
-    let nibbles = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), low), _mm_and_si128(qs, low));
-    // Fifth bit clear → subtract 16: OR 0xF0 where the bit is clear makes (q | 0xF0) = q - 16 as i8.
-    let clear = _mm256_andnot_si256(bits_to_bytes(qh), _mm256_set1_epi8(0xF0u8 as i8));
-    _mm256_or_si256(nibbles, clear)
-}
-
-/// Q8_0 or Q5_0 weights · Q8_0 activations, for `N` activation rows at once
-/// (each weight block is decoded once and used `N` times).
-#[target_feature(enable = "avx2,fma,f16c")]
-pub fn dot_legacy<const N: usize>(format: Legacy, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-    let block_bytes = match format {
-        Legacy::Q8_0 => 34,
-        Legacy::Q5_0 => 22,
-    };
-    let mut acc = [_mm256_setzero_ps(); N];
-    for (bi, wb) in w.chunks_exact(block_bytes).enumerate() {
-        let q = match format {
-            Legacy::Q8_0 => load(&wb[2..]),
-            Legacy::Q5_0 => unpack_q5_0(wb),
-        };
-        let dw = f16_at(wb, 0);
-        for t in 0..N {
-            let ab = &a[t][bi * 34..][..34];
-            let d = _mm256_set1_ps(dw * f16_at(ab, 0));
-            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(q, load(&ab[2..]))), acc[t]);
-        }
-    }
-    let mut out = [0.0; N];
-    for t in 0..N {
-        out[t] = hsum(acc[t]);
-    }
-    out
-}
-
-/// The 6-bit scales and mins of a Q4_K/Q5_K block, unpacked.
-fn scales_mins(s: &[u8]) -> ([u8; 8], [u8; 8]) {
-    let (mut sc, mut m) = ([0u8; 8], [0u8; 8]);
-    for j in 0..8 {
-        (sc[j], m[j]) = if j < 4 {
-            (s[j] & 63, s[j + 4] & 63)
-        } else {
-            ((s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
-        };
-    }
-    (sc, m)
-}
-
-/// The 16 `bsums` of a Q8_K block.
-fn bsums(a: &[u8]) -> [i32; 16] {
-    let mut s = [0i32; 16];
-    for (j, v) in s.iter_mut().enumerate() {
-        *v = i32::from(i16::from_le_bytes([a[260 + 2 * j], a[261 + 2 * j]]));
-    }
-    s
-}
-
-/// The sum of the eight i32 lanes (exact).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn hsum_i32(v: __m256i) -> i32 {
-    let x = _mm_add_epi32(_mm256_extracti128_si256(v, 1), _mm256_castsi256_si128(v));
-    let x = _mm_add_epi32(x, _mm_unpackhi_epi64(x, x));
-    let x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 1));
-    _mm_cvtsi128_si32(x)
-}
-
-/// Q4_K weights · Q8_K activations, for `N` activation rows at once. Each
-/// block's integer sum (scales applied) is exact; blocks accumulate with one
-/// FMA each, and the mins separately, as llama.cpp's repacked Q4_K kernels do.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub fn dot_q4k_q8k<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-    let mut acc = [0.0f32; N];
-    let mut acc_min = [0.0f32; N];
-    let low = _mm256_set1_epi8(0x0F);
-    for (bi, wb) in w.chunks_exact(144).enumerate() {
-        let (sc, m) = scales_mins(&wb[4..16]);
-        // The block's 256 quants as eight 32-element vectors, sub-block order.
-        let mut q = [_mm256_setzero_si256(); 8];
-        for g in 0..4 {
-            let v = load(&wb[16 + 32 * g..]);
-            q[2 * g] = _mm256_and_si256(v, low);
-            q[2 * g + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-        }
-        let (dw, dmin) = (f16_at(wb, 0), f16_at(wb, 2));
-        for t in 0..N {
-            let ab = &a[t][bi * 292..][..292];
-            let da = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
-            let bs = bsums(ab);
-            let msum: i32 = (0..8).map(|j| i32::from(m[j]) * (bs[2 * j] + bs[2 * j + 1])).sum();
-            let mut sumi = _mm256_setzero_si256();
-            for (j, qj) in q.iter().enumerate() {
-                let p = _mm256_maddubs_epi16(*qj, load(&ab[4 + 32 * j..]));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, _mm256_set1_epi16(i16::from(sc[j]))));
-            }
-            acc[t] = (hsum_i32(sumi) as f32).mul_add(dw * da, acc[t]);
-            acc_min[t] = (msum as f32).mul_add(dmin * da, acc_min[t]);
-        }
-    }
-    let mut out = [0.0; N];
-    for t in 0..N {
-        out[t] = acc[t] - acc_min[t];
-    }
-    out
-}
-
-/// Q6_K weights · Q8_K activations, for `N` activation rows at once.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub fn dot_q6k_q8k<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-    let mut acc = [_mm256_setzero_ps(); N];
-    let m4 = _mm256_set1_epi8(0x0F);
-    let m2 = _mm256_set1_epi8(0x03);
-    for (bi, wb) in w.chunks_exact(210).enumerate() {
-        let sc: [i8; 16] = std::array::from_fn(|i| wb[192 + i] as i8);
-        // The block's 256 unsigned 6-bit quants as eight 32-element vectors, in element order.
-        let mut q = [_mm256_setzero_si256(); 8];
-        for half in 0..2 {
-            let ql0 = load(&wb[64 * half..]);
-            let ql1 = load(&wb[64 * half + 32..]);
-            let qh = load(&wb[128 + 32 * half..]);
-            let hi = |v: __m256i| _mm256_slli_epi16(_mm256_and_si256(v, m2), 4);
-            q[4 * half] = _mm256_or_si256(_mm256_and_si256(ql0, m4), hi(qh));
-            q[4 * half + 1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), hi(_mm256_srli_epi16(qh, 2)));
-            q[4 * half + 2] =
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), hi(_mm256_srli_epi16(qh, 4)));
-            q[4 * half + 3] =
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), hi(_mm256_srli_epi16(qh, 6)));
-        }
-        // Each vector covers two 16-element sub-blocks: their scales, as 16-bit lanes.
-        let scales: [__m256i; 8] = std::array::from_fn(|k| {
-            _mm256_set_m128i(_mm_set1_epi16(i16::from(sc[2 * k + 1])), _mm_set1_epi16(i16::from(sc[2 * k])))
-        });
-        let dw = f16_at(wb, 208);
-        let m32 = _mm256_set1_epi8(32);
-        for t in 0..N {
-            let ab = &a[t][bi * 292..][..292];
-            let da = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
-            let mut sumi = _mm256_setzero_si256();
-            for k in 0..8 {
-                let a8 = load(&ab[4 + 32 * k..]);
-                // (q - 32) · a per byte pair, exactly: q·a − 32·a, both in 16-bit range.
-                let p = _mm256_sub_epi16(_mm256_maddubs_epi16(q[k], a8), _mm256_maddubs_epi16(m32, a8));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scales[k]));
-            }
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(da * dw), _mm256_cvtepi32_ps(sumi), acc[t]);
-        }
-    }
-    let mut out = [0.0; N];
-    for t in 0..N {
-        out[t] = hsum(acc[t]);
-    }
-    out
 }
 
 /// Wrapping sum of 64-bit words with four independent 256-bit accumulators:

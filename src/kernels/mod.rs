@@ -89,42 +89,17 @@ impl Kernels {
     }
 
     /// Dot product of one weight row of type `ty` with an activation row in
-    /// `quant::dot_type(ty)`, by this implementation (the reference for types
-    /// it has no kernel for).
+    /// `quant::dot_type(ty)`, for a matrix without a packed layout: every
+    /// implementation runs the reference (the fast kernels work on tiles).
     #[inline]
     pub fn dot(self, ty: TensorType, w: &[u8], a: &[u8]) -> f32 {
-        let mut out = [0.0];
-        self.dot_many(ty, w, &[a], &mut out);
-        out[0]
+        quant::dot(ty, w, a)
     }
 
-    /// `out[t] = w · acts[t]` for every activation row: a fast kernel loads
-    /// each weight block once for up to four rows.
+    /// `out[t] = w · acts[t]` for every activation row, by [`Kernels::dot`].
     pub fn dot_many(self, ty: TensorType, w: &[u8], acts: &[&[u8]], out: &mut [f32]) {
-        match self {
-            Kernels::Scalar => {
-                for (o, a) in out.iter_mut().zip(acts) {
-                    *o = quant::dot(ty, w, a);
-                }
-            }
-            #[cfg(target_arch = "x86_64")]
-            Kernels::Avx2 => {
-                assert!(avx2_available(), "AVX2 kernels chosen on a CPU without AVX2, FMA and F16C");
-                let mut quads = acts.chunks_exact(4);
-                let mut outs = out.chunks_exact_mut(4);
-                for (a, o) in (&mut quads).zip(&mut outs) {
-                    // SAFETY: AVX2, FMA and F16C are available (asserted above).
-                    let r = unsafe { avx2_dot(ty, w, [a[0], a[1], a[2], a[3]]) };
-                    o.copy_from_slice(&r.unwrap_or_else(|| std::array::from_fn(|t| quant::dot(ty, w, a[t]))));
-                }
-                for (a, o) in quads.remainder().iter().zip(outs.into_remainder()) {
-                    // SAFETY: AVX2, FMA and F16C are available (asserted above).
-                    let r = unsafe { avx2_dot(ty, w, [*a]) };
-                    *o = r.map_or_else(|| quant::dot(ty, w, a), |r| r[0]);
-                }
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            Kernels::Avx2 => Kernels::Scalar.dot_many(ty, w, acts, out),
+        for (o, a) in out.iter_mut().zip(acts) {
+            *o = self.dot(ty, w, a);
         }
     }
 }
@@ -236,25 +211,6 @@ impl Kernels {
                 unsafe { avx2::sum_words(words) }
             }
             _ => words.iter().fold(0u64, |s, &x| s.wrapping_add(x)),
-        }
-    }
-}
-
-/// The AVX2 kernel for `ty` over `N` activation rows, or `None` when there is none.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C (`avx2_available()`).
-#[cfg(target_arch = "x86_64")]
-#[inline]
-unsafe fn avx2_dot<const N: usize>(ty: TensorType, w: &[u8], a: [&[u8]; N]) -> Option<[f32; N]> {
-    // SAFETY: the caller guarantees the CPU features these kernels enable.
-    unsafe {
-        match ty {
-            TensorType::Q8_0 => Some(avx2::dot_legacy(avx2::Legacy::Q8_0, w, a)),
-            TensorType::Q5_0 => Some(avx2::dot_legacy(avx2::Legacy::Q5_0, w, a)),
-            TensorType::Q4K => Some(avx2::dot_q4k_q8k(w, a)),
-            TensorType::Q6K => Some(avx2::dot_q6k_q8k(w, a)),
-            _ => None,
         }
     }
 }

@@ -368,9 +368,12 @@ fn tensor_type(name: &str) -> Result<TensorType, Unmet> {
     })
 }
 
-/// GFLOP/s samples of the fast dot-product kernel for `ty` on one thread:
-/// a 896-wide, 256-row weight block (L2-resident) times one activation row.
+/// GFLOP/s samples of the fast matrix kernel for `ty` on one thread, as the
+/// engine runs it (packed tiles): a 3584-wide, 256-row weight block
+/// (L2-resident) times one activation row. The scalar implementation has no
+/// packed kernel and times the reference row by row.
 pub fn dot_gflops_samples(kernels: Kernels, ty: TensorType, reps: usize) -> Vec<f64> {
+    use crate::kernels::packed::{ActRow, PackedMatrix, TILE_ROWS};
     let cols = 896 * 4;
     let rows = 256;
     let row_bytes = ty.row_bytes(cols).expect("a supported type");
@@ -380,14 +383,19 @@ pub fn dot_gflops_samples(kernels: Kernels, ty: TensorType, reps: usize) -> Vec<
     let x: Vec<f32> = (0..cols).map(|_| rng.next_f64() as f32 - 0.5).collect();
     let mut act = vec![0u8; act_ty.row_bytes(cols).expect("a supported type")];
     crate::quant::quantize(act_ty, &x, &mut act).expect("sizes match");
+    let packed = PackedMatrix::pack(ty, rows, cols, &weights).filter(|_| kernels.uses_packed());
+    let act_row = ActRow::of(act_ty, &act);
+    let mut out = [0.0f32; TILE_ROWS];
     let mut samples = Vec::with_capacity(reps);
     for _ in 0..reps {
         let start = Instant::now();
         let mut passes = 0usize;
         while start.elapsed().as_secs_f64() < 0.05 {
-            for r in weights.chunks_exact(row_bytes) {
-                std::hint::black_box(kernels.dot(ty, r, &act));
+            match &packed {
+                Some(p) => (0..p.tiles()).for_each(|i| kernels.tile_dot_many(p, i, &[&act_row], &mut out)),
+                None => weights.chunks_exact(row_bytes).for_each(|r| out[0] = kernels.dot(ty, r, &act)),
             }
+            std::hint::black_box(&out);
             passes += 1;
         }
         let flops = 2.0 * (cols * rows * passes) as f64;
