@@ -191,13 +191,30 @@ fn summary(b: &BrickScore, total_us: f64) -> Bottleneck {
 }
 
 /// Decodes `opts.warmup + opts.tokens` tokens, recording the measured ones;
-/// `progress` hears about every tenth of the way.
+/// `progress` hears about every tenth of the way. The decoding runs on a
+/// thread of its own pinned to the first core, beside the pool's workers on
+/// the others; the caller keeps its affinity, so the processes it starts
+/// afterwards (the baselines) may use every core.
 pub fn measure(
+    session: &Session<'_>,
+    opts: &HeadlessOptions,
+    progress: impl FnMut(usize) + Send,
+) -> Result<Recorder, BrickError> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            super::live::pin_to_first_core();
+            decode(session, opts, progress)
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+fn decode(
     session: &Session<'_>,
     opts: &HeadlessOptions,
     mut progress: impl FnMut(usize),
 ) -> Result<Recorder, BrickError> {
-    super::live::pin_to_first_core();
     let mut decoder = Decoder::new(session.model, &session.prompt, session.window)?;
     for _ in 0..opts.warmup {
         decoder.step()?;
@@ -256,8 +273,16 @@ mod tests {
         let m = tied_model();
         let session = Session::new(&m, "tiny.gguf", vec![1, 2, 3], 8, HostProbe::stated(10.0, 50.0, 20.0), 1.5);
         let mut seen = Vec::new();
+        let allowed = || {
+            std::fs::read_to_string("/proc/thread-self/status")
+                .ok()
+                .and_then(|s| s.lines().find(|l| l.starts_with("Cpus_allowed_list")).map(str::to_owned))
+        };
+        let before = allowed();
         let rec = measure(&session, &opts(16, false), |n| seen.push(n)).unwrap();
         assert_eq!(seen.last(), Some(&16));
+        // The decoding thread is pinned, the caller (and what it starts later) is not.
+        assert_eq!(allowed(), before);
         let q = super::super::quality::measure(std::path::Path::new("/nonexistent"), false);
         let r = report(&session, &rec, &opts(16, false), q);
         assert_eq!((r.tokens, r.brick_scores.len(), r.throughput.window_tok_per_s.len()), (16, Brick::ALL.len(), 4));
