@@ -191,15 +191,10 @@ mod tests {
     /// making a pool and running jobs must leave the caller free to use every core.
     #[test]
     fn the_caller_is_never_pinned() {
-        let allowed = || {
-            std::fs::read_to_string("/proc/thread-self/status")
-                .ok()
-                .and_then(|s| s.lines().find(|l| l.starts_with("Cpus_allowed_list")).map(str::to_owned))
-        };
-        let before = allowed();
+        let before = crate::testing::cpus_allowed();
         let pool = Pool::new(2);
         pool.run(&|_| {});
-        assert_eq!(allowed(), before);
+        assert_eq!(crate::testing::cpus_allowed(), before);
     }
 
     #[test]

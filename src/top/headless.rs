@@ -273,16 +273,11 @@ mod tests {
         let m = tied_model();
         let session = Session::new(&m, "tiny.gguf", vec![1, 2, 3], 8, HostProbe::stated(10.0, 50.0, 20.0), 1.5);
         let mut seen = Vec::new();
-        let allowed = || {
-            std::fs::read_to_string("/proc/thread-self/status")
-                .ok()
-                .and_then(|s| s.lines().find(|l| l.starts_with("Cpus_allowed_list")).map(str::to_owned))
-        };
-        let before = allowed();
+        let before = crate::testing::cpus_allowed();
         let rec = measure(&session, &opts(16, false), |n| seen.push(n)).unwrap();
         assert_eq!(seen.last(), Some(&16));
         // The decoding thread is pinned, the caller (and what it starts later) is not.
-        assert_eq!(allowed(), before);
+        assert_eq!(crate::testing::cpus_allowed(), before);
         let q = super::super::quality::measure(std::path::Path::new("/nonexistent"), false);
         let r = report(&session, &rec, &opts(16, false), q);
         assert_eq!((r.tokens, r.brick_scores.len(), r.throughput.window_tok_per_s.len()), (16, Brick::ALL.len(), 4));
