@@ -297,13 +297,13 @@ pub fn block_scale(format: PackedFormat, tile: &[u8], b: usize, r: usize) -> f32
 pub struct ActRow {
     /// The quants, block after block (each in −127..=127, as quantization makes them).
     pub q: Vec<i8>,
-    /// Their absolute values.
+    /// Their absolute values (Q8_0 rows only: the Q8_0 weight kernel reads them).
     pub abs: Vec<u8>,
     /// Each block's scale `d`.
     pub d: Vec<f32>,
     /// Each 32 quants' sum.
     pub sum32: Vec<i32>,
-    /// Each 16 quants' sum (Q8_K's `bsums`), as the K-quant kernels broadcast them in pairs.
+    /// Each 16 quants' sum (Q8_K's `bsums`; Q8_K rows only), as the K-quant kernels broadcast them in pairs.
     pub sum16: Vec<i16>,
 }
 
@@ -327,9 +327,11 @@ impl ActRow {
             });
             let q = &blk[quants.clone()];
             self.q.extend(q.iter().map(|&x| x as i8));
-            self.abs.extend(q.iter().map(|&x| (x as i8).unsigned_abs()));
             self.sum32.extend(q.chunks_exact(32).map(|c| c.iter().map(|&x| i32::from(x as i8)).sum::<i32>()));
-            self.sum16.extend(q.chunks_exact(16).map(|c| c.iter().map(|&x| i16::from(x as i8)).sum::<i16>()));
+            match ty {
+                TensorType::Q8_0 => self.abs.extend(q.iter().map(|&x| (x as i8).unsigned_abs())),
+                _ => self.sum16.extend(q.chunks_exact(16).map(|c| c.iter().map(|&x| i16::from(x as i8)).sum::<i16>())),
+            }
         }
     }
 

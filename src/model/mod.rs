@@ -18,7 +18,7 @@ pub use kv_cache::{KvCache, KvType};
 
 use std::path::Path;
 
-use crate::gguf::{GgufError, GgufFile, TensorInfo};
+use crate::gguf::{GgufError, GgufFile, TensorInfo, TensorType};
 use std::sync::Mutex;
 
 use crate::kernels::packed::{ActRow, PackedMatrix, TILE_ROWS};
@@ -152,6 +152,20 @@ pub struct Model {
     pub kv_type: KvType,
     /// Dot-product implementation (fast by default; `Kernels::Scalar` is the reference).
     pub kernels: Kernels,
+    /// Buffers the matrix products reuse.
+    scratch: Mutex<Scratch>,
+}
+
+/// Buffers the matrix products reuse from one call to the next, so that once
+/// grown they allocate nothing more.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// Quantized activation rows, back to back.
+    acts: Vec<u8>,
+    /// The same rows as the packed kernels read them.
+    rows: Vec<ActRow>,
+    /// Results unit by unit (unit rows × tokens each), before they are gathered.
+    by_unit: Vec<f32>,
 }
 
 /// Which positions of a batch need logits.
@@ -230,7 +244,18 @@ impl Model {
             all.push(&mut lm_head);
             pack_all(&file, &mut all, pool.threads());
         }
-        Ok(Model { file, config, token_embd, layers, output_norm, lm_head, pool, kv_type: KvType::default(), kernels })
+        Ok(Model {
+            file,
+            config,
+            token_embd,
+            layers,
+            output_norm,
+            lm_head,
+            pool,
+            kv_type: KvType::default(),
+            kernels,
+            scratch: Mutex::default(),
+        })
     }
 
     /// Threads used for matrix products.
@@ -285,18 +310,18 @@ impl Model {
         }
         let n_tok = xs.len() / cols;
         let a_bytes = at.row_bytes(cols).expect("checked at load");
-        let mut acts = vec![0u8; a_bytes * n_tok];
-        for (x, a) in xs.chunks_exact(cols).zip(acts.chunks_exact_mut(a_bytes)) {
-            quant::quantize_with(at, x, a, Q8_0Rounding::CpuRuntime).expect("sizes checked at load");
-        }
         let packed: Vec<Option<&PackedMatrix>> =
             ms.iter().map(|m| m.packed.as_deref().filter(|_| self.kernels.uses_packed())).collect();
+        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let Scratch { acts, rows, by_unit } = &mut *scratch;
+        acts.resize(a_bytes * n_tok, 0);
+        let n_rows = if packed.iter().any(Option::is_some) { n_tok } else { 0 };
+        if rows.len() < n_rows {
+            rows.resize_with(n_rows, ActRow::default);
+        }
+        self.quantize_rows(at, cols, xs, acts, &mut rows[..n_rows]);
         let act_rows: Vec<&[u8]> = acts.chunks_exact(a_bytes).collect();
-        let packed_acts: Vec<ActRow> = match packed.iter().any(Option::is_some) {
-            true => act_rows.iter().map(|a| ActRow::of(at, a)).collect(),
-            false => Vec::new(),
-        };
-        let packed_refs: Vec<&ActRow> = packed_acts.iter().collect();
+        let packed_refs: Vec<&ActRow> = rows[..n_rows].iter().collect();
         // Work units: a packed matrix's tiles of TILE_ROWS rows, another matrix's rows.
         let unit_rows: Vec<usize> = packed.iter().map(|p| if p.is_some() { TILE_ROWS } else { 1 }).collect();
         let units: Vec<Units> = ms
@@ -320,11 +345,11 @@ impl Model {
             false => result[matrix_of(g)] + (g - first[matrix_of(g)]) * unit_rows[matrix_of(g)] * n_tok,
         };
         // One run of units per thread, of about equal bytes (finer pieces handed out
-        // on demand measured no faster here).
+        // on demand measured no faster here). Every result is written before it is read.
         let bounds = split_by_bytes(&units, self.pool.threads());
-        let mut by_unit = vec![0.0f32; total];
+        by_unit.resize(total, 0.0);
         let mut parts: Vec<Mutex<&mut [f32]>> = Vec::with_capacity(bounds.len());
-        let mut rest: &mut [f32] = &mut by_unit;
+        let mut rest: &mut [f32] = &mut by_unit[..total];
         for w in bounds.windows(2) {
             let (head, tail) = rest.split_at_mut(offset(w[1]) - offset(w[0]));
             parts.push(Mutex::new(head));
@@ -349,17 +374,99 @@ impl Model {
             }
         });
         drop(parts);
-        for (mi, (m, out)) in ms.iter().zip(outs.iter_mut()).enumerate() {
+        // Token t's row of matrix mi: unit u's values for t, unit after unit.
+        let by_unit = &by_unit[..total];
+        let gather = |mi: usize, t: usize, out: &mut [f32]| {
             let ur = unit_rows[mi];
-            for u in 0..units[mi].count {
-                let res = &by_unit[result[mi] + u * ur * n_tok..][..ur * n_tok];
-                for (t, vals) in res.chunks_exact(ur).enumerate() {
-                    for (j, &y) in vals.iter().enumerate().take(m.rows - u * ur) {
-                        out[t * m.rows + u * ur + j] = y;
-                    }
+            for (u, o) in out.chunks_mut(ur).enumerate() {
+                o.copy_from_slice(&by_unit[result[mi] + (u * n_tok + t) * ur..][..o.len()]);
+            }
+        };
+        let threads = self.pool.threads();
+        if n_tok < 2 * threads {
+            for (mi, out) in outs.iter_mut().enumerate() {
+                for (t, row) in out.chunks_exact_mut(ms[mi].rows).enumerate() {
+                    gather(mi, t, row);
                 }
             }
+            return;
         }
+        // Many tokens: each thread gathers a run of them.
+        let per = n_tok.div_ceil(threads);
+        let mut token_parts: Vec<Vec<&mut [f32]>> = (0..threads).map(|_| Vec::with_capacity(outs.len())).collect();
+        for (mi, out) in outs.iter_mut().enumerate() {
+            for (part, chunk) in token_parts.iter_mut().zip(out.chunks_mut(per * ms[mi].rows)) {
+                part.push(chunk);
+            }
+        }
+        let token_parts: Vec<Mutex<Vec<&mut [f32]>>> = token_parts.into_iter().map(Mutex::new).collect();
+        self.pool.run(&|pi| {
+            let Some(part) = token_parts.get(pi) else { return };
+            let mut part = part.lock().unwrap_or_else(|e| e.into_inner());
+            for (mi, chunk) in part.iter_mut().enumerate() {
+                for (k, row) in chunk.chunks_exact_mut(ms[mi].rows).enumerate() {
+                    gather(mi, pi * per + k, row);
+                }
+            }
+        });
+    }
+
+    /// Runs `f` on matching pieces of `a` and `b` (equal lengths, or `b`
+    /// empty), cut at multiples of `unit` elements, on all threads when there
+    /// is enough work to pay for a dispatch, else on the caller's.
+    fn par_zip(&self, a: &mut [f32], b: &[f32], unit: usize, f: &(dyn Fn(&mut [f32], &[f32]) + Sync)) {
+        /// Fewer elements than this per thread are not worth a dispatch.
+        const MIN_PER_THREAD: usize = 1024;
+        let threads = self.pool.threads().min(a.len() / MIN_PER_THREAD).max(1);
+        if threads == 1 {
+            f(a, b);
+            return;
+        }
+        let per = (a.len() / unit).div_ceil(threads) * unit;
+        let mut b_parts = b.chunks(per);
+        let parts: Vec<Mutex<(&mut [f32], &[f32])>> =
+            a.chunks_mut(per).map(|a| Mutex::new((a, b_parts.next().unwrap_or_default()))).collect();
+        self.pool.run(&|pi| {
+            if let Some(part) = parts.get(pi) {
+                let mut part = part.lock().unwrap_or_else(|e| e.into_inner());
+                let (a, b) = &mut *part;
+                f(a, b);
+            }
+        });
+    }
+
+    /// Quantizes every row of `xs` (`cols` wide) into `acts` (rows of `at`)
+    /// and, when `rows` is not empty, into one [`ActRow`] per input row; many
+    /// rows are shared out across the threads.
+    fn quantize_rows(&self, at: TensorType, cols: usize, xs: &[f32], acts: &mut [u8], rows: &mut [ActRow]) {
+        let a_bytes = at.row_bytes(cols).expect("checked at load");
+        let quantize = |xs: &[f32], acts: &mut [u8], rows: &mut [ActRow]| {
+            for (t, (x, a)) in xs.chunks_exact(cols).zip(acts.chunks_exact_mut(a_bytes)).enumerate() {
+                quant::quantize_with(at, x, a, Q8_0Rounding::CpuRuntime).expect("sizes checked at load");
+                if let Some(row) = rows.get_mut(t) {
+                    row.fill(at, a);
+                }
+            }
+        };
+        let (n_tok, threads) = (xs.len() / cols, self.pool.threads());
+        if n_tok < 2 * threads {
+            quantize(xs, acts, rows);
+            return;
+        }
+        let per = n_tok.div_ceil(threads);
+        let mut row_parts = rows.chunks_mut(per);
+        let parts: Vec<Mutex<(&[f32], &mut [u8], &mut [ActRow])>> = xs
+            .chunks(per * cols)
+            .zip(acts.chunks_mut(per * a_bytes))
+            .map(|(x, a)| Mutex::new((x, a, row_parts.next().unwrap_or_default())))
+            .collect();
+        self.pool.run(&|pi| {
+            if let Some(part) = parts.get(pi) {
+                let mut part = part.lock().unwrap_or_else(|e| e.into_inner());
+                let (x, a, r) = &mut *part;
+                quantize(x, a, r);
+            }
+        });
     }
 
     /// Causal attention of every head of every query row in `q` (rows at
@@ -435,11 +542,10 @@ impl Model {
         sw.lap(Brick::Rope);
 
         for (li, l) in self.layers.iter().enumerate() {
-            h.copy_from_slice(&x);
-            h.chunks_exact_mut(d).for_each(|r| ops::rms_norm(r, &l.attn_norm, c.rms_eps));
+            self.par_zip(&mut h, &x, d, &|h, x| norm_rows(h, x, &l.attn_norm, c.rms_eps));
             sw.lap(Brick::AttnNorm);
             self.matmul_group(&[&l.wq, &l.wk, &l.wv], &h, &mut [&mut q, &mut k, &mut v]);
-            add_bias(&mut q, &l.bq);
+            self.par_zip(&mut q, &[], d, &|q, _| add_bias(q, &l.bq));
             add_bias(&mut k, &l.bk);
             add_bias(&mut v, &l.bv);
             sw.lap(Brick::Qkv);
@@ -453,16 +559,15 @@ impl Model {
             self.attend_all(&q, cache, li, p0, scale, &mut attn);
             sw.lap(Brick::Attention);
             self.matmul(&l.wo, &attn, &mut o);
-            add_into(&mut x, &o);
+            self.par_zip(&mut x, &o, d, &add_into);
             sw.lap(Brick::OProj);
 
-            h.copy_from_slice(&x);
-            h.chunks_exact_mut(d).for_each(|r| ops::rms_norm(r, &l.ffn_norm, c.rms_eps));
+            self.par_zip(&mut h, &x, d, &|h, x| norm_rows(h, x, &l.ffn_norm, c.rms_eps));
             sw.lap(Brick::FfnNorm);
             self.matmul_group(&[&l.w_gate, &l.w_up], &h, &mut [&mut gate, &mut up]);
-            ops::swiglu(&mut gate, &up);
+            self.par_zip(&mut gate, &up, 1, &ops::swiglu);
             self.matmul(&l.w_down, &gate, &mut o);
-            add_into(&mut x, &o);
+            self.par_zip(&mut x, &o, d, &add_into);
             sw.lap(Brick::Ffn);
         }
         cache.advance(n);
@@ -527,12 +632,20 @@ fn pack_all(file: &GgufFile, matrices: &mut [&mut Matrix], threads: usize) {
     });
 }
 
+/// `out` = RMSNorm of each row of `x` (rows as long as `weight`).
+fn norm_rows(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
+    out.copy_from_slice(x);
+    out.chunks_exact_mut(weight.len()).for_each(|r| ops::rms_norm(r, weight, eps));
+}
+
+/// Adds `bias` to every row of `rows`.
 fn add_bias(rows: &mut [f32], bias: &[f32]) {
     for row in rows.chunks_exact_mut(bias.len()) {
         add_into(row, bias);
     }
 }
 
+/// `acc += x`, element by element.
 fn add_into(acc: &mut [f32], x: &[f32]) {
     for (a, b) in acc.iter_mut().zip(x) {
         *a += b;

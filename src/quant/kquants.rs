@@ -132,7 +132,7 @@ pub fn quantize_q8k(x: &[f32], out: &mut [u8]) {
         let iscale = -127.0 / max;
         let mut qs = [0i8; QK_K];
         for (q, &v) in qs.iter_mut().zip(xs) {
-            *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+            *q = (super::round_even_small(iscale * v) as i32).min(127) as i8;
         }
         b[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
         for (dst, &q) in b[4..260].iter_mut().zip(&qs) {

@@ -100,7 +100,7 @@ pub fn quantize_q8_0(x: &[f32], out: &mut [u8], rounding: Q8_0Rounding) {
             Q8_0Rounding::CpuRuntime => {
                 let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
                 for (q, &v) in b[2..].iter_mut().zip(xs) {
-                    *q = (v * id).round_ties_even() as i8 as u8;
+                    *q = super::round_even_small(v * id) as i8 as u8;
                 }
             }
         }

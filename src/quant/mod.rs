@@ -42,6 +42,17 @@ pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
+/// Rounds `x` to the nearest integer, ties to even, as `f32::round_ties_even`
+/// does, for |x| < 2²² (and infinities and NaN): adding and taking off
+/// 1.5 · 2²³ leaves no fraction bits, and IEEE addition rounds ties to even.
+/// Unlike `round_ties_even` on a CPU without SSE4.1 (the baseline x86-64
+/// target), it needs no call into libm, so quantization loops vectorize.
+#[inline]
+pub(crate) fn round_even_small(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³
+    (x + MAGIC) - MAGIC
+}
+
 /// Checks that `bytes` holds exactly `n` elements of `ty`.
 pub fn check_len(ty: TensorType, n: usize, bytes: usize) -> Result<(), QuantError> {
     let expected = ty.row_bytes(n).ok_or(QuantError::Unsupported(ty))?;

@@ -147,3 +147,23 @@ fn q8k_of_all_zeros_is_all_zeros() {
     quantize(TensorType::Q8K, &[0.0; 256], &mut out).unwrap();
     assert!(out.iter().all(|&b| b == 0));
 }
+
+#[test]
+fn round_even_small_equals_round_ties_even() {
+    let mut xs: Vec<f32> = (-600..=600).map(|i| i as f32 * 0.25).collect();
+    xs.extend([0.49999997, -0.49999997, 126.5, -126.5, 127.49999, 4_194_303.5, -4_194_303.5, f32::INFINITY]);
+    let mut state = 0x9E37_79B9u32;
+    for _ in 0..100_000 {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        xs.push(f32::from_bits(state) % 4_194_304.0);
+    }
+    for x in xs.into_iter().filter(|x| !x.is_nan()) {
+        assert_eq!(
+            super::round_even_small(x).to_bits() & 0x7FFF_FFFF,
+            x.round_ties_even().to_bits() & 0x7FFF_FFFF,
+            "{x}"
+        );
+        assert_eq!(super::round_even_small(x) as i8, x.round_ties_even() as i8, "{x}");
+    }
+    assert!(super::round_even_small(f32::NAN).is_nan());
+}
