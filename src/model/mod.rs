@@ -156,6 +156,10 @@ pub struct Model {
     scratch: Mutex<Scratch>,
 }
 
+/// One thread's share of [`Model::quantize_rows`]: input rows, their quantized
+/// bytes, their activation rows.
+type QuantizePart<'a> = (&'a [f32], &'a mut [u8], &'a mut [ActRow]);
+
 /// Buffers the matrix products reuse from one call to the next, so that once
 /// grown they allocate nothing more.
 #[derive(Debug, Default)]
@@ -455,7 +459,7 @@ impl Model {
         }
         let per = n_tok.div_ceil(threads);
         let mut row_parts = rows.chunks_mut(per);
-        let parts: Vec<Mutex<(&[f32], &mut [u8], &mut [ActRow])>> = xs
+        let parts: Vec<Mutex<QuantizePart>> = xs
             .chunks(per * cols)
             .zip(acts.chunks_mut(per * a_bytes))
             .map(|(x, a)| Mutex::new((x, a, row_parts.next().unwrap_or_default())))
