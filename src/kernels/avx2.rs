@@ -355,16 +355,20 @@ fn store_rows<const N: usize>(acc: [__m256; N]) -> [[f32; super::packed::TILE_RO
     out
 }
 
-/// [`crate::model::attention::attend_group`] over an f16 cache, the same
-/// arithmetic in the same order, eight lanes at a time (products and sums
-/// unfused, roundings to f16 by F16C, which rounds to nearest even as the
-/// reference does), so the results are equal bit for bit. Row `p` of the keys
-/// and values starts at `p * stride + offset`.
+/// [`crate::model::attention::attend_group`] over an f16 cache for heads of
+/// `8 · L` values, the same arithmetic in the same order, eight lanes at a
+/// time (products and sums unfused, roundings to f16 by F16C, which rounds to
+/// nearest even as the reference does), so the results are equal bit for bit.
+/// Row `p` of the keys and values starts at `p * stride + offset`.
+///
+/// The positions go in chunks, each in three passes: every head's scores, then
+/// (in position order, per head) the running maximum and the softmax factors,
+/// then the weighted values. The reference interleaves the three per position;
+/// apart, each pass is a run of independent work the core can overlap.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-pub fn attend_group_f16(
+pub fn attend_group_f16<const L: usize>(
     q: &[f32],
-    hd: usize,
     keys: &[half::f16],
     values: &[half::f16],
     (stride, offset): (usize, usize),
@@ -372,10 +376,11 @@ pub fn attend_group_f16(
     scale: f32,
     out: &mut [f32],
 ) {
-    const MAX_LANES: usize = 32;
     const MAX_GROUP: usize = 16;
-    let (heads, lanes) = (q.len() / hd, hd / 8);
-    assert!(hd.is_multiple_of(8) && lanes <= MAX_LANES && heads <= MAX_GROUP && out.len() == q.len());
+    const CHUNK: usize = 64;
+    let hd = 8 * L;
+    let heads = q.len() / hd;
+    assert!(q.len().is_multiple_of(hd) && heads <= MAX_GROUP && out.len() == q.len());
     assert!(ctx == 0 || ((ctx - 1) * stride + offset + hd <= keys.len().min(values.len())));
     let round = |x: __m256| _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
     // SAFETY (all three): every index is below q.len() = out.len() (asserted above), 8 f32 from there are readable/writable.
@@ -383,50 +388,65 @@ pub fn attend_group_f16(
     let st = |x: &mut [f32], at: usize, v: __m256| unsafe { _mm256_storeu_ps(x[at..at + 8].as_mut_ptr(), v) };
     // SAFETY: p < ctx, so 8 f16 from `p * stride + offset + 8i` are in bounds (asserted above).
     let ld16 = |x: &[half::f16], at: usize| unsafe { _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(at).cast())) };
-    let mut qr = [0.0f32; MAX_GROUP * 8 * MAX_LANES];
+    let mut qr = [0.0f32; MAX_GROUP * 256];
     let qr = &mut qr[..q.len()];
     for i in (0..q.len()).step_by(8) {
         st(qr, i, round(ld(q, i)));
     }
     out.fill(0.0);
-    let (mut k, mut v) = ([_mm256_setzero_ps(); MAX_LANES], [_mm256_setzero_ps(); MAX_LANES]);
     let (mut max, mut sum) = ([f32::NEG_INFINITY; MAX_GROUP], [0.0f32; MAX_GROUP]);
-    for p in 0..ctx {
-        let at = p * stride + offset;
-        for i in 0..lanes {
-            k[i] = ld16(keys, at + 8 * i);
-            v[i] = ld16(values, at + 8 * i);
+    // Per head and position of the chunk: the score, then the factors that
+    // scale the sum so far (ms) and the position's value (vs).
+    let mut score = [[0.0f32; CHUNK]; MAX_GROUP];
+    let (mut ms, mut vs) = ([[1.0f32; CHUNK]; MAX_GROUP], [[1.0f32; CHUNK]; MAX_GROUP]);
+    for c0 in (0..ctx).step_by(CHUNK) {
+        let n = CHUNK.min(ctx - c0);
+        for j in 0..n {
+            let at = (c0 + j) * stride + offset;
+            let k: [__m256; L] = std::array::from_fn(|i| ld16(keys, at + 8 * i));
+            for (h, sc) in score.iter_mut().enumerate().take(heads) {
+                let mut acc = _mm256_setzero_ps();
+                for (i, ki) in k.iter().enumerate() {
+                    acc = _mm256_add_ps(acc, _mm256_mul_ps(ld(qr, h * hd + 8 * i), *ki));
+                }
+                sc[j] = (hsum(acc) + 0.0) * scale;
+            }
         }
         for h in 0..heads {
-            let mut acc = _mm256_setzero_ps();
-            for (i, ki) in k.iter().enumerate().take(lanes) {
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(ld(qr, h * hd + 8 * i), *ki));
+            for j in 0..n {
+                let s = score[h][j];
+                (ms[h][j], vs[h][j]) = (1.0, 1.0);
+                if s > max[h] {
+                    let old = max[h];
+                    max[h] = s;
+                    ms[h][j] = (old - s).exp();
+                } else {
+                    vs[h][j] = (s - max[h]).exp();
+                }
+                sum[h] = sum[h] * ms[h][j] + vs[h][j];
             }
-            let s = (hsum(acc) + 0.0) * scale;
-            let (mut ms, mut vs) = (1.0f32, 1.0f32);
-            if s > max[h] {
-                let old = max[h];
-                max[h] = s;
-                ms = (old - s).exp();
-                if ms != 1.0 {
-                    for i in 0..lanes {
+        }
+        for j in 0..n {
+            let at = (c0 + j) * stride + offset;
+            let v: [__m256; L] = std::array::from_fn(|i| ld16(values, at + 8 * i));
+            for h in 0..heads {
+                let (m, w) = (ms[h][j], vs[h][j]);
+                if m != 1.0 {
+                    for i in 0..L {
                         let at = h * hd + 8 * i;
-                        st(out, at, round(_mm256_mul_ps(ld(out, at), _mm256_set1_ps(ms))));
+                        st(out, at, round(_mm256_mul_ps(ld(out, at), _mm256_set1_ps(m))));
                     }
                 }
-            } else {
-                vs = (s - max[h]).exp();
+                for (i, vi) in v.iter().enumerate() {
+                    let at = h * hd + 8 * i;
+                    st(out, at, round(_mm256_add_ps(ld(out, at), _mm256_mul_ps(*vi, _mm256_set1_ps(w)))));
+                }
             }
-            for (i, vi) in v.iter().enumerate().take(lanes) {
-                let at = h * hd + 8 * i;
-                st(out, at, round(_mm256_add_ps(ld(out, at), _mm256_mul_ps(*vi, _mm256_set1_ps(vs)))));
-            }
-            sum[h] = sum[h] * ms + vs;
         }
     }
     for (h, s) in sum.iter().enumerate().take(heads) {
         let inv = _mm256_set1_ps(1.0 / s);
-        for i in 0..lanes {
+        for i in 0..L {
             let at = h * hd + 8 * i;
             st(out, at, _mm256_mul_ps(ld(out, at), inv));
         }

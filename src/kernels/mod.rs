@@ -143,9 +143,10 @@ impl Kernels {
 
     /// Grouped-query attention over an f16 KV cache by the fast kernel, equal
     /// bit for bit to [`crate::model::attention::attend_group`]; `false` (and
-    /// `out` untouched) when this implementation has none, or the head size is
-    /// not a multiple of 8, and the caller must run the reference. Row `p` of
-    /// `keys` and `values` starts at `p * stride + offset`.
+    /// `out` untouched) when this implementation has none, or none for heads of
+    /// `hd` values (the fast kernel takes 32, 64, 128 and 256), and the caller
+    /// must run the reference. Row `p` of `keys` and `values` starts at
+    /// `p * stride + offset`.
     #[allow(clippy::too_many_arguments)]
     pub fn attend_group_f16(
         self,
@@ -160,10 +161,18 @@ impl Kernels {
     ) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Kernels::Avx2 if hd.is_multiple_of(8) => {
+            Kernels::Avx2 => {
                 assert!(avx2_available(), "AVX2 kernels chosen on a CPU without AVX2, FMA and F16C");
-                // SAFETY: AVX2, FMA and F16C are available (asserted above).
-                unsafe { avx2::attend_group_f16(q, hd, keys, values, rows, ctx, scale, out) };
+                // SAFETY (every arm): AVX2, FMA and F16C are available (asserted above).
+                unsafe {
+                    match hd {
+                        32 => avx2::attend_group_f16::<4>(q, keys, values, rows, ctx, scale, out),
+                        64 => avx2::attend_group_f16::<8>(q, keys, values, rows, ctx, scale, out),
+                        128 => avx2::attend_group_f16::<16>(q, keys, values, rows, ctx, scale, out),
+                        256 => avx2::attend_group_f16::<32>(q, keys, values, rows, ctx, scale, out),
+                        _ => return false,
+                    }
+                }
                 true
             }
             _ => false,
