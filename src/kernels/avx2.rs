@@ -37,6 +37,23 @@ fn load128(b: &[u8]) -> __m128i {
     unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
 }
 
+/// How far ahead of the block in use the weight kernels ask for their next
+/// bytes: the hardware prefetcher alone left one core streaming packed weights
+/// at 13-14 GB/s; asking 2-3 KiB ahead measured 17-18 GB/s (Q5_0 gate and up
+/// of all layers, one core), and 22 GB/s on the Q8_0 LM head (was 17.6).
+const PREFETCH_AHEAD: usize = 3072;
+
+/// Asks for the `len` bytes from `PREFETCH_AHEAD` past `p` to be brought into
+/// the cache. A hint only: no address is read, none needs to be valid.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn prefetch_ahead(p: *const u8, len: usize) {
+    let ahead = p.wrapping_add(PREFETCH_AHEAD);
+    for line in (0..len).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
+    }
+}
+
 /// Wrapping sum of 64-bit words with four independent 256-bit accumulators:
 /// a pure streaming read, for measuring read bandwidth.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -95,6 +112,7 @@ pub fn tile_dot<const N: usize>(
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..blocks {
         let blk = tile[b * bb..].as_ptr();
+        prefetch_ahead(blk, bb);
         // SAFETY: the block's first 16 bytes are its scales (in bounds, see above).
         let sw = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(blk.cast()) });
         let mut isum = [_mm256_setzero_si256(); N];
@@ -211,6 +229,7 @@ pub fn tile_dot_q4k<const N: usize>(
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..blocks {
         let blk = &tile[b * bb..][..bb];
+        prefetch_ahead(blk.as_ptr(), bb);
         let (mut isum, mut msum) = ([_mm256_setzero_si256(); N], [_mm256_setzero_si256(); N]);
         for c in 0..4 {
             // Sub-block 2c in the low nibbles, 2c + 1 in the high nibbles.
@@ -271,6 +290,7 @@ pub fn tile_dot_q6k<const N: usize>(
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..blocks {
         let blk = &tile[b * bb..][..bb];
+        prefetch_ahead(blk.as_ptr(), bb);
         let (mut isum, mut offset) = ([_mm256_setzero_si256(); N], [_mm256_setzero_si256(); N]);
         for c in 0..4 {
             // Sub-blocks 4c, 4c + 1 in the low nibbles, 4c + 2, 4c + 3 in the high ones.
