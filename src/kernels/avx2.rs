@@ -54,6 +54,15 @@ fn prefetch_ahead(p: *const u8, len: usize) {
     }
 }
 
+/// Stores 32 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn store(b: &mut [u8], v: __m256i) {
+    assert!(b.len() >= 32);
+    // SAFETY: the assertion above guarantees 32 writable bytes; storeu has no alignment requirement.
+    unsafe { _mm256_storeu_si256(b.as_mut_ptr().cast(), v) }
+}
+
 /// Wrapping sum of 64-bit words with four independent 256-bit accumulators:
 /// a pure streaming read, for measuring read bandwidth.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -156,6 +165,77 @@ pub fn tile_dot<const N: usize>(
         }
         for t in 0..N {
             let scaled = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[t]), sw), _mm256_set1_ps(acts[t].d[b]));
+            acc[t] = _mm256_add_ps(acc[t], scaled);
+        }
+    }
+    store_rows(acc)
+}
+
+/// Bytes of one Q5_0 tile-block unpacked by [`unpack_q5_0`]: eight vectors of
+/// 32 quants (four elements of each of the eight rows).
+pub const Q5_0_UNPACKED: usize = 256;
+
+/// The quants of a packed Q5_0 tile as unsigned bytes (0..32), block after
+/// block, vector `v` of a block holding elements `4v..4v + 4` of each row: the
+/// form [`tile_gemm_q5_0`] reads, so that a tile multiplying many activation
+/// rows is unpacked once, not once per four rows.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn unpack_q5_0(tile: &[u8], blocks: usize, out: &mut [u8]) {
+    let bb = super::packed::PackedFormat::Q5_0.block_bytes();
+    assert!(tile.len() >= bb * blocks && out.len() >= Q5_0_UNPACKED * blocks);
+    let (low, bit4) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x10));
+    for (blk, dst) in tile.chunks_exact(bb).zip(out.chunks_exact_mut(Q5_0_UNPACKED)).take(blocks) {
+        // Bit p of each plane byte at bit 4: lo for vectors 0..4, hi for 4..8.
+        let plane = load(&blk[16..]);
+        let (mut lo_bits, mut hi_bits) = (_mm256_slli_epi16(plane, 4), plane);
+        for p in 0..4 {
+            let nib = load(&blk[48 + 32 * p..]);
+            let lo = _mm256_or_si256(_mm256_and_si256(nib, low), _mm256_and_si256(lo_bits, bit4));
+            let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(nib, 4), low), _mm256_and_si256(hi_bits, bit4));
+            lo_bits = _mm256_srli_epi16(lo_bits, 1);
+            hi_bits = _mm256_srli_epi16(hi_bits, 1);
+            store(&mut dst[32 * p..], lo);
+            store(&mut dst[32 * (4 + p)..], hi);
+        }
+    }
+}
+
+/// [`tile_dot`] for a Q5_0 tile already unpacked by [`unpack_q5_0`] into
+/// `quants` (`tile` still gives the scales): the same integer sums and f32
+/// operations, so equal bit for bit, without unpacking per call.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn tile_gemm_q5_0<const N: usize>(
+    tile: &[u8],
+    quants: &[u8],
+    blocks: usize,
+    acts: [&super::packed::ActRow; N],
+) -> [[f32; super::packed::TILE_ROWS]; N] {
+    let bb = super::packed::PackedFormat::Q5_0.block_bytes();
+    assert!(tile.len() >= bb * blocks && quants.len() >= Q5_0_UNPACKED * blocks);
+    for a in &acts {
+        assert!(a.q.len() >= 32 * blocks && a.d.len() >= blocks && a.sum32.len() >= blocks);
+    }
+    let q: [*const u8; N] = std::array::from_fn(|t| acts[t].q.as_ptr().cast());
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for b in 0..blocks {
+        let sw = _mm256_cvtph_ps(load128(&tile[b * bb..]));
+        let w = &quants[Q5_0_UNPACKED * b..][..Q5_0_UNPACKED];
+        let (mut lo16, mut hi16) = ([_mm256_setzero_si256(); N], [_mm256_setzero_si256(); N]);
+        for v in 0..4 {
+            let (lo, hi) = (load(&w[32 * v..]), load(&w[32 * (4 + v)..]));
+            for t in 0..N {
+                let at = 32 * b + 4 * v;
+                // SAFETY: elements at..at + 20 of the row are in bounds (asserted above).
+                let (al, ah) = unsafe { (bcast4(q[t], at), bcast4(q[t], at + 16)) };
+                lo16[t] = _mm256_add_epi16(lo16[t], _mm256_maddubs_epi16(lo, al));
+                hi16[t] = _mm256_add_epi16(hi16[t], _mm256_maddubs_epi16(hi, ah));
+            }
+        }
+        for t in 0..N {
+            let s = _mm256_add_epi32(_mm256_madd_epi16(lo16[t], ones), _mm256_madd_epi16(hi16[t], ones));
+            let isum = _mm256_sub_epi32(s, _mm256_set1_epi32(16 * acts[t].sum32[b]));
+            let scaled = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum), sw), _mm256_set1_ps(acts[t].d[b]));
             acc[t] = _mm256_add_ps(acc[t], scaled);
         }
     }

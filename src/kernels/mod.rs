@@ -120,18 +120,27 @@ impl Kernels {
             #[cfg(target_arch = "x86_64")]
             Kernels::Avx2 => {
                 assert!(avx2_available(), "AVX2 kernels chosen on a CPU without AVX2, FMA and F16C");
-                let mut outs = out.chunks_exact_mut(4 * TILE_ROWS);
-                let mut quads = acts.chunks_exact(4);
-                for (a, o) in (&mut quads).zip(&mut outs) {
-                    // SAFETY: AVX2, FMA and F16C are available (asserted above).
-                    let r = unsafe { avx2_tile_dot(w.format, data, w.blocks, [a[0], a[1], a[2], a[3]]) };
-                    o.copy_from_slice(r.as_flattened());
+                if w.format == packed::PackedFormat::Q5_0 && acts.len() >= UNPACK_FROM_ROWS {
+                    UNPACKED.with_borrow_mut(|quants| {
+                        quants.resize(w.blocks * avx2::Q5_0_UNPACKED, 0);
+                        // SAFETY (all three): AVX2, FMA and F16C are available (asserted above).
+                        unsafe { avx2::unpack_q5_0(data, w.blocks, quants) };
+                        by_fours(
+                            acts,
+                            out,
+                            |a| unsafe { avx2::tile_gemm_q5_0(data, quants, w.blocks, a) },
+                            |a| unsafe { avx2::tile_gemm_q5_0(data, quants, w.blocks, a) },
+                        );
+                    });
+                    return;
                 }
-                let rest = outs.into_remainder();
-                for (a, o) in quads.remainder().iter().zip(rest.chunks_exact_mut(TILE_ROWS)) {
-                    // SAFETY: AVX2, FMA and F16C are available (asserted above).
-                    o.copy_from_slice(&unsafe { avx2_tile_dot(w.format, data, w.blocks, [*a]) }[0]);
-                }
+                by_fours(
+                    acts,
+                    out,
+                    // SAFETY (both): AVX2, FMA and F16C are available (asserted above).
+                    |a| unsafe { avx2_tile_dot(w.format, data, w.blocks, a) },
+                    |a| unsafe { avx2_tile_dot(w.format, data, w.blocks, a) },
+                );
             }
             _ => {
                 for (a, o) in acts.iter().zip(out.chunks_exact_mut(TILE_ROWS)) {
@@ -221,6 +230,38 @@ impl Kernels {
             }
             _ => words.iter().fold(0u64, |s, &x| s.wrapping_add(x)),
         }
+    }
+}
+
+/// From how many activation rows a Q5_0 tile is unpacked once for all of them
+/// (prefill) rather than as the kernel goes (decode).
+#[cfg(target_arch = "x86_64")]
+const UNPACK_FROM_ROWS: usize = 8;
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// A Q5_0 tile unpacked by `avx2::unpack_q5_0`, reused from call to call on each thread.
+    static UNPACKED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+#[cfg(target_arch = "x86_64")]
+/// `out[8t + r]` for every activation row `t`: `four` takes the rows four at
+/// a time, `one` the rest.
+fn by_fours(
+    acts: &[&packed::ActRow],
+    out: &mut [f32],
+    four: impl Fn([&packed::ActRow; 4]) -> [[f32; packed::TILE_ROWS]; 4],
+    one: impl Fn([&packed::ActRow; 1]) -> [[f32; packed::TILE_ROWS]; 1],
+) {
+    use packed::TILE_ROWS;
+    let mut outs = out.chunks_exact_mut(4 * TILE_ROWS);
+    let mut quads = acts.chunks_exact(4);
+    for (a, o) in (&mut quads).zip(&mut outs) {
+        o.copy_from_slice(four([a[0], a[1], a[2], a[3]]).as_flattened());
+    }
+    let rest = outs.into_remainder();
+    for (a, o) in quads.remainder().iter().zip(rest.chunks_exact_mut(TILE_ROWS)) {
+        o.copy_from_slice(&one([*a])[0]);
     }
 }
 

@@ -82,16 +82,17 @@ fn packed_kernels_equal_the_reference_bit_for_bit() {
             let cols = block * blocks.min(if block == 32 { 152 } else { 19 });
             let w = random_weights(&mut rng, ty, rows * cols);
             let p = PackedMatrix::pack(ty, rows, cols, &w).unwrap();
-            // 7 activation rows: one group of four and a remainder of three.
-            let acts: Vec<Vec<u8>> = (0..7).map(|i| activations(&mut rng, ty, cols, i == 2)).collect();
+            // 7 activation rows (one group of four and a remainder of three), as
+            // decoding runs them; 11 (two groups and three), as prefill does.
+            let acts: Vec<Vec<u8>> = (0..11).map(|i| activations(&mut rng, ty, cols, i == 2)).collect();
             let act_rows: Vec<ActRow> = acts.iter().map(|a| ActRow::of(quant::dot_type(ty).unwrap(), a)).collect();
             let refs: Vec<&ActRow> = act_rows.iter().collect();
             let src_row = ty.row_bytes(cols).unwrap();
-            for k in [Kernels::Scalar, Kernels::detect()] {
+            for (k, n) in [Kernels::Scalar, Kernels::detect()].into_iter().flat_map(|k| [(k, 7), (k, 11)]) {
                 for tile in 0..p.tiles() {
-                    let mut out = vec![f32::NAN; acts.len() * TILE_ROWS];
-                    k.tile_dot_many(&p, tile, &refs, &mut out);
-                    for (t, a) in acts.iter().enumerate() {
+                    let mut out = vec![f32::NAN; n * TILE_ROWS];
+                    k.tile_dot_many(&p, tile, &refs[..n], &mut out);
+                    for (t, a) in acts.iter().enumerate().take(n) {
                         for j in 0..TILE_ROWS {
                             let r = tile * TILE_ROWS + j;
                             let want = if r < rows { quant::dot(ty, &w[r * src_row..][..src_row], a) } else { 0.0 };
