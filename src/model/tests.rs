@@ -188,3 +188,24 @@ fn timing_bricks_changes_no_logit_and_times_every_brick() {
         assert!(times.of(b) > 0, "brick {} was never timed", b.name());
     }
 }
+
+#[test]
+fn work_shared_out_across_threads_equals_the_serial_loop() {
+    let mut m = tied_model();
+    m.set_threads(3);
+    let b: Vec<f32> = (0..10_003).map(|i| (i as f32).sin()).collect();
+    let mut want: Vec<f32> = (0..10_003).map(|i| i as f32 * 0.5).collect();
+    let mut got = want.clone();
+    for (x, y) in want.iter_mut().zip(&b) {
+        *x = *x * 2.0 + y;
+    }
+    m.par_zip(&mut got, &b, 1, &|a, b| a.iter_mut().zip(b).for_each(|(x, y)| *x = *x * 2.0 + y));
+    assert_eq!(got, want);
+    // Rows of 7 with nothing to zip: every row is touched once, whole.
+    let mut rows = vec![1.0f32; 7 * 1000];
+    m.par_zip(&mut rows, &[], 7, &|a, b| {
+        assert!(b.is_empty() && a.len().is_multiple_of(7));
+        a.iter_mut().for_each(|x| *x += 1.0);
+    });
+    assert!(rows.iter().all(|&x| x == 2.0));
+}
