@@ -115,8 +115,6 @@ pub fn tile_dot<const N: usize>(
     // SAFETY (both): `p + at` has 32 (vector) or 4 (broadcast) readable bytes, by the assertions above.
     let vec_at = |p: *const u8, at: usize| unsafe { _mm256_loadu_si256(p.add(at).cast()) };
     let bcast = |p: *const u8, at: usize| unsafe { _mm256_set1_epi32(p.add(at).cast::<i32>().read_unaligned()) };
-    let low = _mm256_set1_epi8(0x0F);
-    let bit4 = _mm256_set1_epi8(0x10);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..blocks {
@@ -127,19 +125,10 @@ pub fn tile_dot<const N: usize>(
         let mut isum = [_mm256_setzero_si256(); N];
         match format {
             PackedFormat::Q5_0 => {
-                // Bit p of each plane byte at bit 4: lo for vectors 0..4, hi for 4..8.
-                let plane = vec_at(blk, 16);
-                let (mut lo_bits, mut hi_bits) = (_mm256_slli_epi16(plane, 4), plane);
+                let mut bits = q5_0_plane_bits(vec_at(blk, 16));
                 let (mut lo16, mut hi16) = ([_mm256_setzero_si256(); N], [_mm256_setzero_si256(); N]);
                 for p in 0..4 {
-                    let nib = vec_at(blk, 48 + 32 * p);
-                    let lo = _mm256_or_si256(_mm256_and_si256(nib, low), _mm256_and_si256(lo_bits, bit4));
-                    let hi = _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16(nib, 4), low),
-                        _mm256_and_si256(hi_bits, bit4),
-                    );
-                    lo_bits = _mm256_srli_epi16(lo_bits, 1);
-                    hi_bits = _mm256_srli_epi16(hi_bits, 1);
+                    let (lo, hi) = q5_0_pair(vec_at(blk, 48 + 32 * p), &mut bits);
                     for t in 0..N {
                         let at = 32 * b + 4 * p;
                         lo16[t] = _mm256_add_epi16(lo16[t], _mm256_maddubs_epi16(lo, bcast(q[t], at)));
@@ -147,8 +136,7 @@ pub fn tile_dot<const N: usize>(
                     }
                 }
                 for t in 0..N {
-                    let s = _mm256_add_epi32(_mm256_madd_epi16(lo16[t], ones), _mm256_madd_epi16(hi16[t], ones));
-                    isum[t] = _mm256_sub_epi32(s, _mm256_set1_epi32(16 * acts[t].sum32[b]));
+                    isum[t] = q5_0_block_sum(lo16[t], hi16[t], acts[t].sum32[b]);
                 }
             }
             PackedFormat::Q4K | PackedFormat::Q6K => panic!("K-quant tiles go to tile_dot_q4k and tile_dot_q6k"),
@@ -171,6 +159,39 @@ pub fn tile_dot<const N: usize>(
     store_rows(acc)
 }
 
+/// A Q5_0 tile-block's plane of fifth bits, as [`q5_0_pair`] reads it: bit
+/// `p` of each byte at bit 4 (for vectors 0..4), and bit `4 + p` at bit 4
+/// (for vectors 4..8), for `p` = 0.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_0_plane_bits(plane: __m256i) -> (__m256i, __m256i) {
+    (_mm256_slli_epi16(plane, 4), plane)
+}
+
+/// Vectors `p` and `4 + p` of a packed Q5_0 tile-block as unsigned quants
+/// (0..32), from its nibble vector `p`, taken in order `p` = 0..4: `bits`
+/// (from [`q5_0_plane_bits`]) supplies the fifth bits and moves on to `p + 1`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_0_pair(nib: __m256i, bits: &mut (__m256i, __m256i)) -> (__m256i, __m256i) {
+    let (low, bit4) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x10));
+    let lo = _mm256_or_si256(_mm256_and_si256(nib, low), _mm256_and_si256(bits.0, bit4));
+    let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(nib, 4), low), _mm256_and_si256(bits.1, bit4));
+    *bits = (_mm256_srli_epi16(bits.0, 1), _mm256_srli_epi16(bits.1, 1));
+    (lo, hi)
+}
+
+/// A Q5_0 block's exact integer sum from its 16-bit product sums (vectors
+/// 0..4 in `lo16`, 4..8 in `hi16`), the offset of 16 taken off through the
+/// activations' block sum `sum32`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_0_block_sum(lo16: __m256i, hi16: __m256i, sum32: i32) -> __m256i {
+    let ones = _mm256_set1_epi16(1);
+    let s = _mm256_add_epi32(_mm256_madd_epi16(lo16, ones), _mm256_madd_epi16(hi16, ones));
+    _mm256_sub_epi32(s, _mm256_set1_epi32(16 * sum32))
+}
+
 /// Bytes of one Q5_0 tile-block unpacked by [`unpack_q5_0`]: eight vectors of
 /// 32 quants (four elements of each of the eight rows).
 pub const Q5_0_UNPACKED: usize = 256;
@@ -183,17 +204,10 @@ pub const Q5_0_UNPACKED: usize = 256;
 pub fn unpack_q5_0(tile: &[u8], blocks: usize, out: &mut [u8]) {
     let bb = super::packed::PackedFormat::Q5_0.block_bytes();
     assert!(tile.len() >= bb * blocks && out.len() >= Q5_0_UNPACKED * blocks);
-    let (low, bit4) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x10));
     for (blk, dst) in tile.chunks_exact(bb).zip(out.chunks_exact_mut(Q5_0_UNPACKED)).take(blocks) {
-        // Bit p of each plane byte at bit 4: lo for vectors 0..4, hi for 4..8.
-        let plane = load(&blk[16..]);
-        let (mut lo_bits, mut hi_bits) = (_mm256_slli_epi16(plane, 4), plane);
+        let mut bits = q5_0_plane_bits(load(&blk[16..]));
         for p in 0..4 {
-            let nib = load(&blk[48 + 32 * p..]);
-            let lo = _mm256_or_si256(_mm256_and_si256(nib, low), _mm256_and_si256(lo_bits, bit4));
-            let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(nib, 4), low), _mm256_and_si256(hi_bits, bit4));
-            lo_bits = _mm256_srli_epi16(lo_bits, 1);
-            hi_bits = _mm256_srli_epi16(hi_bits, 1);
+            let (lo, hi) = q5_0_pair(load(&blk[48 + 32 * p..]), &mut bits);
             store(&mut dst[32 * p..], lo);
             store(&mut dst[32 * (4 + p)..], hi);
         }
@@ -216,7 +230,6 @@ pub fn tile_gemm_q5_0<const N: usize>(
         assert!(a.q.len() >= 32 * blocks && a.d.len() >= blocks && a.sum32.len() >= blocks);
     }
     let q: [*const u8; N] = std::array::from_fn(|t| acts[t].q.as_ptr().cast());
-    let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..blocks {
         let sw = _mm256_cvtph_ps(load128(&tile[b * bb..]));
@@ -233,8 +246,7 @@ pub fn tile_gemm_q5_0<const N: usize>(
             }
         }
         for t in 0..N {
-            let s = _mm256_add_epi32(_mm256_madd_epi16(lo16[t], ones), _mm256_madd_epi16(hi16[t], ones));
-            let isum = _mm256_sub_epi32(s, _mm256_set1_epi32(16 * acts[t].sum32[b]));
+            let isum = q5_0_block_sum(lo16[t], hi16[t], acts[t].sum32[b]);
             let scaled = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum), sw), _mm256_set1_ps(acts[t].d[b]));
             acc[t] = _mm256_add_ps(acc[t], scaled);
         }
