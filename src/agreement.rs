@@ -228,21 +228,76 @@ pub fn greedy_text(
     Ok(GreedyText { total: prompts.len(), identical: prompts.len() - differing.len(), differences })
 }
 
-/// How many prompts llama.cpp continues identically with flash attention on and off.
+/// How far llama.cpp's log-probabilities move between two of its own runs
+/// that differ only in arithmetic (`a` default, `b` e.g. `--no-repack`):
+/// over the positions where both runs' greedy continuations still agree.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogprobSpread {
+    /// Candidate log-probabilities compared.
+    pub compared: usize,
+    /// Mean |difference|, nats.
+    pub mean_abs: f64,
+    /// Largest |difference|, nats.
+    pub max_abs: f64,
+}
+
+/// [`LogprobSpread`] of llama.cpp against itself over `prompts`, `n_predict` tokens each.
+pub fn llama_logprob_spread(
+    tok: &Tokenizer,
+    a: &LlamaServer,
+    b: &LlamaServer,
+    prompts: &[String],
+    n_predict: usize,
+) -> Result<LogprobSpread, AgreementError> {
+    let (mut sum, mut compared, mut max_abs) = (0.0f64, 0usize, 0.0f64);
+    for p in prompts {
+        let prompt = tok.encode(p, true);
+        let (ra, rb) = (a.complete(&prompt, n_predict, 2, true)?, b.complete(&prompt, n_predict, 2, true)?);
+        for (x, y) in ra.completion_probabilities.iter().zip(&rb.completion_probabilities) {
+            for cy in &y.top_logprobs {
+                if let Some(cx) = x.top_logprobs.iter().find(|c| c.id == cy.id) {
+                    let d = (cx.logprob - cy.logprob).abs();
+                    (sum, compared, max_abs) = (sum + d, compared + 1, max_abs.max(d));
+                }
+            }
+            if x.id != y.id {
+                break;
+            }
+        }
+    }
+    Ok(LogprobSpread { compared, mean_abs: sum / compared.max(1) as f64, max_abs })
+}
+
+/// The llama.cpp settings that change only its arithmetic, not its model:
+/// a label and the extra `llama-completion` arguments.
+pub const LLAMA_VARIANTS: [(&str, &[&str]); 2] =
+    [("flash attention off", &["-fa", "off"]), ("weight repacking off", &["--no-repack"])];
+
+/// How many prompts llama.cpp continues identically with its default settings
+/// and with each of [`LLAMA_VARIANTS`]: how far its own text moves when only
+/// the order of its floating-point operations changes.
 pub fn llama_self_agreement(
     llama: &LlamaCpp,
     model_path: &Path,
     prompts: &[String],
     n: usize,
     threads: usize,
-) -> Result<usize, AgreementError> {
-    let mut same = 0;
+) -> Result<Vec<(&'static str, usize)>, AgreementError> {
+    let mut same = vec![0usize; LLAMA_VARIANTS.len()];
     for p in prompts {
-        let on = llama.complete_greedy(model_path, p, n, threads)?;
-        let off = llama.complete_greedy_with(model_path, p, n, threads, &["-fa", "off"])?;
-        same += usize::from(on == off);
+        let default = llama.complete_greedy(model_path, p, n, threads)?;
+        for (count, (_, args)) in same.iter_mut().zip(LLAMA_VARIANTS) {
+            *count += usize::from(llama.complete_greedy_with(model_path, p, n, threads, args)? == default);
+        }
     }
-    Ok(same)
+    Ok(LLAMA_VARIANTS.iter().map(|v| v.0).zip(same).collect())
+}
+
+/// One line for a reader: how often llama.cpp agrees with itself (from
+/// [`llama_self_agreement`]) over `total` prompts.
+pub fn self_agreement_line(same: &[(&str, usize)], total: usize) -> String {
+    let parts: Vec<String> = same.iter().map(|(label, n)| format!("{n}/{total} with {label}")).collect();
+    format!("context: llama.cpp's greedy text equals its own default run on {}", parts.join(", "))
 }
 
 /// Largest |logit difference| between token-by-token decode and a full

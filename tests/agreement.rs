@@ -81,6 +81,15 @@ fn teacher_forced(model: &Path, llama: &LlamaCpp) -> Result<(), Failed> {
     for d in &r.disagreements {
         eprintln!("  disagreement: {d}");
     }
+    // The same figure for llama.cpp against itself with its Q4_K repacking off
+    // (only its matmul summation order changes): the spread that is not ours.
+    let variant =
+        LlamaServer::start_with(llama, model, THREADS, Duration::from_secs(120), &["--no-repack"]).map_err(fail)?;
+    let spread = agreement::llama_logprob_spread(&tok, &server(llama, model)?, &variant, &prompts, 64).map_err(fail)?;
+    eprintln!(
+        "context: llama.cpp against itself with weight repacking off: mean |difference| {:.4}, max {:.4} (nats, {} candidates)",
+        spread.mean_abs, spread.max_abs, spread.compared
+    );
     if r.rate() >= 0.99 && r.total >= 640 {
         Ok(())
     } else {
@@ -100,9 +109,9 @@ fn greedy_text(model: &Path, llama: &LlamaCpp) -> Result<(), Failed> {
     }
     if r.identical < r.total {
         // Context for the reader: how often llama.cpp agrees with itself when only
-        // its attention kernel changes (flash attention off).
+        // the order of its arithmetic changes (another attention or matmul kernel).
         let same = agreement::llama_self_agreement(llama, model, &prompts, 32, THREADS).map_err(fail)?;
-        eprintln!("context: llama.cpp with flash attention on vs off agrees with itself on {same}/{} prompts", r.total);
+        eprintln!("{}", agreement::self_agreement_line(&same, r.total));
     }
     if r.identical >= 9 {
         Ok(())

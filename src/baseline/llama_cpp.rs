@@ -421,6 +421,17 @@ impl LlamaServer {
         threads: usize,
         ready_timeout: Duration,
     ) -> Result<LlamaServer, BaselineError> {
+        Self::start_with(llama, model, threads, ready_timeout, &[])
+    }
+
+    /// [`LlamaServer::start`] with extra `llama-server` arguments (e.g. `--no-repack`).
+    pub fn start_with(
+        llama: &LlamaCpp,
+        model: &Path,
+        threads: usize,
+        ready_timeout: Duration,
+        extra: &[&str],
+    ) -> Result<LlamaServer, BaselineError> {
         let bin = llama.binary("llama-server")?;
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| {
             BaselineError::Process { program: "llama-server".into(), message: format!("no free loopback port: {e}") }
@@ -441,6 +452,7 @@ impl LlamaServer {
                 "1",
                 "--no-webui",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -159,6 +159,59 @@ pub fn tile_dot<const N: usize>(
     store_rows(acc)
 }
 
+/// `gate[i] = SiLU(gate[i]) · up[i]` eight lanes at a time (lengths a multiple
+/// of eight), each lane equal bit for bit to [`crate::model::ops::silu_lane`]:
+/// the same operations, vectorized.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn swiglu_lanes(gate: &mut [f32], up: &[f32]) {
+    assert!(gate.len().is_multiple_of(8) && up.len() >= gate.len());
+    for (g, u) in gate.chunks_exact_mut(8).zip(up.chunks_exact(8)) {
+        // SAFETY: both chunks hold 8 floats.
+        let (x, y) = unsafe { (_mm256_loadu_ps(g.as_ptr()), _mm256_loadu_ps(u.as_ptr())) };
+        let silu = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+        // SAFETY: the chunk holds 8 floats.
+        unsafe { _mm256_storeu_ps(g.as_mut_ptr(), _mm256_mul_ps(silu, y)) };
+    }
+}
+
+/// [`crate::model::ops::exp_lane`] on eight lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn exp8(x: __m256) -> __m256 {
+    let c = |bits: u32| _mm256_castsi256_ps(_mm256_set1_epi32(bits as i32));
+    let shifter = _mm256_set1_ps(12582912.0);
+    let z = _mm256_fmadd_ps(x, c(0x3FB8_AA3B), shifter);
+    let n = _mm256_sub_ps(z, shifter);
+    let b = _mm256_fnmadd_ps(n, c(0x35BF_BE8E), _mm256_fnmadd_ps(n, c(0x3F31_7200), x));
+    let e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+    let k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1.0))));
+    let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
+    let u = _mm256_mul_ps(b, b);
+    let j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(
+            _mm256_fmadd_ps(c(0x3C07_2010), b, c(0x3D2B_9F17)),
+            u,
+            _mm256_fmadd_ps(c(0x3E2A_AF33), b, c(0x3EFF_FEDB)),
+        ),
+        u,
+        _mm256_mul_ps(c(0x3F7F_FFF6), b),
+    );
+    let normal = _mm256_fmadd_ps(j, k, k);
+    let big = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(126.0));
+    if _mm256_movemask_ps(big) == 0 {
+        return normal;
+    }
+    let g = _mm256_and_si256(
+        _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(n, _mm256_setzero_ps())),
+        _mm256_set1_epi32(0x8200_0000u32 as i32),
+    );
+    let s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7F00_0000)));
+    let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    let huge = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(192.0));
+    let scaled = _mm256_blendv_ps(normal, _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1), big);
+    _mm256_blendv_ps(scaled, _mm256_mul_ps(s1, s1), huge)
+}
+
 /// A Q5_0 tile-block's plane of fifth bits, as [`q5_0_pair`] reads it: bit
 /// `p` of each byte at bit 4 (for vectors 0..4), and bit `4 + p` at bit 4
 /// (for vectors 4..8), for `p` = 0.
@@ -303,7 +356,7 @@ unsafe fn bcast4(p: *const u8, at: usize) -> __m256i {
 
 /// The eight rows of a packed Q4_K tile · `N` Q8_K activation rows, equal bit
 /// for bit to [`super::packed::tile_dot_scalar`]: exact integer sums, then the
-/// reference's f32 operations per block. The unsigned × signed products of a
+/// reference's f32 operations per block (two fused multiply-add chains). The unsigned × signed products of a
 /// 32-element sub-block are summed in 16 bits (at most 8 · 2 · 15 · 128 < 2¹⁵),
 /// then multiplied by its scale widened to 16 bits.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -318,7 +371,7 @@ pub fn tile_dot_q4k<const N: usize>(
     let q: [*const u8; N] = std::array::from_fn(|t| acts[t].q.as_ptr().cast());
     let low = _mm256_set1_epi8(0x0F);
     let (dup_lo, dup_hi) = (dup_pair(false), dup_pair(true));
-    let mut acc = [_mm256_setzero_ps(); N];
+    let (mut acc, mut acc_min) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
     for b in 0..blocks {
         let blk = &tile[b * bb..][..bb];
         prefetch_ahead(blk.as_ptr(), bb);
@@ -352,14 +405,11 @@ pub fn tile_dot_q4k<const N: usize>(
         let (d, dmin) = (_mm256_cvtph_ps(load128(blk)), _mm256_cvtph_ps(load128(&blk[16..])));
         for t in 0..N {
             let da = _mm256_set1_ps(acts[t].d[b]);
-            let scaled = _mm256_sub_ps(
-                _mm256_mul_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(isum[t])),
-                _mm256_mul_ps(_mm256_mul_ps(dmin, da), _mm256_cvtepi32_ps(msum[t])),
-            );
-            acc[t] = _mm256_add_ps(acc[t], scaled);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(d, da), acc[t]);
+            acc_min[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum[t]), _mm256_mul_ps(dmin, da), acc_min[t]);
         }
     }
-    store_rows(acc)
+    store_rows(std::array::from_fn(|t| _mm256_sub_ps(acc[t], acc_min[t])))
 }
 
 /// The eight rows of a packed Q6_K tile · `N` Q8_K activation rows, equal bit
@@ -468,9 +518,10 @@ fn store_rows<const N: usize>(acc: [__m256; N]) -> [[f32; super::packed::TILE_RO
 }
 
 /// [`crate::model::attention::attend_group`] over an f16 cache for heads of
-/// `8 · L` values, the same arithmetic in the same order, eight lanes at a
-/// time (products and sums unfused, roundings to f16 by F16C, which rounds to
-/// nearest even as the reference does), so the results are equal bit for bit.
+/// `8 · L` values (`L` a multiple of 4), the same arithmetic in the same
+/// order, eight lanes at a time (the same fused multiply-adds, roundings to f16
+/// by F16C, which rounds to nearest even as the reference does), so the results
+/// are equal bit for bit.
 /// Row `p` of the keys and values starts at `p * stride + offset`.
 ///
 /// The positions go in chunks, each in three passes: every head's scores, then
@@ -517,11 +568,15 @@ pub fn attend_group_f16<const L: usize>(
             let at = (c0 + j) * stride + offset;
             let k: [__m256; L] = std::array::from_fn(|i| ld16(keys, at + 8 * i));
             for (h, sc) in score.iter_mut().enumerate().take(heads) {
-                let mut acc = _mm256_setzero_ps();
+                // Four accumulators, vector i into accumulator i mod 4 (L is a multiple of 4).
+                let mut acc = [_mm256_setzero_ps(); 4];
                 for (i, ki) in k.iter().enumerate() {
-                    acc = _mm256_add_ps(acc, _mm256_mul_ps(ld(qr, h * hd + 8 * i), *ki));
+                    acc[i % 4] = _mm256_fmadd_ps(*ki, ld(qr, h * hd + 8 * i), acc[i % 4]);
                 }
-                sc[j] = (hsum(acc) + 0.0) * scale;
+                let a = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+                let t = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+                let t = _mm_hadd_ps(t, t);
+                sc[j] = _mm_cvtss_f32(_mm_hadd_ps(t, t)) * scale;
             }
         }
         for h in 0..heads {
@@ -535,7 +590,7 @@ pub fn attend_group_f16<const L: usize>(
                 } else {
                     vs[h][j] = (s - max[h]).exp();
                 }
-                sum[h] = sum[h] * ms[h][j] + vs[h][j];
+                sum[h] = sum[h].mul_add(ms[h][j], vs[h][j]);
             }
         }
         for j in 0..n {
@@ -551,7 +606,7 @@ pub fn attend_group_f16<const L: usize>(
                 }
                 for (i, vi) in v.iter().enumerate() {
                     let at = h * hd + 8 * i;
-                    st(out, at, round(_mm256_add_ps(ld(out, at), _mm256_mul_ps(*vi, _mm256_set1_ps(w)))));
+                    st(out, at, round(_mm256_fmadd_ps(*vi, _mm256_set1_ps(w), ld(out, at))));
                 }
             }
         }

@@ -353,26 +353,27 @@ impl ActRow {
 /// sums a GGUF row, which the fast kernels reproduce bit for bit.
 pub fn tile_dot_scalar(format: PackedFormat, tile: &[u8], blocks: usize, act: &ActRow) -> [f32; TILE_ROWS] {
     let dot = |q: &[i8], a: &[i8]| q.iter().zip(a).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum::<i32>();
-    std::array::from_fn(|r| {
-        (0..blocks).fold(0.0f32, |sum, b| match format {
-            PackedFormat::Q5_0 | PackedFormat::Q8_0 => {
-                let isum = dot(&block_values(format, tile, b, r), &act.q[QK * b..][..QK]);
-                sum + isum as f32 * block_scale(format, tile, b, r) * act.d[b]
-            }
-            PackedFormat::Q4K => {
+    std::array::from_fn(|r| match format {
+        PackedFormat::Q5_0 | PackedFormat::Q8_0 => (0..blocks).fold(0.0f32, |sum, b| {
+            let isum = dot(&block_values(format, tile, b, r), &act.q[QK * b..][..QK]);
+            sum + isum as f32 * block_scale(format, tile, b, r) * act.d[b]
+        }),
+        PackedFormat::Q4K => {
+            let (acc, acc_min) = (0..blocks).fold((0.0f32, 0.0f32), |(acc, acc_min), b| {
                 let k = k_block(format, tile, b, r);
                 let a = &act.q[QK_K * b..][..QK_K];
                 let isum: i32 = (0..8).map(|j| k.scales[j] * dot(&k.q[32 * j..][..32], &a[32 * j..][..32])).sum();
                 let msum: i32 = (0..8).map(|j| k.mins[j] * act.sum32[8 * b + j]).sum();
-                sum + (k.d * act.d[b] * isum as f32 - k.dmin * act.d[b] * msum as f32)
-            }
-            PackedFormat::Q6K => {
-                let k = k_block(format, tile, b, r);
-                let a = &act.q[QK_K * b..][..QK_K];
-                let isum: i32 = (0..16).map(|s| k.scales[s] * dot(&k.q[16 * s..][..16], &a[16 * s..][..16])).sum();
-                sum + k.d * act.d[b] * isum as f32
-            }
-        })
+                ((isum as f32).mul_add(k.d * act.d[b], acc), (msum as f32).mul_add(k.dmin * act.d[b], acc_min))
+            });
+            acc - acc_min
+        }
+        PackedFormat::Q6K => (0..blocks).fold(0.0f32, |sum, b| {
+            let k = k_block(format, tile, b, r);
+            let a = &act.q[QK_K * b..][..QK_K];
+            let isum: i32 = (0..16).map(|s| k.scales[s] * dot(&k.q[16 * s..][..16], &a[16 * s..][..16])).sum();
+            sum + k.d * act.d[b] * isum as f32
+        }),
     })
 }
 

@@ -127,3 +127,20 @@ fn probe_kernels_match_the_scalar_sums() {
         assert!((got - exact).abs() < 1e-3, "{}: {got} vs {exact}", k.name());
     }
 }
+
+#[test]
+fn the_fast_swiglu_equals_the_reference_bit_for_bit() {
+    let mut rng = SplitMix64(21);
+    for scale in [0.5f32, 4.0, 30.0, 120.0, 250.0] {
+        for row in [8usize, 13, 64] {
+            let gate: Vec<f32> = (0..3 * row).map(|_| uniform(&mut rng) * scale).collect();
+            let up: Vec<f32> = (0..3 * row).map(|_| uniform(&mut rng) * 2.0).collect();
+            let (mut want, mut got) = (gate.clone(), gate.clone());
+            crate::model::ops::swiglu(&mut want, &up, row);
+            Kernels::detect().swiglu(&mut got, &up, row);
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "scale {scale} row {row} element {i}: {a} vs {b}");
+            }
+        }
+    }
+}

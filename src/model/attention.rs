@@ -1,10 +1,13 @@
 //! Causal attention of one query head over the cached positions, computed in
 //! one pass with an online softmax (running maximum `M` and sum `S`).
 //!
-//! With an f16 cache this follows llama.cpp's CPU flash-attention numerics,
-//! which the agreement tests compare against: the query is rounded to f16
-//! before the dot products, and the weighted sum of values is accumulated in
-//! f16 (rounded after every update). With an f32 cache everything stays f32.
+//! With an f16 cache this follows llama.cpp's CPU flash-attention numerics on
+//! x86 (its one-query-row kernel, which it runs for every decoded token and for
+//! prompts under 64 tokens), which the agreement tests compare against: the
+//! query is rounded to f16 before the dot products, which sum as its f16 dot
+//! product does ([`dot`]); the weighted sum of values is accumulated in f16 by
+//! fused multiply-adds (rounded after every update); the softmax sum is
+//! updated by a fused multiply-add. With an f32 cache everything stays f32.
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -65,12 +68,12 @@ pub fn attend_group(
                 vs = (s - max[h]).exp();
             }
             for (o, &x) in o.iter_mut().zip(v) {
-                *o += x * vs;
+                *o = x.mul_add(vs, *o);
             }
             if half {
                 round_to_f16(o);
             }
-            sum[h] = sum[h] * ms + vs;
+            sum[h] = sum[h].mul_add(ms, vs);
         }
     }
     for (o, s) in out.chunks_exact_mut(hd).zip(sum) {
@@ -79,19 +82,27 @@ pub fn attend_group(
     }
 }
 
-/// Dot product with eight interleaved partial sums (lane `i` sums elements
-/// `i, i+8, …`), added pairwise at the end: the order a vector unit uses,
-/// which lets the compiler keep it in one SIMD register.
+/// Dot product as llama.cpp's f16 dot product sums on x86: each run of 32
+/// elements into four accumulators of eight lanes (elements `8j..8j + 8` of
+/// the run into accumulator `j`, by fused multiply-adds); accumulators 0 + 2
+/// and 1 + 3, then those two; the eight lanes added as `(l0+l4) + (l1+l5)` and
+/// `(l2+l6) + (l3+l7)`, then those two; the elements past the last full run
+/// added one by one in f64.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
+    let mut acc = [[0.0f32; 8]; 4];
+    let (ac, bc) = (a.chunks_exact(32), b.chunks_exact(32));
+    let tail = ac.remainder().iter().zip(bc.remainder());
     for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
+        for (j, acc) in acc.iter_mut().enumerate() {
+            for (i, acc) in acc.iter_mut().enumerate() {
+                *acc = x[8 * j + i].mul_add(y[8 * j + i], *acc);
+            }
         }
     }
-    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7])) + tail
+    let l: [f32; 8] = std::array::from_fn(|i| (acc[0][i] + acc[2][i]) + (acc[1][i] + acc[3][i]));
+    let t: [f32; 4] = std::array::from_fn(|i| l[i] + l[i + 4]);
+    let sum = f64::from((t[0] + t[1]) + (t[2] + t[3]));
+    tail.fold(sum, |s, (x, y)| s + f64::from(x * y)) as f32
 }
 
 /// Rounds every value to the nearest f16 (as an f16 accumulator would hold it).

@@ -569,7 +569,8 @@ impl Model {
             self.par_zip(&mut h, &x, d, &|h, x| norm_rows(h, x, &l.ffn_norm, c.rms_eps));
             sw.lap(Brick::FfnNorm);
             self.matmul_group(&[&l.w_gate, &l.w_up], &h, &mut [&mut gate, &mut up]);
-            self.par_zip(&mut gate, &up, 1, &ops::swiglu);
+            let ff = c.n_ff;
+            self.par_zip(&mut gate, &up, ff, &|g, u| self.kernels.swiglu(g, u, ff));
             self.matmul(&l.w_down, &gate, &mut o);
             self.par_zip(&mut x, &o, d, &add_into);
             sw.lap(Brick::Ffn);

@@ -33,10 +33,64 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
-/// SiLU(gate) · up, written into `gate`.
-pub fn swiglu(gate: &mut [f32], up: &[f32]) {
-    for (g, u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
+/// Lanes of the vector unit whose exponential [`exp_lane`] reproduces.
+pub const EXP_LANES: usize = 8;
+
+/// e^x as one lane of llama.cpp's vectorized exponential on x86 (`ggml_v_expf`,
+/// the Arm optimized-routines method: x = n·ln 2 + b with n rounded through a
+/// shifter, e^b from a degree-5 polynomial, 2^n put in the exponent bits),
+/// operation for operation, so equal to it bit for bit. Within 2 ulp of e^x.
+pub fn exp_lane(x: f32) -> f32 {
+    const SHIFTER: f32 = 12582912.0; // 0x1.8p23
+    let z = x.mul_add(f32::from_bits(0x3FB8_AA3B), SHIFTER); // log2(e)
+    let n = z - SHIFTER;
+    let b = (-n).mul_add(f32::from_bits(0x35BF_BE8E), (-n).mul_add(f32::from_bits(0x3F31_7200), x)); // ln 2, two parts
+    let e = z.to_bits() << 23;
+    let k = f32::from_bits(e.wrapping_add(1.0f32.to_bits()));
+    let u = b * b;
+    let [p0, p1, p2, p3, p4] = [0x3C07_2010, 0x3D2B_9F17, 0x3E2A_AF33, 0x3EFF_FEDB, 0x3F7F_FFF6].map(f32::from_bits);
+    let j = p0.mul_add(b, p1).mul_add(u, p2.mul_add(b, p3)).mul_add(u, p4 * b);
+    if n.abs() <= 126.0 {
+        return j.mul_add(k, k);
+    }
+    // 2^n outside the normal exponent range: scale in two steps (or saturate).
+    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
+    let s1 = f32::from_bits(g.wrapping_add(0x7F00_0000));
+    let s2 = f32::from_bits(e.wrapping_sub(g));
+    if n.abs() > 192.0 {
+        s1 * s1
+    } else {
+        s2.mul_add(j, s2) * s1
+    }
+}
+
+/// SiLU(gate) · up, written into `gate`, for rows of `row` elements, as
+/// llama.cpp's CPU backend computes it: each row's elements in whole groups of
+/// [`EXP_LANES`] with its vectorized exponential ([`exp_lane`]), the rest of the
+/// row with the C library's.
+pub fn swiglu(gate: &mut [f32], up: &[f32], row: usize) {
+    swiglu_rows(gate, up, row, &|g, u| {
+        for (g, u) in g.iter_mut().zip(u) {
+            *g = silu_lane(*g) * u;
+        }
+    });
+}
+
+/// SiLU of one lane as llama.cpp's vectorized SiLU computes it.
+pub fn silu_lane(x: f32) -> f32 {
+    x / (1.0 + exp_lane(0.0 - x))
+}
+
+/// [`swiglu`] with `vectored` computing the whole groups of [`EXP_LANES`]
+/// (given matching pieces of `gate` and `up`): how a fast kernel plugs in.
+pub fn swiglu_rows(gate: &mut [f32], up: &[f32], row: usize, vectored: &dyn Fn(&mut [f32], &[f32])) {
+    for (g, u) in gate.chunks_mut(row).zip(up.chunks(row)) {
+        let split = g.len() - g.len() % EXP_LANES;
+        let (g_vec, g_tail) = g.split_at_mut(split);
+        vectored(g_vec, &u[..split]);
+        for (g, u) in g_tail.iter_mut().zip(&u[split..]) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
     }
 }
 
@@ -52,14 +106,17 @@ pub fn rope_angles(pos: usize, dim: usize, base: f32, cos: &mut [f32], sin: &mut
 }
 
 /// NEOX-style rotary embedding of every head in `x` (heads of `dim` contiguous
-/// values): element `i` pairs with element `i + dim/2`.
+/// values): element `i` pairs with element `i + dim/2`. Each rotated value is
+/// one fused multiply-add, as llama.cpp's x86 build computes it (its compiler
+/// fuses `a·cos − b·sin` as `fma(a, cos, −(b·sin))` and `a·sin + b·cos` as
+/// `fma(a, sin, b·cos)`).
 pub fn rope_neox(x: &mut [f32], dim: usize, cos: &[f32], sin: &[f32]) {
     let half = dim / 2;
     for head in x.chunks_exact_mut(dim) {
         for i in 0..half {
             let (a, b) = (head[i], head[i + half]);
-            head[i] = a * cos[i] - b * sin[i];
-            head[i + half] = a * sin[i] + b * cos[i];
+            head[i] = a.mul_add(cos[i], -(b * sin[i]));
+            head[i + half] = a.mul_add(sin[i], b * cos[i]);
         }
     }
 }
@@ -67,6 +124,32 @@ pub fn rope_neox(x: &mut [f32], dim: usize, cos: &[f32], sin: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lane_exponential_is_within_two_ulp_of_exp() {
+        for i in -8700..8800 {
+            let x = i as f32 * 0.01;
+            let (got, want) = (exp_lane(x), f64::from(x).exp());
+            let ulp = f64::from(f32::EPSILON) * want;
+            assert!((f64::from(got) - want).abs() <= 2.0 * ulp, "exp({x}) = {got}, want {want}");
+        }
+        // Past the normal range: underflow towards 0, overflow to infinity.
+        assert!(exp_lane(-100.0) < 1e-38 && exp_lane(-200.0) == 0.0);
+        assert_eq!((exp_lane(89.0), exp_lane(200.0)), (f32::INFINITY, f32::INFINITY));
+    }
+
+    #[test]
+    fn swiglu_takes_the_row_tail_through_the_c_library() {
+        // 13-element rows: 8 lanes by exp_lane, 5 by f32::exp.
+        let gate: Vec<f32> = (0..26).map(|i| i as f32 * 0.37 - 4.0).collect();
+        let up = vec![1.0f32; 26];
+        let mut y = gate.clone();
+        swiglu(&mut y, &up, 13);
+        for (i, (&g, &y)) in gate.iter().zip(&y).enumerate() {
+            let want = if i % 13 < 8 { silu_lane(g) } else { g / (1.0 + (-g).exp()) };
+            assert_eq!(y.to_bits(), want.to_bits(), "element {i}");
+        }
+    }
 
     #[test]
     fn rms_norm_of_zeros_is_finite() {
@@ -103,7 +186,7 @@ mod tests {
     #[test]
     fn swiglu_matches_formula() {
         let mut g = [1.0f32, -2.0];
-        swiglu(&mut g, &[3.0, 0.5]);
+        swiglu(&mut g, &[3.0, 0.5], 2);
         let silu = |v: f32| v / (1.0 + (-v).exp());
         assert_eq!(g, [silu(1.0) * 3.0, silu(-2.0) * 0.5]);
     }

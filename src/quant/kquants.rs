@@ -151,9 +151,13 @@ fn q8k_parts(a: &[u8]) -> (f32, &[u8]) {
 }
 
 /// Sum over 32-element sub-blocks of `weight_scale * Σ q_w q_a` (integer) and of
-/// `weight_min * Σ q_a`, for the Q4_K/Q5_K formula.
+/// `weight_min * Σ q_a`, for the Q4_K/Q5_K formula, in the order of llama.cpp's
+/// repacked Q4_K kernels on x86: per block, the scaled sum and the scaled mins
+/// each go into their own f32 accumulator by a fused multiply-add (the block's
+/// `d · d_a` and `dmin · d_a` as factors), and the second is taken off the
+/// first at the end.
 fn dot_q45k(w: &[u8], block_bytes: usize, a: &[u8], fifth_bit: bool) -> f32 {
-    let mut sum = 0.0f32;
+    let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
     for (wb, ab) in w.chunks_exact(block_bytes).zip(a.chunks_exact(Q8K_BYTES)) {
         let (da, qa) = q8k_parts(ab);
         let q = q45k_values(wb, fifth_bit);
@@ -167,9 +171,10 @@ fn dot_q45k(w: &[u8], block_bytes: usize, a: &[u8], fifth_bit: bool) -> f32 {
             isum += i32::from(sc) * dot;
             msum += i32::from(m) * qsum;
         }
-        sum += f16_at(wb, 0) * da * isum as f32 - f16_at(wb, 2) * da * msum as f32;
+        acc = (isum as f32).mul_add(f16_at(wb, 0) * da, acc);
+        acc_min = (msum as f32).mul_add(f16_at(wb, 2) * da, acc_min);
     }
-    sum
+    acc - acc_min
 }
 
 /// Dot product of Q4_K weights with Q8_K activations.

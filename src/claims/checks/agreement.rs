@@ -163,10 +163,7 @@ impl Check for GreedyText {
             let threads = cx.settings.threads;
             let path = cx.model_path(&p.model)?;
             let same = agreement::llama_self_agreement(&llama, &path, &prompts, p.tokens, threads).map_err(map_err)?;
-            details.push(format!(
-                "context: llama.cpp with flash attention on vs off agrees with itself on {same}/{} prompts",
-                r.total
-            ));
+            details.push(agreement::self_agreement_line(&same, r.total));
         }
         Ok(judge::rate("identical_greedy_text", r.identical, r.total, p.min_rate, p.min_cases, details))
     }

@@ -138,7 +138,12 @@ fn engine_rope(x: &mut [f32], dim: usize, pos: usize, base: f32) {
 impl Ops {
     /// The engine's operations.
     pub fn engine() -> Ops {
-        Ops { rope: engine_rope, softmax: ops::softmax, swiglu: ops::swiglu, rms_norm: ops::rms_norm }
+        Ops {
+            rope: engine_rope,
+            softmax: ops::softmax,
+            swiglu: |g, u| ops::swiglu(g, u, g.len()),
+            rms_norm: ops::rms_norm,
+        }
     }
 }
 
