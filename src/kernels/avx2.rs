@@ -356,9 +356,10 @@ unsafe fn bcast4(p: *const u8, at: usize) -> __m256i {
 
 /// The eight rows of a packed Q4_K tile · `N` Q8_K activation rows, equal bit
 /// for bit to [`super::packed::tile_dot_scalar`]: exact integer sums, then the
-/// reference's f32 operations per block (two fused multiply-add chains). The unsigned × signed products of a
-/// 32-element sub-block are summed in 16 bits (at most 8 · 2 · 15 · 128 < 2¹⁵),
-/// then multiplied by its scale widened to 16 bits.
+/// reference's f32 operations per block (two fused multiply-add chains). The
+/// unsigned × signed products of a 32-element sub-block are summed in 16 bits
+/// (at most 8 · 2 · 15 · 128 < 2¹⁵), then multiplied by its scale widened to
+/// 16 bits.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub fn tile_dot_q4k<const N: usize>(
     tile: &[u8],
