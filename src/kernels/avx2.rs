@@ -545,6 +545,8 @@ pub fn attend_group_f16<const L: usize>(
     let hd = 8 * L;
     let heads = q.len() / hd;
     assert!(q.len().is_multiple_of(hd) && heads <= MAX_GROUP && out.len() == q.len());
+    // The reference sums runs of 32 elements (4 vectors) and the rest apart: only whole runs here.
+    assert!(L.is_multiple_of(4), "heads of {hd} values: not a whole number of 32-element runs");
     assert!(ctx == 0 || ((ctx - 1) * stride + offset + hd <= keys.len().min(values.len())));
     let round = |x: __m256| _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
     // SAFETY (all three): every index is below q.len() = out.len() (asserted above), 8 f32 from there are readable/writable.
