@@ -100,9 +100,11 @@ fn log_sum_exp(xs: &[f32]) -> f64 {
 }
 
 /// Lets llama-server generate `n_predict` tokens greedily per prompt (EOS
-/// banned, so every prompt gives all its positions), then runs prompt +
-/// continuation through the engine in one batch and compares, at each
-/// generated position, the engine's top-1 (EOS banned too) with llama.cpp's token.
+/// banned, so every prompt gives all its positions), then feeds the engine the
+/// prompt and llama.cpp's continuation the way llama.cpp computed it (the
+/// prompt in one batch, then one token at a time: the batch size picks the
+/// kernels, and so the last bits) and compares, at each generated position,
+/// the engine's top-1 (EOS banned too) with llama.cpp's token.
 pub fn teacher_forced(
     model: &Model,
     tok: &Tokenizer,
@@ -121,12 +123,13 @@ pub fn teacher_forced(
         if generated.is_empty() {
             return Err(AgreementError::Reference(format!("llama-server returned no tokens for {p:?}")));
         }
-        let mut seq = prompt.clone();
-        seq.extend(&generated[..generated.len() - 1]);
-        let mut logits = model.forward(&seq, &mut model.new_cache(seq.len()), Logits::All)?;
+        let mut cache = model.new_cache(prompt.len() + generated.len());
+        let mut logits = model.forward(&prompt, &mut cache, Logits::Last)?;
         for (i, probs) in reference.completion_probabilities.iter().enumerate() {
-            let pos = prompt.len() - 1 + i;
-            let row = &mut logits[pos * vocab..(pos + 1) * vocab];
+            if i > 0 {
+                logits = model.forward(&generated[i - 1..i], &mut cache, Logits::Last)?;
+            }
+            let row = &mut logits[..vocab];
             let log_z = log_sum_exp(row);
             for cand in &probs.top_logprobs {
                 let diff = (f64::from(row[cand.id as usize]) - log_z - cand.logprob).abs();

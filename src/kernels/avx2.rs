@@ -4,7 +4,11 @@
 //! The matrix kernels form each block's integer products exactly (unsigned ×
 //! signed byte multiplies into 16-bit pair sums, then 32-bit sums) and scale
 //! them with the reference's own f32 operations, so they equal the scalar
-//! reference bit for bit.
+//! reference bit for bit. A tile holds one row per lane, so where the
+//! reference keeps eight lane accumulators per row ([`crate::quant::Lanes`]),
+//! the kernels keep eight vectors per activation row, vector `m` holding lane
+//! `m` of all eight rows, and add them up in the reference's order at the end
+//! ([`lane_total`]).
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -85,14 +89,13 @@ pub fn sum_words(words: &[u64]) -> u64 {
 
 /// The eight rows of a packed tile (see [`super::packed`]) · `N` activation
 /// rows at once: each weight vector is decoded once and used `N` times.
-/// Every row is summed block by block as [`super::packed::tile_dot_scalar`]
-/// sums it (the integer block sums are exact, the scaling is the same
-/// sequence of f32 operations), so the results are equal bit for bit.
+/// Every row is summed as [`super::packed::tile_dot_scalar`] sums it (eight
+/// exact integer lane sums per block, each added to its lane accumulator by
+/// the same fused multiply-add), so the results are equal bit for bit.
 ///
 /// Q5_0 multiplies its unsigned quants (0..32) and takes the offset of 16 off
-/// each block's integer sum through the activations' block sum; four
-/// unsigned × signed products are summed in 16 bits (at most 4 · 2 · 31 · 128
-/// < 2¹⁵). Q8_0 multiplies |a| by w with a's sign, one product pair per 16 bits.
+/// each lane through the activations' sums of four ([`q5_0_lane`]). Q8_0
+/// multiplies |a| by w with a's sign, one product pair per 16 bits.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub fn tile_dot<const N: usize>(
     format: super::packed::PackedFormat,
@@ -104,9 +107,8 @@ pub fn tile_dot<const N: usize>(
     let bb = format.block_bytes();
     assert!(tile.len() >= bb * blocks, "tile shorter than its blocks");
     for a in &acts {
-        assert!(
-            a.q.len() >= 32 * blocks && a.abs.len() >= 32 * blocks && a.d.len() >= blocks && a.sum32.len() >= blocks
-        );
+        assert!(a.q.len() >= 32 * blocks && a.abs.len() >= 32 * blocks && a.d.len() >= blocks);
+        assert!(a.sum4.len() >= 8 * blocks);
     }
     // Every read below is in bounds by the assertions above: block b < blocks of
     // the tile (bb bytes each), and elements 32b..32b + 32 of each activation row.
@@ -116,47 +118,54 @@ pub fn tile_dot<const N: usize>(
     let vec_at = |p: *const u8, at: usize| unsafe { _mm256_loadu_si256(p.add(at).cast()) };
     let bcast = |p: *const u8, at: usize| unsafe { _mm256_set1_epi32(p.add(at).cast::<i32>().read_unaligned()) };
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc = [[_mm256_setzero_ps(); 8]; N];
     for b in 0..blocks {
         let blk = tile[b * bb..].as_ptr();
         prefetch_ahead(blk, bb);
         // SAFETY: the block's first 16 bytes are its scales (in bounds, see above).
         let sw = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(blk.cast()) });
-        let mut isum = [_mm256_setzero_si256(); N];
+        let ds: [__m256; N] = std::array::from_fn(|t| _mm256_mul_ps(sw, _mm256_set1_ps(acts[t].d[b])));
         match format {
             PackedFormat::Q5_0 => {
                 let mut bits = q5_0_plane_bits(vec_at(blk, 16));
-                let (mut lo16, mut hi16) = ([_mm256_setzero_si256(); N], [_mm256_setzero_si256(); N]);
                 for p in 0..4 {
                     let (lo, hi) = q5_0_pair(vec_at(blk, 48 + 32 * p), &mut bits);
                     for t in 0..N {
-                        let at = 32 * b + 4 * p;
-                        lo16[t] = _mm256_add_epi16(lo16[t], _mm256_maddubs_epi16(lo, bcast(q[t], at)));
-                        hi16[t] = _mm256_add_epi16(hi16[t], _mm256_maddubs_epi16(hi, bcast(q[t], at + 16)));
+                        let (at, s4) = (32 * b + 4 * p, &acts[t].sum4[8 * b..]);
+                        let (l, h) =
+                            (q5_0_lane(lo, bcast(q[t], at), s4[p]), q5_0_lane(hi, bcast(q[t], at + 16), s4[p + 4]));
+                        acc[t][p] = _mm256_fmadd_ps(ds[t], _mm256_cvtepi32_ps(l), acc[t][p]);
+                        acc[t][p + 4] = _mm256_fmadd_ps(ds[t], _mm256_cvtepi32_ps(h), acc[t][p + 4]);
                     }
-                }
-                for t in 0..N {
-                    isum[t] = q5_0_block_sum(lo16[t], hi16[t], acts[t].sum32[b]);
                 }
             }
             PackedFormat::Q4K | PackedFormat::Q6K => panic!("K-quant tiles go to tile_dot_q4k and tile_dot_q6k"),
             PackedFormat::Q8_0 => {
+                // `v` picks the weight vector, the activations' group of four and the lane alike.
+                #[allow(clippy::needless_range_loop)]
                 for v in 0..8 {
                     let w = vec_at(blk, 16 + 32 * v);
                     for t in 0..N {
                         let at = 32 * b + 4 * v;
                         let p = _mm256_maddubs_epi16(bcast(abs[t], at), _mm256_sign_epi8(w, bcast(q[t], at)));
-                        isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p, ones));
+                        acc[t][v] = _mm256_fmadd_ps(ds[t], _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), acc[t][v]);
                     }
                 }
             }
         }
-        for t in 0..N {
-            let scaled = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[t]), sw), _mm256_set1_ps(acts[t].d[b]));
-            acc[t] = _mm256_add_ps(acc[t], scaled);
-        }
     }
-    store_rows(acc)
+    store_rows(acc.map(|a| lane_total(a)))
+}
+
+/// The eight lane accumulators of one activation row added up as
+/// [`crate::quant::Lanes::sum`] adds a row's lanes: `((a0 + a4) + (a2 + a6)) +
+/// ((a1 + a5) + (a3 + a7))`, all eight rows at once.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn lane_total(a: [__m256; 8]) -> __m256 {
+    let even = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
+    let odd = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
+    _mm256_add_ps(even, odd)
 }
 
 /// `gate[i] = SiLU(gate[i]) · up[i]` eight lanes at a time (lengths a multiple
@@ -234,15 +243,14 @@ fn q5_0_pair(nib: __m256i, bits: &mut (__m256i, __m256i)) -> (__m256i, __m256i) 
     (lo, hi)
 }
 
-/// A Q5_0 block's exact integer sum from its 16-bit product sums (vectors
-/// 0..4 in `lo16`, 4..8 in `hi16`), the offset of 16 taken off through the
-/// activations' block sum `sum32`.
+/// One lane sum of a Q5_0 block for all eight rows: unsigned quants `u` (four
+/// elements of each row) times the four activations `a` broadcast to every
+/// row, less 16 times their sum `sum4`, so the offset of 16 comes off exactly.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q5_0_block_sum(lo16: __m256i, hi16: __m256i, sum32: i32) -> __m256i {
-    let ones = _mm256_set1_epi16(1);
-    let s = _mm256_add_epi32(_mm256_madd_epi16(lo16, ones), _mm256_madd_epi16(hi16, ones));
-    _mm256_sub_epi32(s, _mm256_set1_epi32(16 * sum32))
+fn q5_0_lane(u: __m256i, a: __m256i, sum4: i32) -> __m256i {
+    let s = _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), _mm256_set1_epi16(1));
+    _mm256_sub_epi32(s, _mm256_set1_epi32(16 * sum4))
 }
 
 /// Bytes of one Q5_0 tile-block unpacked by [`unpack_q5_0`]: eight vectors of
@@ -280,31 +288,25 @@ pub fn tile_gemm_q5_0<const N: usize>(
     let bb = super::packed::PackedFormat::Q5_0.block_bytes();
     assert!(tile.len() >= bb * blocks && quants.len() >= Q5_0_UNPACKED * blocks);
     for a in &acts {
-        assert!(a.q.len() >= 32 * blocks && a.d.len() >= blocks && a.sum32.len() >= blocks);
+        assert!(a.q.len() >= 32 * blocks && a.d.len() >= blocks && a.sum4.len() >= 8 * blocks);
     }
     let q: [*const u8; N] = std::array::from_fn(|t| acts[t].q.as_ptr().cast());
-    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc = [[_mm256_setzero_ps(); 8]; N];
     for b in 0..blocks {
         let sw = _mm256_cvtph_ps(load128(&tile[b * bb..]));
+        let ds: [__m256; N] = std::array::from_fn(|t| _mm256_mul_ps(sw, _mm256_set1_ps(acts[t].d[b])));
         let w = &quants[Q5_0_UNPACKED * b..][..Q5_0_UNPACKED];
-        let (mut lo16, mut hi16) = ([_mm256_setzero_si256(); N], [_mm256_setzero_si256(); N]);
-        for v in 0..4 {
-            let (lo, hi) = (load(&w[32 * v..]), load(&w[32 * (4 + v)..]));
+        for v in 0..8 {
+            let u = load(&w[32 * v..]);
             for t in 0..N {
-                let at = 32 * b + 4 * v;
-                // SAFETY: elements at..at + 20 of the row are in bounds (asserted above).
-                let (al, ah) = unsafe { (bcast4(q[t], at), bcast4(q[t], at + 16)) };
-                lo16[t] = _mm256_add_epi16(lo16[t], _mm256_maddubs_epi16(lo, al));
-                hi16[t] = _mm256_add_epi16(hi16[t], _mm256_maddubs_epi16(hi, ah));
+                // SAFETY: elements 32b + 4v..32b + 4v + 4 of the row are in bounds (asserted above).
+                let a = unsafe { bcast4(q[t], 32 * b + 4 * v) };
+                let l = q5_0_lane(u, a, acts[t].sum4[8 * b + v]);
+                acc[t][v] = _mm256_fmadd_ps(ds[t], _mm256_cvtepi32_ps(l), acc[t][v]);
             }
         }
-        for t in 0..N {
-            let isum = q5_0_block_sum(lo16[t], hi16[t], acts[t].sum32[b]);
-            let scaled = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum), sw), _mm256_set1_ps(acts[t].d[b]));
-            acc[t] = _mm256_add_ps(acc[t], scaled);
-        }
     }
-    store_rows(acc)
+    store_rows(acc.map(|a| lane_total(a)))
 }
 
 /// Bits `2m..2m + 2` of every byte moved to bits 4..6, the rest cleared.
@@ -356,7 +358,9 @@ unsafe fn bcast4(p: *const u8, at: usize) -> __m256i {
 
 /// The eight rows of a packed Q4_K tile · `N` Q8_K activation rows, equal bit
 /// for bit to [`super::packed::tile_dot_scalar`]: exact integer sums, then the
-/// reference's f32 operations per block (two fused multiply-add chains). The
+/// reference's f32 operations (two fused multiply-add chains, once per block
+/// or, `per_pair` ([`crate::quant::Order::Batch`]), once per pair of
+/// sub-blocks). The
 /// unsigned × signed products of a 32-element sub-block are summed in 16 bits
 /// (at most 8 · 2 · 15 · 128 < 2¹⁵), then multiplied by its scale widened to
 /// 16 bits.
@@ -365,6 +369,7 @@ pub fn tile_dot_q4k<const N: usize>(
     tile: &[u8],
     blocks: usize,
     acts: [&super::packed::ActRow; N],
+    per_pair: bool,
 ) -> [[f32; super::packed::TILE_ROWS]; N] {
     use super::packed::q4k_chunk;
     let bb = super::packed::PackedFormat::Q4K.block_bytes();
@@ -376,6 +381,7 @@ pub fn tile_dot_q4k<const N: usize>(
     for b in 0..blocks {
         let blk = &tile[b * bb..][..bb];
         prefetch_ahead(blk.as_ptr(), bb);
+        let (d, dmin) = (_mm256_cvtph_ps(load128(blk)), _mm256_cvtph_ps(load128(&blk[16..])));
         let (mut isum, mut msum) = ([_mm256_setzero_si256(); N], [_mm256_setzero_si256(); N]);
         for c in 0..4 {
             // Sub-block 2c in the low nibbles, 2c + 1 in the high nibbles.
@@ -402,27 +408,34 @@ pub fn tile_dot_q4k<const N: usize>(
                 let sums = _mm256_set1_epi32((s0 & 0xFFFF) | (s1 << 16));
                 msum[t] = _mm256_add_epi32(msum[t], _mm256_madd_epi16(mins, sums));
             }
-        }
-        let (d, dmin) = (_mm256_cvtph_ps(load128(blk)), _mm256_cvtph_ps(load128(&blk[16..])));
-        for t in 0..N {
-            let da = _mm256_set1_ps(acts[t].d[b]);
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(d, da), acc[t]);
-            acc_min[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum[t]), _mm256_mul_ps(dmin, da), acc_min[t]);
+            if per_pair || c == 3 {
+                for t in 0..N {
+                    let da = _mm256_set1_ps(acts[t].d[b]);
+                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(d, da), acc[t]);
+                    acc_min[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum[t]), _mm256_mul_ps(dmin, da), acc_min[t]);
+                    (isum[t], msum[t]) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                }
+            }
         }
     }
     store_rows(std::array::from_fn(|t| _mm256_sub_ps(acc[t], acc_min[t])))
 }
 
 /// The eight rows of a packed Q6_K tile · `N` Q8_K activation rows, equal bit
-/// for bit to [`super::packed::tile_dot_scalar`]. Unsigned quants (0..64) are
-/// multiplied and summed in 16 bits two groups at a time (2 · 2 · 63 · 128 <
-/// 2¹⁵), then by the sub-block scales widened to 16 bits; the offset of 32 is
-/// taken off through the activations' sums of 16.
+/// for bit to [`super::packed::tile_dot_scalar`]: per block, the eight lane
+/// sums of [`crate::quant::kquants::q6k_lanes`] (vector `m` holding lane `m`
+/// of every row: group `m` and group `m + 8` of each 64-element chunk, each
+/// times its sub-block scale widened to 16 bits; unsigned quants, 0..64, two
+/// products summed in 16 bits, 2 · 63 · 128 < 2¹⁵), the offset of 32 of
+/// sub-blocks `2m` and `2m + 1` taken off lane `m`; then one fused
+/// multiply-add per lane or, `tiled` ([`crate::quant::Order::Batch`]), the
+/// lanes' total as `acc = fma(d · isum, d_a, acc)`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub fn tile_dot_q6k<const N: usize>(
     tile: &[u8],
     blocks: usize,
     acts: [&super::packed::ActRow; N],
+    tiled: bool,
 ) -> [[f32; super::packed::TILE_ROWS]; N] {
     use super::packed::q6k_chunk;
     let bb = super::packed::PackedFormat::Q6K.block_bytes();
@@ -430,80 +443,62 @@ pub fn tile_dot_q6k<const N: usize>(
     let q: [*const u8; N] = std::array::from_fn(|t| acts[t].q.as_ptr().cast());
     let s16: [*const u8; N] = std::array::from_fn(|t| acts[t].sum16.as_ptr().cast());
     let low = _mm256_set1_epi8(0x0F);
-    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc = [[_mm256_setzero_ps(); 8]; N];
     for b in 0..blocks {
         let blk = &tile[b * bb..][..bb];
         prefetch_ahead(blk.as_ptr(), bb);
-        let (mut isum, mut offset) = ([_mm256_setzero_si256(); N], [_mm256_setzero_si256(); N]);
+        let mut lane = [[_mm256_setzero_si256(); 8]; N];
         for c in 0..4 {
             // Sub-blocks 4c, 4c + 1 in the low nibbles, 4c + 2, 4c + 3 in the high ones.
             let chunk = &blk[q6k_chunk(c)..];
             let pair_lo = _mm256_cvtepi8_epi16(load128(chunk));
             let pair_hi = _mm256_cvtepi8_epi16(load128(&chunk[16..]));
             let high: [__m256i; 4] = std::array::from_fn(|k| load(&chunk[32 + 32 * k..]));
-            for half in 0..2 {
-                let (mut l0, mut l1, mut h0, mut h1) = (
-                    [_mm256_setzero_si256(); N],
-                    [_mm256_setzero_si256(); N],
-                    [_mm256_setzero_si256(); N],
-                    [_mm256_setzero_si256(); N],
+            for v in 0..8 {
+                let n = load(&chunk[160 + 32 * v..]);
+                let lo = _mm256_or_si256(_mm256_and_si256(n, low), two_bits_at_4(high[v % 4], v / 4));
+                let hi = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(n, 4), low),
+                    two_bits_at_4(high[v % 4], 2 + v / 4),
                 );
-                for u in 0..2 {
-                    let (va, vb) = (4 * half + u, 4 * half + 2 + u);
-                    let unpack = |v: usize| {
-                        let n = load(&chunk[160 + 32 * v..]);
-                        let lo = _mm256_or_si256(_mm256_and_si256(n, low), two_bits_at_4(high[v % 4], v / 4));
-                        let hi = _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16(n, 4), low),
-                            two_bits_at_4(high[v % 4], 2 + v / 4),
-                        );
-                        (lo, hi)
-                    };
-                    let ((la, ha), (lb, hb)) = (unpack(va), unpack(vb));
-                    for t in 0..N {
-                        let at = |v: usize| 256 * b + 64 * c + 4 * v;
-                        // SAFETY: elements at(v)..at(v) + 36 of the row are in bounds (checked by check_k_tile).
-                        let a = unsafe {
-                            [
-                                bcast4(q[t], at(va)),
-                                bcast4(q[t], at(va) + 32),
-                                bcast4(q[t], at(vb)),
-                                bcast4(q[t], at(vb) + 32),
-                            ]
-                        };
-                        l0[t] = _mm256_add_epi16(l0[t], _mm256_maddubs_epi16(la, a[0]));
-                        h0[t] = _mm256_add_epi16(h0[t], _mm256_maddubs_epi16(ha, a[1]));
-                        l1[t] = _mm256_add_epi16(l1[t], _mm256_maddubs_epi16(lb, a[2]));
-                        h1[t] = _mm256_add_epi16(h1[t], _mm256_maddubs_epi16(hb, a[3]));
-                    }
-                }
-                // Sub-blocks 4c + half (low nibbles) and 4c + 2 + half (high nibbles) are complete.
-                let dup = dup_pair(half == 1);
+                let dup = dup_pair(v >= 4);
                 let (sl, sh) = (_mm256_shuffle_epi8(pair_lo, dup), _mm256_shuffle_epi8(pair_hi, dup));
+                let at = 256 * b + 64 * c + 4 * v;
                 for t in 0..N {
-                    let l = _mm256_add_epi32(_mm256_madd_epi16(l0[t], sl), _mm256_madd_epi16(l1[t], sl));
-                    let h = _mm256_add_epi32(_mm256_madd_epi16(h0[t], sh), _mm256_madd_epi16(h1[t], sh));
-                    isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(l, h));
+                    // SAFETY: elements at..at + 36 of the row are in bounds (checked by check_k_tile).
+                    let (al, ah) = unsafe { (bcast4(q[t], at), bcast4(q[t], at + 32)) };
+                    let l = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, al), sl);
+                    let h = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, ah), sh);
+                    lane[t][v] = _mm256_add_epi32(lane[t][v], _mm256_add_epi32(l, h));
                 }
             }
             for t in 0..N {
                 // SAFETY: sums 16b + 4c .. 16b + 4c + 4 are in bounds (checked by check_k_tile).
                 let (sa, sb) =
                     unsafe { (bcast4(s16[t], 2 * (16 * b + 4 * c)), bcast4(s16[t], 2 * (16 * b + 4 * c + 2))) };
-                let sums = _mm256_add_epi32(_mm256_madd_epi16(pair_lo, sa), _mm256_madd_epi16(pair_hi, sb));
-                offset[t] = _mm256_add_epi32(offset[t], sums);
+                let (m0, m1) = (2 * c, 2 * c + 1);
+                lane[t][m0] = _mm256_sub_epi32(lane[t][m0], _mm256_slli_epi32(_mm256_madd_epi16(pair_lo, sa), 5));
+                lane[t][m1] = _mm256_sub_epi32(lane[t][m1], _mm256_slli_epi32(_mm256_madd_epi16(pair_hi, sb), 5));
             }
         }
         let d = _mm256_cvtph_ps(load128(blk));
         for t in 0..N {
-            let isum = _mm256_sub_epi32(isum[t], _mm256_slli_epi32(offset[t], 5));
-            acc[t] = _mm256_add_ps(
-                acc[t],
-                _mm256_mul_ps(_mm256_mul_ps(d, _mm256_set1_ps(acts[t].d[b])), _mm256_cvtepi32_ps(isum)),
-            );
+            let da = _mm256_set1_ps(acts[t].d[b]);
+            if tiled {
+                let l = lane[t];
+                let sum = |a: usize, b: usize| _mm256_add_epi32(l[a], l[b]);
+                let isum =
+                    _mm256_add_epi32(_mm256_add_epi32(sum(0, 1), sum(2, 3)), _mm256_add_epi32(sum(4, 5), sum(6, 7)));
+                acc[t][0] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(isum)), da, acc[t][0]);
+                continue;
+            }
+            let dd = _mm256_mul_ps(da, d);
+            for m in 0..8 {
+                acc[t][m] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(lane[t][m]), acc[t][m]);
+            }
         }
     }
-    store_rows(acc)
+    store_rows(acc.map(|a| if tiled { a[0] } else { lane_total(a) }))
 }
 
 /// The accumulators of `N` activation rows as eight rows' results each.

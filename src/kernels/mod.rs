@@ -96,10 +96,12 @@ impl Kernels {
         quant::dot(ty, w, a)
     }
 
-    /// `out[t] = w · acts[t]` for every activation row, by [`Kernels::dot`].
+    /// `out[t] = w · acts[t]` for every activation row, each in the order
+    /// llama.cpp's kernels sum row `t` of a product of `acts.len()` rows
+    /// ([`quant::Order::of`]).
     pub fn dot_many(self, ty: TensorType, w: &[u8], acts: &[&[u8]], out: &mut [f32]) {
-        for (o, a) in out.iter_mut().zip(acts) {
-            *o = self.dot(ty, w, a);
+        for (t, (o, a)) in out.iter_mut().zip(acts).enumerate() {
+            *o = quant::dot_in(ty, w, a, quant::Order::of(ty, t, acts.len()));
         }
     }
 }
@@ -112,10 +114,14 @@ impl Kernels {
 
     /// The eight rows of tile `tile` of a packed matrix · every activation row:
     /// `out[8t + r]` = row `8 · tile + r` · `acts[t]` (rows past the matrix's
-    /// end give 0). The fast kernel takes the activations four at a time.
+    /// end give 0), each summed in the order of [`quant::Order::of`] for row
+    /// `t` of `acts.len()`. The fast kernel takes the activations four at a
+    /// time, as llama.cpp's Q4_K gemm does.
     pub fn tile_dot_many(self, w: &packed::PackedMatrix, tile: usize, acts: &[&packed::ActRow], out: &mut [f32]) {
         use packed::TILE_ROWS;
         let data = w.tile(tile);
+        let ty = w.format.tensor_type();
+        let order = |t: usize| quant::Order::of(ty, t, acts.len());
         match self {
             #[cfg(target_arch = "x86_64")]
             Kernels::Avx2 => {
@@ -134,17 +140,20 @@ impl Kernels {
                     });
                     return;
                 }
+                // The groups of four are the first rows, the rest go one by one:
+                // every row of a group has the order of its first.
+                let (four, one) = (order(0), order(acts.len() - 1));
                 by_fours(
                     acts,
                     out,
                     // SAFETY (both): AVX2, FMA and F16C are available (asserted above).
-                    |a| unsafe { avx2_tile_dot(w.format, data, w.blocks, a) },
-                    |a| unsafe { avx2_tile_dot(w.format, data, w.blocks, a) },
+                    |a| unsafe { avx2_tile_dot(w.format, data, w.blocks, a, four) },
+                    |a| unsafe { avx2_tile_dot(w.format, data, w.blocks, a, one) },
                 );
             }
             _ => {
-                for (a, o) in acts.iter().zip(out.chunks_exact_mut(TILE_ROWS)) {
-                    o.copy_from_slice(&packed::tile_dot_scalar(w.format, data, w.blocks, a));
+                for (t, (a, o)) in acts.iter().zip(out.chunks_exact_mut(TILE_ROWS)).enumerate() {
+                    o.copy_from_slice(&packed::tile_dot_scalar(w.format, data, w.blocks, a, order(t)));
                 }
             }
         }
@@ -279,7 +288,7 @@ fn by_fours(
     }
 }
 
-/// The AVX2 tile kernel for the tile's format.
+/// The AVX2 tile kernel for the tile's format, summing in `order`.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C (`avx2_available()`).
@@ -290,14 +299,16 @@ unsafe fn avx2_tile_dot<const N: usize>(
     tile: &[u8],
     blocks: usize,
     acts: [&packed::ActRow; N],
+    order: quant::Order,
 ) -> [[f32; packed::TILE_ROWS]; N] {
     use packed::PackedFormat;
+    let batch = order == quant::Order::Batch;
     // SAFETY: the caller guarantees the CPU features these kernels enable.
     unsafe {
         match format {
             PackedFormat::Q5_0 | PackedFormat::Q8_0 => avx2::tile_dot(format, tile, blocks, acts),
-            PackedFormat::Q4K => avx2::tile_dot_q4k(tile, blocks, acts),
-            PackedFormat::Q6K => avx2::tile_dot_q6k(tile, blocks, acts),
+            PackedFormat::Q4K => avx2::tile_dot_q4k(tile, blocks, acts, batch),
+            PackedFormat::Q6K => avx2::tile_dot_q6k(tile, blocks, acts, batch),
         }
     }
 }

@@ -36,6 +36,7 @@
 //! block's scale and the sums of its quants.
 
 use crate::gguf::TensorType;
+use crate::quant;
 use crate::quant::kquants::{self, QK_K};
 
 /// Elements per Q5_0/Q8_0 block.
@@ -73,6 +74,16 @@ impl PackedFormat {
         match self {
             PackedFormat::Q5_0 | PackedFormat::Q8_0 => QK,
             PackedFormat::Q4K | PackedFormat::Q6K => QK_K,
+        }
+    }
+
+    /// The GGUF tensor type it was packed from.
+    pub fn tensor_type(self) -> TensorType {
+        match self {
+            PackedFormat::Q5_0 => TensorType::Q5_0,
+            PackedFormat::Q8_0 => TensorType::Q8_0,
+            PackedFormat::Q4K => TensorType::Q4K,
+            PackedFormat::Q6K => TensorType::Q6K,
         }
     }
 
@@ -303,6 +314,8 @@ pub struct ActRow {
     pub d: Vec<f32>,
     /// Each 32 quants' sum.
     pub sum32: Vec<i32>,
+    /// Each 4 quants' sum (Q8_0 rows only: the Q5_0 kernels take the offset of 16 off each lane with it).
+    pub sum4: Vec<i32>,
     /// Each 16 quants' sum (Q8_K's `bsums`; Q8_K rows only), as the K-quant kernels broadcast them in pairs.
     pub sum16: Vec<i16>,
 }
@@ -314,6 +327,7 @@ impl ActRow {
         self.abs.clear();
         self.d.clear();
         self.sum32.clear();
+        self.sum4.clear();
         self.sum16.clear();
         let (block, quants) = match ty {
             TensorType::Q8_0 => (34, 2..34),
@@ -329,7 +343,10 @@ impl ActRow {
             self.q.extend(q.iter().map(|&x| x as i8));
             self.sum32.extend(q.chunks_exact(32).map(|c| c.iter().map(|&x| i32::from(x as i8)).sum::<i32>()));
             match ty {
-                TensorType::Q8_0 => self.abs.extend(q.iter().map(|&x| (x as i8).unsigned_abs())),
+                TensorType::Q8_0 => {
+                    self.abs.extend(q.iter().map(|&x| (x as i8).unsigned_abs()));
+                    self.sum4.extend(q.chunks_exact(4).map(|c| c.iter().map(|&x| i32::from(x as i8)).sum::<i32>()));
+                }
                 _ => self.sum16.extend(q.chunks_exact(16).map(|c| c.iter().map(|&x| i16::from(x as i8)).sum::<i16>())),
             }
         }
@@ -349,31 +366,62 @@ impl ActRow {
 }
 
 /// The scalar tile product: the eight rows of tile `tile` · `act`, each row
-/// summed block by block exactly as the scalar reference ([`crate::quant::dot`])
-/// sums a GGUF row, which the fast kernels reproduce bit for bit.
-pub fn tile_dot_scalar(format: PackedFormat, tile: &[u8], blocks: usize, act: &ActRow) -> [f32; TILE_ROWS] {
+/// summed block by block exactly as the scalar reference
+/// ([`crate::quant::dot_in`]) sums a GGUF row in `order`, which the fast
+/// kernels reproduce bit for bit.
+pub fn tile_dot_scalar(
+    format: PackedFormat,
+    tile: &[u8],
+    blocks: usize,
+    act: &ActRow,
+    order: quant::Order,
+) -> [f32; TILE_ROWS] {
     let dot = |q: &[i8], a: &[i8]| q.iter().zip(a).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum::<i32>();
+    let batch = order == quant::Order::Batch;
     std::array::from_fn(|r| match format {
-        PackedFormat::Q5_0 | PackedFormat::Q8_0 => (0..blocks).fold(0.0f32, |sum, b| {
-            let isum = dot(&block_values(format, tile, b, r), &act.q[QK * b..][..QK]);
-            sum + isum as f32 * block_scale(format, tile, b, r) * act.d[b]
-        }),
+        PackedFormat::Q5_0 | PackedFormat::Q8_0 => {
+            let mut lanes = quant::Lanes::default();
+            for b in 0..blocks {
+                let sums = quant::q0_lanes(&block_values(format, tile, b, r), &act.q[QK * b..][..QK]);
+                lanes.add_block(block_scale(format, tile, b, r) * act.d[b], sums);
+            }
+            lanes.sum()
+        }
         PackedFormat::Q4K => {
-            let (acc, acc_min) = (0..blocks).fold((0.0f32, 0.0f32), |(acc, acc_min), b| {
+            let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
+            for b in 0..blocks {
                 let k = k_block(format, tile, b, r);
                 let a = &act.q[QK_K * b..][..QK_K];
-                let isum: i32 = (0..8).map(|j| k.scales[j] * dot(&k.q[32 * j..][..32], &a[32 * j..][..32])).sum();
-                let msum: i32 = (0..8).map(|j| k.mins[j] * act.sum32[8 * b + j]).sum();
-                ((isum as f32).mul_add(k.d * act.d[b], acc), (msum as f32).mul_add(k.dmin * act.d[b], acc_min))
-            });
+                let (d, dmin) = (k.d * act.d[b], k.dmin * act.d[b]);
+                let sub = |j: usize| k.scales[j] * dot(&k.q[32 * j..][..32], &a[32 * j..][..32]);
+                let min = |j: usize| k.mins[j] * act.sum32[8 * b + j];
+                // Fused multiply-adds per pair of sub-blocks (batch) or per block.
+                let step = if batch { 2 } else { 8 };
+                for g in (0..8).step_by(step) {
+                    acc = ((g..g + step).map(sub).sum::<i32>() as f32).mul_add(d, acc);
+                    acc_min = ((g..g + step).map(min).sum::<i32>() as f32).mul_add(dmin, acc_min);
+                }
+            }
             acc - acc_min
         }
-        PackedFormat::Q6K => (0..blocks).fold(0.0f32, |sum, b| {
-            let k = k_block(format, tile, b, r);
-            let a = &act.q[QK_K * b..][..QK_K];
-            let isum: i32 = (0..16).map(|s| k.scales[s] * dot(&k.q[16 * s..][..16], &a[16 * s..][..16])).sum();
-            sum + k.d * act.d[b] * isum as f32
-        }),
+        PackedFormat::Q6K => {
+            let (mut lanes, mut acc) = (quant::Lanes::default(), 0.0f32);
+            for b in 0..blocks {
+                let k = k_block(format, tile, b, r);
+                let bsums: Vec<i32> = act.sum16[16 * b..][..16].iter().map(|&s| i32::from(s)).collect();
+                let sums = kquants::q6k_lanes(&k.q, &k.scales, &act.q[QK_K * b..][..QK_K], &bsums);
+                if batch {
+                    acc = (k.d * sums.iter().sum::<i32>() as f32).mul_add(act.d[b], acc);
+                } else {
+                    lanes.add_block(act.d[b] * k.d, sums);
+                }
+            }
+            if batch {
+                acc
+            } else {
+                lanes.sum()
+            }
+        }
     })
 }
 
@@ -423,7 +471,7 @@ mod tests {
             let mut a = vec![0u8; 9 * 34];
             quant::quantize(TensorType::Q8_0, &x, &mut a).unwrap();
             let p = PackedMatrix::pack(ty, rows, cols, &w).unwrap();
-            let got = tile_dot_scalar(p.format, p.tile(0), 9, &ActRow::of(TensorType::Q8_0, &a));
+            let got = tile_dot_scalar(p.format, p.tile(0), 9, &ActRow::of(TensorType::Q8_0, &a), quant::Order::Row);
             let row = ty.row_bytes(cols).unwrap();
             for r in 0..rows {
                 assert_eq!(got[r].to_bits(), quant::dot(ty, &w[r * row..][..row], &a).to_bits(), "{ty} row {r}");
@@ -442,6 +490,12 @@ mod tests {
             let blk = &a[34 * b..34 * b + 34];
             assert_eq!(s.d[b], half::f16::from_le_bytes([blk[0], blk[1]]).to_f32());
             assert_eq!(s.sum32[b], blk[2..].iter().map(|&q| i32::from(q as i8)).sum::<i32>());
+            for g in 0..8 {
+                assert_eq!(
+                    s.sum4[8 * b + g],
+                    blk[2 + 4 * g..6 + 4 * g].iter().map(|&q| i32::from(q as i8)).sum::<i32>()
+                );
+            }
             for j in 0..32 {
                 assert_eq!((s.q[32 * b + j], s.abs[32 * b + j]), (blk[2 + j] as i8, (blk[2 + j] as i8).unsigned_abs()));
             }

@@ -95,12 +95,14 @@ fn packed_kernels_equal_the_reference_bit_for_bit() {
                     for (t, a) in acts.iter().enumerate().take(n) {
                         for j in 0..TILE_ROWS {
                             let r = tile * TILE_ROWS + j;
-                            let want = if r < rows { quant::dot(ty, &w[r * src_row..][..src_row], a) } else { 0.0 };
+                            let order = quant::Order::of(ty, t, n);
+                            let want =
+                                if r < rows { quant::dot_in(ty, &w[r * src_row..][..src_row], a, order) } else { 0.0 };
                             let got = out[t * TILE_ROWS + j];
                             assert_eq!(
                                 got.to_bits(),
                                 want.to_bits(),
-                                "{ty} {} row {r} act {t}: {got} vs {want}",
+                                "{ty} {} row {r} act {t} of {n} ({order:?}): {got} vs {want}",
                                 k.name()
                             );
                         }

@@ -566,13 +566,18 @@ impl Model {
             self.par_zip(&mut x, &o, d, &add_into);
             sw.lap(Brick::OProj);
 
-            self.par_zip(&mut h, &x, d, &|h, x| norm_rows(h, x, &l.ffn_norm, c.rms_eps));
+            // As llama.cpp does, the last layer's feed-forward runs only on the
+            // rows whose logits are wanted (the batch size picks its kernels).
+            let from = if li + 1 == self.layers.len() && which == Logits::Last { n - 1 } else { 0 };
+            let (m, ff) = (n - from, c.n_ff);
+            let (xs, h, o) = (&mut x[from * d..], &mut h[..m * d], &mut o[..m * d]);
+            let (gate, up) = (&mut gate[..m * ff], &mut up[..m * ff]);
+            self.par_zip(h, xs, d, &|h, x| norm_rows(h, x, &l.ffn_norm, c.rms_eps));
             sw.lap(Brick::FfnNorm);
-            self.matmul_group(&[&l.w_gate, &l.w_up], &h, &mut [&mut gate, &mut up]);
-            let ff = c.n_ff;
-            self.par_zip(&mut gate, &up, ff, &|g, u| self.kernels.swiglu(g, u, ff));
-            self.matmul(&l.w_down, &gate, &mut o);
-            self.par_zip(&mut x, &o, d, &add_into);
+            self.matmul_group(&[&l.w_gate, &l.w_up], h, &mut [&mut *gate, &mut *up]);
+            self.par_zip(gate, up, ff, &|g, u| self.kernels.swiglu(g, u, ff));
+            self.matmul(&l.w_down, gate, o);
+            self.par_zip(xs, o, d, &add_into);
             sw.lap(Brick::Ffn);
         }
         cache.advance(n);

@@ -152,15 +152,17 @@ fn q8k_parts(a: &[u8]) -> (f32, &[u8]) {
 
 /// Sum over 32-element sub-blocks of `weight_scale * Σ q_w q_a` (integer) and of
 /// `weight_min * Σ q_a`, for the Q4_K/Q5_K formula, in the order of llama.cpp's
-/// repacked Q4_K kernels on x86: per block, the scaled sum and the scaled mins
-/// each go into their own f32 accumulator by a fused multiply-add (the block's
-/// `d · d_a` and `dmin · d_a` as factors), and the second is taken off the
-/// first at the end.
-fn dot_q45k(w: &[u8], block_bytes: usize, a: &[u8], fifth_bit: bool) -> f32 {
+/// repacked Q4_K kernels on x86: the scaled sums and the scaled mins each go
+/// into their own f32 accumulator by a fused multiply-add (`d · d_a` and
+/// `dmin · d_a` as factors), once per block (its gemv) or, `per_pair`, once
+/// per pair of sub-blocks (its gemm); the second is taken off the first at
+/// the end.
+fn dot_q45k(w: &[u8], block_bytes: usize, a: &[u8], fifth_bit: bool, per_pair: bool) -> f32 {
     let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
     for (wb, ab) in w.chunks_exact(block_bytes).zip(a.chunks_exact(Q8K_BYTES)) {
         let (da, qa) = q8k_parts(ab);
         let q = q45k_values(wb, fifth_bit);
+        let (d, dmin) = (f16_at(wb, 0) * da, f16_at(wb, 2) * da);
         let (mut isum, mut msum) = (0i32, 0i32);
         for j in 0..8 {
             let (sc, m) = scale_min(j, &wb[4..16]);
@@ -170,35 +172,69 @@ fn dot_q45k(w: &[u8], block_bytes: usize, a: &[u8], fifth_bit: bool) -> f32 {
             let qsum: i32 = qa[range].iter().map(|&y| i32::from(y as i8)).sum();
             isum += i32::from(sc) * dot;
             msum += i32::from(m) * qsum;
+            if (per_pair && j % 2 == 1) || j == 7 {
+                acc = (isum as f32).mul_add(d, acc);
+                acc_min = (msum as f32).mul_add(dmin, acc_min);
+                (isum, msum) = (0, 0);
+            }
         }
-        acc = (isum as f32).mul_add(f16_at(wb, 0) * da, acc);
-        acc_min = (msum as f32).mul_add(f16_at(wb, 2) * da, acc_min);
     }
     acc - acc_min
 }
 
-/// Dot product of Q4_K weights with Q8_K activations.
-pub fn dot_q4k_q8k(w: &[u8], a: &[u8]) -> f32 {
-    dot_q45k(w, Q4K_BYTES, a, false)
+/// Dot product of Q4_K weights with Q8_K activations ([`dot_q45k`]).
+pub fn dot_q4k_q8k(w: &[u8], a: &[u8], per_pair: bool) -> f32 {
+    dot_q45k(w, Q4K_BYTES, a, false, per_pair)
 }
 
-/// Dot product of Q5_K weights with Q8_K activations.
-pub fn dot_q5k_q8k(w: &[u8], a: &[u8]) -> f32 {
-    dot_q45k(w, Q5K_BYTES, a, true)
+/// Dot product of Q5_K weights with Q8_K activations ([`dot_q45k`]).
+pub fn dot_q5k_q8k(w: &[u8], a: &[u8], per_pair: bool) -> f32 {
+    dot_q45k(w, Q5K_BYTES, a, true, per_pair)
 }
 
-/// Dot product of Q6_K weights with Q8_K activations.
-pub fn dot_q6k_q8k(w: &[u8], a: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
+/// The eight lane sums of one Q6_K × Q8_K block as llama.cpp's AVX2 kernel
+/// forms them: lane `m` = Σ over the eight 32-element chunks `c` of the scale
+/// of the chunk's sub-block holding elements `4m..4m + 4` times their unsigned
+/// quants (`q + 32`, 0..64) · the activations, less `32 · (bsums[2m] ·
+/// scales[2m] + bsums[2m + 1] · scales[2m + 1])`: the offset of sub-blocks
+/// `2m` and `2m + 1` goes to lane `m`, whichever lanes their products went to.
+/// The total over the lanes is the block's exact integer sum.
+pub(crate) fn q6k_lanes(q: &[i8; QK_K], scales: &[i32], a: &[i8], bsums: &[i32]) -> [i32; 8] {
+    std::array::from_fn(|m| {
+        let products: i32 = (0..8)
+            .map(|c| {
+                let dot: i32 =
+                    (32 * c + 4 * m..32 * c + 4 * m + 4).map(|e| (i32::from(q[e]) + 32) * i32::from(a[e])).sum();
+                scales[2 * c + m / 4] * dot
+            })
+            .sum();
+        products - 32 * (bsums[2 * m] * scales[2 * m] + bsums[2 * m + 1] * scales[2 * m + 1])
+    })
+}
+
+/// Dot product of Q6_K weights with Q8_K activations, in llama.cpp's x86
+/// orders: its `vec_dot` ([`super::Lanes`], [`q6k_lanes`]) or, `tiled`, its
+/// tiled batch kernel, which adds each block's exact integer sum as
+/// `acc = fma(d · isum, d_a, acc)`.
+pub fn dot_q6k_q8k(w: &[u8], a: &[u8], tiled: bool) -> f32 {
+    let (mut lanes, mut acc) = (super::Lanes::default(), 0.0f32);
     for (wb, ab) in w.chunks_exact(Q6K_BYTES).zip(a.chunks_exact(Q8K_BYTES)) {
         let (da, qa) = q8k_parts(ab);
         let (q, sc) = q6k_values(wb);
-        let mut isum = 0i32;
-        for (i, (qw, qa)) in q.chunks_exact(16).zip(qa.chunks_exact(16)).enumerate() {
-            let dot: i32 = qw.iter().zip(qa).map(|(&x, &y)| i32::from(x) * i32::from(y as i8)).sum();
-            isum += i32::from(sc[i]) * dot;
+        let qa: Vec<i8> = qa.iter().map(|&y| y as i8).collect();
+        let scales: Vec<i32> = sc.iter().map(|&s| i32::from(s)).collect();
+        let bsums: Vec<i32> =
+            (0..16).map(|j| i32::from(i16::from_le_bytes([ab[260 + 2 * j], ab[261 + 2 * j]]))).collect();
+        let sums = q6k_lanes(&q, &scales, &qa, &bsums);
+        if tiled {
+            acc = (f16_at(wb, 208) * sums.iter().sum::<i32>() as f32).mul_add(da, acc);
+        } else {
+            lanes.add_block(da * f16_at(wb, 208), sums);
         }
-        sum += f16_at(wb, 208) * da * isum as f32;
     }
-    sum
+    if tiled {
+        acc
+    } else {
+        lanes.sum()
+    }
 }

@@ -107,14 +107,14 @@ pub fn quantize_q8_0(x: &[f32], out: &mut [u8], rounding: Q8_0Rounding) {
     }
 }
 
+/// Σ over blocks in llama.cpp's x86 lane order ([`super::Lanes`]).
 fn dot_blocks(w: &[u8], w_block_bytes: usize, a: &[u8], values: fn(&[u8]) -> [i8; QK]) -> f32 {
-    let mut sum = 0.0f32;
+    let mut lanes = super::Lanes::default();
     for (wb, ab) in w.chunks_exact(w_block_bytes).zip(a.chunks_exact(Q8_0_BYTES)) {
-        let wq = values(wb);
-        let isum: i32 = wq.iter().zip(&ab[2..]).map(|(&x, &y)| i32::from(x) * i32::from(y as i8)).sum();
-        sum += isum as f32 * f16_at(wb, 0) * f16_at(ab, 0);
+        let aq: [i8; QK] = std::array::from_fn(|e| ab[2 + e] as i8);
+        lanes.add_block(f16_at(wb, 0) * f16_at(ab, 0), super::q0_lanes(&values(wb), &aq));
     }
-    sum
+    lanes.sum()
 }
 
 /// Dot product of Q4_0 weights with Q8_0 activations.

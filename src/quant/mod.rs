@@ -53,6 +53,40 @@ pub(crate) fn round_even_small(x: f32) -> f32 {
     (x + MAGIC) - MAGIC
 }
 
+/// Eight f32 accumulators, one per lane of an x86 vector, in the order
+/// llama.cpp's x86 build sums its Q4_0/Q5_0/Q8_0 × Q8_0 and Q6_K × Q8_K dot
+/// products (its `vec_dot` kernels and its tinyBLAS prefill alike): each
+/// block contributes eight exact integer lane sums ([`q0_lanes`],
+/// [`kquants::q6k_lanes`]), each added to its lane by a fused multiply-add
+/// with the block's scale product, and the lanes are summed at the end as
+/// `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Lanes(pub [f32; 8]);
+
+impl Lanes {
+    /// Adds one block: `lane[m] = fma(d, sums[m], lane[m])`.
+    #[inline]
+    pub fn add_block(&mut self, d: f32, sums: [i32; 8]) {
+        for (l, s) in self.0.iter_mut().zip(sums) {
+            *l = (s as f32).mul_add(d, *l);
+        }
+    }
+
+    /// The lanes summed in the x86 horizontal-sum order.
+    #[inline]
+    pub fn sum(self) -> f32 {
+        let l = self.0;
+        ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+    }
+}
+
+/// The eight lane sums of one 32-element block of signed weight quants `w`
+/// times activation quants `a`: lane `m` = Σ over elements `4m..4m + 4`.
+#[inline]
+pub(crate) fn q0_lanes(w: &[i8], a: &[i8]) -> [i32; 8] {
+    std::array::from_fn(|m| (4 * m..4 * m + 4).map(|e| i32::from(w[e]) * i32::from(a[e])).sum())
+}
+
 /// Checks that `bytes` holds exactly `n` elements of `ty`.
 pub fn check_len(ty: TensorType, n: usize, bytes: usize) -> Result<(), QuantError> {
     let expected = ty.row_bytes(n).ok_or(QuantError::Unsupported(ty))?;
@@ -138,9 +172,50 @@ pub fn quantize_with(ty: TensorType, x: &[f32], out: &mut [u8], rounding: Q8_0Ro
     Ok(())
 }
 
+/// Which of llama.cpp's x86 kernels a product follows in its order of
+/// summation: the kernel depends on how many activation rows it multiplies at
+/// once, and the order decides the last bits of the result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// The one-row kernels: `vec_dot` (Q5_0, Q8_0, Q6_K in eight lanes,
+    /// [`Lanes`]) and the repacked gemv (Q4_K: a fused multiply-add per block).
+    Row,
+    /// The batch kernels: the repacked gemm, four activation rows at a time
+    /// (Q4_K: a fused multiply-add per pair of sub-blocks), and the tiled
+    /// kernel for eight rows or more (Q6_K: per block `fma(d · isum, d_a,
+    /// acc)`). Q5_0 and Q8_0 batches (tinyBLAS) sum as [`Order::Row`] does.
+    Batch,
+}
+
+impl Order {
+    /// The order of activation row `row` of a product of `rows` rows with
+    /// weights of type `ty`: Q4_K rows in whole groups of four go to the gemm,
+    /// the rest to the gemv; Q6_K products of eight rows or more to the tiled
+    /// kernel.
+    pub fn of(ty: TensorType, row: usize, rows: usize) -> Order {
+        let batch = match ty {
+            TensorType::Q4K => row < rows - rows % 4,
+            TensorType::Q6K => rows >= 8,
+            _ => false,
+        };
+        if batch {
+            Order::Batch
+        } else {
+            Order::Row
+        }
+    }
+}
+
 /// Dot product of one weight row of type `ty` with an activation row already
-/// encoded as [`dot_type`]`(ty)`. Both must hold the same number of elements.
+/// encoded as [`dot_type`]`(ty)`, in [`Order::Row`]. Both must hold the same
+/// number of elements.
 pub fn dot(ty: TensorType, w: &[u8], a: &[u8]) -> f32 {
+    dot_in(ty, w, a, Order::Row)
+}
+
+/// [`dot`] summed in `order`.
+pub fn dot_in(ty: TensorType, w: &[u8], a: &[u8], order: Order) -> f32 {
+    let batch = order == Order::Batch;
     match ty {
         TensorType::F32 => float_dot(w, a, 4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
         TensorType::F16 => float_dot(w, a, 2, |c| f16::from_le_bytes([c[0], c[1]]).to_f32()),
@@ -148,9 +223,9 @@ pub fn dot(ty: TensorType, w: &[u8], a: &[u8]) -> f32 {
         TensorType::Q4_0 => legacy::dot_q4_0_q8_0(w, a),
         TensorType::Q5_0 => legacy::dot_q5_0_q8_0(w, a),
         TensorType::Q8_0 => legacy::dot_q8_0_q8_0(w, a),
-        TensorType::Q4K => kquants::dot_q4k_q8k(w, a),
-        TensorType::Q5K => kquants::dot_q5k_q8k(w, a),
-        TensorType::Q6K => kquants::dot_q6k_q8k(w, a),
+        TensorType::Q4K => kquants::dot_q4k_q8k(w, a, batch),
+        TensorType::Q5K => kquants::dot_q5k_q8k(w, a, batch),
+        TensorType::Q6K => kquants::dot_q6k_q8k(w, a, batch),
         TensorType::Q8K | TensorType::Other(_) => f32::NAN,
     }
 }

@@ -167,3 +167,60 @@ fn round_even_small_equals_round_ties_even() {
     }
     assert!(super::round_even_small(f32::NAN).is_nan());
 }
+
+#[test]
+fn lane_sums_total_the_exact_block_sums() {
+    // Each lane formula only redistributes a block's exact integer sum over
+    // eight lanes: their total is Σ scale · Σ q · a, whatever the lane order.
+    let mut rng = crate::rng::SplitMix64(17);
+    for _ in 0..50 {
+        let q: [i8; kquants::QK_K] = std::array::from_fn(|_| (rng.next_u64() % 64) as i8 - 32);
+        let a: Vec<i8> = (0..kquants::QK_K).map(|_| (rng.next_u64() % 255) as i8).map(|x| x.max(-127)).collect();
+        let scales: Vec<i32> = (0..16).map(|_| (rng.next_u64() % 256) as i32 - 128).collect();
+        let bsums: Vec<i32> = a.chunks_exact(16).map(|c| c.iter().map(|&x| i32::from(x)).sum()).collect();
+        let exact: i32 = (0..kquants::QK_K).map(|e| scales[e / 16] * i32::from(q[e]) * i32::from(a[e])).sum();
+        assert_eq!(kquants::q6k_lanes(&q, &scales, &a, &bsums).iter().sum::<i32>(), exact);
+        let (w, x) = (&q[..32], &a[..32]);
+        let exact0: i32 = w.iter().zip(x).map(|(&p, &y)| i32::from(p) * i32::from(y)).sum();
+        assert_eq!(q0_lanes(w, x).iter().sum::<i32>(), exact0);
+    }
+}
+
+#[test]
+fn lanes_add_in_the_x86_horizontal_order() {
+    // In the order ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)) the two ones
+    // survive; a left-to-right sum loses the first one in 1e8 + 1.
+    let l = Lanes([1e8, 1.0, 0.0, 0.0, -1e8, 1.0, 0.0, 0.0]);
+    assert_eq!(l.sum(), 2.0);
+    assert_eq!(l.0.iter().sum::<f32>(), 1.0);
+}
+
+#[test]
+fn the_batch_size_picks_the_order() {
+    use TensorType::*;
+    assert_eq!(Order::of(Q4K, 0, 1), Order::Row);
+    assert_eq!((0..7).map(|t| Order::of(Q4K, t, 7)).filter(|&o| o == Order::Batch).count(), 4);
+    assert_eq!(Order::of(Q4K, 7, 8), Order::Batch);
+    assert_eq!((Order::of(Q6K, 0, 7), Order::of(Q6K, 6, 8)), (Order::Row, Order::Batch));
+    assert_eq!((Order::of(Q5_0, 0, 64), Order::of(Q8_0, 3, 64)), (Order::Row, Order::Row));
+}
+
+#[test]
+fn the_orders_differ_in_the_last_bits() {
+    // The choice of order is observable: on real model blocks some products
+    // differ between the one-row and the batch kernels' orders.
+    let mut rng = crate::rng::SplitMix64(4);
+    for (ty, w) in [
+        (TensorType::Q4K, &include_bytes!("../../tests/fixtures/quant/model_Q4_K.in")[..]),
+        (TensorType::Q6K, &include_bytes!("../../tests/fixtures/quant/model_Q6_K.in")[..]),
+    ] {
+        let row = &w[..ty.row_bytes(1024).unwrap()];
+        let differ = (0..64).any(|_| {
+            let x: Vec<f32> = (0..1024).map(|_| crate::testing::uniform(&mut rng) * 3.0).collect();
+            let mut a = vec![0u8; TensorType::Q8K.row_bytes(1024).unwrap()];
+            quantize(TensorType::Q8K, &x, &mut a).unwrap();
+            dot_in(ty, row, &a, Order::Row).to_bits() != dot_in(ty, row, &a, Order::Batch).to_bits()
+        });
+        assert!(differ, "{ty}: the orders never differed");
+    }
+}
