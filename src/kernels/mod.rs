@@ -115,8 +115,9 @@ impl Kernels {
     /// The eight rows of tile `tile` of a packed matrix · every activation row:
     /// `out[8t + r]` = row `8 · tile + r` · `acts[t]` (rows past the matrix's
     /// end give 0), each summed in the order of [`quant::Order::of`] for row
-    /// `t` of `acts.len()`. The fast kernel takes the activations four at a
-    /// time, as llama.cpp's Q4_K gemm does.
+    /// `t` of `acts.len()`. The fast K-quant kernels take the activations four
+    /// at a time (as llama.cpp's Q4_K gemm does), the Q5_0 and Q8_0 ones one
+    /// at a time.
     pub fn tile_dot_many(self, w: &packed::PackedMatrix, tile: usize, acts: &[&packed::ActRow], out: &mut [f32]) {
         use packed::TILE_ROWS;
         let data = w.tile(tile);
@@ -131,13 +132,20 @@ impl Kernels {
                         quants.resize(w.blocks * avx2::Q5_0_UNPACKED, 0);
                         // SAFETY (all three): AVX2, FMA and F16C are available (asserted above).
                         unsafe { avx2::unpack_q5_0(data, w.blocks, quants) };
-                        by_fours(
-                            acts,
-                            out,
-                            |a| unsafe { avx2::tile_gemm_q5_0(data, quants, w.blocks, a) },
-                            |a| unsafe { avx2::tile_gemm_q5_0(data, quants, w.blocks, a) },
-                        );
+                        // One activation row at a time: its eight lane accumulators stay in
+                        // registers (four rows' 32 spill; measured 93-110 vs 79 tok/s prefill).
+                        for (a, o) in acts.iter().zip(out.chunks_exact_mut(TILE_ROWS)) {
+                            o.copy_from_slice(&unsafe { avx2::tile_gemm_q5_0(data, quants, w.blocks, [*a]) }[0]);
+                        }
                     });
+                    return;
+                }
+                if matches!(w.format, packed::PackedFormat::Q5_0 | packed::PackedFormat::Q8_0) {
+                    // One row at a time, as above (their order does not depend on the batch).
+                    for (a, o) in acts.iter().zip(out.chunks_exact_mut(TILE_ROWS)) {
+                        // SAFETY: AVX2, FMA and F16C are available (asserted above).
+                        o.copy_from_slice(&unsafe { avx2::tile_dot(w.format, data, w.blocks, [*a]) }[0]);
+                    }
                     return;
                 }
                 // The groups of four are the first rows, the rest go one by one:
