@@ -7,6 +7,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::quant::SumOrder;
+
 use crate::baseline::llama_cpp::{LlamaCpp, LlamaServer};
 use crate::baseline::BaselineError;
 use crate::engine::{self, GenerateOptions};
@@ -305,7 +307,18 @@ pub fn self_agreement_line(same: &[(&str, usize)], total: usize) -> String {
 
 /// Largest |logit difference| between token-by-token decode and a full
 /// recompute of `tokens`, or the first position whose top-1 differs.
-pub fn kv_cache_consistency(model: &Model, tokens: &[u32]) -> Result<Result<f32, String>, AgreementError> {
+pub fn kv_cache_consistency(
+    model: &mut Model,
+    tokens: &[u32],
+    sums: SumOrder,
+) -> Result<Result<f32, String>, AgreementError> {
+    let before = std::mem::replace(&mut model.sum_order, sums);
+    let result = incremental_vs_recompute(model, tokens);
+    model.sum_order = before;
+    result
+}
+
+fn incremental_vs_recompute(model: &Model, tokens: &[u32]) -> Result<Result<f32, String>, AgreementError> {
     let vocab = model.config.vocab_size;
     let full = model.forward(tokens, &mut model.new_cache(tokens.len()), Logits::All)?;
     let mut cache = model.new_cache(tokens.len());

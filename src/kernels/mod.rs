@@ -97,11 +97,10 @@ impl Kernels {
     }
 
     /// `out[t] = w · acts[t]` for every activation row, each in the order
-    /// llama.cpp's kernels sum row `t` of a product of `acts.len()` rows
-    /// ([`quant::Order::of`]).
-    pub fn dot_many(self, ty: TensorType, w: &[u8], acts: &[&[u8]], out: &mut [f32]) {
+    /// `sums` gives row `t` of a product of `acts.len()` rows.
+    pub fn dot_many(self, ty: TensorType, w: &[u8], acts: &[&[u8]], sums: quant::SumOrder, out: &mut [f32]) {
         for (t, (o, a)) in out.iter_mut().zip(acts).enumerate() {
-            *o = quant::dot_in(ty, w, a, quant::Order::of(ty, t, acts.len()));
+            *o = quant::dot_in(ty, w, a, sums.of(ty, t, acts.len()));
         }
     }
 }
@@ -114,15 +113,22 @@ impl Kernels {
 
     /// The eight rows of tile `tile` of a packed matrix · every activation row:
     /// `out[8t + r]` = row `8 · tile + r` · `acts[t]` (rows past the matrix's
-    /// end give 0), each summed in the order of [`quant::Order::of`] for row
-    /// `t` of `acts.len()`. The fast K-quant kernels take the activations four
+    /// end give 0), each summed in the order `sums` gives row `t` of
+    /// `acts.len()`. The fast K-quant kernels take the activations four
     /// at a time (as llama.cpp's Q4_K gemm does), the Q5_0 and Q8_0 ones one
     /// at a time.
-    pub fn tile_dot_many(self, w: &packed::PackedMatrix, tile: usize, acts: &[&packed::ActRow], out: &mut [f32]) {
+    pub fn tile_dot_many(
+        self,
+        w: &packed::PackedMatrix,
+        tile: usize,
+        acts: &[&packed::ActRow],
+        sums: quant::SumOrder,
+        out: &mut [f32],
+    ) {
         use packed::TILE_ROWS;
         let data = w.tile(tile);
         let ty = w.format.tensor_type();
-        let order = |t: usize| quant::Order::of(ty, t, acts.len());
+        let order = |t: usize| sums.of(ty, t, acts.len());
         match self {
             #[cfg(target_arch = "x86_64")]
             Kernels::Avx2 => {

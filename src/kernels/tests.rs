@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::gguf::TensorType;
+use crate::quant::SumOrder;
 use crate::rng::SplitMix64;
 use crate::testing::uniform;
 
@@ -28,7 +29,7 @@ fn fast_dot(ty: TensorType, w: &[u8], a: &[u8]) -> f32 {
     let p = PackedMatrix::pack(ty, 1, cols, w).unwrap();
     let act = ActRow::of(quant::dot_type(ty).unwrap(), a);
     let mut out = [0.0f32; TILE_ROWS];
-    Kernels::detect().tile_dot_many(&p, 0, &[&act], &mut out);
+    Kernels::detect().tile_dot_many(&p, 0, &[&act], quant::SumOrder::LlamaCpp, &mut out);
     out[0]
 }
 
@@ -88,14 +89,15 @@ fn packed_kernels_equal_the_reference_bit_for_bit() {
             let act_rows: Vec<ActRow> = acts.iter().map(|a| ActRow::of(quant::dot_type(ty).unwrap(), a)).collect();
             let refs: Vec<&ActRow> = act_rows.iter().collect();
             let src_row = ty.row_bytes(cols).unwrap();
-            for (k, n) in [Kernels::Scalar, Kernels::detect()].into_iter().flat_map(|k| [(k, 7), (k, 11)]) {
+            let runs = [Kernels::Scalar, Kernels::detect()].into_iter().flat_map(|k| [(k, 7), (k, 11)]);
+            for ((k, n), sums) in runs.flat_map(|r| [(r, SumOrder::LlamaCpp), (r, SumOrder::BatchInvariant)]) {
                 for tile in 0..p.tiles() {
                     let mut out = vec![f32::NAN; n * TILE_ROWS];
-                    k.tile_dot_many(&p, tile, &refs[..n], &mut out);
+                    k.tile_dot_many(&p, tile, &refs[..n], sums, &mut out);
                     for (t, a) in acts.iter().enumerate().take(n) {
                         for j in 0..TILE_ROWS {
                             let r = tile * TILE_ROWS + j;
-                            let order = quant::Order::of(ty, t, n);
+                            let order = sums.of(ty, t, n);
                             let want =
                                 if r < rows { quant::dot_in(ty, &w[r * src_row..][..src_row], a, order) } else { 0.0 };
                             let got = out[t * TILE_ROWS + j];

@@ -23,7 +23,7 @@ use std::sync::Mutex;
 
 use crate::kernels::packed::{ActRow, PackedMatrix, TILE_ROWS};
 use crate::kernels::{Kernels, Pool};
-use crate::quant::{self, Q8_0Rounding, QuantError};
+use crate::quant::{self, Q8_0Rounding, QuantError, SumOrder};
 use bricks::Stopwatch;
 
 /// Why a model could not be loaded or run.
@@ -152,6 +152,8 @@ pub struct Model {
     pub kv_type: KvType,
     /// Dot-product implementation (fast by default; `Kernels::Scalar` is the reference).
     pub kernels: Kernels,
+    /// How each product's order of summation is chosen (llama.cpp's by default).
+    pub sum_order: SumOrder,
     /// Buffers the matrix products reuse.
     scratch: Mutex<Scratch>,
 }
@@ -258,6 +260,7 @@ impl Model {
             pool,
             kv_type: KvType::default(),
             kernels,
+            sum_order: SumOrder::default(),
             scratch: Mutex::default(),
         })
     }
@@ -359,7 +362,7 @@ impl Model {
             parts.push(Mutex::new(head));
             rest = tail;
         }
-        let kernels = self.kernels;
+        let (kernels, sums) = (self.kernels, self.sum_order);
         self.pool.run(&|pi| {
             let Some(part) = parts.get(pi) else { return };
             let mut part = part.lock().unwrap_or_else(|e| e.into_inner());
@@ -370,10 +373,14 @@ impl Model {
                 let res = &mut part[at..][..unit_rows[mi] * n_tok];
                 at += res.len();
                 match packed[mi] {
-                    Some(p) => kernels.tile_dot_many(p, i, &packed_refs, res),
-                    None => {
-                        kernels.dot_many(m.info.ty, &self.rows(m)[i * m.row_bytes..][..m.row_bytes], &act_rows, res)
-                    }
+                    Some(p) => kernels.tile_dot_many(p, i, &packed_refs, sums, res),
+                    None => kernels.dot_many(
+                        m.info.ty,
+                        &self.rows(m)[i * m.row_bytes..][..m.row_bytes],
+                        &act_rows,
+                        sums,
+                        res,
+                    ),
                 }
             }
         });

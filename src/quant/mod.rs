@@ -206,6 +206,31 @@ impl Order {
     }
 }
 
+/// How a product's order of summation is chosen, row by row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SumOrder {
+    /// As llama.cpp's CPU backend sums ([`Order::of`]): the order depends on
+    /// the batch's size, so a prompt's logits equal llama.cpp's bit for bit,
+    /// and differ in the last bits from the same tokens decoded one at a time.
+    #[default]
+    LlamaCpp,
+    /// Every row as a one-row product ([`Order::Row`]), whatever the batch:
+    /// a batched pass and a token-by-token decode give the same logits.
+    BatchInvariant,
+}
+
+impl SumOrder {
+    /// The order of activation row `row` of a product of `rows` rows with
+    /// weights of type `ty`.
+    pub fn of(self, ty: TensorType, row: usize, rows: usize) -> Order {
+        match self {
+            SumOrder::LlamaCpp => Order::of(ty, row, rows),
+            SumOrder::BatchInvariant => Order::Row,
+        }
+    }
+}
+
 /// Dot product of one weight row of type `ty` with an activation row already
 /// encoded as [`dot_type`]`(ty)`, in [`Order::Row`]. Both must hold the same
 /// number of elements.

@@ -203,6 +203,10 @@ fn the_batch_size_picks_the_order() {
     assert_eq!(Order::of(Q4K, 7, 8), Order::Batch);
     assert_eq!((Order::of(Q6K, 0, 7), Order::of(Q6K, 6, 8)), (Order::Row, Order::Batch));
     assert_eq!((Order::of(Q5_0, 0, 64), Order::of(Q8_0, 3, 64)), (Order::Row, Order::Row));
+    assert_eq!(SumOrder::LlamaCpp.of(Q6K, 6, 8), Order::Batch);
+    for (ty, row, rows) in [(Q4K, 0, 4), (Q4K, 7, 8), (Q6K, 6, 8), (Q5_0, 0, 64)] {
+        assert_eq!(SumOrder::BatchInvariant.of(ty, row, rows), Order::Row);
+    }
 }
 
 #[test]

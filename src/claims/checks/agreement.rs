@@ -11,6 +11,7 @@ use crate::agreement;
 use crate::claims::{BaselineValue, Context, Outcome, Unmet};
 use crate::engine::{self, GenerateOptions};
 use crate::model::KvType;
+use crate::quant::SumOrder;
 use crate::sample::SamplerConfig;
 use crate::stats::Op;
 use crate::tokenizer::Tokenizer;
@@ -256,15 +257,38 @@ pub struct ToleranceParams {
     pub tolerance: f64,
 }
 
+/// Parameters of `kv_consistency`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvParams {
+    /// Model size.
+    pub model: String,
+    /// Largest |logit difference| allowed.
+    pub tolerance: f64,
+    /// How the engine orders its sums on both sides: `llama-cpp` (the default,
+    /// by batch size) or `batch-invariant` (every row as a one-row product,
+    /// so that only the KV cache can make the two sides differ).
+    #[serde(default)]
+    pub sum_order: SumOrder,
+}
+
 const KV_TEXT: &str = "fn add(a: i32, b: i32) -> i32 { a + b }";
 
 /// Judges incremental-vs-recompute logits: the worst difference, or a top-1 change.
-pub fn judge_kv(p: &ToleranceParams, observed: Result<f32, String>, positions: usize) -> Outcome {
+pub fn judge_kv(p: &KvParams, observed: Result<f32, String>, positions: usize) -> Outcome {
     match observed {
         Ok(worst) => {
             let mut q = Quantity::new("max_abs_logit_diff", "logit", f64::from(worst));
             q.n = positions;
-            judge::quantity(q.detail("token-by-token decode vs one batched forward pass"), Op::Le, p.tolerance)
+            let how = match p.sum_order {
+                SumOrder::LlamaCpp => "sums ordered as llama.cpp's kernels for each batch size",
+                SumOrder::BatchInvariant => "batch-invariant sums (every row as a one-row product)",
+            };
+            judge::quantity(
+                q.detail(format!("token-by-token decode vs one batched forward pass; {how}")),
+                Op::Le,
+                p.tolerance,
+            )
         }
         Err(top1) => judge::no_violations("kv_top1_changes", positions, vec![top1]),
     }
@@ -277,13 +301,13 @@ impl Check for KvConsistency {
     const NAME: &'static str = "kv_consistency";
     const DOC: &'static str =
         "incremental decode through the KV cache equals a batched recompute (logits within tolerance)";
-    const PARAMS: &'static str = "model, tolerance";
-    type Params = ToleranceParams;
+    const PARAMS: &'static str = "model, tolerance, sum_order (llama-cpp | batch-invariant)";
+    type Params = KvParams;
 
-    fn run(p: &ToleranceParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+    fn run(p: &KvParams, cx: &mut Context) -> Result<Outcome, Unmet> {
         let loaded = cx.model(&p.model)?;
         let tokens = loaded.tokenizer.encode(KV_TEXT, true);
-        let r = agreement::kv_cache_consistency(&loaded.model, &tokens).map_err(map_err)?;
+        let r = agreement::kv_cache_consistency(&mut loaded.model, &tokens, p.sum_order).map_err(map_err)?;
         Ok(judge_kv(p, r, tokens.len()))
     }
 }

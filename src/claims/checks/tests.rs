@@ -177,7 +177,7 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             (agreement::judge_perplexity(&p, 10.05, 10.0, None), agreement::judge_perplexity(&p, 10.5, 10.0, None))
         }),
         ("kv_consistency", || {
-            let p = agreement::ToleranceParams { model: "0.5b".into(), tolerance: 1e-3 };
+            let p = agreement::KvParams { model: "0.5b".into(), tolerance: 1e-3, sum_order: Default::default() };
             (agreement::judge_kv(&p, Ok(1e-5), 16), agreement::judge_kv(&p, Ok(0.5), 16))
         }),
         ("fast_vs_reference", || {
