@@ -87,74 +87,65 @@ pub fn sum_words(words: &[u64]) -> u64 {
     lanes.iter().chain(blocks.remainder()).fold(0u64, |s, &x| s.wrapping_add(x))
 }
 
-/// The eight rows of a packed tile (see [`super::packed`]) · `N` activation
-/// rows at once: each weight vector is decoded once and used `N` times.
-/// Every row is summed as [`super::packed::tile_dot_scalar`] sums it (eight
-/// exact integer lane sums per block, each added to its lane accumulator by
-/// the same fused multiply-add), so the results are equal bit for bit.
+/// The eight rows of a packed Q5_0 or Q8_0 tile (see [`super::packed`]) · one
+/// activation row, its eight lane accumulators held in registers. Every row is
+/// summed as [`super::packed::tile_dot_scalar`] sums it (eight exact integer
+/// lane sums per block, each added to its lane accumulator by the same fused
+/// multiply-add), so the results are equal bit for bit.
 ///
 /// Q5_0 multiplies its unsigned quants (0..32) and takes the offset of 16 off
 /// each lane through the activations' sums of four ([`q5_0_lane`]). Q8_0
 /// multiplies |a| by w with a's sign, one product pair per 16 bits.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub fn tile_dot<const N: usize>(
+pub fn tile_dot(
     format: super::packed::PackedFormat,
     tile: &[u8],
     blocks: usize,
-    acts: [&super::packed::ActRow; N],
-) -> [[f32; super::packed::TILE_ROWS]; N] {
+    act: &super::packed::ActRow,
+) -> [f32; super::packed::TILE_ROWS] {
     use super::packed::PackedFormat;
     let bb = format.block_bytes();
     assert!(tile.len() >= bb * blocks, "tile shorter than its blocks");
-    for a in &acts {
-        assert!(a.q.len() >= 32 * blocks && a.abs.len() >= 32 * blocks && a.d.len() >= blocks);
-        assert!(a.sum4.len() >= 8 * blocks);
-    }
+    assert!(act.q.len() >= 32 * blocks && act.abs.len() >= 32 * blocks && act.d.len() >= blocks);
+    assert!(act.sum4.len() >= 8 * blocks);
     // Every read below is in bounds by the assertions above: block b < blocks of
-    // the tile (bb bytes each), and elements 32b..32b + 32 of each activation row.
-    let q: [*const u8; N] = std::array::from_fn(|t| acts[t].q.as_ptr().cast());
-    let abs: [*const u8; N] = std::array::from_fn(|t| acts[t].abs.as_ptr());
+    // the tile (bb bytes each), and elements 32b..32b + 32 of the activation row.
+    let (q, abs): (*const u8, *const u8) = (act.q.as_ptr().cast(), act.abs.as_ptr());
     // SAFETY (both): `p + at` has 32 (vector) or 4 (broadcast) readable bytes, by the assertions above.
     let vec_at = |p: *const u8, at: usize| unsafe { _mm256_loadu_si256(p.add(at).cast()) };
     let bcast = |p: *const u8, at: usize| unsafe { _mm256_set1_epi32(p.add(at).cast::<i32>().read_unaligned()) };
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [[_mm256_setzero_ps(); 8]; N];
+    let mut acc = [_mm256_setzero_ps(); 8];
     for b in 0..blocks {
         let blk = tile[b * bb..].as_ptr();
         prefetch_ahead(blk, bb);
         // SAFETY: the block's first 16 bytes are its scales (in bounds, see above).
         let sw = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(blk.cast()) });
-        let ds: [__m256; N] = std::array::from_fn(|t| _mm256_mul_ps(sw, _mm256_set1_ps(acts[t].d[b])));
+        let ds = _mm256_mul_ps(sw, _mm256_set1_ps(act.d[b]));
         match format {
             PackedFormat::Q5_0 => {
                 let mut bits = q5_0_plane_bits(vec_at(blk, 16));
+                let s4 = &act.sum4[8 * b..];
                 for p in 0..4 {
                     let (lo, hi) = q5_0_pair(vec_at(blk, 48 + 32 * p), &mut bits);
-                    for t in 0..N {
-                        let (at, s4) = (32 * b + 4 * p, &acts[t].sum4[8 * b..]);
-                        let (l, h) =
-                            (q5_0_lane(lo, bcast(q[t], at), s4[p]), q5_0_lane(hi, bcast(q[t], at + 16), s4[p + 4]));
-                        acc[t][p] = _mm256_fmadd_ps(ds[t], _mm256_cvtepi32_ps(l), acc[t][p]);
-                        acc[t][p + 4] = _mm256_fmadd_ps(ds[t], _mm256_cvtepi32_ps(h), acc[t][p + 4]);
-                    }
+                    let at = 32 * b + 4 * p;
+                    let (l, h) = (q5_0_lane(lo, bcast(q, at), s4[p]), q5_0_lane(hi, bcast(q, at + 16), s4[p + 4]));
+                    acc[p] = _mm256_fmadd_ps(ds, _mm256_cvtepi32_ps(l), acc[p]);
+                    acc[p + 4] = _mm256_fmadd_ps(ds, _mm256_cvtepi32_ps(h), acc[p + 4]);
                 }
             }
             PackedFormat::Q4K | PackedFormat::Q6K => panic!("K-quant tiles go to tile_dot_q4k and tile_dot_q6k"),
             PackedFormat::Q8_0 => {
                 // `v` picks the weight vector, the activations' group of four and the lane alike.
-                #[allow(clippy::needless_range_loop)]
-                for v in 0..8 {
-                    let w = vec_at(blk, 16 + 32 * v);
-                    for t in 0..N {
-                        let at = 32 * b + 4 * v;
-                        let p = _mm256_maddubs_epi16(bcast(abs[t], at), _mm256_sign_epi8(w, bcast(q[t], at)));
-                        acc[t][v] = _mm256_fmadd_ps(ds[t], _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), acc[t][v]);
-                    }
+                for (v, a) in acc.iter_mut().enumerate() {
+                    let (w, at) = (vec_at(blk, 16 + 32 * v), 32 * b + 4 * v);
+                    let p = _mm256_maddubs_epi16(bcast(abs, at), _mm256_sign_epi8(w, bcast(q, at)));
+                    *a = _mm256_fmadd_ps(ds, _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), *a);
                 }
             }
         }
     }
-    store_rows(acc.map(|a| lane_total(a)))
+    store_rows([lane_total(acc)])[0]
 }
 
 /// The eight lane accumulators of one activation row added up as
@@ -279,34 +270,29 @@ pub fn unpack_q5_0(tile: &[u8], blocks: usize, out: &mut [u8]) {
 /// `quants` (`tile` still gives the scales): the same integer sums and f32
 /// operations, so equal bit for bit, without unpacking per call.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub fn tile_gemm_q5_0<const N: usize>(
+pub fn tile_gemm_q5_0(
     tile: &[u8],
     quants: &[u8],
     blocks: usize,
-    acts: [&super::packed::ActRow; N],
-) -> [[f32; super::packed::TILE_ROWS]; N] {
+    act: &super::packed::ActRow,
+) -> [f32; super::packed::TILE_ROWS] {
     let bb = super::packed::PackedFormat::Q5_0.block_bytes();
     assert!(tile.len() >= bb * blocks && quants.len() >= Q5_0_UNPACKED * blocks);
-    for a in &acts {
-        assert!(a.q.len() >= 32 * blocks && a.d.len() >= blocks && a.sum4.len() >= 8 * blocks);
-    }
-    let q: [*const u8; N] = std::array::from_fn(|t| acts[t].q.as_ptr().cast());
-    let mut acc = [[_mm256_setzero_ps(); 8]; N];
+    assert!(act.q.len() >= 32 * blocks && act.d.len() >= blocks && act.sum4.len() >= 8 * blocks);
+    let q: *const u8 = act.q.as_ptr().cast();
+    let mut acc = [_mm256_setzero_ps(); 8];
     for b in 0..blocks {
         let sw = _mm256_cvtph_ps(load128(&tile[b * bb..]));
-        let ds: [__m256; N] = std::array::from_fn(|t| _mm256_mul_ps(sw, _mm256_set1_ps(acts[t].d[b])));
+        let ds = _mm256_mul_ps(sw, _mm256_set1_ps(act.d[b]));
         let w = &quants[Q5_0_UNPACKED * b..][..Q5_0_UNPACKED];
-        for v in 0..8 {
-            let u = load(&w[32 * v..]);
-            for t in 0..N {
-                // SAFETY: elements 32b + 4v..32b + 4v + 4 of the row are in bounds (asserted above).
-                let a = unsafe { bcast4(q[t], 32 * b + 4 * v) };
-                let l = q5_0_lane(u, a, acts[t].sum4[8 * b + v]);
-                acc[t][v] = _mm256_fmadd_ps(ds[t], _mm256_cvtepi32_ps(l), acc[t][v]);
-            }
+        for (v, a) in acc.iter_mut().enumerate() {
+            // SAFETY: elements 32b + 4v..32b + 4v + 4 of the row are in bounds (asserted above).
+            let x = unsafe { bcast4(q, 32 * b + 4 * v) };
+            let l = q5_0_lane(load(&w[32 * v..]), x, act.sum4[8 * b + v]);
+            *a = _mm256_fmadd_ps(ds, _mm256_cvtepi32_ps(l), *a);
         }
     }
-    store_rows(acc.map(|a| lane_total(a)))
+    store_rows([lane_total(acc)])[0]
 }
 
 /// Bits `2m..2m + 2` of every byte moved to bits 4..6, the rest cleared.

@@ -133,38 +133,39 @@ impl Kernels {
             #[cfg(target_arch = "x86_64")]
             Kernels::Avx2 => {
                 assert!(avx2_available(), "AVX2 kernels chosen on a CPU without AVX2, FMA and F16C");
-                if w.format == packed::PackedFormat::Q5_0 && acts.len() >= UNPACK_FROM_ROWS {
-                    UNPACKED.with_borrow_mut(|quants| {
+                use packed::PackedFormat::{Q4K, Q5_0, Q6K, Q8_0};
+                // Q5_0 and Q8_0 one activation row at a time: its eight lane accumulators
+                // stay in registers (four rows' 32 spill; measured 93-110 vs 79 tok/s
+                // prefill), and their order does not depend on the batch.
+                match w.format {
+                    Q5_0 if acts.len() >= UNPACK_FROM_ROWS => UNPACKED.with_borrow_mut(|quants| {
                         quants.resize(w.blocks * avx2::Q5_0_UNPACKED, 0);
                         // SAFETY: AVX2, FMA and F16C are available (asserted above).
                         unsafe { avx2::unpack_q5_0(data, w.blocks, quants) };
-                        // One activation row at a time: its eight lane accumulators stay in
-                        // registers (four rows' 32 spill; measured 93-110 vs 79 tok/s prefill).
                         for (a, o) in acts.iter().zip(out.chunks_exact_mut(TILE_ROWS)) {
                             // SAFETY: AVX2, FMA and F16C are available (asserted above).
-                            o.copy_from_slice(&unsafe { avx2::tile_gemm_q5_0(data, quants, w.blocks, [*a]) }[0]);
+                            o.copy_from_slice(&unsafe { avx2::tile_gemm_q5_0(data, quants, w.blocks, a) });
                         }
-                    });
-                    return;
-                }
-                if matches!(w.format, packed::PackedFormat::Q5_0 | packed::PackedFormat::Q8_0) {
-                    // One row at a time, as above (their order does not depend on the batch).
-                    for (a, o) in acts.iter().zip(out.chunks_exact_mut(TILE_ROWS)) {
-                        // SAFETY: AVX2, FMA and F16C are available (asserted above).
-                        o.copy_from_slice(&unsafe { avx2::tile_dot(w.format, data, w.blocks, [*a]) }[0]);
+                    }),
+                    Q5_0 | Q8_0 => {
+                        for (a, o) in acts.iter().zip(out.chunks_exact_mut(TILE_ROWS)) {
+                            // SAFETY: AVX2, FMA and F16C are available (asserted above).
+                            o.copy_from_slice(&unsafe { avx2::tile_dot(w.format, data, w.blocks, a) });
+                        }
                     }
-                    return;
+                    Q4K | Q6K => {
+                        // The groups of four are the first rows, the rest go one by one:
+                        // every row of a group has the order of its first.
+                        let (four, one) = (order(0), order(acts.len() - 1));
+                        by_fours(
+                            acts,
+                            out,
+                            // SAFETY (both): AVX2, FMA and F16C are available (asserted above).
+                            |a| unsafe { avx2_k_tile_dot(w.format, data, w.blocks, a, four) },
+                            |a| unsafe { avx2_k_tile_dot(w.format, data, w.blocks, a, one) },
+                        );
+                    }
                 }
-                // The groups of four are the first rows, the rest go one by one:
-                // every row of a group has the order of its first.
-                let (four, one) = (order(0), order(acts.len() - 1));
-                by_fours(
-                    acts,
-                    out,
-                    // SAFETY (both): AVX2, FMA and F16C are available (asserted above).
-                    |a| unsafe { avx2_tile_dot(w.format, data, w.blocks, a, four) },
-                    |a| unsafe { avx2_tile_dot(w.format, data, w.blocks, a, one) },
-                );
             }
             _ => {
                 for (t, (a, o)) in acts.iter().zip(out.chunks_exact_mut(TILE_ROWS)).enumerate() {
@@ -303,13 +304,13 @@ fn by_fours(
     }
 }
 
-/// The AVX2 tile kernel for the tile's format, summing in `order`.
+/// The AVX2 kernel for a K-quant tile's format, summing in `order`.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C (`avx2_available()`).
 #[cfg(target_arch = "x86_64")]
 #[inline]
-unsafe fn avx2_tile_dot<const N: usize>(
+unsafe fn avx2_k_tile_dot<const N: usize>(
     format: packed::PackedFormat,
     tile: &[u8],
     blocks: usize,
@@ -321,9 +322,9 @@ unsafe fn avx2_tile_dot<const N: usize>(
     // SAFETY: the caller guarantees the CPU features these kernels enable.
     unsafe {
         match format {
-            PackedFormat::Q5_0 | PackedFormat::Q8_0 => avx2::tile_dot(format, tile, blocks, acts),
             PackedFormat::Q4K => avx2::tile_dot_q4k(tile, blocks, acts, batch),
             PackedFormat::Q6K => avx2::tile_dot_q6k(tile, blocks, acts, batch),
+            PackedFormat::Q5_0 | PackedFormat::Q8_0 => unreachable!("Q5_0 and Q8_0 tiles go to avx2::tile_dot"),
         }
     }
 }
