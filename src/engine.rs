@@ -91,18 +91,20 @@ pub fn generate(
     let (mut prefill_bricks, mut decode_bricks) = (BrickTimes::default(), BrickTimes::default());
 
     let start = Instant::now();
-    let mut logits =
-        model.forward_timed(prompt, &mut cache, Logits::Last, opts.time_bricks.then_some(&mut prefill_bricks))?;
+    let mut logits = Vec::new();
+    model.forward_into(
+        prompt,
+        &mut cache,
+        Logits::Last,
+        opts.time_bricks.then_some(&mut prefill_bricks),
+        &mut logits,
+    )?;
     timings.prefill_ms = ms(start);
     for i in 0..opts.max_tokens {
         let step = Instant::now();
         if i > 0 {
-            logits = model.forward_timed(
-                &tokens[i - 1..i],
-                &mut cache,
-                Logits::Last,
-                opts.time_bricks.then_some(&mut decode_bricks),
-            )?;
+            let times = opts.time_bricks.then_some(&mut decode_bricks);
+            model.forward_into(&tokens[i - 1..i], &mut cache, Logits::Last, times, &mut logits)?;
         }
         let token = sampler.sample(&logits);
         if i == 0 {

@@ -96,11 +96,13 @@ impl Kernels {
         quant::dot(ty, w, a)
     }
 
-    /// `out[t] = w · acts[t]` for every activation row, each in the order
-    /// `sums` gives row `t` of a product of `acts.len()` rows.
-    pub fn dot_many(self, ty: TensorType, w: &[u8], acts: &[&[u8]], sums: quant::SumOrder, out: &mut [f32]) {
-        for (t, (o, a)) in out.iter_mut().zip(acts).enumerate() {
-            *o = quant::dot_in(ty, w, a, sums.of(ty, t, acts.len()));
+    /// `out[t] = w · acts[t]` for every activation row (`acts` holds
+    /// `out.len()` rows back to back), each in the order `sums` gives row `t`
+    /// of a product of `out.len()` rows.
+    pub fn dot_many(self, ty: TensorType, w: &[u8], acts: &[u8], sums: quant::SumOrder, out: &mut [f32]) {
+        let rows = out.len();
+        for (t, (o, a)) in out.iter_mut().zip(acts.chunks_exact(acts.len() / rows.max(1))).enumerate() {
+            *o = quant::dot_in(ty, w, a, sums.of(ty, t, rows));
         }
     }
 }
@@ -121,7 +123,7 @@ impl Kernels {
         self,
         w: &packed::PackedMatrix,
         tile: usize,
-        acts: &[&packed::ActRow],
+        acts: &[packed::ActRow],
         sums: quant::SumOrder,
         out: &mut [f32],
     ) {
@@ -287,7 +289,7 @@ thread_local! {
 /// `out[8t + r]` for every activation row `t`: `four` takes the rows four at
 /// a time, `one` the rest.
 fn by_fours(
-    acts: &[&packed::ActRow],
+    acts: &[packed::ActRow],
     out: &mut [f32],
     four: impl Fn([&packed::ActRow; 4]) -> [[f32; packed::TILE_ROWS]; 4],
     one: impl Fn([&packed::ActRow; 1]) -> [[f32; packed::TILE_ROWS]; 1],
@@ -296,11 +298,11 @@ fn by_fours(
     let mut outs = out.chunks_exact_mut(4 * TILE_ROWS);
     let mut quads = acts.chunks_exact(4);
     for (a, o) in (&mut quads).zip(&mut outs) {
-        o.copy_from_slice(four([a[0], a[1], a[2], a[3]]).as_flattened());
+        o.copy_from_slice(four([&a[0], &a[1], &a[2], &a[3]]).as_flattened());
     }
     let rest = outs.into_remainder();
     for (a, o) in quads.remainder().iter().zip(rest.chunks_exact_mut(TILE_ROWS)) {
-        o.copy_from_slice(&one([*a])[0]);
+        o.copy_from_slice(&one([a])[0]);
     }
 }
 

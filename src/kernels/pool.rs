@@ -105,6 +105,75 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Runs `f(j, piece)` for the pieces of `out` between consecutive
+    /// `bounds`: piece `j` is `out[bounds[j]..bounds[j + 1]]`, run on thread
+    /// `j % threads()`. Hands out disjoint mutable pieces without allocating
+    /// (a decode step must not).
+    ///
+    /// # Panics
+    /// When `bounds` decrease or go past `out`'s end.
+    pub fn run_split<T: Send>(&self, out: &mut [T], bounds: &[usize], f: &(dyn Fn(usize, &mut [T]) + Sync)) {
+        for (j, w) in bounds.windows(2).enumerate() {
+            assert!(w[0] <= w[1] && w[1] <= out.len(), "piece {j} ({}..{}) of {} elements", w[0], w[1], out.len());
+        }
+        self.run_pieces(out, bounds.len().saturating_sub(1), &|j| bounds[j], f);
+    }
+
+    /// Runs `f(j, piece)` for every `chunk` elements of `out` (the last piece
+    /// may be shorter), piece `j` on thread `j % threads()`, without allocating.
+    pub fn run_chunks<T: Send>(&self, out: &mut [T], chunk: usize, f: &(dyn Fn(usize, &mut [T]) + Sync)) {
+        let (len, chunk) = (out.len(), chunk.max(1));
+        self.run_pieces(out, len.div_ceil(chunk), &|j| (j * chunk).min(len), f);
+    }
+
+    /// Piece `j` of `out` is `cut(j)..cut(j + 1)`; `cut` must be a pure,
+    /// non-decreasing function with `cut(parts) <= out.len()` (both callers
+    /// check or construct it so).
+    fn run_pieces<T: Send>(
+        &self,
+        out: &mut [T],
+        parts: usize,
+        cut: &(dyn Fn(usize) -> usize + Sync),
+        f: &(dyn Fn(usize, &mut [T]) + Sync),
+    ) {
+        let base = SendPtr(out.as_mut_ptr());
+        let threads = self.threads();
+        self.run(&|i| {
+            for j in (i..parts).step_by(threads) {
+                let (a, b) = (cut(j), cut(j + 1));
+                // SAFETY: a <= b <= out.len() (see above), so the piece lies within
+                // `out`, which stays borrowed until every part has returned; the
+                // pieces of a non-decreasing cut are disjoint, and each is handed
+                // to exactly one call of `f`.
+                let piece = unsafe { std::slice::from_raw_parts_mut(base.get().add(a), b - a) };
+                f(j, piece);
+            }
+        });
+    }
+}
+
+/// The start of a mutable slice, shared with the workers of one job.
+struct SendPtr<T>(*mut T);
+
+impl<T> Clone for SendPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+// SAFETY: the pointer is only used by `run_pieces`, to form disjoint pieces of a
+// slice of `T: Send` that outlives the job.
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+
 fn worker(shared: &Shared, index: usize) {
     let mut seen = 0u64;
     loop {
@@ -195,6 +264,33 @@ mod tests {
         let pool = Pool::new(2);
         pool.run(&|_| {});
         assert_eq!(crate::testing::cpus_allowed(), before);
+    }
+
+    #[test]
+    fn run_split_hands_out_each_piece_once() {
+        let pool = Pool::new(3);
+        let mut out = vec![0u32; 100];
+        pool.run_split(&mut out, &[0, 10, 10, 55, 99], &|j, piece| piece.iter_mut().for_each(|x| *x += j as u32 + 1));
+        let want: Vec<u32> = (0..100)
+            .map(|i| [1, 3, 4].into_iter().zip([10, 55, 99]).find(|&(_, e)| i < e).map_or(0, |(v, _)| v))
+            .collect();
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    #[should_panic(expected = "piece 1")]
+    fn run_split_refuses_overlapping_pieces() {
+        Pool::new(2).run_split(&mut [0u8; 20], &[0, 10, 5], &|_, _| {});
+    }
+
+    #[test]
+    fn run_chunks_covers_every_element_once() {
+        let pool = Pool::new(2);
+        for (len, chunk) in [(0, 3), (7, 3), (9, 3), (5, 10)] {
+            let mut out = vec![0usize; len];
+            pool.run_chunks(&mut out, chunk, &|j, piece| piece.iter_mut().for_each(|x| *x += j + 1));
+            assert_eq!(out, (0..len).map(|i| i / chunk + 1).collect::<Vec<_>>(), "{len} by {chunk}");
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ fn fast_dot(ty: TensorType, w: &[u8], a: &[u8]) -> f32 {
     let p = PackedMatrix::pack(ty, 1, cols, w).unwrap();
     let act = ActRow::of(quant::dot_type(ty).unwrap(), a);
     let mut out = [0.0f32; TILE_ROWS];
-    Kernels::detect().tile_dot_many(&p, 0, &[&act], quant::SumOrder::LlamaCpp, &mut out);
+    Kernels::detect().tile_dot_many(&p, 0, std::slice::from_ref(&act), quant::SumOrder::LlamaCpp, &mut out);
     out[0]
 }
 
@@ -87,13 +87,12 @@ fn packed_kernels_equal_the_reference_bit_for_bit() {
             // decoding runs them; 11 (two groups and three), as prefill does.
             let acts: Vec<Vec<u8>> = (0..11).map(|i| activations(&mut rng, ty, cols, i == 2)).collect();
             let act_rows: Vec<ActRow> = acts.iter().map(|a| ActRow::of(quant::dot_type(ty).unwrap(), a)).collect();
-            let refs: Vec<&ActRow> = act_rows.iter().collect();
             let src_row = ty.row_bytes(cols).unwrap();
             let runs = [Kernels::Scalar, Kernels::detect()].into_iter().flat_map(|k| [(k, 7), (k, 11)]);
             for ((k, n), sums) in runs.flat_map(|r| [(r, SumOrder::LlamaCpp), (r, SumOrder::BatchInvariant)]) {
                 for tile in 0..p.tiles() {
                     let mut out = vec![f32::NAN; n * TILE_ROWS];
-                    k.tile_dot_many(&p, tile, &refs[..n], sums, &mut out);
+                    k.tile_dot_many(&p, tile, &act_rows[..n], sums, &mut out);
                     for (t, a) in acts.iter().enumerate().take(n) {
                         for j in 0..TILE_ROWS {
                             let r = tile * TILE_ROWS + j;

@@ -1,5 +1,5 @@
 //! Bricks: the named stages of the forward pass, and the stopwatch that times
-//! them. Every instruction of [`Model::forward_timed`](super::Model::forward_timed)
+//! them. Every instruction of [`Model::forward_into`](super::Model::forward_into)
 //! belongs to exactly one brick, so the bricks' times add up to the pass's
 //! time; with no [`BrickTimes`] to fill, the stopwatch reads no clock at all.
 

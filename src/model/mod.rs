@@ -156,6 +156,31 @@ pub struct Model {
     pub sum_order: SumOrder,
     /// Buffers the matrix products reuse.
     scratch: Mutex<Scratch>,
+    /// The activations of a forward pass, reused by the next.
+    buffers: Mutex<Buffers>,
+}
+
+/// The activations of one forward pass (rows of the batch back to back),
+/// kept from one call to the next so that decoding allocates nothing.
+#[derive(Debug, Default)]
+struct Buffers {
+    /// The residual stream.
+    x: Vec<f32>,
+    /// Normalized input of the attention or feed-forward block.
+    h: Vec<f32>,
+    /// Queries, keys and values.
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// Attention output, before and after its projection.
+    attn: Vec<f32>,
+    o: Vec<f32>,
+    /// Feed-forward gate and up projections.
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    /// RoPE angles' cosines and sines for each position of the batch.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
 }
 
 /// One thread's share of [`Model::quantize_rows`]: input rows, their quantized
@@ -172,7 +197,14 @@ struct Scratch {
     rows: Vec<ActRow>,
     /// Results unit by unit (unit rows × tokens each), before they are gathered.
     by_unit: Vec<f32>,
+    /// Where each thread's run of units starts and ends (unit indices).
+    bounds: Vec<usize>,
+    /// The same boundaries as offsets into `by_unit`.
+    cuts: Vec<usize>,
 }
+
+/// Most matrices one [`Model::matmul_group`] call multiplies (Q, K and V).
+const MAX_GROUP: usize = 3;
 
 /// Which positions of a batch need logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,6 +294,7 @@ impl Model {
             kernels,
             sum_order: SumOrder::default(),
             scratch: Mutex::default(),
+            buffers: Mutex::default(),
         })
     }
 
@@ -315,37 +348,38 @@ impl Model {
             }
             return;
         }
+        assert!(ms.len() <= MAX_GROUP && outs.len() == ms.len(), "a group of at most {MAX_GROUP} matrices");
         let n_tok = xs.len() / cols;
         let a_bytes = at.row_bytes(cols).expect("checked at load");
-        let packed: Vec<Option<&PackedMatrix>> =
-            ms.iter().map(|m| m.packed.as_deref().filter(|_| self.kernels.uses_packed())).collect();
+        // Fixed-size arrays, first ms.len() entries used: a decode step allocates nothing.
+        let packed: [Option<&PackedMatrix>; MAX_GROUP] =
+            std::array::from_fn(|i| ms.get(i).and_then(|m| m.packed.as_deref()).filter(|_| self.kernels.uses_packed()));
         let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        let Scratch { acts, rows, by_unit } = &mut *scratch;
+        let Scratch { acts, rows, by_unit, bounds, cuts } = &mut *scratch;
         acts.resize(a_bytes * n_tok, 0);
         let n_rows = if packed.iter().any(Option::is_some) { n_tok } else { 0 };
         if rows.len() < n_rows {
             rows.resize_with(n_rows, ActRow::default);
         }
         self.quantize_rows(at, cols, xs, acts, &mut rows[..n_rows]);
-        let act_rows: Vec<&[u8]> = acts.chunks_exact(a_bytes).collect();
-        let packed_refs: Vec<&ActRow> = rows[..n_rows].iter().collect();
+        let (acts, act_rows) = (&acts[..], &rows[..n_rows]);
         // Work units: a packed matrix's tiles of TILE_ROWS rows, another matrix's rows.
-        let unit_rows: Vec<usize> = packed.iter().map(|p| if p.is_some() { TILE_ROWS } else { 1 }).collect();
-        let units: Vec<Units> = ms
-            .iter()
-            .zip(&unit_rows)
-            .map(|(m, &r)| Units { count: m.rows.div_ceil(r), bytes: r * m.row_bytes })
-            .collect();
+        let unit_rows: [usize; MAX_GROUP] = std::array::from_fn(|i| if packed[i].is_some() { TILE_ROWS } else { 1 });
+        let units: [Units; MAX_GROUP] = std::array::from_fn(|i| match ms.get(i) {
+            Some(m) => Units { count: m.rows.div_ceil(unit_rows[i]), bytes: unit_rows[i] * m.row_bytes },
+            None => Units { count: 0, bytes: 0 },
+        });
+        let units = &units[..ms.len()];
         // Global unit u of the group is unit u - first[i] of matrix i; its results
         // (unit rows × tokens) start at result[i] + (u - first[i]) × unit rows × tokens.
-        let first: Vec<usize> = units.iter().scan(0, |acc, u| Some(std::mem::replace(acc, *acc + u.count))).collect();
-        let result: Vec<usize> = units
-            .iter()
-            .zip(&unit_rows)
-            .scan(0, |acc, (u, &r)| Some(std::mem::replace(acc, *acc + u.count * r * n_tok)))
-            .collect();
-        let total: usize = units.iter().zip(&unit_rows).map(|(u, &r)| u.count * r * n_tok).sum();
-        let n_units: usize = units.iter().map(|u| u.count).sum();
+        let (mut first, mut result) = ([0usize; MAX_GROUP], [0usize; MAX_GROUP]);
+        let (mut n_units, mut total) = (0, 0);
+        for (i, u) in units.iter().enumerate() {
+            (first[i], result[i]) = (n_units, total);
+            n_units += u.count;
+            total += u.count * unit_rows[i] * n_tok;
+        }
+        let first = &first[..ms.len()];
         let matrix_of = |g: usize| first.iter().rposition(|&f| f <= g).expect("unit 0 belongs to the first matrix");
         let offset = |g: usize| match g == n_units {
             true => total,
@@ -353,19 +387,12 @@ impl Model {
         };
         // One run of units per thread, of about equal bytes (finer pieces handed out
         // on demand measured no faster here). Every result is written before it is read.
-        let bounds = split_by_bytes(&units, self.pool.threads());
+        split_by_bytes(units, self.pool.threads(), bounds);
+        cuts.clear();
+        cuts.extend(bounds.iter().map(|&g| offset(g)));
         by_unit.resize(total, 0.0);
-        let mut parts: Vec<Mutex<&mut [f32]>> = Vec::with_capacity(bounds.len());
-        let mut rest: &mut [f32] = &mut by_unit[..total];
-        for w in bounds.windows(2) {
-            let (head, tail) = rest.split_at_mut(offset(w[1]) - offset(w[0]));
-            parts.push(Mutex::new(head));
-            rest = tail;
-        }
-        let (kernels, sums) = (self.kernels, self.sum_order);
-        self.pool.run(&|pi| {
-            let Some(part) = parts.get(pi) else { return };
-            let mut part = part.lock().unwrap_or_else(|e| e.into_inner());
+        let (kernels, sums, bounds) = (self.kernels, self.sum_order, &bounds[..]);
+        self.pool.run_split(&mut by_unit[..total], cuts, &|pi, part| {
             let mut at = 0;
             for g in bounds[pi]..bounds[pi + 1] {
                 let mi = matrix_of(g);
@@ -373,18 +400,13 @@ impl Model {
                 let res = &mut part[at..][..unit_rows[mi] * n_tok];
                 at += res.len();
                 match packed[mi] {
-                    Some(p) => kernels.tile_dot_many(p, i, &packed_refs, sums, res),
-                    None => kernels.dot_many(
-                        m.info.ty,
-                        &self.rows(m)[i * m.row_bytes..][..m.row_bytes],
-                        &act_rows,
-                        sums,
-                        res,
-                    ),
+                    Some(p) => kernels.tile_dot_many(p, i, act_rows, sums, res),
+                    None => {
+                        kernels.dot_many(m.info.ty, &self.rows(m)[i * m.row_bytes..][..m.row_bytes], acts, sums, res)
+                    }
                 }
             }
         });
-        drop(parts);
         // Token t's row of matrix mi: unit u's values for t, unit after unit.
         let by_unit = &by_unit[..total];
         let gather = |mi: usize, t: usize, out: &mut [f32]| {
@@ -434,16 +456,7 @@ impl Model {
             return;
         }
         let per = (a.len() / unit).div_ceil(threads) * unit;
-        let mut b_parts = b.chunks(per);
-        let parts: Vec<Mutex<(&mut [f32], &[f32])>> =
-            a.chunks_mut(per).map(|a| Mutex::new((a, b_parts.next().unwrap_or_default()))).collect();
-        self.pool.run(&|pi| {
-            if let Some(part) = parts.get(pi) {
-                let mut part = part.lock().unwrap_or_else(|e| e.into_inner());
-                let (a, b) = &mut *part;
-                f(a, b);
-            }
-        });
+        self.pool.run_chunks(a, per, &|j, a| f(a, b.get(j * per..).map_or(&[][..], |b| &b[..a.len().min(b.len())])));
     }
 
     /// Quantizes every row of `xs` (`cols` wide) into `acts` (rows of `at`)
@@ -489,21 +502,16 @@ impl Model {
         let (hd, n_kv) = (c.head_dim, c.n_head_kv);
         let width = hd * (c.n_head / n_kv);
         // Pairs are dealt round-robin: later tokens attend over more positions.
-        let threads = self.pool.threads();
-        let parts: Vec<Mutex<&mut [f32]>> = out.chunks_mut(width).map(Mutex::new).collect();
-        self.pool.run(&|ci| {
-            for pair in (ci..parts.len()).step_by(threads) {
-                let mut o = parts[pair].lock().unwrap_or_else(|e| e.into_inner());
-                let (t, kv_head) = (pair / n_kv, pair % n_kv);
-                let ctx = p0 + t + 1; // causal: positions 0..=p0+t
-                let q = &q[pair * width..][..width];
-                let fast = cache.f16_layer(li).is_some_and(|(keys, values)| {
-                    let rows = (cache.kv_dim(), kv_head * hd);
-                    self.kernels.attend_group_f16(q, hd, keys, values, rows, ctx, scale, &mut o)
-                });
-                if !fast {
-                    attention::attend_group(q, hd, cache, li, kv_head * hd, ctx, scale, &mut o);
-                }
+        self.pool.run_chunks(out, width, &|pair, o| {
+            let (t, kv_head) = (pair / n_kv, pair % n_kv);
+            let ctx = p0 + t + 1; // causal: positions 0..=p0+t
+            let q = &q[pair * width..][..width];
+            let fast = cache.f16_layer(li).is_some_and(|(keys, values)| {
+                let rows = (cache.kv_dim(), kv_head * hd);
+                self.kernels.attend_group_f16(q, hd, keys, values, rows, ctx, scale, o)
+            });
+            if !fast {
+                attention::attend_group(q, hd, cache, li, kv_head * hd, ctx, scale, o);
             }
         });
     }
@@ -513,18 +521,23 @@ impl Model {
     /// (`Logits::Last`, `vocab` values) or for every position (`Logits::All`,
     /// `tokens.len() * vocab` values).
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: Logits) -> Result<Vec<f32>, ModelError> {
-        self.forward_timed(tokens, cache, which, None)
+        let mut logits = Vec::new();
+        self.forward_into(tokens, cache, which, None, &mut logits)?;
+        Ok(logits)
     }
 
-    /// [`Model::forward`], charging the time of every stage to its [`Brick`]
-    /// in `times` when given.
-    pub fn forward_timed(
+    /// [`Model::forward`] into `logits` (resized to fit), charging the time of
+    /// every stage to its [`Brick`] in `times` when given. With the same
+    /// `logits` from one call to the next, a decode step allocates nothing once
+    /// the first has grown the buffers.
+    pub fn forward_into(
         &self,
         tokens: &[u32],
         cache: &mut KvCache,
         which: Logits,
         times: Option<&mut BrickTimes>,
-    ) -> Result<Vec<f32>, ModelError> {
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
         let mut sw = Stopwatch::start(times);
         let c = &self.config;
         let (d, kv, hd, n) = (c.n_embd, c.kv_dim(), c.head_dim, tokens.len());
@@ -535,30 +548,36 @@ impl Model {
         if p0 + n > cache.capacity() {
             return Err(ModelError::ContextFull { needed: p0 + n, capacity: cache.capacity() });
         }
-        let mut x = vec![0.0f32; n * d];
+        let mut buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+        let b = &mut *buffers;
+        let (ff, half) = (c.n_ff, hd / 2);
+        let (x, h, q, attn, o) = (
+            rows(&mut b.x, n, d),
+            rows(&mut b.h, n, d),
+            rows(&mut b.q, n, d),
+            rows(&mut b.attn, n, d),
+            rows(&mut b.o, n, d),
+        );
+        let (k, v, gate, up) =
+            (rows(&mut b.k, n, kv), rows(&mut b.v, n, kv), rows(&mut b.gate, n, ff), rows(&mut b.up, n, ff));
+        let (cos, sin) = (rows(&mut b.cos, n, half), rows(&mut b.sin, n, half));
         for (&t, row) in tokens.iter().zip(x.chunks_exact_mut(d)) {
             self.embed(t, row)?;
         }
-        let mut h = vec![0.0f32; n * d];
-        let (mut q, mut k, mut v) = (vec![0.0f32; n * d], vec![0.0f32; n * kv], vec![0.0f32; n * kv]);
-        let mut attn = vec![0.0f32; n * d];
-        let mut o = vec![0.0f32; n * d];
-        let (mut gate, mut up) = (vec![0.0f32; n * c.n_ff], vec![0.0f32; n * c.n_ff]);
         let scale = 1.0 / (hd as f32).sqrt();
         sw.lap(Brick::Embed);
-        let (mut cos, mut sin) = (vec![0.0f32; n * hd / 2], vec![0.0f32; n * hd / 2]);
         for (t, (cs, sn)) in cos.chunks_exact_mut(hd / 2).zip(sin.chunks_exact_mut(hd / 2)).enumerate() {
             ops::rope_angles(p0 + t, hd, c.rope_base, cs, sn);
         }
         sw.lap(Brick::Rope);
 
         for (li, l) in self.layers.iter().enumerate() {
-            self.par_zip(&mut h, &x, d, &|h, x| norm_rows(h, x, &l.attn_norm, c.rms_eps));
+            self.par_zip(h, x, d, &|h, x| norm_rows(h, x, &l.attn_norm, c.rms_eps));
             sw.lap(Brick::AttnNorm);
-            self.matmul_group(&[&l.wq, &l.wk, &l.wv], &h, &mut [&mut q, &mut k, &mut v]);
-            self.par_zip(&mut q, &[], d, &|q, _| add_bias(q, &l.bq));
-            add_bias(&mut k, &l.bk);
-            add_bias(&mut v, &l.bv);
+            self.matmul_group(&[&l.wq, &l.wk, &l.wv], h, &mut [q, k, v]);
+            self.par_zip(q, &[], d, &|q, _| add_bias(q, &l.bq));
+            add_bias(k, &l.bk);
+            add_bias(v, &l.bv);
             sw.lap(Brick::Qkv);
             for t in 0..n {
                 let (cs, sn) = (&cos[t * hd / 2..][..hd / 2], &sin[t * hd / 2..][..hd / 2]);
@@ -566,22 +585,22 @@ impl Model {
                 ops::rope_neox(&mut k[t * kv..][..kv], hd, cs, sn);
             }
             sw.lap(Brick::Rope);
-            cache.write(li, p0, &k, &v);
-            self.attend_all(&q, cache, li, p0, scale, &mut attn);
+            cache.write(li, p0, k, v);
+            self.attend_all(q, cache, li, p0, scale, attn);
             sw.lap(Brick::Attention);
-            self.matmul(&l.wo, &attn, &mut o);
-            self.par_zip(&mut x, &o, d, &add_into);
+            self.matmul(&l.wo, attn, o);
+            self.par_zip(x, o, d, &add_into);
             sw.lap(Brick::OProj);
 
             // As llama.cpp does, the last layer's feed-forward runs only on the
             // rows whose logits are wanted (the batch size picks its kernels).
             let from = if li + 1 == self.layers.len() && which == Logits::Last { n - 1 } else { 0 };
-            let (m, ff) = (n - from, c.n_ff);
+            let m = n - from;
             let (xs, h, o) = (&mut x[from * d..], &mut h[..m * d], &mut o[..m * d]);
             let (gate, up) = (&mut gate[..m * ff], &mut up[..m * ff]);
             self.par_zip(h, xs, d, &|h, x| norm_rows(h, x, &l.ffn_norm, c.rms_eps));
             sw.lap(Brick::FfnNorm);
-            self.matmul_group(&[&l.w_gate, &l.w_up], h, &mut [&mut *gate, &mut *up]);
+            self.matmul_group(&[&l.w_gate, &l.w_up], h, &mut [gate, up]);
             self.par_zip(gate, up, ff, &|g, u| self.kernels.swiglu(g, u, ff));
             self.matmul(&l.w_down, gate, o);
             self.par_zip(xs, o, d, &add_into);
@@ -591,15 +610,15 @@ impl Model {
 
         let rows: &mut [f32] = match which {
             Logits::Last => &mut x[(n - 1) * d..],
-            Logits::All => &mut x,
+            Logits::All => x,
         };
         rows.chunks_exact_mut(d).for_each(|r| ops::rms_norm(r, &self.output_norm, c.rms_eps));
         sw.lap(Brick::OutputNorm);
-        let mut logits = vec![0.0f32; rows.len() / d * c.vocab_size];
-        self.matmul(&self.lm_head, rows, &mut logits);
+        logits.resize(rows.len() / d * c.vocab_size, 0.0);
+        self.matmul(&self.lm_head, rows, logits);
         sw.lap(Brick::LmHead);
         sw.finish();
-        Ok(logits)
+        Ok(())
     }
 }
 
@@ -610,11 +629,12 @@ struct Units {
 }
 
 /// Boundaries (global unit indices, at most `parts + 1` of them) that cut the
-/// group's units into contiguous pieces of about equal bytes.
-fn split_by_bytes(units: &[Units], parts: usize) -> Vec<usize> {
+/// group's units into contiguous pieces of about equal bytes, into `bounds`.
+fn split_by_bytes(units: &[Units], parts: usize, bounds: &mut Vec<usize>) {
     let total: usize = units.iter().map(|u| u.count * u.bytes).sum();
     let count: usize = units.iter().map(|u| u.count).sum();
-    let mut bounds = vec![0];
+    bounds.clear();
+    bounds.push(0);
     let (mut unit, mut bytes) = (0, 0);
     for u in units {
         for _ in 0..u.count {
@@ -627,7 +647,6 @@ fn split_by_bytes(units: &[Units], parts: usize) -> Vec<usize> {
     }
     bounds.push(count);
     bounds.dedup();
-    bounds
 }
 
 /// Repacks every matrix whose format has a packed layout, spread over `threads` threads.
@@ -647,6 +666,13 @@ fn pack_all(file: &GgufFile, matrices: &mut [&mut Matrix], threads: usize) {
             });
         }
     });
+}
+
+/// `buffer` resized to `n` rows of `len` values (their contents are stale:
+/// every stage writes its whole output).
+fn rows(buffer: &mut Vec<f32>, n: usize, len: usize) -> &mut [f32] {
+    buffer.resize(n * len, 0.0);
+    buffer
 }
 
 /// `out` = RMSNorm of each row of `x` (rows as long as `weight`).

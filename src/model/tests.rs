@@ -181,7 +181,8 @@ fn timing_bricks_changes_no_logit_and_times_every_brick() {
     let m = tied_model();
     let plain = m.forward(&[4, 8, 15], &mut m.new_cache(4), Logits::Last).unwrap();
     let mut times = BrickTimes::default();
-    let timed = m.forward_timed(&[4, 8, 15], &mut m.new_cache(4), Logits::Last, Some(&mut times)).unwrap();
+    let mut timed = vec![f32::NAN; 3];
+    m.forward_into(&[4, 8, 15], &mut m.new_cache(4), Logits::Last, Some(&mut times), &mut timed).unwrap();
     assert_eq!(plain, timed);
     assert_eq!(times.passes, 1);
     for b in Brick::ALL {

@@ -156,6 +156,8 @@ pub fn pin_to_first_core() {
 pub struct Decoder<'m> {
     model: &'m Model,
     cache: KvCache,
+    /// The last step's logits, a buffer reused by the next.
+    logits: Vec<f32>,
     prompt_len: usize,
     window: usize,
     next: u32,
@@ -169,7 +171,7 @@ impl<'m> Decoder<'m> {
         let mut cache = model.new_cache(prompt.len() + window);
         let logits = model.forward(prompt, &mut cache, Logits::Last)?;
         let next = crate::sample::argmax(&logits);
-        Ok(Decoder { model, cache, prompt_len: prompt.len(), window, next, decoded: 0 })
+        Ok(Decoder { model, cache, logits, prompt_len: prompt.len(), window, next, decoded: 0 })
     }
 
     /// Decodes one token with every brick timed.
@@ -180,8 +182,8 @@ impl<'m> Decoder<'m> {
         let position = self.cache.len();
         let mut times = BrickTimes::default();
         let start = Instant::now();
-        let logits = self.model.forward_timed(&[self.next], &mut self.cache, Logits::Last, Some(&mut times))?;
-        self.next = crate::sample::argmax(&logits);
+        self.model.forward_into(&[self.next], &mut self.cache, Logits::Last, Some(&mut times), &mut self.logits)?;
+        self.next = crate::sample::argmax(&self.logits);
         let wall_us = start.elapsed().as_secs_f64() * 1e6;
         let sample =
             TokenSample { index: self.decoded, position, wall_us, bricks_us: times.ns.map(|ns| ns as f64 / 1e3) };

@@ -393,9 +393,9 @@ pub fn dot_gflops_samples(kernels: Kernels, ty: TensorType, reps: usize) -> Vec<
         let mut passes = 0usize;
         while start.elapsed().as_secs_f64() < 0.05 {
             match &packed {
-                Some(p) => {
-                    (0..p.tiles()).for_each(|i| kernels.tile_dot_many(p, i, &[&act_row], SumOrder::LlamaCpp, &mut out))
-                }
+                Some(p) => (0..p.tiles()).for_each(|i| {
+                    kernels.tile_dot_many(p, i, std::slice::from_ref(&act_row), SumOrder::LlamaCpp, &mut out)
+                }),
                 None => weights.chunks_exact(row_bytes).for_each(|r| out[0] = kernels.dot(ty, r, &act)),
             }
             std::hint::black_box(&out);

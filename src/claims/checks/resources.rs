@@ -71,11 +71,13 @@ fn decode_activity(cx: &mut Context, p: &DecodeParams) -> Result<Stats, Unmet> {
     let mut cache = model.new_cache(prompt.len() + p.warmup + p.steps + 1);
     let mut logits = model.forward(&prompt, &mut cache, Logits::Last).map_err(Unmet::failed)?;
     for _ in 0..p.warmup {
-        logits = model.forward(&[argmax(&logits)], &mut cache, Logits::Last).map_err(Unmet::failed)?;
+        let next = argmax(&logits);
+        model.forward_into(&[next], &mut cache, Logits::Last, None, &mut logits).map_err(Unmet::failed)?;
     }
     let (r, stats) = heap_activity(|| {
         for _ in 0..p.steps {
-            logits = model.forward(&[argmax(&logits)], &mut cache, Logits::Last)?;
+            let next = argmax(&logits);
+            model.forward_into(&[next], &mut cache, Logits::Last, None, &mut logits)?;
         }
         Ok::<(), crate::model::ModelError>(())
     })?;
