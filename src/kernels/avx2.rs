@@ -174,6 +174,36 @@ pub fn swiglu_lanes(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// [`crate::model::ops::rope_neox`] eight pairs at a time, equal to it bit
+/// for bit: the same fused multiply-adds, each exactly rounded once.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn rope_neox(x: &mut [f32], dim: usize, cos: &[f32], sin: &[f32]) {
+    let half = dim / 2;
+    assert!(cos.len() >= half && sin.len() >= half);
+    let sign = _mm256_set1_ps(-0.0);
+    for head in x.chunks_exact_mut(dim) {
+        let (lo, hi) = head.split_at_mut(half);
+        let mut i = 0;
+        while i + 8 <= half {
+            // SAFETY: i + 8 <= half, and lo, hi, cos and sin hold at least half floats.
+            unsafe {
+                let (a, b) = (_mm256_loadu_ps(lo.as_ptr().add(i)), _mm256_loadu_ps(hi.as_ptr().add(i)));
+                let (c, s) = (_mm256_loadu_ps(cos.as_ptr().add(i)), _mm256_loadu_ps(sin.as_ptr().add(i)));
+                // −(b·sin) by flipping the sign bit: exact, zeros included (0 − y is not).
+                let minus_b_sin = _mm256_xor_ps(_mm256_mul_ps(b, s), sign);
+                _mm256_storeu_ps(lo.as_mut_ptr().add(i), _mm256_fmadd_ps(a, c, minus_b_sin));
+                _mm256_storeu_ps(hi.as_mut_ptr().add(i), _mm256_fmadd_ps(a, s, _mm256_mul_ps(b, c)));
+            }
+            i += 8;
+        }
+        for j in i..half {
+            let (a, b) = (lo[j], hi[j]);
+            lo[j] = a.mul_add(cos[j], -(b * sin[j]));
+            hi[j] = a.mul_add(sin[j], b * cos[j]);
+        }
+    }
+}
+
 /// [`crate::model::ops::exp_lane`] on eight lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]

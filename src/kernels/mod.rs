@@ -191,6 +191,20 @@ impl Kernels {
         }
     }
 
+    /// [`crate::model::ops::rope_neox`], equal to it bit for bit: the fast
+    /// kernel rotates eight pairs at a time.
+    pub fn rope_neox(self, x: &mut [f32], dim: usize, cos: &[f32], sin: &[f32]) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2 => {
+                assert!(avx2_available(), "AVX2 kernels chosen on a CPU without AVX2, FMA and F16C");
+                // SAFETY: AVX2, FMA and F16C are available (asserted above).
+                unsafe { avx2::rope_neox(x, dim, cos, sin) }
+            }
+            _ => crate::model::ops::rope_neox(x, dim, cos, sin),
+        }
+    }
+
     /// Grouped-query attention over an f16 KV cache by the fast kernel, equal
     /// bit for bit to [`crate::model::attention::attend_group`]; `false` (and
     /// `out` untouched) when this implementation has none, or none for heads of

@@ -581,8 +581,8 @@ impl Model {
             sw.lap(Brick::Qkv);
             for t in 0..n {
                 let (cs, sn) = (&cos[t * hd / 2..][..hd / 2], &sin[t * hd / 2..][..hd / 2]);
-                ops::rope_neox(&mut q[t * d..][..d], hd, cs, sn);
-                ops::rope_neox(&mut k[t * kv..][..kv], hd, cs, sn);
+                self.kernels.rope_neox(&mut q[t * d..][..d], hd, cs, sn);
+                self.kernels.rope_neox(&mut k[t * kv..][..kv], hd, cs, sn);
             }
             sw.lap(Brick::Rope);
             cache.write(li, p0, k, v);
