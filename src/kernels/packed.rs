@@ -253,10 +253,10 @@ pub struct KBlock {
     pub dmin: f32,
     /// The quants, in element order.
     pub q: [i8; QK_K],
-    /// Sub-block scales.
-    pub scales: Vec<i32>,
-    /// Sub-block mins.
-    pub mins: Vec<i32>,
+    /// Sub-block scales (Q4_K: the first 8).
+    pub scales: [i32; 16],
+    /// Sub-block mins (Q4_K; none for Q6_K).
+    pub mins: [i32; 8],
 }
 
 /// The scalar decoding of row `r` of block `b` of a K-quant tile.
@@ -277,8 +277,8 @@ pub fn k_block(format: PackedFormat, tile: &[u8], b: usize, r: usize) -> KBlock 
             d: f16(2 * r),
             dmin: f16(16 + 2 * r),
             q: std::array::from_fn(|e| nibble(q4k_chunk, 32, e) as i8),
-            scales: (0..8).map(|j| i32::from(blk[q4k_chunk(j / 2) + 2 * r + j % 2])).collect(),
-            mins: (0..8).map(|j| i32::from(blk[q4k_chunk(j / 2) + 16 + 2 * r + j % 2])).collect(),
+            scales: std::array::from_fn(|j| if j < 8 { i32::from(blk[q4k_chunk(j / 2) + 2 * r + j % 2]) } else { 0 }),
+            mins: std::array::from_fn(|j| i32::from(blk[q4k_chunk(j / 2) + 16 + 2 * r + j % 2])),
         },
         PackedFormat::Q6K => KBlock {
             d: f16(2 * r),
@@ -288,10 +288,8 @@ pub fn k_block(format: PackedFormat, tile: &[u8], b: usize, r: usize) -> KBlock 
                 let high = (blk[q6k_chunk(c) + 32 + 32 * (g % 4) + 4 * r + j] >> (2 * (g / 4))) & 3;
                 (nibble(q6k_chunk, 160, e) | (high << 4)) as i8 - 32
             }),
-            scales: (0..16)
-                .map(|s| i32::from(blk[q6k_chunk(s / 4) + 16 * (s % 4 / 2) + 2 * r + s % 2] as i8))
-                .collect(),
-            mins: Vec::new(),
+            scales: std::array::from_fn(|s| i32::from(blk[q6k_chunk(s / 4) + 16 * (s % 4 / 2) + 2 * r + s % 2] as i8)),
+            mins: [0; 8],
         },
         PackedFormat::Q5_0 | PackedFormat::Q8_0 => panic!("k_block reads Q4_K and Q6_K tiles; see block_values"),
     }
@@ -408,7 +406,7 @@ pub fn tile_dot_scalar(
             let (mut lanes, mut acc) = (quant::Lanes::default(), 0.0f32);
             for b in 0..blocks {
                 let k = k_block(format, tile, b, r);
-                let bsums: Vec<i32> = act.sum16[16 * b..][..16].iter().map(|&s| i32::from(s)).collect();
+                let bsums: [i32; 16] = std::array::from_fn(|j| i32::from(act.sum16[16 * b + j]));
                 let sums = kquants::q6k_lanes(&k.q, &k.scales, &act.q[QK_K * b..][..QK_K], &bsums);
                 if batch {
                     acc = (k.d * sums.iter().sum::<i32>() as f32).mul_add(act.d[b], acc);

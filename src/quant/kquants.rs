@@ -221,10 +221,10 @@ pub fn dot_q6k_q8k(w: &[u8], a: &[u8], tiled: bool) -> f32 {
     for (wb, ab) in w.chunks_exact(Q6K_BYTES).zip(a.chunks_exact(Q8K_BYTES)) {
         let (da, qa) = q8k_parts(ab);
         let (q, sc) = q6k_values(wb);
-        let qa: Vec<i8> = qa.iter().map(|&y| y as i8).collect();
-        let scales: Vec<i32> = sc.iter().map(|&s| i32::from(s)).collect();
-        let bsums: Vec<i32> =
-            (0..16).map(|j| i32::from(i16::from_le_bytes([ab[260 + 2 * j], ab[261 + 2 * j]]))).collect();
+        let qa: [i8; QK_K] = std::array::from_fn(|i| qa[i] as i8);
+        let scales: [i32; 16] = sc.map(i32::from);
+        let bsums: [i32; 16] =
+            std::array::from_fn(|j| i32::from(i16::from_le_bytes([ab[260 + 2 * j], ab[261 + 2 * j]])));
         let sums = q6k_lanes(&q, &scales, &qa, &bsums);
         if tiled {
             acc = (f16_at(wb, 208) * sums.iter().sum::<i32>() as f32).mul_add(da, acc);
