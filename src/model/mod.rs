@@ -552,15 +552,19 @@ impl Model {
         let b = &mut *buffers;
         let (ff, half) = (c.n_ff, hd / 2);
         let (x, h, q, attn, o) = (
-            rows(&mut b.x, n, d),
-            rows(&mut b.h, n, d),
-            rows(&mut b.q, n, d),
-            rows(&mut b.attn, n, d),
-            rows(&mut b.o, n, d),
+            resized(&mut b.x, n, d),
+            resized(&mut b.h, n, d),
+            resized(&mut b.q, n, d),
+            resized(&mut b.attn, n, d),
+            resized(&mut b.o, n, d),
         );
-        let (k, v, gate, up) =
-            (rows(&mut b.k, n, kv), rows(&mut b.v, n, kv), rows(&mut b.gate, n, ff), rows(&mut b.up, n, ff));
-        let (cos, sin) = (rows(&mut b.cos, n, half), rows(&mut b.sin, n, half));
+        let (k, v, gate, up) = (
+            resized(&mut b.k, n, kv),
+            resized(&mut b.v, n, kv),
+            resized(&mut b.gate, n, ff),
+            resized(&mut b.up, n, ff),
+        );
+        let (cos, sin) = (resized(&mut b.cos, n, half), resized(&mut b.sin, n, half));
         for (&t, row) in tokens.iter().zip(x.chunks_exact_mut(d)) {
             self.embed(t, row)?;
         }
@@ -670,7 +674,7 @@ fn pack_all(file: &GgufFile, matrices: &mut [&mut Matrix], threads: usize) {
 
 /// `buffer` resized to `n` rows of `len` values (their contents are stale:
 /// every stage writes its whole output).
-fn rows(buffer: &mut Vec<f32>, n: usize, len: usize) -> &mut [f32] {
+fn resized(buffer: &mut Vec<f32>, n: usize, len: usize) -> &mut [f32] {
     buffer.resize(n * len, 0.0);
     buffer
 }
