@@ -7,12 +7,11 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::quant::SumOrder;
-
 use crate::baseline::llama_cpp::{LlamaCpp, LlamaServer};
 use crate::baseline::BaselineError;
 use crate::engine::{self, GenerateOptions};
 use crate::model::{Logits, Model, ModelError};
+use crate::quant::SumOrder;
 use crate::sample::{argmax, SamplerConfig};
 use crate::tokenizer::Tokenizer;
 

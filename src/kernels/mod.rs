@@ -101,7 +101,10 @@ impl Kernels {
     /// of a product of `out.len()` rows.
     pub fn dot_many(self, ty: TensorType, w: &[u8], acts: &[u8], sums: quant::SumOrder, out: &mut [f32]) {
         let rows = out.len();
-        for (t, (o, a)) in out.iter_mut().zip(acts.chunks_exact(acts.len() / rows.max(1))).enumerate() {
+        if rows == 0 {
+            return;
+        }
+        for (t, (o, a)) in out.iter_mut().zip(acts.chunks_exact(acts.len() / rows)).enumerate() {
             *o = quant::dot_in(ty, w, a, sums.of(ty, t, rows));
         }
     }

@@ -103,9 +103,7 @@ impl Pool {
             panic!("a worker thread panicked");
         }
     }
-}
 
-impl Pool {
     /// Runs `f(j, piece)` for the pieces of `out` between consecutive
     /// `bounds`: piece `j` is `out[bounds[j]..bounds[j + 1]]`, run on thread
     /// `j % threads()`. Hands out disjoint mutable pieces without allocating

@@ -29,7 +29,7 @@ fn fast_dot(ty: TensorType, w: &[u8], a: &[u8]) -> f32 {
     let p = PackedMatrix::pack(ty, 1, cols, w).unwrap();
     let act = ActRow::of(quant::dot_type(ty).unwrap(), a);
     let mut out = [0.0f32; TILE_ROWS];
-    Kernels::detect().tile_dot_many(&p, 0, std::slice::from_ref(&act), quant::SumOrder::LlamaCpp, &mut out);
+    Kernels::detect().tile_dot_many(&p, 0, std::slice::from_ref(&act), SumOrder::LlamaCpp, &mut out);
     out[0]
 }
 

@@ -456,7 +456,8 @@ impl Model {
             return;
         }
         let per = (a.len() / unit).div_ceil(threads) * unit;
-        self.pool.run_chunks(a, per, &|j, a| f(a, b.get(j * per..).map_or(&[][..], |b| &b[..a.len().min(b.len())])));
+        // `b`'s matching piece, or an empty one when `b` is empty.
+        self.pool.run_chunks(a, per, &|j, a| f(a, b.chunks(per).nth(j).unwrap_or_default()));
     }
 
     /// Quantizes every row of `xs` (`cols` wide) into `acts` (rows of `at`)

@@ -207,12 +207,13 @@ impl Order {
 }
 
 /// How a product's order of summation is chosen, row by row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SumOrder {
     /// As llama.cpp's CPU backend sums ([`Order::of`]): the order depends on
     /// the batch's size, so a prompt's logits equal llama.cpp's bit for bit,
-    /// and differ in the last bits from the same tokens decoded one at a time.
+    /// and differ from the same tokens decoded one at a time (last bits of
+    /// each product, which the layers amplify).
     #[default]
     LlamaCpp,
     /// Every row as a one-row product ([`Order::Row`]), whatever the batch:
