@@ -2,8 +2,9 @@
 //!
 //! Verdicts map to trials: pass → ok; falsified, inconclusive and error →
 //! FAILED with the evidence sentence (an undecided claim is not a pass, and a
-//! red trial is the visible way to say "more is needed"); skipped → ignored,
-//! with the reason shown. Filters, `--list`, `--exact` and `--test-threads`
+//! red trial is the visible way to say "more is needed"); skipped and pending
+//! → ignored, with the reason shown ("skipped: …" for something missing on
+//! this host, "pending: …" for a subject not built yet). Filters, `--list`, `--exact` and `--test-threads`
 //! behave as in any cargo test. Claims share one measurement context (one
 //! benchmark serves several claims) behind a lock, so no two claims ever
 //! measure at the same time.
@@ -12,7 +13,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use falsify::claims::checks::Registry;
-use falsify::claims::context::{Context, Settings};
+use falsify::claims::Context;
+use falsify::record::Settings;
 use falsify::claims::{runner, ClaimSet, Verdict};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
@@ -54,7 +56,9 @@ fn main() {
                         eprintln!("{}: {}", claim.id, o.sentence);
                         Ok(Completion::Completed)
                     }
-                    Verdict::Skipped => Ok(Completion::ignored_with(format!("skipped: {}", o.sentence))),
+                    Verdict::Skipped | Verdict::Pending => {
+                        Ok(Completion::ignored_with(format!("{}: {}", o.verdict.name(), o.sentence)))
+                    }
                     v => {
                         let details = o.evidence.as_ref().map(|e| e.details.join("\n  ")).unwrap_or_default();
                         Err(Failed::from(format!("{}: {}\n  {details}", v.name(), o.sentence)))

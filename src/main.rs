@@ -149,7 +149,7 @@ enum Command {
     },
     /// Re-render the HTML, SVG charts and CSV of an existing run report, measuring nothing.
     ///
-    /// The report is validated against reports/schema/report-v1.json first; a report
+    /// The report is validated against reports/schema/report-v2.json first; a report
     /// that breaks the schema is refused with every failing path named.
     Report {
         /// The report (e.g. reports/latest.json).
@@ -373,7 +373,7 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 let text = serde_json::to_string_pretty(&report)? + "\n";
                 match &output {
-                    Some(path) => falsify::report::write_atomic(path, text.as_bytes())?,
+                    Some(path) => falsify::util::write_atomic(path, text.as_bytes())?,
                     None => emit(&text)?,
                 }
             } else {
@@ -392,7 +392,7 @@ fn run(cli: Cli) -> Result<()> {
             if runs < 2 {
                 return Err("need at least 2 measured runs (--runs) for a confidence interval".into());
             }
-            let settings = falsify::claims::context::Settings { threads: threads.max(1), runs, warmup };
+            let settings = falsify::record::Settings { threads: threads.max(1), runs, warmup };
             run_claims(&claims, &extra, filter.as_deref(), &out, settings)
         }
         Command::Gate { report, policy } => gate(&report, &policy),
@@ -459,7 +459,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             if backend == "cuda" {
-                let devices = falsify::claims::context::cuda_devices();
+                let devices = falsify::util::cuda_devices();
                 return Err(format!(
                     "--backend cuda: this build has no CUDA backend ({}); use --backend cpu or auto",
                     if devices.is_empty() { "and no CUDA device is visible".to_owned() } else { devices.join(", ") }
@@ -508,7 +508,7 @@ fn run(cli: Cli) -> Result<()> {
                 v["timings"]["load_ms"] = load_ms.into();
                 v["timings"]["threads"] = m.threads().into();
                 v["timings"]["kernels"] = m.kernels.name().into();
-                v["peak_rss_bytes"] = falsify::bench::peak_rss_bytes().into();
+                v["peak_rss_bytes"] = falsify::util::peak_rss_bytes().into();
                 emit(&format!("{v}\n"))?;
             } else {
                 let _ = stdout.write_all(&pending);
@@ -637,7 +637,7 @@ fn bench(
     );
     emit(&o)?;
     if let Some(path) = json {
-        falsify::report::write_atomic(&path, serde_json::to_string_pretty(&result)?.as_bytes())?;
+        falsify::util::write_atomic(&path, serde_json::to_string_pretty(&result)?.as_bytes())?;
         eprintln!("wrote {}", path.display());
     }
     if let Some(previous) = previous {
@@ -720,10 +720,9 @@ fn run_claims(
     extra: &[PathBuf],
     filter: Option<&str>,
     out: &std::path::Path,
-    settings: falsify::claims::context::Settings,
+    settings: falsify::record::Settings,
 ) -> Result<()> {
     use falsify::claims::{checks::Registry, runner, ClaimSet, Context};
-    use falsify::report::run::RunReport;
     let registry = Registry::builtin();
     let set = ClaimSet::load_dir(dir, extra, &registry)?;
     let root = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).to_path_buf();
@@ -737,44 +736,42 @@ fn run_claims(
         eprintln!("[{done:>3}/{total}] {}", runner::line(r));
     });
     let files = falsify::claims::spec::files_in(dir)?.iter().chain(extra).map(|p| p.display().to_string()).collect();
-    let report = RunReport::assemble(&mut cx, files, filter.map(str::to_owned), start.elapsed().as_secs_f64(), results);
+    let report =
+        runner::assemble_report(&mut cx, files, filter.map(str::to_owned), start.elapsed().as_secs_f64(), results);
     let summary = report.summary.clone();
     let doc = serde_json::to_value(&report)?;
     falsify::report::schema::validate(&doc).map_err(|e| format!("refusing to write an invalid report: {e}"))?;
     let json = serde_json::to_vec_pretty(&doc)?;
     let history = falsify::report::history::record(&out.join("history"), &json, report.provenance.timestamp)?;
-    falsify::report::write_atomic(&out.join("report.json"), &json)?;
-    falsify::report::write_atomic(&latest, &json)?;
+    falsify::util::write_atomic(&out.join("report.json"), &json)?;
+    falsify::util::write_atomic(&latest, &json)?;
     let (past, warnings) = falsify::report::history::load(&out.join("history"));
     warnings.iter().for_each(|w| eprintln!("warning: {w}"));
     let exports = falsify::report::write_exports(&report, out, &past)?;
-    let s = &summary;
-    println!(
-        "{} claims: {} pass, {} falsified, {} inconclusive, {} skipped, {} error | points {}/{} tested, {} total | score {:.1} ({}), {:.1} of total",
-        s.total, s.pass, s.falsified, s.inconclusive, s.skipped, s.error, s.points_earned, s.points_tested,
-        s.points_total, s.score, s.grade, s.score_of_total
-    );
+    println!("{}", summary.counts());
     println!(
         "report: {} (valid against {}; also {}, {}); {} exports: {}",
         out.join("report.json").display(),
-        falsify::report::schema::SCHEMA_V1_PATH,
+        falsify::report::schema::SCHEMA_PATH,
         latest.display(),
         history.display(),
         exports.len(),
         out.join("report.html").display()
     );
+    println!("{}", summary.headline());
     Ok(())
 }
 
 /// Reads a run report, optionally validating it against the published schema first.
-fn read_report(path: &std::path::Path, validate: bool) -> Result<falsify::report::run::RunReport> {
+fn read_report(path: &std::path::Path, validate: bool) -> Result<falsify::record::RunReport> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let doc: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
     if validate {
         falsify::report::schema::validate(&doc).map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    Ok(serde_json::from_value(doc).map_err(|e| format!("{}: not a falsify run report: {e}", path.display()))?)
+    Ok(falsify::record::RunReport::from_json(doc)
+        .map_err(|e| format!("{}: not a falsify run report: {e}", path.display()))?)
 }
 
 fn gate(report: &std::path::Path, policy: &std::path::Path) -> Result<()> {
@@ -783,14 +780,15 @@ fn gate(report: &std::path::Path, policy: &std::path::Path) -> Result<()> {
     let report = read_report(report, true)?;
     let failed = evaluate(&report, &policy);
     let s = &report.summary;
+    println!("gate: {}", s.counts());
+    println!("gate: {}", s.headline());
+    let bound = |v: Option<String>| v.unwrap_or_else(|| "none".into());
     println!(
-        "gate: {} claims, {} pass, {} errors, score {:.1} ({}); {} required claims",
-        s.total,
-        s.pass,
-        s.error,
-        s.score,
-        s.grade,
-        policy.must_pass.len()
+        "gate: policy: {} required claims, at most {} errors, minimum headline score {}, at most {} pending",
+        policy.must_pass.len(),
+        policy.max_errors,
+        bound(policy.min_score.map(|m| format!("{m:.1}"))),
+        bound(policy.max_pending.map(|m| m.to_string()))
     );
     if failed.is_empty() {
         println!("gate: PASS");

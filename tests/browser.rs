@@ -65,7 +65,7 @@ fn the_html_report_renders_in_headless_chromium() {
     let status = Command::new(env!("CARGO_BIN_EXE_falsify"))
         .args(["report", "--out"])
         .arg(&out)
-        .arg(root.join("tests/fixtures/report-v1-sample.json"))
+        .arg(root.join("tests/fixtures/report-v2-sample.json"))
         .status()
         .unwrap();
     assert!(status.success());

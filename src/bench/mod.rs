@@ -347,17 +347,11 @@ pub fn compare(
         series,
         comparisons,
         engine_load_ms: load_ms,
-        engine_peak_rss_bytes: peak_rss_bytes(),
+        engine_peak_rss_bytes: crate::util::peak_rss_bytes(),
         provenance,
     })
 }
 
-/// This process's peak resident set size (`VmHWM` in /proc/self/status), when known.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.split_whitespace().next()?.parse().ok()?;
-    Some(kib * 1024)
-}
 
 #[cfg(test)]
 mod tests {

@@ -70,7 +70,7 @@ impl HostProbe {
         eprintln!("host probe: measuring read bandwidth and compute peaks on {threads} threads (a few seconds)");
         let p = HostProbe::measure(kernels, threads, 512 << 20, 7);
         let saved = path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
-            crate::report::write_atomic(path, &serde_json::to_vec_pretty(&p).expect("a probe serializes"))
+            crate::util::write_atomic(path, &serde_json::to_vec_pretty(&p).expect("a probe serializes"))
         });
         if let Err(e) = saved {
             eprintln!("host probe: not cached ({}: {e})", path.display());

@@ -7,10 +7,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-use super::requires::{model_path, on_path, Requirement};
-use super::{Unmet, Verdict};
+use super::requires::{model_path, Requirement};
+use crate::util::{cuda_devices, on_path};
+use super::Unmet;
 use crate::baseline::llama_cpp::{LlamaCpp, LlamaServer};
 use crate::baseline::ollama::Ollama;
 use crate::bench::bricks::BrickProfile;
@@ -19,44 +18,9 @@ use crate::bench::{self, Baseline, BenchResult, LlamaBench, OllamaGenerate, Prot
 use crate::kernels::Kernels;
 use crate::model::Model;
 use crate::provenance::{ModelFile, Provenance};
-use crate::report::run::ClaimResult;
+use crate::record::ClaimResult;
+use crate::record::{BenchSpec, Settings};
 use crate::tokenizer::Tokenizer;
-
-/// How benchmarks are run in this session.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Settings {
-    /// Threads for the engine and the baselines.
-    pub threads: usize,
-    /// Measured runs per benchmark.
-    pub runs: usize,
-    /// Warmup runs per benchmark, not counted.
-    pub warmup: usize,
-}
-
-impl Default for Settings {
-    fn default() -> Settings {
-        Settings { threads: 2, runs: 10, warmup: 1 }
-    }
-}
-
-/// Which benchmark: one model, one baseline, one prompt and generation length.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct BenchSpec {
-    /// Model size (`0.5b`, `1.5b`, …).
-    pub model: String,
-    /// `llama.cpp`, `ollama` or `none`.
-    pub baseline: String,
-    /// Prompt tokens of the prefill test.
-    pub prompt: usize,
-    /// Tokens generated in the decode test.
-    pub gen: usize,
-}
-
-impl std::fmt::Display for BenchSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} p{} n{} vs {}", self.model, self.prompt, self.gen, self.baseline)
-    }
-}
 
 /// A loaded model with its tokenizer and how long loading took.
 pub struct Loaded {
@@ -68,15 +32,6 @@ pub struct Loaded {
     pub load_ms: f64,
     /// The file.
     pub path: PathBuf,
-}
-
-/// One verdict of this run, as the aggregate claims (F096) need it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Scored {
-    /// The verdict.
-    pub verdict: Verdict,
-    /// The claim's points.
-    pub points: u32,
 }
 
 /// Everything a check can measure with, cached across the claims of one run.
@@ -383,18 +338,3 @@ impl Context {
     }
 }
 
-/// Names of the CUDA devices `nvidia-smi -L` lists (none when it is absent).
-pub fn cuda_devices() -> Vec<String> {
-    if !on_path("nvidia-smi") {
-        return Vec::new();
-    }
-    std::process::Command::new("nvidia-smi")
-        .arg("-L")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.starts_with("GPU")).map(str::to_owned).collect()
-        })
-        .unwrap_or_default()
-}

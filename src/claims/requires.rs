@@ -90,17 +90,6 @@ pub fn model_path(size: &str) -> String {
     format!("models/qwen2.5-coder-{size}-instruct-q4_k_m.gguf")
 }
 
-/// Whether `program` is an executable file on `PATH`.
-pub fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| {
-            let p = dir.join(program);
-            p.is_file()
-                && p.metadata().is_ok_and(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0)
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,11 +102,5 @@ mod tests {
         for bad in ["model:3b", "tool:", "llama", "gpu: ", ""] {
             assert!(bad.parse::<Requirement>().is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn path_lookup_finds_sh_and_not_nonsense() {
-        assert!(on_path("sh"));
-        assert!(!on_path("no-such-program-falsify"));
     }
 }

@@ -11,7 +11,9 @@ use super::checks::Registry;
 use super::requires::Requirement;
 use super::spec::{merge, Body, Claim, ClaimSet, Profile};
 use super::{Context, Outcome, Verdict};
-use crate::report::run::ClaimResult;
+use crate::baseline::recorded;
+use crate::provenance::{ModelFile, Provenance};
+use crate::record::{ClaimResult, RunReport, Summary, BenchRecord, SCHEMA_VERSION};
 
 /// The profile that applies to `claim` here and its parameters, or why none does.
 /// A claim without profiles runs with its own parameters.
@@ -55,7 +57,7 @@ pub fn evaluate(claim: &Claim, set: &ClaimSet, registry: &Registry, cx: &mut Con
         let kind = match &claim.body {
             Body::Pending(reason) => {
                 let also = missing.map(|m| format!("; also missing here: {m}")).unwrap_or_default();
-                return Outcome::skipped(format!("not built yet: {reason}{also}"));
+                return Outcome::pending(format!("{reason}{also}"));
             }
             Body::Check { kind, .. } => kind,
         };
@@ -125,6 +127,51 @@ pub fn run_all(
     results.into_iter().map(|(_, r)| r).collect()
 }
 
+/// The report of the claims evaluated in `cx` so far: provenance (models
+/// and baselines in use, hashed once per run), every benchmark and the
+/// brick profile taken, and the recorded figures from `baselines/`.
+/// The run record of the claims evaluated in `cx` so far: provenance (models
+/// and baselines in use, hashed once per run), every benchmark and the brick
+/// profile taken, and the recorded figures from `baselines/`.
+pub fn assemble_report(
+    cx: &mut Context,
+    claims_files: Vec<String>,
+    filter: Option<String>,
+    duration_s: f64,
+    claims: Vec<ClaimResult>,
+) -> RunReport {
+    let threads = cx.settings.threads;
+    let provenance = cx
+        .memo("provenance", |cx| {
+            let models = ["0.5b", "1.5b", "7b", "32b"]
+                .iter()
+                .filter_map(|s| cx.model_path(s).ok())
+                .filter_map(|p| ModelFile::describe(&p).ok())
+                .collect();
+            let baselines = cx
+                .llama()
+                .ok()
+                .and_then(|l| l.provenance())
+                .map(|p| vec![("llama.cpp".to_owned(), p)])
+                .unwrap_or_default();
+            Ok(Provenance::collect(threads, models, baselines))
+        })
+        .unwrap_or_else(|_| Provenance::collect(threads, Vec::new(), Vec::new()));
+    RunReport {
+        schema: SCHEMA_VERSION,
+        provenance,
+        settings: cx.settings,
+        claims_files,
+        filter,
+        duration_s,
+        summary: Summary::of(claims.iter().map(|r| (r.outcome.verdict, r.points))),
+        claims,
+        benches: cx.benches().map(|(s, r)| BenchRecord { spec: s.clone(), result: r.clone() }).collect(),
+        bricks: cx.brick_profile(),
+        recorded: recorded::load(&cx.root.join("baselines/recorded.toml")).unwrap_or_default(),
+    }
+}
+
 /// A one-line rendering of a result for terminals: verdict, id, title, sentence.
 pub fn line(r: &ClaimResult) -> String {
     let tag = match r.outcome.verdict {
@@ -132,6 +179,7 @@ pub fn line(r: &ClaimResult) -> String {
         Verdict::Falsified => "FALSIFIED   ",
         Verdict::Inconclusive => "INCONCLUSIVE",
         Verdict::Skipped => "skipped     ",
+        Verdict::Pending => "pending     ",
         Verdict::Error => "ERROR       ",
     };
     format!("{tag} {} {} — {}", r.id, r.title, r.outcome.sentence)

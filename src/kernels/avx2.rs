@@ -160,7 +160,7 @@ fn lane_total(a: [__m256; 8]) -> __m256 {
 }
 
 /// `gate[i] = SiLU(gate[i]) · up[i]` eight lanes at a time (lengths a multiple
-/// of eight), each lane equal bit for bit to [`crate::model::ops::silu_lane`]:
+/// of eight), each lane equal bit for bit to [`crate::kernels::ops::silu_lane`]:
 /// the same operations, vectorized.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub fn swiglu_lanes(gate: &mut [f32], up: &[f32]) {
@@ -174,7 +174,7 @@ pub fn swiglu_lanes(gate: &mut [f32], up: &[f32]) {
     }
 }
 
-/// [`crate::model::ops::rope_neox`] eight pairs at a time, equal to it bit
+/// [`crate::kernels::ops::rope_neox`] eight pairs at a time, equal to it bit
 /// for bit: the same fused multiply-adds, each exactly rounded once.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub fn rope_neox(x: &mut [f32], dim: usize, cos: &[f32], sin: &[f32]) {
@@ -204,7 +204,7 @@ pub fn rope_neox(x: &mut [f32], dim: usize, cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// [`crate::model::ops::exp_lane`] on eight lanes.
+/// [`crate::kernels::ops::exp_lane`] on eight lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn exp8(x: __m256) -> __m256 {

@@ -3,6 +3,7 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+pub mod ops;
 pub mod packed;
 mod pool;
 
@@ -180,7 +181,7 @@ impl Kernels {
         }
     }
 
-    /// [`crate::model::ops::swiglu`] (rows of `row` elements), equal to it bit
+    /// [`crate::kernels::ops::swiglu`] (rows of `row` elements), equal to it bit
     /// for bit: the fast kernel computes eight lanes at a time.
     pub fn swiglu(self, gate: &mut [f32], up: &[f32], row: usize) {
         match self {
@@ -188,13 +189,13 @@ impl Kernels {
             Kernels::Avx2 => {
                 assert!(avx2_available(), "AVX2 kernels chosen on a CPU without AVX2, FMA and F16C");
                 // SAFETY: AVX2, FMA and F16C are available (asserted above).
-                crate::model::ops::swiglu_rows(gate, up, row, &|g, u| unsafe { avx2::swiglu_lanes(g, u) });
+                crate::kernels::ops::swiglu_rows(gate, up, row, &|g, u| unsafe { avx2::swiglu_lanes(g, u) });
             }
-            _ => crate::model::ops::swiglu(gate, up, row),
+            _ => crate::kernels::ops::swiglu(gate, up, row),
         }
     }
 
-    /// [`crate::model::ops::rope_neox`], equal to it bit for bit: the fast
+    /// [`crate::kernels::ops::rope_neox`], equal to it bit for bit: the fast
     /// kernel rotates eight pairs at a time.
     pub fn rope_neox(self, x: &mut [f32], dim: usize, cos: &[f32], sin: &[f32]) {
         match self {
@@ -204,7 +205,7 @@ impl Kernels {
                 // SAFETY: AVX2, FMA and F16C are available (asserted above).
                 unsafe { avx2::rope_neox(x, dim, cos, sin) }
             }
-            _ => crate::model::ops::rope_neox(x, dim, cos, sin),
+            _ => crate::kernels::ops::rope_neox(x, dim, cos, sin),
         }
     }
 

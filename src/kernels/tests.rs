@@ -137,11 +137,11 @@ fn the_fast_rope_equals_the_reference_bit_for_bit() {
     for dim in [2usize, 12, 16, 40, 64, 128] {
         let mut x: Vec<f32> = (0..3 * dim).map(|_| uniform(&mut rng) * 40.0).collect();
         let (mut cos, mut sin) = (vec![0.0; dim / 2], vec![0.0; dim / 2]);
-        crate::model::ops::rope_angles(1234, dim, 1e6, &mut cos, &mut sin);
+        crate::kernels::ops::rope_angles(1234, dim, 1e6, &mut cos, &mut sin);
         // A zero result's sign must match too: −0 · cos − (1 · 0) is −0.
         (x[0], x[dim / 2], cos[0], sin[0]) = (-0.0, 1.0, 1.0, 0.0);
         let (mut want, mut got) = (x.clone(), x);
-        crate::model::ops::rope_neox(&mut want, dim, &cos, &sin);
+        crate::kernels::ops::rope_neox(&mut want, dim, &cos, &sin);
         Kernels::detect().rope_neox(&mut got, dim, &cos, &sin);
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
             assert_eq!(a.to_bits(), b.to_bits(), "dim {dim} element {i}: {a} vs {b}");
@@ -157,7 +157,7 @@ fn the_fast_swiglu_equals_the_reference_bit_for_bit() {
             let gate: Vec<f32> = (0..3 * row).map(|_| uniform(&mut rng) * scale).collect();
             let up: Vec<f32> = (0..3 * row).map(|_| uniform(&mut rng) * 2.0).collect();
             let (mut want, mut got) = (gate.clone(), gate.clone());
-            crate::model::ops::swiglu(&mut want, &up, row);
+            crate::kernels::ops::swiglu(&mut want, &up, row);
             Kernels::detect().swiglu(&mut got, &up, row);
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                 assert_eq!(a.to_bits(), b.to_bits(), "scale {scale} row {row} element {i}: {a} vs {b}");

@@ -122,7 +122,7 @@ pub const MAX_GROUP: usize = 16;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ops::softmax;
+    use crate::kernels::ops::softmax;
 
     fn cache(ty: KvType, keys: &[Vec<f32>], values: &[Vec<f32>]) -> KvCache {
         let mut c = KvCache::new(ty, 1, keys[0].len(), keys.len());

@@ -10,7 +10,6 @@ pub mod attention;
 pub mod bricks;
 mod config;
 mod kv_cache;
-pub mod ops;
 
 pub use bricks::{Breakdown, Brick, BrickRow, BrickTimes};
 pub use config::ModelConfig;
@@ -22,7 +21,7 @@ use crate::gguf::{GgufError, GgufFile, TensorInfo, TensorType};
 use std::sync::Mutex;
 
 use crate::kernels::packed::{ActRow, PackedMatrix, TILE_ROWS};
-use crate::kernels::{Kernels, Pool};
+use crate::kernels::{ops, Kernels, Pool};
 use crate::quant::{self, Q8_0Rounding, QuantError, SumOrder};
 use bricks::Stopwatch;
 

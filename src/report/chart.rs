@@ -11,8 +11,8 @@ use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::run::RunReport;
-use crate::claims::Verdict;
+use crate::record::RunReport;
+use crate::record::Verdict;
 
 /// One number a chart plots, under the label it is drawn with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +68,7 @@ fn verdict_color(v: Verdict) -> RGBColor {
         Verdict::Falsified => RGBColor(0xd6, 0x27, 0x28),
         Verdict::Inconclusive => RGBColor(0xff, 0xbb, 0x33),
         Verdict::Skipped => RGBColor(0xbb, 0xbb, 0xbb),
+        Verdict::Pending => RGBColor(0xe0, 0xe0, 0xe0),
         Verdict::Error => RGBColor(0x94, 0x67, 0xbd),
     }
 }
@@ -407,11 +408,10 @@ pub fn scoreboard(r: &RunReport) -> Result<Chart, ChartError> {
     let mut categories: Vec<&str> = r.claims.iter().map(|c| c.category.as_str()).collect();
     categories.sort();
     categories.dedup();
-    let verdicts = [Verdict::Pass, Verdict::Falsified, Verdict::Inconclusive, Verdict::Skipped, Verdict::Error];
     let rows: Vec<Bar> = categories
         .iter()
         .flat_map(|cat| {
-            verdicts.iter().filter_map(move |&v| {
+            Verdict::ALL.iter().filter_map(move |&v| {
                 let n = r.claims.iter().filter(|c| c.category == *cat && c.outcome.verdict == v).count();
                 (n > 0).then(|| Bar {
                     label: format!("{cat} {}", v.name()),
@@ -426,12 +426,12 @@ pub fn scoreboard(r: &RunReport) -> Result<Chart, ChartError> {
         .collect();
     let s = &r.summary;
     let title = format!(
-        "Scoreboard: {} of {} points tested earned ({} total), score {} ({})",
-        s.points_earned,
-        s.points_tested,
-        s.points_total,
+        "Scoreboard: score {} ({}), {} of all {} points; {} pending",
         label(s.score),
-        s.grade
+        s.grade,
+        s.points_earned,
+        s.points_total,
+        s.pending
     );
     let points =
         [("points earned", s.points_earned), ("points tested", s.points_tested), ("points total", s.points_total)]
@@ -449,7 +449,7 @@ pub fn history(r: &RunReport, past: &[RunReport]) -> Result<Chart, ChartError> {
     runs.sort_by_key(|p| p.provenance.timestamp);
     // Each line: its legend, colour, and the claim whose ratio it plots (none: the score).
     let lines = [
-        ("score (0–100)", LIVE, None),
+        ("headline score (0–100)", LIVE, None),
         ("F084 decode ratio × 100", BASELINE, Some("F084")),
         ("F035 prefill ratio × 100", RGBColor(0x2c, 0xa0, 0x2c), Some("F035")),
     ];
@@ -516,7 +516,7 @@ pub fn all(r: &RunReport, past: &[RunReport]) -> Result<Vec<Chart>, ChartError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::run::tests::sample_report;
+    use crate::record::tests::sample_report;
 
     #[test]
     fn labels_keep_four_significant_digits() {

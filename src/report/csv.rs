@@ -1,7 +1,7 @@
 //! `report.csv`: one row per claim (id, category, points, verdict, metric,
 //! value, op, threshold, unit, CI, n, sentence), for spreadsheets and scripts.
 
-use super::run::RunReport;
+use crate::record::RunReport;
 
 /// The columns, in order.
 pub const HEADER: [&str; 13] = [
@@ -69,7 +69,7 @@ pub fn parse(text: &str) -> Result<Vec<Vec<String>>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::run::tests::sample_report;
+    use crate::record::tests::sample_report;
 
     #[test]
     fn one_row_per_claim_with_its_numbers() {

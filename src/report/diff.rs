@@ -6,8 +6,8 @@
 use std::fmt;
 
 use super::chart::label;
-use super::run::RunReport;
-use crate::claims::Verdict;
+use crate::record::RunReport;
+use crate::record::Verdict;
 use crate::stats::Interval;
 
 /// A claim whose verdict changed.
@@ -147,7 +147,7 @@ impl fmt::Display for Diff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::run::tests::sample_report;
+    use crate::record::tests::sample_report;
 
     #[test]
     fn identical_reports_have_no_changes() {
@@ -175,7 +175,7 @@ mod tests {
         assert_eq!((d.verdicts[0].old, d.verdicts[0].new), (Verdict::Falsified, Verdict::Pass));
         let whats: Vec<&str> = d.metrics.iter().map(|m| m.what.as_str()).collect();
         assert_eq!(whats, ["F084 decode_ratio", "bench 0.5b p32 n128 vs llama.cpp falsify decode_tok_s (mean)"]);
-        assert_eq!(d.removed, ["F030"]);
+        assert_eq!(d.removed, ["F097"]);
         let text = d.to_string();
         assert!(text.contains("F084 falsified → pass") && text.contains("do not overlap"), "{text}");
     }

@@ -1,13 +1,14 @@
 //! The CI gate: a policy (`claims/gate.toml`) read against a run report.
 //! The policy is a ratchet: a list of claims that must pass (add a claim once
-//! it passes reliably), a maximum count of harness errors, and optional
-//! minimum scores. A required claim that was skipped fails the gate: a skip
-//! is never a pass.
+//! it passes reliably), a maximum count of harness errors, a minimum headline
+//! score (earned over all points) and a maximum count of pending claims
+//! (raise the one and lower the other as claims get built). A required claim
+//! that was skipped or is pending fails the gate: neither is a pass.
 
 use serde::Deserialize;
 
-use super::run::RunReport;
-use crate::claims::Verdict;
+use crate::record::RunReport;
+use crate::record::Verdict;
 
 /// The gate policy.
 #[derive(Debug, Clone, Deserialize)]
@@ -19,10 +20,10 @@ pub struct Policy {
     /// Most `error` verdicts allowed.
     #[serde(default)]
     pub max_errors: usize,
-    /// Lowest score (earned ÷ tested) allowed.
+    /// Lowest headline score (points earned ÷ all points, out of 100) allowed.
     pub min_score: Option<f64>,
-    /// Lowest score over all points (earned ÷ total) allowed.
-    pub min_score_of_total: Option<f64>,
+    /// Most `pending` verdicts (claims whose subject is not built) allowed.
+    pub max_pending: Option<usize>,
 }
 
 impl Policy {
@@ -62,12 +63,14 @@ pub fn evaluate(report: &RunReport, policy: &Policy) -> Vec<String> {
     }
     if let Some(min) = policy.min_score {
         if s.score < min {
-            failed.push(format!("min_score {min}: score is {:.1}", s.score));
+            failed.push(format!("min_score {min}: the headline score is {:.1} ({})", s.score, s.headline()));
         }
     }
-    if let Some(min) = policy.min_score_of_total {
-        if s.score_of_total < min {
-            failed.push(format!("min_score_of_total {min}: score of total is {:.1}", s.score_of_total));
+    if let Some(max) = policy.max_pending {
+        if s.pending > max {
+            let which: Vec<&str> =
+                report.claims.iter().filter(|c| c.outcome.verdict == Verdict::Pending).map(|c| c.id.as_str()).collect();
+            failed.push(format!("max_pending {max}: {} claims are pending ({})", s.pending, which.join(", ")));
         }
     }
     failed

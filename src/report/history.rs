@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::run::RunReport;
+use crate::record::RunReport;
 
 /// How many reports the history keeps.
 pub const KEEP: usize = 50;
@@ -12,7 +12,7 @@ pub const KEEP: usize = 50;
 /// removes the oldest reports beyond [`KEEP`]. Returns the file written.
 pub fn record(dir: &Path, json: &[u8], stamp: u64) -> std::io::Result<PathBuf> {
     let path = dir.join(format!("report-{stamp:012}.json"));
-    super::write_atomic(&path, json)?;
+    crate::util::write_atomic(&path, json)?;
     let mut kept = files(dir)?;
     kept.sort();
     let excess = kept.len().saturating_sub(KEEP);
@@ -41,6 +41,7 @@ pub fn load(dir: &Path) -> (Vec<RunReport>, Vec<String>) {
         match std::fs::read_to_string(&p)
             .map_err(|e| e.to_string())
             .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+            .and_then(RunReport::from_json)
         {
             Ok(r) => reports.push(r),
             Err(e) => warnings.push(format!("{}: left out of the history: {e}", p.display())),
@@ -53,7 +54,7 @@ pub fn load(dir: &Path) -> (Vec<RunReport>, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::run::tests::sample_report;
+    use crate::record::tests::sample_report;
 
     #[test]
     fn keeps_the_newest_and_skips_unreadable_files() {

@@ -7,11 +7,8 @@
 use std::fmt::Write as _;
 
 use super::chart::{label, Chart};
-use super::run::{ClaimResult, RunReport};
-use crate::claims::Verdict;
-
-const VERDICTS: [Verdict; 5] =
-    [Verdict::Pass, Verdict::Falsified, Verdict::Inconclusive, Verdict::Skipped, Verdict::Error];
+use crate::record::{ClaimResult, RunReport};
+use crate::record::Verdict;
 
 /// Escapes text for HTML content and attribute values.
 pub fn escape(s: &str) -> String {
@@ -67,7 +64,7 @@ pre{white-space:pre-wrap;font-size:12px;background:#f0f0f0;padding:6px}
 
 fn filter_css(categories: &[String]) -> String {
     let mut css = String::new();
-    for v in VERDICTS {
+    for v in Verdict::ALL {
         let n = v.name();
         let _ = writeln!(css, "body:has(#f-v-{n}:checked) .claim:not(.v-{n}){{display:none}}");
     }
@@ -90,28 +87,23 @@ fn summary(o: &mut String, r: &RunReport) {
     let _ = write!(
         o,
         "<section id=\"summary\"><h2>Summary</h2><div class=\"cards\">\
-         <div class=\"card score\"><span>score (earned ÷ tested)</span><b>{} ({})</b></div>\
-         <div class=\"card\"><span>points</span><b>{} / {}</b>tested; {} in all ({} of total)</div>",
+         <div class=\"card score\"><span>headline score (earned ÷ all points)</span><b>{} ({})</b>{} of {} points</div>\
+         <div class=\"card\"><span>over tested points only</span><b>{}</b>{} of {} tested points</div>",
         label(s.score),
         s.grade,
         s.points_earned,
-        s.points_tested,
         s.points_total,
-        label(s.score_of_total)
+        label(s.score_of_tested),
+        s.points_earned,
+        s.points_tested,
     );
-    for (v, n) in [
-        (Verdict::Pass, s.pass),
-        (Verdict::Falsified, s.falsified),
-        (Verdict::Inconclusive, s.inconclusive),
-        (Verdict::Skipped, s.skipped),
-        (Verdict::Error, s.error),
-    ] {
+    for (v, n) in Verdict::ALL.iter().map(|&v| (v, s.count(v))) {
         let _ = write!(o, "<div class=\"card {0}\"><span>{0}</span><b>{n}</b></div>", v.name());
     }
     let _ = write!(
         o,
         "</div><p>{} claims in {:.0} s, {} threads, {} runs after {} warmup per benchmark{}. \
-         A skipped claim is never counted as tested; its reason says what is missing.</p></section>",
+         Pending (not built), skipped (missing on this host), inconclusive and error earn no points and count in the headline score; each reason says what is missing.</p></section>",
         s.total,
         r.duration_s,
         r.settings.threads,
@@ -317,7 +309,7 @@ pub fn render(r: &RunReport, charts: &[Chart]) -> String {
     }
     let _ = write!(o, "</section><section id=\"claims\"><h2>Claims</h2><form class=\"filters\"><fieldset>Verdict:");
     let _ = write!(o, "<input type=\"radio\" name=\"v\" id=\"f-v-all\" checked><label for=\"f-v-all\">all</label>");
-    for v in VERDICTS {
+    for v in Verdict::ALL {
         let n = v.name();
         let _ = write!(o, "<input type=\"radio\" name=\"v\" id=\"f-v-{n}\"><label for=\"f-v-{n}\">{n}</label>");
     }
@@ -345,7 +337,7 @@ pub fn render(r: &RunReport, charts: &[Chart]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::run::tests::sample_report;
+    use crate::record::tests::sample_report;
 
     #[test]
     fn the_page_holds_summary_every_claim_charts_and_provenance_in_order() {

@@ -1,4 +1,4 @@
-//! The report's published JSON Schema (`reports/schema/report-v1.json`,
+//! The report's published JSON Schema (`reports/schema/report-v2.json`,
 //! draft 2020-12) and validation against it: `falsify run` validates every
 //! report before writing it, and a report that breaks the schema is rejected
 //! with the failing path named.
@@ -6,10 +6,10 @@
 use std::sync::OnceLock;
 
 /// The schema's text, as published in the repository.
-pub const SCHEMA_V1: &str = include_str!("../../reports/schema/report-v1.json");
+pub const SCHEMA: &str = include_str!("../../reports/schema/report-v2.json");
 
 /// The schema's path in the repository.
-pub const SCHEMA_V1_PATH: &str = "reports/schema/report-v1.json";
+pub const SCHEMA_PATH: &str = "reports/schema/report-v2.json";
 
 /// One place where a document breaks the schema.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,7 +30,7 @@ impl std::fmt::Display for Violation {
 fn validator() -> &'static jsonschema::Validator {
     static V: OnceLock<jsonschema::Validator> = OnceLock::new();
     V.get_or_init(|| {
-        let schema: serde_json::Value = serde_json::from_str(SCHEMA_V1).expect("the published schema is JSON");
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA).expect("the published schema is JSON");
         jsonschema::draft202012::new(&schema).expect("the published schema is a valid draft 2020-12 schema")
     })
 }
@@ -51,13 +51,13 @@ pub fn validate(doc: &serde_json::Value) -> Result<(), String> {
     }
     let list: Vec<String> = v.iter().take(20).map(|v| format!("  {v}")).collect();
     let more = if v.len() > 20 { format!("\n  … and {} more", v.len() - 20) } else { String::new() };
-    Err(format!("the report breaks its schema ({SCHEMA_V1_PATH}) at {} place(s):\n{}{more}", v.len(), list.join("\n")))
+    Err(format!("the report breaks its schema ({SCHEMA_PATH}) at {} place(s):\n{}{more}", v.len(), list.join("\n")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::run::tests::sample_report;
+    use crate::record::tests::sample_report;
 
     #[test]
     fn a_real_shaped_report_is_valid() {
@@ -78,14 +78,14 @@ mod tests {
             assert!(paths.iter().any(|q| q.starts_with(p)), "{p} not named in {paths:?}");
         }
         let err = validate(&doc).unwrap_err();
-        assert!(err.contains("/claims/0/outcome/verdict") && err.contains(SCHEMA_V1_PATH), "{err}");
+        assert!(err.contains("/claims/0/outcome/verdict") && err.contains(SCHEMA_PATH), "{err}");
     }
 
     #[test]
     fn an_unknown_field_and_a_wrong_schema_version_are_rejected() {
         let mut doc = serde_json::to_value(sample_report()).unwrap();
         doc["surprise"] = 1.into();
-        doc["schema"] = 2.into();
+        doc["schema"] = 3.into();
         let v = violations(&doc);
         assert!(v.len() >= 2, "{v:?}");
     }

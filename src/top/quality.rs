@@ -90,7 +90,7 @@ fn clippy_warnings(root: &Path) -> Measured<usize> {
 
 /// Line coverage with cargo-llvm-cov, when installed.
 fn coverage(root: &Path) -> Measured<f64> {
-    if !crate::claims::requires::on_path("cargo-llvm-cov") {
+    if !crate::util::on_path("cargo-llvm-cov") {
         return Measured::not("no coverage tool on PATH (install cargo-llvm-cov)");
     }
     let out = Command::new("cargo").args(["llvm-cov", "--lib", "--summary-only", "--json"]).current_dir(root).output();

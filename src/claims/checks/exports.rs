@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::judge::{self, Quantity};
 use super::{kind, Check, Kind};
 use crate::claims::{Context, Outcome, Unmet, Verdict};
-use crate::report::run::RunReport;
+use crate::record::RunReport;
 use crate::report::{chart, csv, schema, svg, write_exports};
 use crate::stats::Op;
 
@@ -27,7 +27,7 @@ fn draft(cx: &mut Context) -> Result<RunReport, Unmet> {
         .full_run
         .clone()
         .ok_or_else(|| Unmet::Missing("full-run: judged on the run's own report; `falsify run` evaluates it".into()))?;
-    Ok(RunReport::assemble(cx, Vec::new(), None, 0.0, results))
+    Ok(crate::claims::runner::assemble_report(cx, Vec::new(), None, 0.0, results))
 }
 
 /// No parameters.
@@ -35,7 +35,7 @@ fn draft(cx: &mut Context) -> Result<RunReport, Unmet> {
 #[serde(deny_unknown_fields)]
 pub struct NoParams {}
 
-/// `report_schema`: the run's report validates against `reports/schema/report-v1.json`.
+/// `report_schema`: the run's report validates against `reports/schema/report-v2.json`.
 pub struct ReportSchema;
 
 /// Judges a report document against the published schema.
@@ -44,7 +44,7 @@ pub fn judge_schema(doc: &serde_json::Value) -> Outcome {
     let violations = schema::violations(doc).iter().map(ToString::to_string).collect();
     let mut out = judge::no_violations("schema_violations", 1 + claims, violations);
     if out.verdict == Verdict::Pass {
-        out.sentence = format!("the report ({claims} claims) validates against {}", schema::SCHEMA_V1_PATH);
+        out.sentence = format!("the report ({claims} claims) validates against {}", schema::SCHEMA_PATH);
     }
     out
 }
@@ -220,7 +220,7 @@ pub fn export_violations(dir: &Path, report: &RunReport) -> (usize, Vec<String>)
 /// Writes every export of `report` into `dir` (the JSON as `falsify run` writes it).
 pub fn write_all(dir: &Path, report: &RunReport) -> Result<(), String> {
     let json = serde_json::to_vec_pretty(report).map_err(|e| e.to_string())?;
-    crate::report::write_atomic(&dir.join("report.json"), &json).map_err(|e| e.to_string())?;
+    crate::util::write_atomic(&dir.join("report.json"), &json).map_err(|e| e.to_string())?;
     write_exports(report, dir, &[]).map(|_| ()).map_err(|e| e.to_string())
 }
 

@@ -8,9 +8,9 @@ use super::judge::{self, Quantity};
 use super::perf::BenchOf;
 use super::{kind, Check, Kind};
 use crate::bench::{self, BenchResult, MetricChange};
-use crate::claims::context::{BenchSpec, Scored};
+use crate::record::BenchSpec;
 use crate::claims::{Context, Outcome, Unmet};
-use crate::report::run::Summary;
+use crate::record::{Summary, Verdict};
 use crate::stats::{Change, Op};
 
 /// The kinds of this module.
@@ -59,7 +59,7 @@ impl Check for Regression {
         /// rest of the report may have changed layout between versions).
         #[derive(Deserialize)]
         struct Previous {
-            benches: Vec<crate::report::run::BenchRecord>,
+            benches: Vec<crate::record::BenchRecord>,
         }
         let previous: Previous = serde_json::from_str(&text)
             .map_err(|e| Unmet::Failed(format!("{}: holds no benchmarks of this version: {e}", path.display())))?;
@@ -95,24 +95,25 @@ pub struct ScoreParams {
     pub threshold: f64,
 }
 
-/// Judges the score of the verdicts so far.
-pub fn judge_score(p: &ScoreParams, verdicts: &[Scored]) -> Outcome {
-    let s = Summary::of(verdicts.iter().map(|v| (v.verdict, v.points)));
+/// Judges the headline score of the verdicts so far: points earned over all
+/// points, so a pending, skipped, inconclusive or failed claim lowers it.
+pub fn judge_score(p: &ScoreParams, verdicts: &[(Verdict, u32)]) -> Outcome {
+    let s = Summary::of(verdicts.iter().copied());
     let mut q = Quantity::new("score", "points %", s.score);
     q.n = s.total;
     let q = q.detail(format!(
-        "{} of {} tested points earned ({} points in all; {} claims skipped), grade {}",
-        s.points_earned, s.points_tested, s.points_total, s.skipped, s.grade
+        "{} of all {} points earned (grade {}); {:.1} over the {} tested points; {} claims pending, {} skipped",
+        s.points_earned, s.points_total, s.grade, s.score_of_tested, s.points_tested, s.pending, s.skipped
     ));
     judge::quantity(q, p.op, p.threshold)
 }
 
-/// `aggregate_score`: the run's score (points earned ÷ tested) against a threshold.
+/// `aggregate_score`: the run's headline score (points earned ÷ all points) against a threshold.
 pub struct AggregateScore;
 
 impl Check for AggregateScore {
     const NAME: &'static str = "aggregate_score";
-    const DOC: &'static str = "the run's score (points earned over points tested) against a threshold";
+    const DOC: &'static str = "the run's headline score (points earned over all points) against a threshold";
     const PARAMS: &'static str = "op, threshold";
     type Params = ScoreParams;
 
@@ -120,8 +121,7 @@ impl Check for AggregateScore {
         let results = cx.full_run.as_ref().ok_or_else(|| {
             Unmet::Missing("full-run: judged over a whole run's verdicts; `falsify run` evaluates it".into())
         })?;
-        let verdicts: Vec<Scored> =
-            results.iter().map(|r| Scored { verdict: r.outcome.verdict, points: r.points }).collect();
+        let verdicts: Vec<(Verdict, u32)> = results.iter().map(|r| (r.outcome.verdict, r.points)).collect();
         Ok(judge_score(p, &verdicts))
     }
 }
@@ -172,7 +172,7 @@ impl Check for GradeScale {
     type Params = GradeParams;
 
     fn run(p: &GradeParams, _cx: &mut Context) -> Result<Outcome, Unmet> {
-        let (n, bad) = grade_violations(p, crate::report::run::grade);
+        let (n, bad) = grade_violations(p, crate::record::grade);
         Ok(judge::no_violations("misgraded_scores", n, bad))
     }
 }

@@ -12,7 +12,7 @@ use super::judge::{self, Quantity};
 use super::{kind, Check, Kind};
 use crate::bench::roofline;
 use crate::bench::{BenchResult, Series};
-use crate::claims::context::BenchSpec;
+use crate::record::BenchSpec;
 use crate::claims::{BaselineValue, Context, Outcome, Unmet};
 use crate::gguf::TensorType;
 use crate::kernels::Kernels;

@@ -8,7 +8,7 @@ use super::judge;
 use super::{kind, Check, Kind};
 use crate::claims::{Context, Outcome, Unmet};
 use crate::gguf::TensorType;
-use crate::model::ops;
+use crate::kernels::ops;
 use crate::rng::SplitMix64;
 
 /// The kinds of this module.

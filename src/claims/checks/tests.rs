@@ -5,7 +5,7 @@
 use super::judge::{self, Quantity};
 use super::{agreement, bricks, exports, meta, perf, reference, resources, top, Registry};
 use crate::bench::{BenchResult, Comparison, Protocol, Series};
-use crate::claims::context::{BenchSpec, Scored};
+use crate::record::BenchSpec;
 use crate::claims::{Outcome, Verdict};
 use crate::provenance::Provenance;
 use crate::stats::{self, Op, Summary};
@@ -310,11 +310,12 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             (meta::judge_regression(same.len(), &same), meta::judge_regression(slower.len(), &slower))
         }),
         ("aggregate_score", || {
+            // A skipped or pending claim earns nothing and still counts: a run
+            // that built or measured half of its claims cannot score 90.
             let p = meta::ScoreParams { op: Op::Ge, threshold: 90.0 };
-            let v = |verdict| Scored { verdict, points: 1 };
             (
-                meta::judge_score(&p, &[v(Verdict::Pass), v(Verdict::Skipped)]),
-                meta::judge_score(&p, &[v(Verdict::Pass), v(Verdict::Falsified), v(Verdict::Skipped)]),
+                meta::judge_score(&p, &[(Verdict::Pass, 10), (Verdict::Falsified, 1)]),
+                meta::judge_score(&p, &[(Verdict::Pass, 1), (Verdict::Skipped, 1), (Verdict::Pending, 1)]),
             )
         }),
         ("bricks_timed", || {
@@ -343,13 +344,13 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             (bricks::judge_budget(&roomy, &prof, 24).unwrap(), bricks::judge_budget(&tight, &prof, 24).unwrap())
         }),
         ("report_schema", || {
-            let good = serde_json::to_value(crate::report::run::tests::sample_report()).unwrap();
+            let good = serde_json::to_value(crate::record::tests::sample_report()).unwrap();
             let mut bad = good.clone();
             bad["summary"]["grade"] = "A+".into();
             (exports::judge_schema(&good), exports::judge_schema(&bad))
         }),
         ("svg_valid", || {
-            let r = crate::report::run::tests::sample_report();
+            let r = crate::record::tests::sample_report();
             let charts = crate::report::chart::all(&r, &[]).unwrap();
             let mut broken = charts.clone();
             broken[0].svg = broken[0].svg.replacen("viewBox", "viewbox", 1);
@@ -361,7 +362,7 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             (exports::judge_svgs(&charts, &need), exports::judge_svgs(&broken, &need))
         }),
         ("chart_values", || {
-            let r = crate::report::run::tests::sample_report();
+            let r = crate::record::tests::sample_report();
             let charts = crate::report::chart::all(&r, &[]).unwrap();
             let mut tampered = charts.clone();
             let t = tampered.iter_mut().find(|c| c.name == "throughput").unwrap();
@@ -369,7 +370,7 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             (exports::judge_chart_values(&charts, &charts), exports::judge_chart_values(&tampered, &charts))
         }),
         ("exports", || {
-            let r = crate::report::run::tests::sample_report();
+            let r = crate::record::tests::sample_report();
             let dir = std::env::temp_dir().join(format!("falsify-audit-exports-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             exports::write_all(&dir, &r).unwrap();
@@ -383,7 +384,7 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             (good, judge::no_violations("unparsable_exports", m, bad))
         }),
         ("report_metric", || {
-            let r = crate::report::run::tests::sample_report();
+            let r = crate::record::tests::sample_report();
             let p = exports::MetricParams { metric: "f16_kv_bytes_ratio".into(), from: "F061".into() };
             let mut without = r.clone();
             without.claims[1].outcome.evidence.as_mut().unwrap().metric = "something_else".into();
@@ -501,11 +502,11 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
                 if s >= 85.0 {
                     "A"
                 } else {
-                    crate::report::run::grade(s)
+                    crate::record::grade(s)
                 }
             }
             let p = meta::GradeParams { a: 90.0, b: 80.0, c: 70.0, d: 60.0 };
-            let (n, ok) = meta::grade_violations(&p, crate::report::run::grade);
+            let (n, ok) = meta::grade_violations(&p, crate::record::grade);
             let (m, bad) = meta::grade_violations(&p, lenient);
             (judge::no_violations("g", n, ok), judge::no_violations("g", m, bad))
         }),
@@ -537,9 +538,9 @@ fn every_op_reference_catches_a_broken_implementation() {
     use reference::{op_violations, Op as RefOp, Ops};
     fn bad_rope(x: &mut [f32], dim: usize, pos: usize, base: f32) {
         let (mut c, mut s) = (vec![0.0; dim / 2], vec![0.0; dim / 2]);
-        crate::model::ops::rope_angles(pos, dim, base, &mut c, &mut s);
+        crate::kernels::ops::rope_angles(pos, dim, base, &mut c, &mut s);
         s.iter_mut().for_each(|v| *v = -*v);
-        crate::model::ops::rope_neox(x, dim, &c, &s);
+        crate::kernels::ops::rope_neox(x, dim, &c, &s);
     }
     fn bad_swiglu(g: &mut [f32], u: &[f32]) {
         g.iter_mut().zip(u).for_each(|(g, u)| *g *= u);

@@ -135,7 +135,7 @@ pub fn judge_headless(p: &HeadlessParams, run: &TopRun) -> Result<Outcome, Unmet
         }
         "quality" => {
             let q = &report()?.quality;
-            let coverage_tool = crate::claims::requires::on_path("cargo-llvm-cov");
+            let coverage_tool = crate::util::on_path("cargo-llvm-cov");
             let mut bad = Vec::new();
             for (name, present, how) in [
                 ("tests", q.tests.value.is_some(), &q.tests.how),

@@ -1,4 +1,5 @@
-//! The transformer's elementwise and reduction operations, written to follow
+//! The transformer's elementwise and reduction operations (the scalar
+//! reference the fast kernels match bit for bit), written to follow
 //! ggml's arithmetic (f64 accumulation for norms and softmax sums, RoPE angles
 //! advanced by repeated multiplication in f32).
 

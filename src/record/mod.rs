@@ -1,0 +1,360 @@
+//! The run record: what one `falsify run` found, as every later stage reads
+//! it. A claim's [`Verdict`], [`Outcome`] and [`Evidence`]; the
+//! [`ClaimResult`] of each claim; the [`Summary`] (counts per verdict,
+//! points, the headline score over all points); the benchmarks taken
+//! ([`BenchSpec`], [`BenchRecord`]) under the run's [`Settings`]; and the
+//! whole [`RunReport`]. `claims` fills it in and `report` renders it; neither
+//! imports the other for it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::baseline::recorded::Figure;
+use crate::bench::bricks::BrickProfile;
+use crate::bench::BenchResult;
+use crate::provenance::Provenance;
+use crate::stats::Interval;
+
+pub use crate::bench::score::grade;
+
+/// A claim's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Measured, and the measurement satisfies the claim.
+    Pass,
+    /// Measured, and the measurement contradicts the claim.
+    Falsified,
+    /// Measured, but too noisy or too few samples to decide.
+    Inconclusive,
+    /// A requirement is missing on this host; nothing was decided.
+    Skipped,
+    /// The claim's subject is not built yet; nothing can be decided anywhere.
+    Pending,
+    /// The harness itself failed.
+    Error,
+}
+
+impl Verdict {
+    /// Every verdict, in the order reports list them.
+    pub const ALL: [Verdict; 6] =
+        [Verdict::Pass, Verdict::Falsified, Verdict::Inconclusive, Verdict::Skipped, Verdict::Pending, Verdict::Error];
+
+    /// The verdict's name as reports write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Falsified => "falsified",
+            Verdict::Inconclusive => "inconclusive",
+            Verdict::Skipped => "skipped",
+            Verdict::Pending => "pending",
+            Verdict::Error => "error",
+        }
+    }
+
+    /// Whether the claim was measured here (pass, falsified, inconclusive or
+    /// an error while measuring); skipped and pending claims were not.
+    pub fn tested(self) -> bool {
+        !matches!(self, Verdict::Skipped | Verdict::Pending)
+    }
+}
+
+/// The baseline a measurement was compared with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineValue {
+    /// Engine name (`llama.cpp`, `ollama`).
+    pub engine: String,
+    /// Its value of the same metric (median).
+    pub value: f64,
+    /// Where the baseline came from (build, package, sha256).
+    pub provenance: Option<String>,
+}
+
+/// What a verdict rests on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// What was measured (`decode_ratio`, `top1_agreement`, …).
+    pub metric: String,
+    /// Its unit (`x`, `tok/s`, `fraction`, `count`, …).
+    pub unit: String,
+    /// The measured value (a median, a fraction, a count).
+    pub value: Option<f64>,
+    /// The predicate's operator (`>=`, `<=`, …).
+    pub op: Option<String>,
+    /// The predicate's threshold.
+    pub threshold: Option<f64>,
+    /// The value's confidence interval, when it has one.
+    pub ci: Option<Interval>,
+    /// How many samples or cases the value rests on.
+    pub n: Option<usize>,
+    /// Coefficient of variation of the samples, when they are timings.
+    pub cv: Option<f64>,
+    /// The raw samples (or, when they are many, the first ones: see `samples_note`).
+    pub samples: Vec<f64>,
+    /// Where the full samples are, when `samples` is not all of them.
+    pub samples_note: Option<String>,
+    /// The baseline's value and provenance.
+    pub baseline: Option<BaselineValue>,
+    /// Further facts a reader needs (counterexamples found, settings used).
+    pub details: Vec<String>,
+}
+
+/// A claim's verdict, one human sentence, and the evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// One line: what was found, or why nothing was decided.
+    pub sentence: String,
+    /// The measurement behind the verdict (absent when nothing was measured).
+    pub evidence: Option<Evidence>,
+}
+
+impl Outcome {
+    /// A verdict from a measurement.
+    pub fn measured(verdict: Verdict, sentence: impl Into<String>, evidence: Evidence) -> Outcome {
+        Outcome { verdict, sentence: sentence.into(), evidence: Some(evidence) }
+    }
+
+    /// Skipped: a requirement is missing; `reason` says which and how to provide it.
+    pub fn skipped(reason: impl Into<String>) -> Outcome {
+        Outcome { verdict: Verdict::Skipped, sentence: reason.into(), evidence: None }
+    }
+
+    /// Pending: the claim's subject is not built yet; `reason` says what is missing.
+    pub fn pending(reason: impl Into<String>) -> Outcome {
+        Outcome { verdict: Verdict::Pending, sentence: reason.into(), evidence: None }
+    }
+
+    /// The harness failed; `what` says how.
+    pub fn error(what: impl std::fmt::Display) -> Outcome {
+        Outcome { verdict: Verdict::Error, sentence: what.to_string(), evidence: None }
+    }
+}
+
+/// How benchmarks are run in this session.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Threads for the engine and the baselines.
+    pub threads: usize,
+    /// Measured runs per benchmark.
+    pub runs: usize,
+    /// Warmup runs per benchmark, not counted.
+    pub warmup: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings { threads: 2, runs: 10, warmup: 1 }
+    }
+}
+
+/// Which benchmark: one model, one baseline, one prompt and generation length.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BenchSpec {
+    /// Model size (`0.5b`, `1.5b`, …).
+    pub model: String,
+    /// `llama.cpp`, `ollama` or `none`.
+    pub baseline: String,
+    /// Prompt tokens of the prefill test.
+    pub prompt: usize,
+    /// Tokens generated in the decode test.
+    pub gen: usize,
+}
+
+impl std::fmt::Display for BenchSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} p{} n{} vs {}", self.model, self.prompt, self.gen, self.baseline)
+    }
+}
+
+/// Version of the report's layout; bumped on any incompatible change (2: the
+/// `pending` verdict, and `score` over all points).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// One claim's entry in the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimResult {
+    /// Claim id.
+    pub id: String,
+    /// One-line statement.
+    pub title: String,
+    /// Catalog group.
+    pub category: String,
+    /// Points it is worth.
+    pub points: u32,
+    /// Its check kind, or `pending`.
+    pub check: String,
+    /// Its parameters as run (after the profile's replacements).
+    pub params: serde_json::Value,
+    /// The hardware profile applied, when the claim has profiles.
+    pub profile: Option<String>,
+    /// Its requirements.
+    pub requires: Vec<String>,
+    /// Where the claim comes from.
+    pub source: String,
+    /// Verdict, sentence and evidence.
+    pub outcome: Outcome,
+    /// Time the check took, ms.
+    pub duration_ms: f64,
+}
+
+/// Counts, points, score and grade of a run. The headline score is points
+/// earned over **all** points: a claim that is pending, skipped,
+/// inconclusive or an error earns nothing and still counts, so building or
+/// measuring less can never raise it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Claims in the run.
+    pub total: usize,
+    /// Claims that passed.
+    pub pass: usize,
+    /// Falsified claims.
+    pub falsified: usize,
+    /// Inconclusive claims.
+    pub inconclusive: usize,
+    /// Claims skipped for something missing on this host.
+    pub skipped: usize,
+    /// Claims whose subject is not built yet.
+    pub pending: usize,
+    /// Claims whose check failed to run.
+    pub error: usize,
+    /// Points of passing claims.
+    pub points_earned: u32,
+    /// Points of claims that were tested (every verdict but `skipped` and `pending`).
+    pub points_tested: u32,
+    /// Points of every claim.
+    pub points_total: u32,
+    /// The headline score: 100 × earned ÷ total (0 when there are no points).
+    pub score: f64,
+    /// 100 × earned ÷ tested (0 when nothing was tested); never the headline.
+    pub score_of_tested: f64,
+    /// Letter grade of the headline `score` (A ≥ 90, B ≥ 80, C ≥ 70, D ≥ 60, else F).
+    pub grade: String,
+}
+
+impl Summary {
+    /// Summarizes (verdict, points) pairs.
+    pub fn of(results: impl IntoIterator<Item = (Verdict, u32)>) -> Summary {
+        let mut s = Summary::default();
+        for (verdict, points) in results {
+            s.total += 1;
+            s.points_total += points;
+            *match verdict {
+                Verdict::Pass => &mut s.pass,
+                Verdict::Falsified => &mut s.falsified,
+                Verdict::Inconclusive => &mut s.inconclusive,
+                Verdict::Skipped => &mut s.skipped,
+                Verdict::Pending => &mut s.pending,
+                Verdict::Error => &mut s.error,
+            } += 1;
+            if verdict == Verdict::Pass {
+                s.points_earned += points;
+            }
+            if verdict.tested() {
+                s.points_tested += points;
+            }
+        }
+        let pct = |a: u32, b: u32| if b == 0 { 0.0 } else { 100.0 * f64::from(a) / f64::from(b) };
+        s.score = pct(s.points_earned, s.points_total);
+        s.score_of_tested = pct(s.points_earned, s.points_tested);
+        s.grade = grade(s.score).into();
+        s
+    }
+
+    /// How many claims got verdict `v`.
+    pub fn count(&self, v: Verdict) -> usize {
+        match v {
+            Verdict::Pass => self.pass,
+            Verdict::Falsified => self.falsified,
+            Verdict::Inconclusive => self.inconclusive,
+            Verdict::Skipped => self.skipped,
+            Verdict::Pending => self.pending,
+            Verdict::Error => self.error,
+        }
+    }
+
+    /// The headline in one line a reader cannot misread:
+    /// `score 43.3 of 100 (all 194 points) · 60.0 over tested points · 47 pending · 54 skipped`.
+    pub fn headline(&self) -> String {
+        format!(
+            "score {:.1} of 100 (all {} points) · {:.1} over tested points · {} pending · {} skipped",
+            self.score, self.points_total, self.score_of_tested, self.pending, self.skipped
+        )
+    }
+
+    /// The counts per verdict, one clause each.
+    pub fn counts(&self) -> String {
+        format!(
+            "{} claims: {} pass, {} falsified, {} inconclusive, {} skipped, {} pending, {} error",
+            self.total, self.pass, self.falsified, self.inconclusive, self.skipped, self.pending, self.error
+        )
+    }
+}
+
+/// A benchmark taken during the run, with its raw samples.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchRecord {
+    /// Which benchmark.
+    pub spec: BenchSpec,
+    /// Its full result.
+    pub result: BenchResult,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    /// [`SCHEMA_VERSION`].
+    pub schema: u32,
+    /// Where and with what it ran.
+    pub provenance: Provenance,
+    /// Benchmark settings.
+    pub settings: Settings,
+    /// The claims files read.
+    pub claims_files: Vec<String>,
+    /// The name filter, when one was given.
+    pub filter: Option<String>,
+    /// Wall time of the run, s.
+    pub duration_s: f64,
+    /// Counts, points, score, grade.
+    pub summary: Summary,
+    /// Every claim evaluated.
+    pub claims: Vec<ClaimResult>,
+    /// Every benchmark taken.
+    pub benches: Vec<BenchRecord>,
+    /// Decode's brick profile, when one was taken.
+    #[serde(default)]
+    pub bricks: Option<BrickProfile>,
+    /// Recorded figures (`baselines/recorded.toml`) shown beside live ones,
+    /// always labelled as recorded, with their source.
+    #[serde(default)]
+    pub recorded: Vec<Figure>,
+}
+
+impl RunReport {
+    /// A run report from its JSON document, of this schema or schema 1. A
+    /// schema-1 report is read as this schema would have recorded it: its
+    /// claims with `check = "pending"` (reported then as skipped) get the
+    /// `pending` verdict, and its summary is recomputed, so its headline
+    /// score is over all points as today's.
+    pub fn from_json(mut doc: serde_json::Value) -> Result<RunReport, String> {
+        if doc["schema"] == 1 {
+            for c in doc["claims"].as_array_mut().into_iter().flatten() {
+                if c["check"] == "pending" {
+                    c["outcome"]["verdict"] = Verdict::Pending.name().into();
+                }
+            }
+            let claims: Vec<ClaimResult> =
+                serde_json::from_value(doc["claims"].clone()).map_err(|e| format!("its claims: {e}"))?;
+            let summary = Summary::of(claims.iter().map(|c| (c.outcome.verdict, c.points)));
+            doc["summary"] = serde_json::to_value(summary).map_err(|e| e.to_string())?;
+            doc["schema"] = SCHEMA_VERSION.into();
+        }
+        match doc["schema"].as_u64() {
+            Some(v) if v == u64::from(SCHEMA_VERSION) => serde_json::from_value(doc).map_err(|e| e.to_string()),
+            other => Err(format!("schema {other:?} is not one this version reads (1 or {SCHEMA_VERSION})")),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
