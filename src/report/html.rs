@@ -280,13 +280,13 @@ pub fn render(r: &RunReport, charts: &[Chart]) -> String {
     let s = &r.summary;
     let mut o = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>falsify report: score {} ({}), {} pass, {} falsified</title><style>{STYLE}{}</style></head><body>\
-         <header><h1>falsify report</h1><p>schema {} · run at {} · {} · falsify {} git {}</p></header>",
+         <title>falsify report: score {} of 100 ({}), {} pending</title><style>{STYLE}{}</style></head><body>\
+         <header><h1>falsify report</h1><p class=\"headline\">{}</p><p>schema {} · run at {} · {} · falsify {} git {}</p></header>",
         label(s.score),
         s.grade,
-        s.pass,
-        s.falsified,
+        s.pending,
         filter_css(&cats),
+        escape(&s.headline()),
         r.schema,
         utc(r.provenance.timestamp),
         escape(&r.provenance.host.cpu),
