@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::requires::{model_path, Requirement};
-use crate::util::{cuda_devices, on_path};
 use super::Unmet;
 use crate::baseline::llama_cpp::{LlamaCpp, LlamaServer};
 use crate::baseline::ollama::Ollama;
@@ -21,6 +20,7 @@ use crate::provenance::{ModelFile, Provenance};
 use crate::record::ClaimResult;
 use crate::record::{BenchSpec, Settings};
 use crate::tokenizer::Tokenizer;
+use crate::util::{cuda_devices, on_path};
 
 /// A loaded model with its tokenizer and how long loading took.
 pub struct Loaded {
@@ -337,4 +337,3 @@ impl Context {
             .map_err(|e| Unmet::Failed(format!("cannot run {}: {e}", exe.display())))
     }
 }
-

@@ -12,11 +12,11 @@ use super::judge::{self, Quantity};
 use super::{kind, Check, Kind};
 use crate::bench::roofline;
 use crate::bench::{BenchResult, Series};
-use crate::record::BenchSpec;
 use crate::claims::{BaselineValue, Context, Outcome, Unmet};
 use crate::gguf::TensorType;
 use crate::kernels::Kernels;
 use crate::quant::SumOrder;
+use crate::record::BenchSpec;
 use crate::stats::{self, Op};
 
 /// The kinds of this module.

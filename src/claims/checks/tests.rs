@@ -5,9 +5,9 @@
 use super::judge::{self, Quantity};
 use super::{agreement, bricks, exports, meta, perf, reference, resources, top, Registry};
 use crate::bench::{BenchResult, Comparison, Protocol, Series};
-use crate::record::BenchSpec;
 use crate::claims::{Outcome, Verdict};
 use crate::provenance::Provenance;
+use crate::record::BenchSpec;
 use crate::stats::{self, Op, Summary};
 
 type Case = fn() -> (Outcome, Outcome);
