@@ -10,12 +10,6 @@
 
 #![warn(missing_docs)]
 
-// The unit tests count heap allocations too, so the falsifiability audit can run
-// the allocation checks' own measuring code (the binaries install the same allocator).
-#[cfg(test)]
-#[global_allocator]
-static GLOBAL: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
-
 pub mod agreement;
 pub mod baseline;
 pub mod bench;

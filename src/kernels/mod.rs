@@ -6,6 +6,8 @@ mod avx2;
 pub mod ops;
 pub mod packed;
 mod pool;
+#[cfg(test)]
+pub(crate) mod test_alloc;
 
 pub use pool::Pool;
 

@@ -121,9 +121,15 @@ pub struct OpParams {
     /// The operation.
     pub op: Op,
     /// Random inputs tried.
+    #[serde(default = "default_cases")]
     pub cases: usize,
     /// Seed of the input generator.
+    #[serde(default)]
     pub seed: u64,
+}
+
+fn default_cases() -> usize {
+    2000
 }
 
 /// What `op_reference` runs: the engine's kernels, or a deliberately broken
@@ -294,8 +300,8 @@ pub struct OpReference;
 impl Check for OpReference {
     const NAME: &'static str = "op_reference";
     const DOC: &'static str = "a forward-pass operation as the engine's kernels run it (rope, softmax in attention, \
-         swiglu, rmsnorm) against the scalar reference bit for bit and its f64 definition, on seeded random inputs";
-    const PARAMS: &'static str = "op (rope|softmax|swiglu|rmsnorm), cases, seed";
+         swiglu, rmsnorm) equals the scalar reference bit for bit and matches its f64 definition, on seeded random inputs";
+    const PARAMS: &'static str = "op (rope|softmax|swiglu|rmsnorm), cases (default 2000), seed (default 0)";
     type Params = OpParams;
 
     fn run(p: &OpParams, cx: &mut Context) -> Result<Outcome, Unmet> {

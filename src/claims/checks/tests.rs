@@ -3,7 +3,7 @@
 //! `every_kind_is_audited`, so no kind ships unable to fail.
 
 use super::judge::{self, Quantity};
-use super::{agreement, bricks, exports, meta, perf, reference, resources, top, Registry};
+use super::{agreement, bricks, exports, layout, meta, perf, reference, resources, top, Registry};
 use crate::bench::{BenchResult, Comparison, Protocol, Series};
 use crate::claims::{Outcome, Verdict};
 use crate::provenance::Provenance;
@@ -91,6 +91,19 @@ fn spec() -> BenchSpec {
 
 fn of() -> perf::BenchOf {
     perf::BenchOf { model: "0.5b".into(), baseline: "llama.cpp".into(), prompt: 32, gen: 128 }
+}
+
+/// An `strace -c` summary with `futex` and `mmap` calls, as strace 6 prints it.
+fn strace_summary(futex: u64, mmap: u64) -> String {
+    format!(
+        "% time     seconds  usecs/call     calls    errors syscall\n\
+         ------ ----------- ----------- --------- --------- ----------------\n\
+         \x20 90.00    0.009000          12 {futex:>9}        15 futex\n\
+         \x20 10.00    0.001000           3 {mmap:>9}           mmap\n\
+         ------ ----------- ----------- --------- --------- ----------------\n\
+         100.00    0.010000           9 {:>9}        15 total\n",
+        futex + mmap
+    )
 }
 
 fn audit_cases() -> Vec<(&'static str, Case)> {
@@ -327,13 +340,52 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             (resources::judge_limit(&p, &clean), resources::judge_limit(&p, &abort))
         }),
         ("syscalls_per_token", || {
+            // The real parsing and judging of strace -c summaries from a quiet
+            // subject (a constant futex count) and a stormy one (80 per token).
             let p = resources::SyscallParams {
                 model: "0.5b".into(),
-                syscalls: vec!["futex".into()],
+                syscalls: vec!["futex".into(), "mmap".into()],
+                repeats: 5,
                 op: Op::Le,
                 threshold: 2.0,
             };
-            (resources::judge_syscalls(&p, (16, 100), (80, 150)), resources::judge_syscalls(&p, (16, 100), (80, 6500)))
+            let mut quiet = |n: usize| Ok(strace_summary(120 + n as u64 / 16, 40));
+            let mut storm = |n: usize| Ok(strace_summary(120 + 80 * n as u64, 40));
+            let calls = |trace: &mut dyn FnMut(usize) -> Result<String, crate::claims::Unmet>| {
+                resources::traced_calls(&p, trace).unwrap()
+            };
+            (resources::judge_syscalls(&p, &calls(&mut quiet)), resources::judge_syscalls(&p, &calls(&mut storm)))
+        }),
+        ("packed_throughput", || {
+            // The real interleaved timing of row-by-row Q4_K products (the naive
+            // layout) against a subject ten times as fast, then against a
+            // "packed" layout that is the naive one again.
+            let p = layout::LayoutParams {
+                model: "0.5b".into(),
+                tensor: "w".into(),
+                rounds: 15,
+                op: Op::Ge,
+                threshold: 3.0,
+            };
+            let (rows, cols, ty) = (64, 512, crate::gguf::TensorType::Q4K);
+            let mut rng = crate::rng::SplitMix64(9);
+            let w = crate::testing::random_weights(&mut rng, ty, rows * cols, 1.0, 0.01);
+            let a = crate::testing::random_weights(&mut rng, crate::gguf::TensorType::Q8K, cols, 1.0, 0.01);
+            let k = crate::kernels::Kernels::detect();
+            let (row_bytes, w, a) = (w.len() / rows, &w, &a);
+            let by_rows = |reps: usize| {
+                move || {
+                    for _ in 0..reps {
+                        for r in w.chunks_exact(row_bytes) {
+                            std::hint::black_box(k.dot(ty, r, a));
+                        }
+                    }
+                }
+            };
+            let (mut once, mut tenfold) = (by_rows(1), by_rows(10));
+            let (fast, slow) = layout::interleaved_rates(rows, p.rounds, &mut once, &mut tenfold);
+            let (same, naive) = layout::interleaved_rates(rows, p.rounds, &mut once, &mut by_rows(1));
+            (layout::judge_layout(&p, &fast, &slow), layout::judge_layout(&p, &same, &naive))
         }),
         ("backend_choice", || {
             let failed = resources::Exit {
@@ -572,7 +624,8 @@ fn every_kind_is_audited() {
 #[test]
 fn every_kind_passes_its_case_and_falsifies_its_counterexample() {
     for (name, case) in audit_cases() {
-        let (pass, fail) = case();
+        // Counting this thread's heap (and the pool's), not the parallel tests'.
+        let (pass, fail) = crate::kernels::test_alloc::counting(case);
         assert_eq!(pass.verdict, Verdict::Pass, "{name} should pass: {}", pass.sentence);
         assert_eq!(fail.verdict, Verdict::Falsified, "{name} should be falsified: {}", fail.sentence);
     }
@@ -597,6 +650,26 @@ fn every_op_reference_catches_a_broken_implementation() {
         assert_eq!(op_violations(RefOp::Softmax, flipped, 300, 7).1.len(), 300);
     }
     assert!(!op_violations(RefOp::Rmsnorm, Subject { rms_norm: bad_norm, ..engine }, 300, 7).1.is_empty());
+}
+
+#[test]
+fn an_unparseable_strace_summary_is_an_error_and_noisy_counts_are_inconclusive() {
+    let p = resources::SyscallParams {
+        model: "0.5b".into(),
+        syscalls: vec!["futex".into()],
+        repeats: 3,
+        op: Op::Le,
+        threshold: 2.0,
+    };
+    let summary = strace_summary(100, 4);
+    assert_eq!(resources::parse_strace_summary(&summary, &p.syscalls), Ok(100));
+    for text in ["strace: exec: No such file or directory\n", &summary[..summary.len() / 2]] {
+        let err = resources::traced_calls(&p, &mut |_| Ok(text.to_owned())).unwrap_err();
+        assert!(matches!(err, crate::claims::Unmet::Failed(ref e) if e.contains("strace of 16 tokens")), "{err:?}");
+    }
+    // Repeats that straddle the bound (1, 2.5, 4 calls per token) decide nothing.
+    let noisy = [(0, 64), (0, 160), (0, 256)];
+    assert_eq!(resources::judge_syscalls(&p, &noisy).verdict, Verdict::Inconclusive);
 }
 
 #[test]
