@@ -62,7 +62,8 @@ pub fn judge_layout(p: &LayoutParams, packed: &[f64], naive: &[f64]) -> Outcome 
         return judge::quantity(Quantity::new("packed_over_naive_throughput", "x", f64::NAN), p.op, p.threshold);
     };
     let mut q = Quantity::new("packed_over_naive_throughput", "x", r.ratio).detail(format!(
-        "{}: median {:.3e} dot products/s packed, {:.3e} row by row, over {} alternating rounds",
+        "{}: median {:.3e} dot products/s packed, {:.3e} row by row (the engine's product for a matrix without a \
+         packed layout: the scalar reference, there is no SIMD row kernel), over {} alternating rounds",
         p.tensor,
         stats::median(packed),
         stats::median(naive),

@@ -343,12 +343,16 @@ pub fn engine_attention(heads: attention::Heads, threads: usize) -> impl Fn(&[f3
 /// Judges bytes allocated by attention at `context` against the naive score matrix.
 pub fn judge_attention(p: &AttentionParams, heads: usize, allocated: usize) -> Outcome {
     let naive = (heads * p.context * p.context * 4) as f64;
-    let q = Quantity::new("attention_bytes_allocated", "bytes", allocated as f64).detail(format!(
-        "a {}-token prefill's attention ({} kernels); naive scores for {heads} heads: {naive} bytes; bound = naive / {}",
-        p.context,
-        Kernels::detect().name(),
-        p.divisor
-    ));
+    let q = Quantity::new("attention_bytes_allocated", "bytes", allocated as f64)
+        .detail(format!(
+            "a {}-token prefill's attention ({} kernels); naive scores for {heads} heads: {naive} bytes; bound = naive / {}",
+            p.context,
+            Kernels::detect().name(),
+            p.divisor
+        ))
+        .detail(format!(
+            "heap bytes, the least of {HEAP_TRIES} runs; the kernels' stack buffers have a fixed size, whatever the context"
+        ));
     judge::quantity(q, Op::Lt, naive / p.divisor)
 }
 
