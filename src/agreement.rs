@@ -367,9 +367,14 @@ pub fn fast_vs_reference(model: &mut Model, tokens: &[u32]) -> Result<FastVsRefe
             top1_differences.push((pos, b[best] - second));
         }
     }
-    let max_abs_logit_diff = fast.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-    let mean_abs_logit_diff =
-        fast.iter().zip(&reference).map(|(a, b)| f64::from((a - b).abs())).sum::<f64>() / fast.len() as f64;
+    // Equal bits differ by 0; a NaN on either side (never equal to anything) by infinity.
+    let diff = |(a, b): (&f32, &f32)| match (a - b).abs() {
+        d if d.is_nan() && a.to_bits() != b.to_bits() => f32::INFINITY,
+        d if d.is_nan() => 0.0,
+        d => d,
+    };
+    let max_abs_logit_diff = fast.iter().zip(&reference).map(diff).fold(0.0, f32::max);
+    let mean_abs_logit_diff = fast.iter().zip(&reference).map(|p| f64::from(diff(p))).sum::<f64>() / fast.len() as f64;
     Ok(FastVsReference {
         positions: tokens.len(),
         same_top1: tokens.len() - top1_differences.len(),

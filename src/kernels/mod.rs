@@ -6,6 +6,8 @@ mod avx2;
 pub mod ops;
 pub mod packed;
 mod pool;
+#[cfg(test)]
+pub(crate) mod test_alloc;
 
 pub use pool::Pool;
 
@@ -63,6 +65,16 @@ pub enum Kernels {
     Scalar,
     /// AVX2 + FMA + F16C (x86_64), detected at run time.
     Avx2,
+    /// The falsifiability audit's broken kernels: this CPU's kernels with bit
+    /// `n` (0: the last) of every output of RoPE, SwiGLU and f16 attention flipped.
+    #[cfg(test)]
+    FlipBit(u32),
+}
+
+/// `x` with bit `n` of every value flipped (the [`Kernels::FlipBit`] hook).
+#[cfg(test)]
+fn flip_bits(x: &mut [f32], n: u32) {
+    x.iter_mut().for_each(|v| *v = f32::from_bits(v.to_bits() ^ (1 << n)));
 }
 
 /// Whether the CPU has what the AVX2 kernels use.
@@ -86,6 +98,8 @@ impl Kernels {
         match self {
             Kernels::Scalar => "scalar",
             Kernels::Avx2 => "avx2",
+            #[cfg(test)]
+            Kernels::FlipBit(_) => "flip-bit",
         }
     }
 
@@ -191,6 +205,11 @@ impl Kernels {
                 // SAFETY: AVX2, FMA and F16C are available (asserted above).
                 crate::kernels::ops::swiglu_rows(gate, up, row, &|g, u| unsafe { avx2::swiglu_lanes(g, u) });
             }
+            #[cfg(test)]
+            Kernels::FlipBit(n) => {
+                Kernels::detect().swiglu(gate, up, row);
+                flip_bits(gate, n);
+            }
             _ => crate::kernels::ops::swiglu(gate, up, row),
         }
     }
@@ -204,6 +223,11 @@ impl Kernels {
                 assert!(avx2_available(), "AVX2 kernels chosen on a CPU without AVX2, FMA and F16C");
                 // SAFETY: AVX2, FMA and F16C are available (asserted above).
                 unsafe { avx2::rope_neox(x, dim, cos, sin) }
+            }
+            #[cfg(test)]
+            Kernels::FlipBit(n) => {
+                Kernels::detect().rope_neox(x, dim, cos, sin);
+                flip_bits(x, n);
             }
             _ => crate::kernels::ops::rope_neox(x, dim, cos, sin),
         }
@@ -242,6 +266,14 @@ impl Kernels {
                     }
                 }
                 true
+            }
+            #[cfg(test)]
+            Kernels::FlipBit(n) => {
+                let ran = Kernels::detect().attend_group_f16(q, hd, keys, values, rows, ctx, scale, out);
+                if ran {
+                    flip_bits(out, n);
+                }
+                ran
             }
             _ => false,
         }

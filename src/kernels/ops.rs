@@ -1,6 +1,6 @@
 //! The transformer's elementwise and reduction operations (the scalar
 //! reference the fast kernels match bit for bit), written to follow
-//! ggml's arithmetic (f64 accumulation for norms and softmax sums, RoPE angles
+//! ggml's arithmetic (f64 accumulation for norms, RoPE angles
 //! advanced by repeated multiplication in f32).
 
 /// RMSNorm of `x` in place, then scaled elementwise by `weight`.
@@ -11,26 +11,6 @@ pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
     let scale = 1.0 / (mean + eps).sqrt();
     for (v, w) in x.iter_mut().zip(weight) {
         *v = (*v * scale) * w;
-    }
-}
-
-/// Softmax of `x` in place (max-subtracted, f64 sum).
-pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if !max.is_finite() {
-        // All -inf (nothing to attend to) or a NaN/inf input: a uniform
-        // distribution over finite entries is meaningless, so report NaN.
-        x.fill(if max == f32::NEG_INFINITY { 0.0 } else { f32::NAN });
-        return;
-    }
-    let mut sum = 0.0f64;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += f64::from(*v);
-    }
-    let inv = (1.0 / sum) as f32;
-    for v in x.iter_mut() {
-        *v *= inv;
     }
 }
 
@@ -165,23 +145,6 @@ mod tests {
         rms_norm(&mut x, &[1.0, 2.0], 0.0);
         let r = (12.5f32).sqrt();
         assert!((x[0] - 3.0 / r).abs() < 1e-6 && (x[1] - 8.0 / r).abs() < 1e-6);
-    }
-
-    #[test]
-    fn softmax_is_stable_and_normalized() {
-        for input in [vec![1e30f32, 1e30, -1e30], vec![-1e30, -1e30], vec![0.0; 5], vec![88.0, 89.0, 90.0]] {
-            let mut x = input.clone();
-            softmax(&mut x);
-            let s: f32 = x.iter().sum();
-            assert!(x.iter().all(|v| v.is_finite()) && (s - 1.0).abs() < 1e-5, "{input:?} -> {x:?}");
-        }
-    }
-
-    #[test]
-    fn softmax_with_nan_does_not_hide_it() {
-        let mut x = [1.0f32, f32::INFINITY];
-        softmax(&mut x);
-        assert!(x.iter().all(|v| v.is_nan()));
     }
 
     #[test]

@@ -52,6 +52,8 @@ impl Pool {
                 std::thread::Builder::new()
                     .name(format!("falsify-worker-{index}"))
                     .spawn(move || {
+                        #[cfg(test)]
+                        super::test_alloc::count_this_thread();
                         if let Some(core) = core {
                             // Best effort: an unpinned worker is slower to measure, not wrong.
                             core_affinity::set_for_current(core);

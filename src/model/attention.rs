@@ -13,6 +13,68 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use super::kv_cache::{KvCache, KvType};
+use crate::kernels::{Kernels, Pool};
+
+/// The attention heads of a model: query heads, KV heads, values per head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heads {
+    /// Query heads.
+    pub query: usize,
+    /// KV heads (each shared by `query / kv` query heads).
+    pub kv: usize,
+    /// Values per head.
+    pub dim: usize,
+}
+
+/// The prefill and decode attention the engine runs: every head of every
+/// query row in `q` (rows at positions `p0..`) over layer `layer` of the
+/// cache, into `out`. The (token, KV head) pairs, each with its group of
+/// query heads, are dealt round-robin across the pool's threads (later tokens
+/// attend over more positions); each runs [`attend_group_by`].
+#[allow(clippy::too_many_arguments)]
+pub fn attend_all(
+    pool: &Pool,
+    kernels: Kernels,
+    heads: Heads,
+    q: &[f32],
+    cache: &KvCache,
+    layer: usize,
+    p0: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let (hd, n_kv) = (heads.dim, heads.kv);
+    let width = hd * (heads.query / n_kv);
+    pool.run_chunks(out, width, &|pair, o| {
+        let (t, kv_head) = (pair / n_kv, pair % n_kv);
+        let ctx = p0 + t + 1; // causal: positions 0..=p0+t
+        attend_group_by(kernels, &q[pair * width..][..width], hd, cache, layer, kv_head, ctx, scale, o);
+    });
+}
+
+/// One group of query heads over KV head `kv_head` as the engine computes it:
+/// by `kernels`' fast kernel over an f16 cache where it has one, else by the
+/// reference [`attend_group`].
+#[allow(clippy::too_many_arguments)]
+pub fn attend_group_by(
+    kernels: Kernels,
+    q: &[f32],
+    hd: usize,
+    cache: &KvCache,
+    layer: usize,
+    kv_head: usize,
+    ctx: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let fast = cache.f16_layer(layer).is_some_and(|(keys, values)| {
+        let rows = (cache.kv_dim(), kv_head * hd);
+        kernels.attend_group_f16(q, hd, keys, values, rows, ctx, scale, out)
+    });
+    if !fast {
+        attend_group(q, hd, cache, layer, kv_head * hd, ctx, scale, out);
+    }
+}
 
 /// Writes into `out` the attention of query `q` (one head) over positions
 /// `0..ctx` of `layer`, reading the KV head whose elements start at `kv_offset`.
@@ -122,7 +184,6 @@ pub const MAX_GROUP: usize = 16;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::ops::softmax;
 
     fn cache(ty: KvType, keys: &[Vec<f32>], values: &[Vec<f32>]) -> KvCache {
         let mut c = KvCache::new(ty, 1, keys[0].len(), keys.len());
@@ -139,9 +200,12 @@ mod tests {
 
     /// Two-pass softmax attention in f64, the textbook definition.
     fn naive(q: &[f32], k: &[Vec<f32>], v: &[Vec<f32>], scale: f32) -> Vec<f32> {
-        let mut s: Vec<f32> = k.iter().map(|k| q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale).collect();
-        softmax(&mut s);
-        (0..q.len()).map(|i| s.iter().zip(v).map(|(w, v)| w * v[i]).sum()).collect()
+        let s: Vec<f64> =
+            k.iter().map(|k| q.iter().zip(k).map(|(a, b)| f64::from(a * b)).sum::<f64>() * f64::from(scale)).collect();
+        let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = s.iter().map(|s| (s - max).exp()).collect();
+        let z: f64 = e.iter().sum();
+        (0..q.len()).map(|i| (e.iter().zip(v).map(|(w, v)| w * f64::from(v[i])).sum::<f64>() / z) as f32).collect()
     }
 
     #[test]

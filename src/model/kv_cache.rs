@@ -119,13 +119,14 @@ impl KvCache {
         self.capacity
     }
 
-    /// Bytes the cache holds for keys and values at full capacity.
+    /// Bytes the cache holds for keys and values at full capacity (the size of
+    /// its stores as they are, whatever type was asked for).
     pub fn bytes(&self) -> usize {
-        let elements = |s: &Store| match s {
-            Store::F32(v) => v.len(),
-            Store::F16(v) => v.len(),
+        let bytes = |s: &Store| match s {
+            Store::F32(v) => std::mem::size_of_val(&v[..]),
+            Store::F16(v) => std::mem::size_of_val(&v[..]),
         };
-        (elements(&self.keys) + elements(&self.values)) * self.ty.bytes()
+        bytes(&self.keys) + bytes(&self.values)
     }
 
     fn at(&self, layer: usize, pos: usize) -> usize {

@@ -494,26 +494,11 @@ impl Model {
     }
 
     /// Causal attention of every head of every query row in `q` (rows at
-    /// positions `p0..`) over layer `li` of the cache, into `out`; the
-    /// (token, KV head) pairs, each with its group of query heads, are dealt
-    /// out across the threads.
+    /// positions `p0..`) over layer `li` of the cache, into `out`.
     fn attend_all(&self, q: &[f32], cache: &KvCache, li: usize, p0: usize, scale: f32, out: &mut [f32]) {
         let c = &self.config;
-        let (hd, n_kv) = (c.head_dim, c.n_head_kv);
-        let width = hd * (c.n_head / n_kv);
-        // Pairs are dealt round-robin: later tokens attend over more positions.
-        self.pool.run_chunks(out, width, &|pair, o| {
-            let (t, kv_head) = (pair / n_kv, pair % n_kv);
-            let ctx = p0 + t + 1; // causal: positions 0..=p0+t
-            let q = &q[pair * width..][..width];
-            let fast = cache.f16_layer(li).is_some_and(|(keys, values)| {
-                let rows = (cache.kv_dim(), kv_head * hd);
-                self.kernels.attend_group_f16(q, hd, keys, values, rows, ctx, scale, o)
-            });
-            if !fast {
-                attention::attend_group(q, hd, cache, li, kv_head * hd, ctx, scale, o);
-            }
-        });
+        let heads = attention::Heads { query: c.n_head, kv: c.n_head_kv, dim: c.head_dim };
+        attention::attend_all(&self.pool, self.kernels, heads, q, cache, li, p0, scale, out);
     }
 
     /// Runs `tokens` (at positions `cache.len()..`) through the model, appending

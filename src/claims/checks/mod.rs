@@ -8,6 +8,7 @@ pub mod agreement;
 pub mod bricks;
 pub mod exports;
 pub mod judge;
+pub mod layout;
 pub mod meta;
 pub mod perf;
 pub mod reference;
@@ -85,6 +86,7 @@ impl Registry {
         kinds.extend(agreement::kinds());
         kinds.extend(reference::kinds());
         kinds.extend(resources::kinds());
+        kinds.extend(layout::kinds());
         kinds.extend(meta::kinds());
         kinds.extend(bricks::kinds());
         kinds.extend(exports::kinds());

@@ -1,6 +1,7 @@
 //! Checks against references that need no model: quant formats bit-exact
 //! with independent fixtures (`quant_reference`), and the transformer's
-//! operations against their analytic definitions in f64 (`op_reference`).
+//! operations as the engine's kernels run them against the scalar reference
+//! and their definitions in f64 (`op_reference`).
 
 use serde::Deserialize;
 
@@ -8,7 +9,8 @@ use super::judge;
 use super::{kind, Check, Kind};
 use crate::claims::{Context, Outcome, Unmet};
 use crate::gguf::TensorType;
-use crate::kernels::ops;
+use crate::kernels::{ops, Kernels};
+use crate::model::{attention, KvCache, KvType};
 use crate::rng::SplitMix64;
 
 /// The kinds of this module.
@@ -98,13 +100,17 @@ impl Check for QuantReference {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
-    /// NEOX RoPE against the rotation formula.
+    /// NEOX RoPE as the engine's kernels run it: bit for bit the scalar
+    /// reference, and the rotation formula within f32 angle drift.
     Rope,
-    /// Softmax on extreme inputs: finite, normalized, equal to the f64 definition.
+    /// The softmax the engine runs, fused into its attention kernel: bit for
+    /// bit the reference attention, finite and normalized (every output within
+    /// its values' range) on huge, tiny and equal logits.
     Softmax,
-    /// SiLU(gate)·up against the f64 definition.
+    /// SiLU(gate)·up as the engine's kernels run it: bit for bit the scalar
+    /// reference, and the f64 definition within 1e-5.
     Swiglu,
-    /// RMSNorm: zero input stays finite; values match the f64 definition.
+    /// RMSNorm as the model calls it: zero input stays finite; values match the f64 definition.
     Rmsnorm,
 }
 
@@ -114,36 +120,32 @@ pub enum Op {
 pub struct OpParams {
     /// The operation.
     pub op: Op,
+    /// Random inputs tried.
+    #[serde(default = "default_cases")]
+    pub cases: usize,
+    /// Seed of the input generator.
+    #[serde(default)]
+    pub seed: u64,
 }
 
-/// The implementations under test (the engine's, or a deliberately broken one in the audit).
+fn default_cases() -> usize {
+    2000
+}
+
+/// What `op_reference` runs: the engine's kernels, or a deliberately broken
+/// subject in the audit.
 #[derive(Clone, Copy)]
-pub struct Ops {
-    /// RoPE of one head: (x, dim, pos, base).
-    pub rope: fn(&mut [f32], usize, usize, f32),
-    /// Softmax in place.
-    pub softmax: fn(&mut [f32]),
-    /// SiLU(gate)·up into gate.
-    pub swiglu: fn(&mut [f32], &[f32]),
-    /// RMSNorm: (x, weight, eps).
+pub struct Subject {
+    /// The kernels whose RoPE, SwiGLU and attention are checked.
+    pub kernels: Kernels,
+    /// RMSNorm as the model calls it: (x, weight, eps).
     pub rms_norm: fn(&mut [f32], &[f32], f32),
 }
 
-fn engine_rope(x: &mut [f32], dim: usize, pos: usize, base: f32) {
-    let (mut cos, mut sin) = (vec![0.0; dim / 2], vec![0.0; dim / 2]);
-    ops::rope_angles(pos, dim, base, &mut cos, &mut sin);
-    ops::rope_neox(x, dim, &cos, &sin);
-}
-
-impl Ops {
-    /// The engine's operations.
-    pub fn engine() -> Ops {
-        Ops {
-            rope: engine_rope,
-            softmax: ops::softmax,
-            swiglu: |g, u| ops::swiglu(g, u, g.len()),
-            rms_norm: ops::rms_norm,
-        }
+impl Subject {
+    /// What the engine runs on this CPU.
+    pub fn engine() -> Subject {
+        Subject { kernels: Kernels::detect(), rms_norm: ops::rms_norm }
     }
 }
 
@@ -151,118 +153,160 @@ fn close(a: f32, b: f64, tol: f64) -> bool {
     a.is_finite() && (f64::from(a) - b).abs() <= tol * (1.0 + b.abs())
 }
 
-/// Cases checked and violations found for `op` implemented by `ops`.
-pub fn op_violations(op: Op, ops: Ops) -> (usize, Vec<String>) {
-    let mut rng = SplitMix64(0x0b5);
-    let mut rand = |scale: f64| ((rng.next_f64() * 2.0 - 1.0) * scale) as f32;
-    let mut bad = Vec::new();
-    let mut cases = 0;
-    match op {
-        Op::Rope => {
-            let dim = 64;
-            for pos in [0usize, 1, 7, 100, 1000, 4095] {
-                for base in [10_000.0f32, 1_000_000.0] {
-                    cases += 1;
-                    let x: Vec<f32> = (0..dim).map(|_| rand(1.0)).collect();
-                    let mut y = x.clone();
-                    (ops.rope)(&mut y, dim, pos, base);
-                    for i in 0..dim / 2 {
-                        let theta = pos as f64 * f64::from(base).powf(-2.0 * i as f64 / dim as f64);
-                        let (a, b) = (f64::from(x[i]), f64::from(x[i + dim / 2]));
-                        let want = [a * theta.cos() - b * theta.sin(), a * theta.sin() + b * theta.cos()];
-                        // f32 angles drift by ~pos·ε, so the tolerance grows with the position.
-                        let tol = 1e-5 + pos as f64 * 4e-7;
-                        if !close(y[i], want[0], tol) || !close(y[i + dim / 2], want[1], tol) {
-                            bad.push(format!(
-                                "pos {pos} base {base} pair {i}: got ({}, {}) want {want:?}",
-                                y[i],
-                                y[i + dim / 2]
-                            ));
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        Op::Softmax => {
-            let inputs: Vec<Vec<f32>> = vec![
-                vec![1e30, 1e30, -1e30],
-                vec![-1e30, -1e30, -1e30 + 1e24],
-                vec![5.0; 7],
-                vec![0.0, 1000.0, -1000.0],
-                vec![f32::MAX, 0.0],
-                vec![-3.0e38, 3.0e38],
-                (0..1000).map(|_| rand(100.0)).collect(),
-                vec![1e-30, 0.0, -1e-30],
-            ];
-            for x in inputs {
-                cases += 1;
-                let mut y = x.clone();
-                (ops.softmax)(&mut y);
-                let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let exps: Vec<f64> = x.iter().map(|&v| (f64::from(v) - f64::from(max)).exp()).collect();
-                let z: f64 = exps.iter().sum();
-                let sum: f64 = y.iter().map(|&v| f64::from(v)).sum();
-                let wrong = y.iter().zip(&exps).position(|(&a, &e)| !close(a, e / z, 1e-5));
-                if y.iter().any(|v| !v.is_finite()) || (sum - 1.0).abs() > 1e-5 || wrong.is_some() {
-                    bad.push(format!(
-                        "input {:?}…: output {:?}…, sum {sum}",
-                        &x[..x.len().min(3)],
-                        &y[..y.len().min(3)]
-                    ));
-                }
-            }
-        }
-        Op::Swiglu => {
-            for scale in [1.0, 10.0, 80.0] {
-                cases += 1;
-                let gate: Vec<f32> = (0..256).map(|_| rand(scale)).collect();
-                let up: Vec<f32> = (0..256).map(|_| rand(scale)).collect();
-                let mut y = gate.clone();
-                (ops.swiglu)(&mut y, &up);
-                for i in 0..gate.len() {
-                    let g = f64::from(gate[i]);
-                    let want = g / (1.0 + (-g).exp()) * f64::from(up[i]);
-                    if !close(y[i], want, 1e-5) {
-                        bad.push(format!("gate {g} up {}: got {} want {want}", up[i], y[i]));
-                        break;
-                    }
-                }
-            }
-        }
-        Op::Rmsnorm => {
-            let eps = 1e-6f32;
-            let n = 896;
-            let weight: Vec<f32> = (0..n).map(|_| rand(2.0)).collect();
-            for scale in [0.0, 1e-20, 1.0, 1e3] {
-                cases += 1;
-                let x: Vec<f32> = (0..n).map(|_| rand(scale)).collect();
-                let mut y = x.clone();
-                (ops.rms_norm)(&mut y, &weight, eps);
-                let ms: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / n as f64;
-                let inv = 1.0 / (ms + f64::from(eps)).sqrt();
-                let wrong = (0..n).find(|&i| !close(y[i], f64::from(x[i]) * inv * f64::from(weight[i]), 1e-5));
-                if let Some(i) = wrong {
-                    bad.push(format!("scale {scale}: element {i} is {} (input {})", y[i], x[i]));
-                }
-            }
-        }
+/// The first element whose bits differ between `got` and `want`.
+fn first_bit_difference(got: &[f32], want: &[f32]) -> Option<String> {
+    let i = got.iter().zip(want).position(|(a, b)| a.to_bits() != b.to_bits())?;
+    Some(format!("element {i} is {:e}, the scalar reference {:e}", got[i], want[i]))
+}
+
+/// Uniform in ±`scale`.
+fn uniform(rng: &mut SplitMix64, scale: f64) -> f32 {
+    ((rng.next_f64() * 2.0 - 1.0) * scale) as f32
+}
+
+/// One random RoPE input: what differs from the reference or the formula.
+fn rope_case(k: Kernels, rng: &mut SplitMix64) -> Option<String> {
+    let dim = [64, 128][rng.below(2)];
+    let heads = 1 + rng.below(14);
+    let pos = rng.below(32_768);
+    let base = [10_000.0f32, 1_000_000.0][rng.below(2)];
+    let scale = [1.0, 100.0][rng.below(2)];
+    let x: Vec<f32> = (0..heads * dim).map(|_| uniform(rng, scale)).collect();
+    let (mut cos, mut sin) = (vec![0.0; dim / 2], vec![0.0; dim / 2]);
+    ops::rope_angles(pos, dim, base, &mut cos, &mut sin);
+    let (mut got, mut want) = (x.clone(), x.clone());
+    k.rope_neox(&mut got, dim, &cos, &sin);
+    ops::rope_neox(&mut want, dim, &cos, &sin);
+    let at = format!("dim {dim} heads {heads} pos {pos} base {base}");
+    if let Some(d) = first_bit_difference(&got, &want) {
+        return Some(format!("{at}: {d}"));
     }
+    // f32 angles drift by ~pos·ε, so the tolerance grows with the position.
+    let tol = 1e-5 + pos as f64 * 4e-7;
+    (0..dim / 2).find_map(|i| {
+        let theta = pos as f64 * f64::from(base).powf(-2.0 * i as f64 / dim as f64);
+        let (a, b) = (f64::from(x[i]), f64::from(x[i + dim / 2]));
+        let want = [a * theta.cos() - b * theta.sin(), a * theta.sin() + b * theta.cos()];
+        let tol = tol * scale;
+        (!close(got[i], want[0], tol) || !close(got[i + dim / 2], want[1], tol))
+            .then(|| format!("{at} pair {i}: got ({}, {}) want {want:?}", got[i], got[i + dim / 2]))
+    })
+}
+
+/// One random attention input (huge, tiny, equal or ordinary logits): what
+/// differs from the reference attention, or is not finite and normalized.
+fn softmax_case(k: Kernels, rng: &mut SplitMix64) -> Option<String> {
+    let hd = [64, 128][rng.below(2)];
+    let (group, ctx, kv_head) = (1 + rng.below(7), 1 + rng.below(96), rng.below(2));
+    // q·k·scale of order 1e4 (huge), 1e-6 (tiny), exactly 0 (equal), or 1.
+    let (regime, qs, ks) =
+        [("huge", 100.0, 100.0), ("tiny", 1e-3, 1e-3), ("equal", 0.0, 1.0), ("ordinary", 1.0, 1.0)][rng.below(4)];
+    let mut cache = KvCache::new(KvType::F16, 1, 2 * hd, ctx);
+    let mut values = Vec::with_capacity(ctx * 2 * hd);
+    for p in 0..ctx {
+        let key: Vec<f32> = (0..2 * hd).map(|_| uniform(rng, ks)).collect();
+        let value: Vec<f32> = (0..2 * hd).map(|_| uniform(rng, 1.0)).collect();
+        cache.write(0, p, &key, &value);
+        values.extend(value.iter().map(|&v| half::f16::from_f32(v).to_f32()));
+    }
+    cache.advance(ctx);
+    let q: Vec<f32> = (0..group * hd).map(|_| uniform(rng, qs)).collect();
+    let scale = 1.0 / (hd as f32).sqrt();
+    let (mut got, mut want) = (vec![f32::NAN; q.len()], vec![f32::NAN; q.len()]);
+    attention::attend_group_by(k, &q, hd, &cache, 0, kv_head, ctx, scale, &mut got);
+    attention::attend_group(&q, hd, &cache, 0, kv_head * hd, ctx, scale, &mut want);
+    let at = format!("{regime} logits, {group} heads of {hd}, {ctx} positions");
+    if let Some(d) = first_bit_difference(&got, &want) {
+        return Some(format!("{at}: {d}"));
+    }
+    // Softmax weights are positive and sum to 1, so each output lies within the
+    // range of the values it weighs (up to the f16 accumulator's rounding).
+    got.chunks_exact(hd).flat_map(|h| h.iter().enumerate()).find_map(|(i, &o)| {
+        let column = (0..ctx).map(|p| values[p * 2 * hd + kv_head * hd + i]);
+        let (lo, hi) = column.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        (!o.is_finite() || o < lo - 0.05 || o > hi + 0.05)
+            .then(|| format!("{at}: output {o} outside its values' range [{lo}, {hi}]"))
+    })
+}
+
+/// One random SwiGLU input: what differs from the reference or the definition.
+fn swiglu_case(k: Kernels, rng: &mut SplitMix64) -> Option<String> {
+    let (row, rows) = (1 + rng.below(4_864), 1 + rng.below(3));
+    let scale = [1.0, 10.0, 100.0][rng.below(3)];
+    let gate: Vec<f32> = (0..row * rows).map(|_| uniform(rng, scale)).collect();
+    let up: Vec<f32> = (0..row * rows).map(|_| uniform(rng, scale)).collect();
+    let (mut got, mut want) = (gate.clone(), gate.clone());
+    k.swiglu(&mut got, &up, row);
+    ops::swiglu(&mut want, &up, row);
+    if let Some(d) = first_bit_difference(&got, &want) {
+        return Some(format!("{rows} rows of {row}: {d}"));
+    }
+    (0..gate.len()).find_map(|i| {
+        let g = f64::from(gate[i]);
+        let want = g / (1.0 + (-g).exp()) * f64::from(up[i]);
+        (!close(got[i], want, 1e-5)).then(|| format!("gate {g} up {}: got {} want {want}", up[i], got[i]))
+    })
+}
+
+/// One random RMSNorm input (all zero, tiny, ordinary or large): what differs from the definition.
+fn rmsnorm_case(rms_norm: fn(&mut [f32], &[f32], f32), rng: &mut SplitMix64) -> Option<String> {
+    let (eps, n) = (1e-6f32, [896, 1536, 1 + rng.below(4096)][rng.below(3)]);
+    let scale = [0.0, 1e-20, 1.0, 1e3][rng.below(4)];
+    let weight: Vec<f32> = (0..n).map(|_| uniform(rng, 2.0)).collect();
+    let x: Vec<f32> = (0..n).map(|_| uniform(rng, scale)).collect();
+    let mut y = x.clone();
+    rms_norm(&mut y, &weight, eps);
+    let ms: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / n as f64;
+    let inv = 1.0 / (ms + f64::from(eps)).sqrt();
+    (0..n)
+        .find(|&i| !close(y[i], f64::from(x[i]) * inv * f64::from(weight[i]), 1e-5))
+        .map(|i| format!("{n} values of scale {scale}: element {i} is {} (input {})", y[i], x[i]))
+}
+
+/// Cases checked and violations found for `op` run by `subject` on `cases`
+/// random inputs drawn from `seed`.
+pub fn op_violations(op: Op, subject: Subject, cases: usize, seed: u64) -> (usize, Vec<String>) {
+    let mut rng = SplitMix64(seed);
+    let bad = (0..cases)
+        .filter_map(|_| match op {
+            Op::Rope => rope_case(subject.kernels, &mut rng),
+            Op::Softmax => softmax_case(subject.kernels, &mut rng),
+            Op::Swiglu => swiglu_case(subject.kernels, &mut rng),
+            Op::Rmsnorm => rmsnorm_case(subject.rms_norm, &mut rng),
+        })
+        .collect();
     (cases, bad)
 }
 
-/// `op_reference`: an operation of the forward pass against its f64 definition.
+/// Judges `op_violations`, saying which kernels ran.
+pub fn judge_op(op: Op, kernels: Kernels, (cases, bad): (usize, Vec<String>)) -> Outcome {
+    let mut out = judge::no_violations(&format!("{op:?}_violations").to_lowercase(), cases, bad);
+    if let Some(e) = out.evidence.as_mut() {
+        e.details.push(match (op, kernels) {
+            (Op::Rmsnorm, _) => "the model calls the scalar RMSNorm itself; checked against the f64 definition".into(),
+            (_, Kernels::Scalar) => {
+                "this CPU runs the scalar reference kernels: the bit comparison is the reference against itself".into()
+            }
+            _ => format!("the {} kernels the engine runs, against the scalar reference bit for bit", kernels.name()),
+        });
+    }
+    out
+}
+
+/// `op_reference`: an operation as the engine runs it against the scalar
+/// reference (bit for bit) and its definition, on seeded random inputs.
 pub struct OpReference;
 
 impl Check for OpReference {
     const NAME: &'static str = "op_reference";
-    const DOC: &'static str =
-        "a forward-pass operation (rope, softmax, swiglu, rmsnorm) against its f64 definition, extremes included";
-    const PARAMS: &'static str = "op (rope|softmax|swiglu|rmsnorm)";
+    const DOC: &'static str = "a forward-pass operation as the engine's kernels run it (rope, softmax in attention, \
+         swiglu, rmsnorm) equals the scalar reference bit for bit and matches its f64 definition, on seeded random inputs";
+    const PARAMS: &'static str = "op (rope|softmax|swiglu|rmsnorm), cases (default 2000), seed (default 0)";
     type Params = OpParams;
 
-    fn run(p: &OpParams, _cx: &mut Context) -> Result<Outcome, Unmet> {
-        let (cases, bad) = op_violations(p.op, Ops::engine());
-        Ok(judge::no_violations(&format!("{:?}_violations", p.op).to_lowercase(), cases, bad))
+    fn run(p: &OpParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let subject = Subject::engine();
+        cx.say(format_args!("{} random inputs through the {} kernels", p.cases, subject.kernels.name()));
+        Ok(judge_op(p.op, subject.kernels, op_violations(p.op, subject, p.cases, p.seed)))
     }
 }

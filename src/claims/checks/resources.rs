@@ -12,7 +12,8 @@ use stats_alloc::{Region, Stats, INSTRUMENTED_SYSTEM};
 use super::judge::{self, Quantity};
 use super::{kind, Check, Kind};
 use crate::claims::{Context, Outcome, Unmet};
-use crate::model::{KvCache, KvType, Logits};
+use crate::kernels::{Kernels, Pool};
+use crate::model::{attention, KvCache, KvType, Logits};
 use crate::rng::SplitMix64;
 use crate::sample::argmax;
 use crate::stats::Op;
@@ -145,9 +146,10 @@ impl Check for MemoryGrowth {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KvMetric {
-    /// Bytes of an f16 cache over an f32 cache of the same capacity.
+    /// Heap bytes an f16 cache allocates over those of an f32 cache of the same capacity.
     F16BytesRatio,
-    /// Positions an f16 cache holds over an f32 cache's, at the same byte budget.
+    /// Positions an f16 cache holds and the model really fills within the
+    /// bytes an f32 cache of `positions` allocates, over `positions`.
     ContextRatioAtBudget,
 }
 
@@ -155,54 +157,145 @@ pub enum KvMetric {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KvMemoryParams {
-    /// Model size whose shape is used.
+    /// Model size whose shape (and, for the budget, whose forward pass) is used.
     pub model: String,
     /// What to compare.
     pub metric: KvMetric,
+    /// Positions of the caches compared (for the budget: of the f32 cache that sets it).
+    pub positions: usize,
     /// Operator.
     pub op: Op,
     /// Threshold.
     pub threshold: f64,
 }
 
-/// Judges KV cache sizes: bytes of (f16, f32) caches of `capacity` positions, and the budget used.
-pub fn judge_kv_memory(p: &KvMemoryParams, f16_bytes: usize, f32_bytes: usize, capacity: usize) -> Outcome {
-    let q = match p.metric {
-        KvMetric::F16BytesRatio => Quantity::new("f16_kv_bytes_ratio", "x", f16_bytes as f64 / f32_bytes as f64)
-            .detail(format!("{capacity} positions: f16 {f16_bytes} bytes, f32 {f32_bytes} bytes")),
-        KvMetric::ContextRatioAtBudget => {
-            let budget = f32_bytes;
-            let per_f16 = f16_bytes / capacity.max(1);
-            let per_f32 = f32_bytes / capacity.max(1);
-            Quantity::new(
-                "context_ratio_at_budget",
-                "x",
-                (budget / per_f16.max(1)) as f64 / (budget / per_f32.max(1)) as f64,
-            )
-            .detail(format!(
-                "budget {budget} bytes: f16 holds {} positions, f32 {}",
-                budget / per_f16.max(1),
-                budget / per_f32.max(1)
-            ))
-        }
-    };
+/// How many times an allocation is measured: the counting allocator counts
+/// every thread, and other threads' allocations only add, so the least count is kept.
+const HEAP_TRIES: usize = 3;
+
+/// The least heap bytes allocated by `f` over [`HEAP_TRIES`] calls (what it
+/// returns is dropped after the count).
+fn least_heap_bytes<T>(mut f: impl FnMut() -> T) -> Result<usize, Unmet> {
+    let mut least = usize::MAX;
+    for _ in 0..HEAP_TRIES {
+        let (kept, s) = heap_activity(&mut f)?;
+        drop(kept);
+        least = least.min(s.bytes_allocated);
+    }
+    Ok(least)
+}
+
+/// Makes an empty KV cache of a type and capacity (the engine's, or a broken one in the audit).
+pub type NewCache<'a> = &'a dyn Fn(KvType, usize) -> KvCache;
+
+/// Heap bytes of an (f16, f32) cache of `positions` positions, as the allocator counts them.
+pub fn kv_heap_bytes(new_cache: NewCache, positions: usize) -> Result<(usize, usize), Unmet> {
+    Ok((
+        least_heap_bytes(|| new_cache(KvType::F16, positions))?,
+        least_heap_bytes(|| new_cache(KvType::F32, positions))?,
+    ))
+}
+
+/// A real run at a fixed KV byte budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetRun {
+    /// The budget: heap bytes of an f32 cache of `f32_positions`.
+    pub budget: usize,
+    /// Positions of the f32 cache that sets the budget.
+    pub f32_positions: usize,
+    /// Positions of the f16 cache made to fit the budget (from its measured bytes per position).
+    pub f16_positions: usize,
+    /// Heap bytes that f16 cache allocated.
+    pub f16_bytes: usize,
+    /// Positions the forward pass filled it with.
+    pub filled: usize,
+}
+
+impl BudgetRun {
+    /// Positions held within the budget over the f32 cache's: the filled
+    /// positions when the f16 cache kept to the budget, else none.
+    pub fn ratio(&self) -> f64 {
+        let held = if self.f16_bytes <= self.budget { self.filled } else { 0 };
+        held as f64 / self.f32_positions as f64
+    }
+}
+
+/// Sets the budget as the heap bytes of an f32 cache of `positions`, makes the
+/// largest f16 cache its measured bytes per position fit in it, and fills
+/// that cache through `fill` (the model's forward pass).
+pub fn kv_budget_run(
+    new_cache: NewCache,
+    positions: usize,
+    fill: &mut dyn FnMut(&mut KvCache) -> Result<(), Unmet>,
+) -> Result<BudgetRun, Unmet> {
+    let (f16_per, budget) = kv_heap_bytes(new_cache, positions)?;
+    let f16_positions = budget / f16_per.div_ceil(positions).max(1);
+    let (mut cache, s) = heap_activity(|| new_cache(KvType::F16, f16_positions))?;
+    fill(&mut cache)?;
+    Ok(BudgetRun { budget, f32_positions: positions, f16_positions, f16_bytes: s.bytes_allocated, filled: cache.len() })
+}
+
+/// Judges the f16 over f32 heap bytes of caches of `positions` positions.
+pub fn judge_kv_bytes(p: &KvMemoryParams, (f16_bytes, f32_bytes): (usize, usize)) -> Outcome {
+    let q = Quantity::new("f16_kv_bytes_ratio", "x", f16_bytes as f64 / f32_bytes as f64).detail(format!(
+        "{} positions: the f16 cache allocated {f16_bytes} heap bytes, the f32 cache {f32_bytes} (counting allocator)",
+        p.positions
+    ));
     judge::quantity(q, p.op, p.threshold)
 }
 
-/// `kv_memory`: the reduced-precision KV cache's size against the f32 one.
+/// Judges the context held at a fixed KV budget.
+pub fn judge_kv_budget(p: &KvMemoryParams, r: &BudgetRun) -> Outcome {
+    let q = Quantity::new("context_ratio_at_budget", "x", r.ratio()).detail(format!(
+        "budget {} bytes (an f32 cache of {} positions); an f16 cache of {} positions allocated {} bytes and the \
+         forward pass filled {} of them",
+        r.budget, r.f32_positions, r.f16_positions, r.f16_bytes, r.filled
+    ));
+    judge::quantity(q, p.op, p.threshold)
+}
+
+/// Fills `cache` to capacity through the model's forward pass, `chunk` tokens
+/// at a time, cycling through `tokens`.
+fn fill_by_forward(model: &crate::model::Model, tokens: &[u32], cache: &mut KvCache) -> Result<(), Unmet> {
+    const CHUNK: usize = 256;
+    let mut logits = Vec::new();
+    let mut next = tokens.iter().copied().cycle();
+    while cache.len() < cache.capacity() {
+        let batch: Vec<u32> = next.by_ref().take(CHUNK.min(cache.capacity() - cache.len())).collect();
+        model.forward_into(&batch, cache, Logits::Last, None, &mut logits).map_err(Unmet::failed)?;
+    }
+    if logits.iter().any(|v| !v.is_finite()) {
+        return Err(Unmet::Failed("the forward pass at the full f16 cache gave non-finite logits".into()));
+    }
+    Ok(())
+}
+
+/// `kv_memory`: the reduced-precision KV cache's size against the f32 one, as allocated and as run.
 pub struct KvMemory;
 
 impl Check for KvMemory {
     const NAME: &'static str = "kv_memory";
-    const DOC: &'static str = "bytes of the f16 KV cache against the f32 one (the model's shape, 4,096 positions)";
-    const PARAMS: &'static str = "model, metric (f16_bytes_ratio|context_ratio_at_budget), op, threshold";
+    const DOC: &'static str = "heap bytes the f16 KV cache allocates against the f32 one (counting allocator), or \
+         the positions the model fills in an f16 cache within an f32 cache's bytes";
+    const PARAMS: &'static str = "model, metric (f16_bytes_ratio|context_ratio_at_budget), positions, op, threshold";
     type Params = KvMemoryParams;
 
     fn run(p: &KvMemoryParams, cx: &mut Context) -> Result<Outcome, Unmet> {
-        let c = cx.model(&p.model)?.model.config.clone();
-        let capacity = 4096;
-        let size = |ty| KvCache::new(ty, c.n_layer, c.kv_dim(), capacity).bytes();
-        Ok(judge_kv_memory(p, size(KvType::F16), size(KvType::F32), capacity))
+        if p.metric == KvMetric::ContextRatioAtBudget {
+            cx.say(format_args!("filling an f16 KV cache at twice {} positions", p.positions));
+        }
+        let loaded = cx.model(&p.model)?;
+        let (model, tok) = (&loaded.model, &loaded.tokenizer);
+        let c = &model.config;
+        let new_cache = |ty, positions| KvCache::new(ty, c.n_layer, c.kv_dim(), positions);
+        Ok(match p.metric {
+            KvMetric::F16BytesRatio => judge_kv_bytes(p, kv_heap_bytes(&new_cache, p.positions)?),
+            KvMetric::ContextRatioAtBudget => {
+                let tokens = tok.encode("def quicksort(arr):\n    if len(arr) <= 1:\n        return arr\n", true);
+                let run = kv_budget_run(&new_cache, p.positions, &mut |cache| fill_by_forward(model, &tokens, cache))?;
+                judge_kv_budget(p, &run)
+            }
+        })
     }
 }
 
@@ -210,52 +303,74 @@ impl Check for KvMemory {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttentionParams {
-    /// Context length.
+    /// Context length: a prefill of this many tokens.
     pub context: usize,
     /// The claim: working memory < naive (heads × context² × 4 bytes) ÷ this.
     pub divisor: f64,
 }
 
+/// The 0.5B model's attention: 14 query heads of 64 over 2 KV heads.
+pub const QWEN_0_5B_HEADS: attention::Heads = attention::Heads { query: 14, kv: 2, dim: 64 };
+
+/// A prefill attention: (queries, the cache, the output), every row at once.
+pub type Attend<'a> = &'a dyn Fn(&[f32], &KvCache, &mut [f32]);
+
+/// Heap bytes allocated by a prefill attention of `context` tokens of
+/// `heads` (an f16 cache filled with random keys and values; the least over
+/// [`HEAP_TRIES`] runs): an upper bound on its peak heap working memory.
+pub fn attention_heap_bytes(attend: Attend, heads: attention::Heads, context: usize) -> Result<usize, Unmet> {
+    let kv_dim = heads.kv * heads.dim;
+    let mut cache = KvCache::new(KvType::F16, 1, kv_dim, context);
+    let mut rng = SplitMix64(3);
+    let mut random = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.next_f64() as f32 - 0.5).collect() };
+    for pos in 0..context {
+        cache.write(0, pos, &random(kv_dim), &random(kv_dim));
+    }
+    cache.advance(context);
+    let q = random(context * heads.query * heads.dim);
+    let mut out = vec![0.0f32; q.len()];
+    least_heap_bytes(|| attend(&q, &cache, &mut out))
+}
+
+/// The prefill attention the engine runs ([`attention::attend_all`]) with
+/// this CPU's kernels on a pool of `threads`.
+pub fn engine_attention(heads: attention::Heads, threads: usize) -> impl Fn(&[f32], &KvCache, &mut [f32]) {
+    let (pool, kernels) = (Pool::new(threads), Kernels::detect());
+    let scale = 1.0 / (heads.dim as f32).sqrt();
+    move |q, cache, out| attention::attend_all(&pool, kernels, heads, q, cache, 0, 0, scale, out)
+}
+
 /// Judges bytes allocated by attention at `context` against the naive score matrix.
 pub fn judge_attention(p: &AttentionParams, heads: usize, allocated: usize) -> Outcome {
     let naive = (heads * p.context * p.context * 4) as f64;
-    let q = Quantity::new("attention_bytes_allocated", "bytes", allocated as f64).detail(format!(
-        "naive scores for {heads} heads at {} positions: {naive} bytes; bound = naive / {}",
-        p.context, p.divisor
-    ));
+    let q = Quantity::new("attention_bytes_allocated", "bytes", allocated as f64)
+        .detail(format!(
+            "a {}-token prefill's attention ({} kernels); naive scores for {heads} heads: {naive} bytes; bound = naive / {}",
+            p.context,
+            Kernels::detect().name(),
+            p.divisor
+        ))
+        .detail(format!(
+            "heap bytes, the least of {HEAP_TRIES} runs; the kernels' stack buffers have a fixed size, whatever the context"
+        ));
     judge::quantity(q, Op::Lt, naive / p.divisor)
 }
 
-/// `attention_memory`: heap bytes attention allocates at a long context, against the naive seq² scores.
+/// `attention_memory`: heap bytes the engine's prefill attention allocates at a long context, against the naive seq² scores.
 pub struct AttentionMemory;
 
 impl Check for AttentionMemory {
     const NAME: &'static str = "attention_memory";
-    const DOC: &'static str = "bytes attention allocates over every query of a long context, against naive seq² scores";
+    const DOC: &'static str = "heap bytes the engine's prefill attention (its kernels, its thread pool) allocates \
+         over a long context, against naive seq² scores";
     const PARAMS: &'static str = "context, divisor";
     type Params = AttentionParams;
 
-    fn run(p: &AttentionParams, _cx: &mut Context) -> Result<Outcome, Unmet> {
-        // The 0.5B model's attention shape: 14 query heads of 64 over 2 KV heads.
-        let (heads, kv_heads, hd) = (14, 2, 64);
-        let mut cache = KvCache::new(KvType::F16, 1, kv_heads * hd, p.context);
-        let mut rng = SplitMix64(3);
-        let row: Vec<f32> = (0..kv_heads * hd).map(|_| rng.next_f64() as f32 - 0.5).collect();
-        for pos in 0..p.context {
-            cache.write(0, pos, &row, &row);
-        }
-        cache.advance(p.context);
-        let q: Vec<f32> = (0..hd).map(|_| rng.next_f64() as f32).collect();
-        let mut out = vec![0.0f32; hd];
-        // Every query of a prefill over the context attends to its prefix; sample the longest queries.
-        let ((), s) = heap_activity(|| {
-            for ctx in (p.context - 8..=p.context).rev() {
-                for h in 0..heads {
-                    crate::model::attention::attend(&q, &cache, 0, (h / (heads / kv_heads)) * hd, ctx, 0.125, &mut out);
-                }
-            }
-        })?;
-        Ok(judge_attention(p, heads, s.bytes_allocated))
+    fn run(p: &AttentionParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let heads = QWEN_0_5B_HEADS;
+        cx.say(format_args!("a {}-token prefill attention, {HEAP_TRIES} times", p.context));
+        let attend = engine_attention(heads, cx.settings.threads);
+        Ok(judge_attention(p, heads.query, attention_heap_bytes(&attend, heads, p.context)?))
     }
 }
 
@@ -343,42 +458,87 @@ pub struct SyscallParams {
     pub model: String,
     /// System calls counted.
     pub syscalls: Vec<String>,
+    /// Times the pair of runs (short, long) is repeated: one sample each.
+    pub repeats: usize,
     /// Operator.
     pub op: Op,
     /// Threshold, calls per decoded token.
     pub threshold: f64,
 }
 
-/// Total calls of `syscalls` in an `strace -c` summary.
-pub fn parse_strace_summary(text: &str, syscalls: &[String]) -> u64 {
-    text.lines()
-        .filter_map(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            let name = *cols.last()?;
-            if !syscalls.iter().any(|s| s == name) {
-                return None;
-            }
+/// Tokens generated by the short and the long traced run.
+pub const TRACED_TOKENS: (usize, usize) = (16, 80);
+
+/// Total calls of `syscalls` in an `strace -c` summary, or why `text` is not one.
+pub fn parse_strace_summary(text: &str, syscalls: &[String]) -> Result<u64, String> {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let head = |l: &&str| l.starts_with("% time") && l.ends_with("syscall");
+    if !lines.by_ref().any(|l| head(&l)) {
+        let first = text.lines().next().unwrap_or("");
+        return Err(format!("no `% time … syscall` header: not an strace -c summary (first line {first:?})"));
+    }
+    let mut total = 0;
+    for l in lines.filter(|l| !l.starts_with("---")) {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        let name = cols.last().copied().unwrap_or("");
+        if name == "total" {
+            return Ok(total);
+        }
+        if syscalls.iter().any(|s| s == name) {
             // % time, seconds, usecs/call, calls, [errors,] syscall
-            cols.get(3)?.parse::<u64>().ok()
-        })
-        .sum()
+            let calls = cols.get(3).and_then(|c| c.parse::<u64>().ok());
+            total += calls.ok_or_else(|| format!("the {name} row has no call count: {l:?}"))?;
+        }
+    }
+    Err("no `total` row: the strace -c summary is cut short".into())
 }
 
-/// Judges the extra calls of a long run over a short one, per extra token.
-pub fn judge_syscalls(p: &SyscallParams, short: (usize, u64), long: (usize, u64)) -> Outcome {
-    let extra_tokens = long.0.saturating_sub(short.0).max(1);
-    let per = (long.1 as f64 - short.1 as f64).max(0.0) / extra_tokens as f64;
-    let mut q = Quantity::new("syscalls_per_token", "calls", per);
-    q.n = extra_tokens;
-    let q = q.detail(format!(
-        "{}: {} calls generating {} tokens, {} generating {}",
+/// Traces `repeats` pairs of runs (`trace(n)` generates `n` tokens and gives
+/// its strace -c summary): the counted calls of each (short, long) pair.
+pub fn traced_calls(
+    p: &SyscallParams,
+    trace: &mut dyn FnMut(usize) -> Result<String, Unmet>,
+) -> Result<Vec<(u64, u64)>, Unmet> {
+    let mut count = |n: usize| -> Result<u64, Unmet> {
+        let text = trace(n)?;
+        parse_strace_summary(&text, &p.syscalls).map_err(|e| Unmet::Failed(format!("strace of {n} tokens: {e}")))
+    };
+    (0..p.repeats).map(|_| Ok((count(TRACED_TOKENS.0)?, count(TRACED_TOKENS.1)?))).collect()
+}
+
+/// Judges the extra calls of each long run over its short one, per extra token.
+pub fn judge_syscalls(p: &SyscallParams, pairs: &[(u64, u64)]) -> Outcome {
+    let extra_tokens = (TRACED_TOKENS.1 - TRACED_TOKENS.0) as f64;
+    let per: Vec<f64> = pairs.iter().map(|&(short, long)| (long as f64 - short as f64) / extra_tokens).collect();
+    let q = Quantity::of_samples("syscalls_per_token", "calls", &per).detail(format!(
+        "{}: (calls generating {}, calls generating {}) per repeat: {pairs:?}",
         p.syscalls.join(","),
-        short.1,
-        short.0,
-        long.1,
-        long.0
+        TRACED_TOKENS.0,
+        TRACED_TOKENS.1
     ));
     judge::quantity(q, p.op, p.threshold)
+}
+
+/// `falsify generate` of `n` tokens under `strace -f -c`: its summary.
+fn strace_generate(exe: &std::path::Path, model: &std::path::Path, threads: usize, n: usize) -> Result<String, Unmet> {
+    let log = std::env::temp_dir().join(format!("falsify-strace-{}-{n}.txt", std::process::id()));
+    let status = Command::new("strace")
+        .args(["-f", "-c", "-o"])
+        .arg(&log)
+        .arg(exe)
+        .args(["generate", "--ignore-eos", "-p", "hello", "--threads", &threads.to_string(), "-n", &n.to_string()])
+        .arg("--model")
+        .arg(model)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(|e| Unmet::Failed(format!("cannot run strace: {e}")))?;
+    let text = std::fs::read_to_string(&log);
+    let _ = std::fs::remove_file(&log);
+    if !status.success() {
+        return Err(Unmet::Failed(format!("strace falsify generate exited with {status}")));
+    }
+    text.map_err(|e| Unmet::Failed(format!("strace wrote no summary to {}: {e}", log.display())))
 }
 
 /// `syscalls_per_token`: memory-mapping and futex calls per decoded token (strace).
@@ -386,46 +546,18 @@ pub struct SyscallsPerToken;
 
 impl Check for SyscallsPerToken {
     const NAME: &'static str = "syscalls_per_token";
-    const DOC: &'static str = "system calls per decoded token in steady state, counted by strace over two run lengths";
-    const PARAMS: &'static str = "model, syscalls (names), op, threshold";
+    const DOC: &'static str = "system calls per decoded token in steady state, counted by strace over two run \
+         lengths, repeated (a median with a bootstrap CI)";
+    const PARAMS: &'static str = "model, syscalls (names), repeats, op, threshold";
     type Params = SyscallParams;
 
     fn run(p: &SyscallParams, cx: &mut Context) -> Result<Outcome, Unmet> {
         let exe = cx.falsify_exe()?.to_path_buf();
         let model = cx.model_path(&p.model)?;
-        let threads = cx.settings.threads.to_string();
-        let dir = std::env::temp_dir();
-        let mut counts = Vec::new();
-        for n in [16usize, 80] {
-            let log = dir.join(format!("falsify-strace-{}-{n}.txt", std::process::id()));
-            let status = Command::new("strace")
-                .args(["-f", "-c", "-o"])
-                .arg(&log)
-                .arg(&exe)
-                .args([
-                    "generate",
-                    "--ignore-eos",
-                    "-p",
-                    "hello",
-                    "--threads",
-                    &threads,
-                    "-n",
-                    &n.to_string(),
-                    "--model",
-                ])
-                .arg(&model)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .map_err(|e| Unmet::Failed(format!("cannot run strace: {e}")))?;
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let _ = std::fs::remove_file(&log);
-            if !status.success() {
-                return Err(Unmet::Failed(format!("strace falsify generate exited with {status}")));
-            }
-            counts.push((n, parse_strace_summary(&text, &p.syscalls)));
-        }
-        Ok(judge_syscalls(p, counts[0], counts[1]))
+        let threads = cx.settings.threads;
+        cx.say(format_args!("{} traced pairs of generations", p.repeats));
+        let pairs = traced_calls(p, &mut |n| strace_generate(&exe, &model, threads, n))?;
+        Ok(judge_syscalls(p, &pairs))
     }
 }
 

@@ -3,7 +3,7 @@
 //! `every_kind_is_audited`, so no kind ships unable to fail.
 
 use super::judge::{self, Quantity};
-use super::{agreement, bricks, exports, meta, perf, reference, resources, top, Registry};
+use super::{agreement, bricks, exports, layout, meta, perf, reference, resources, top, Registry};
 use crate::bench::{BenchResult, Comparison, Protocol, Series};
 use crate::claims::{Outcome, Verdict};
 use crate::provenance::Provenance;
@@ -91,6 +91,19 @@ fn spec() -> BenchSpec {
 
 fn of() -> perf::BenchOf {
     perf::BenchOf { model: "0.5b".into(), baseline: "llama.cpp".into(), prompt: 32, gen: 128 }
+}
+
+/// An `strace -c` summary with `futex` and `mmap` calls, as strace 6 prints it.
+fn strace_summary(futex: u64, mmap: u64) -> String {
+    format!(
+        "% time     seconds  usecs/call     calls    errors syscall\n\
+         ------ ----------- ----------- --------- --------- ----------------\n\
+         \x20 90.00    0.009000          12 {futex:>9}        15 futex\n\
+         \x20 10.00    0.001000           3 {mmap:>9}           mmap\n\
+         ------ ----------- ----------- --------- --------- ----------------\n\
+         100.00    0.010000           9 {:>9}        15 total\n",
+        futex + mmap
+    )
 }
 
 fn audit_cases() -> Vec<(&'static str, Case)> {
@@ -181,18 +194,16 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             (agreement::judge_kv(&p, Ok(1e-5), 16), agreement::judge_kv(&p, Ok(0.5), 16))
         }),
         ("fast_vs_reference", || {
-            let p = agreement::ToleranceParams { model: "0.5b".into(), tolerance: 0.25 };
-            let r = |diffs: Vec<(usize, f32)>, max| crate::agreement::FastVsReference {
-                positions: 25,
-                same_top1: 25 - diffs.len(),
-                max_abs_logit_diff: max,
-                mean_abs_logit_diff: 0.05,
-                top1_differences: diffs,
-            };
-            (
-                agreement::judge_fast(&p, &r(vec![], 0.1), "avx2"),
-                agreement::judge_fast(&p, &r(vec![(3, 0.01)], 0.1), "avx2"),
-            )
+            // The real comparison on a small model: its fast kernels, then kernels whose
+            // RoPE, SwiGLU and attention are off by 2^-7 (a last-bit error would be
+            // absorbed by the f16 cache and the 8-bit activations: the logits stay equal).
+            let p = agreement::ToleranceParams { model: "0.5b".into(), tolerance: 0.0 };
+            let mut m = crate::model::tests::tied_model();
+            let tokens = [3u32, 17, 42, 5, 9, 30, 1, 44];
+            let fast = crate::agreement::fast_vs_reference(&mut m, &tokens).unwrap();
+            m.kernels = crate::kernels::Kernels::FlipBit(16);
+            let broken = crate::agreement::fast_vs_reference(&mut m, &tokens).unwrap();
+            (agreement::judge_fast(&p, &fast, "fast"), agreement::judge_fast(&p, &broken, "flip-bit"))
         }),
         ("kv_precision", || {
             (judge::rate("k", 800, 800, 0.995, 640, vec![]), judge::rate("k", 700, 800, 0.995, 640, vec![]))
@@ -234,16 +245,13 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             )
         }),
         ("op_reference", || {
-            fn naive_softmax(x: &mut [f32]) {
-                let sum: f32 = x.iter().map(|v| v.exp()).sum();
-                x.iter_mut().for_each(|v| *v = v.exp() / sum);
-            }
-            let (n, bad) = reference::op_violations(reference::Op::Softmax, reference::Ops::engine());
-            let (m, worse) = reference::op_violations(
-                reference::Op::Softmax,
-                reference::Ops { softmax: naive_softmax, ..reference::Ops::engine() },
-            );
-            (judge::no_violations("softmax", n, bad), judge::no_violations("softmax", m, worse))
+            // The engine's RoPE kernel, then one whose every output differs in the last bit.
+            let (op, engine) = (reference::Op::Rope, reference::Subject::engine());
+            let broken = reference::Subject { kernels: crate::kernels::Kernels::FlipBit(0), ..engine };
+            (
+                reference::judge_op(op, engine.kernels, reference::op_violations(op, engine, 500, 1)),
+                reference::judge_op(op, broken.kernels, reference::op_violations(op, broken, 500, 1)),
+            )
         }),
         ("alloc_per_token", || {
             let p = resources::DecodeParams { model: "0.5b".into(), warmup: 1, steps: 64, op: Op::Le, threshold: 0.0 };
@@ -259,17 +267,67 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             (resources::judge_growth(&p, &s(1000, 1000)), resources::judge_growth(&p, &s(90_000, 1000)))
         }),
         ("kv_memory", || {
-            let p = resources::KvMemoryParams {
+            // The allocator's count of the engine's cache, then of a cache that
+            // stores f32 when asked for f16, at a budget the small model really fills.
+            let m = crate::model::tests::tied_model();
+            let c = m.config.clone();
+            let engine = |ty, n| crate::model::KvCache::new(ty, c.n_layer, c.kv_dim(), n);
+            let f32_always = |_, n| crate::model::KvCache::new(crate::model::KvType::F32, c.n_layer, c.kv_dim(), n);
+            let p = |metric, op, threshold| resources::KvMemoryParams {
                 model: "0.5b".into(),
-                metric: resources::KvMetric::F16BytesRatio,
-                op: Op::Le,
-                threshold: 0.5,
+                metric,
+                positions: 24,
+                op,
+                threshold,
             };
-            (resources::judge_kv_memory(&p, 500, 1000, 10), resources::judge_kv_memory(&p, 1000, 1000, 10))
+            let bytes = p(resources::KvMetric::F16BytesRatio, Op::Le, 0.5);
+            assert_eq!(
+                resources::judge_kv_bytes(&bytes, resources::kv_heap_bytes(&engine, 24).unwrap()).verdict,
+                Verdict::Pass
+            );
+            let mut fill = |cache: &mut crate::model::KvCache| {
+                while cache.len() < cache.capacity() {
+                    m.forward(
+                        &[7, 3, 11, 5][..4.min(cache.capacity() - cache.len())],
+                        cache,
+                        crate::model::Logits::Last,
+                    )
+                    .unwrap();
+                }
+                Ok(())
+            };
+            let budget = p(resources::KvMetric::ContextRatioAtBudget, Op::Ge, 2.0);
+            let broken = resources::kv_budget_run(&f32_always, 24, &mut fill).unwrap();
+            assert_eq!(broken.filled, 24, "{broken:?}");
+            assert_eq!(
+                resources::judge_kv_bytes(&bytes, resources::kv_heap_bytes(&f32_always, 24).unwrap()).verdict,
+                Verdict::Falsified
+            );
+            (
+                resources::judge_kv_budget(&budget, &resources::kv_budget_run(&engine, 24, &mut fill).unwrap()),
+                resources::judge_kv_budget(&budget, &broken),
+            )
         }),
         ("attention_memory", || {
-            let p = resources::AttentionParams { context: 4096, divisor: 10.0 };
-            (resources::judge_attention(&p, 14, 4096), resources::judge_attention(&p, 14, 14 * 4096 * 4096))
+            // The engine's prefill attention, then one that first materializes every head's seq² scores.
+            let (heads, p) = (resources::QWEN_0_5B_HEADS, resources::AttentionParams { context: 256, divisor: 10.0 });
+            let engine = resources::engine_attention(heads, 2);
+            let naive = |q: &[f32], cache: &crate::model::KvCache, out: &mut [f32]| {
+                let n = cache.len();
+                let mut scores = vec![0.0f32; heads.query * n * n];
+                for (i, s) in scores.iter_mut().enumerate() {
+                    let (h, t, pos) = (i / (n * n), i / n % n, i % n);
+                    *s = q[(t * heads.query + h) * heads.dim] * pos as f32;
+                }
+                std::hint::black_box(&scores);
+                engine(q, cache, out);
+            };
+            let measure =
+                |attend: resources::Attend| resources::attention_heap_bytes(attend, heads, p.context).unwrap();
+            (
+                resources::judge_attention(&p, heads.query, measure(&engine)),
+                resources::judge_attention(&p, heads.query, measure(&naive)),
+            )
         }),
         ("memory_limit", || {
             let p = resources::LimitParams { model: "0.5b".into(), limit_mib: 256 };
@@ -282,13 +340,52 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             (resources::judge_limit(&p, &clean), resources::judge_limit(&p, &abort))
         }),
         ("syscalls_per_token", || {
+            // The real parsing and judging of strace -c summaries from a quiet
+            // subject (a constant futex count) and a stormy one (80 per token).
             let p = resources::SyscallParams {
                 model: "0.5b".into(),
-                syscalls: vec!["futex".into()],
+                syscalls: vec!["futex".into(), "mmap".into()],
+                repeats: 5,
                 op: Op::Le,
                 threshold: 2.0,
             };
-            (resources::judge_syscalls(&p, (16, 100), (80, 150)), resources::judge_syscalls(&p, (16, 100), (80, 6500)))
+            let mut quiet = |n: usize| Ok(strace_summary(120 + n as u64 / 16, 40));
+            let mut storm = |n: usize| Ok(strace_summary(120 + 80 * n as u64, 40));
+            let calls = |trace: &mut dyn FnMut(usize) -> Result<String, crate::claims::Unmet>| {
+                resources::traced_calls(&p, trace).unwrap()
+            };
+            (resources::judge_syscalls(&p, &calls(&mut quiet)), resources::judge_syscalls(&p, &calls(&mut storm)))
+        }),
+        ("packed_throughput", || {
+            // The real interleaved timing of row-by-row Q4_K products (the naive
+            // layout) against a subject ten times as fast, then against a
+            // "packed" layout that is the naive one again.
+            let p = layout::LayoutParams {
+                model: "0.5b".into(),
+                tensor: "w".into(),
+                rounds: 15,
+                op: Op::Ge,
+                threshold: 3.0,
+            };
+            let (rows, cols, ty) = (64, 512, crate::gguf::TensorType::Q4K);
+            let mut rng = crate::rng::SplitMix64(9);
+            let w = crate::testing::random_weights(&mut rng, ty, rows * cols, 1.0, 0.01);
+            let a = crate::testing::random_weights(&mut rng, crate::gguf::TensorType::Q8K, cols, 1.0, 0.01);
+            let k = crate::kernels::Kernels::detect();
+            let (row_bytes, w, a) = (w.len() / rows, &w, &a);
+            let by_rows = |reps: usize| {
+                move || {
+                    for _ in 0..reps {
+                        for r in w.chunks_exact(row_bytes) {
+                            std::hint::black_box(k.dot(ty, r, a));
+                        }
+                    }
+                }
+            };
+            let (mut once, mut tenfold) = (by_rows(1), by_rows(10));
+            let (fast, slow) = layout::interleaved_rates(rows, p.rounds, &mut once, &mut tenfold);
+            let (same, naive) = layout::interleaved_rates(rows, p.rounds, &mut once, &mut by_rows(1));
+            (layout::judge_layout(&p, &fast, &slow), layout::judge_layout(&p, &same, &naive))
         }),
         ("backend_choice", || {
             let failed = resources::Exit {
@@ -527,7 +624,8 @@ fn every_kind_is_audited() {
 #[test]
 fn every_kind_passes_its_case_and_falsifies_its_counterexample() {
     for (name, case) in audit_cases() {
-        let (pass, fail) = case();
+        // Counting this thread's heap (and the pool's), not the parallel tests'.
+        let (pass, fail) = crate::kernels::test_alloc::counting(case);
         assert_eq!(pass.verdict, Verdict::Pass, "{name} should pass: {}", pass.sentence);
         assert_eq!(fail.verdict, Verdict::Falsified, "{name} should be falsified: {}", fail.sentence);
     }
@@ -535,28 +633,43 @@ fn every_kind_passes_its_case_and_falsifies_its_counterexample() {
 
 #[test]
 fn every_op_reference_catches_a_broken_implementation() {
-    use reference::{op_violations, Op as RefOp, Ops};
-    fn bad_rope(x: &mut [f32], dim: usize, pos: usize, base: f32) {
-        let (mut c, mut s) = (vec![0.0; dim / 2], vec![0.0; dim / 2]);
-        crate::kernels::ops::rope_angles(pos, dim, base, &mut c, &mut s);
-        s.iter_mut().for_each(|v| *v = -*v);
-        crate::kernels::ops::rope_neox(x, dim, &c, &s);
-    }
-    fn bad_swiglu(g: &mut [f32], u: &[f32]) {
-        g.iter_mut().zip(u).for_each(|(g, u)| *g *= u);
-    }
+    use reference::{op_violations, Op as RefOp, Subject};
     fn bad_norm(x: &mut [f32], w: &[f32], _eps: f32) {
         let ms: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
         x.iter_mut().zip(w).for_each(|(v, w)| *v = *v / ms.sqrt() * w);
     }
-    let engine = Ops::engine();
+    let engine = Subject::engine();
+    let flipped = Subject { kernels: crate::kernels::Kernels::FlipBit(0), ..engine };
     for op in [RefOp::Rope, RefOp::Softmax, RefOp::Swiglu, RefOp::Rmsnorm] {
-        let (n, bad) = op_violations(op, engine);
-        assert!(n > 0 && bad.is_empty(), "{op:?}: {bad:?}");
+        let (n, bad) = op_violations(op, engine, 300, 7);
+        assert!(n == 300 && bad.is_empty(), "{op:?}: {bad:?}");
     }
-    assert!(!op_violations(RefOp::Rope, Ops { rope: bad_rope, ..engine }).1.is_empty());
-    assert!(!op_violations(RefOp::Swiglu, Ops { swiglu: bad_swiglu, ..engine }).1.is_empty());
-    assert!(!op_violations(RefOp::Rmsnorm, Ops { rms_norm: bad_norm, ..engine }).1.is_empty());
+    assert_eq!(op_violations(RefOp::Swiglu, flipped, 300, 7).1.len(), 300);
+    // The fast attention kernel exists only where the CPU has AVX2.
+    if engine.kernels != crate::kernels::Kernels::Scalar {
+        assert_eq!(op_violations(RefOp::Softmax, flipped, 300, 7).1.len(), 300);
+    }
+    assert!(!op_violations(RefOp::Rmsnorm, Subject { rms_norm: bad_norm, ..engine }, 300, 7).1.is_empty());
+}
+
+#[test]
+fn an_unparseable_strace_summary_is_an_error_and_noisy_counts_are_inconclusive() {
+    let p = resources::SyscallParams {
+        model: "0.5b".into(),
+        syscalls: vec!["futex".into()],
+        repeats: 3,
+        op: Op::Le,
+        threshold: 2.0,
+    };
+    let summary = strace_summary(100, 4);
+    assert_eq!(resources::parse_strace_summary(&summary, &p.syscalls), Ok(100));
+    for text in ["strace: exec: No such file or directory\n", &summary[..summary.len() / 2]] {
+        let err = resources::traced_calls(&p, &mut |_| Ok(text.to_owned())).unwrap_err();
+        assert!(matches!(err, crate::claims::Unmet::Failed(ref e) if e.contains("strace of 16 tokens")), "{err:?}");
+    }
+    // Repeats that straddle the bound (1, 2.5, 4 calls per token) decide nothing.
+    let noisy = [(0, 64), (0, 160), (0, 256)];
+    assert_eq!(resources::judge_syscalls(&p, &noisy).verdict, Verdict::Inconclusive);
 }
 
 #[test]

@@ -1,0 +1,86 @@
+//! The unit tests' allocator: the counting allocator of the binaries
+//! (`stats_alloc`) for the threads that measure and for the pool's workers,
+//! the system's for every other thread, so tests running in parallel do not
+//! add to the heap counts of the falsifiability audit.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use stats_alloc::INSTRUMENTED_SYSTEM;
+
+thread_local! {
+    /// Whether this thread's allocations are counted.
+    static COUNTED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn counted() -> bool {
+    COUNTED.try_with(Cell::get).unwrap_or(false)
+}
+
+/// Runs `f` with this thread's allocations counted.
+pub fn counting<T>(f: impl FnOnce() -> T) -> T {
+    COUNTED.set(true);
+    let out = f();
+    COUNTED.set(false);
+    out
+}
+
+/// Counts this thread's allocations from now on (the pool's workers).
+pub fn count_this_thread() {
+    COUNTED.set(true);
+}
+
+/// Counts the allocations of counted threads.
+struct Split;
+
+// SAFETY (every method): the layout and pointer are the caller's, passed on
+// unchanged; both allocators are the system's, so a block allocated through
+// one may be resized or freed through the other (only the counts differ).
+unsafe impl GlobalAlloc for Split {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: see the impl.
+        unsafe {
+            if counted() {
+                INSTRUMENTED_SYSTEM.alloc(layout)
+            } else {
+                System.alloc(layout)
+            }
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: see the impl.
+        unsafe {
+            if counted() {
+                INSTRUMENTED_SYSTEM.alloc_zeroed(layout)
+            } else {
+                System.alloc_zeroed(layout)
+            }
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: see the impl.
+        unsafe {
+            if counted() {
+                INSTRUMENTED_SYSTEM.dealloc(ptr, layout)
+            } else {
+                System.dealloc(ptr, layout)
+            }
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: see the impl.
+        unsafe {
+            if counted() {
+                INSTRUMENTED_SYSTEM.realloc(ptr, layout, new_size)
+            } else {
+                System.realloc(ptr, layout, new_size)
+            }
+        }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Split = Split;
