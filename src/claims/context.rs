@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::requires::{model_path, Requirement};
-use crate::util::{cuda_devices, on_path};
 use super::Unmet;
 use crate::baseline::llama_cpp::{LlamaCpp, LlamaServer};
 use crate::baseline::ollama::Ollama;
@@ -21,6 +20,7 @@ use crate::provenance::{ModelFile, Provenance};
 use crate::record::ClaimResult;
 use crate::record::{BenchSpec, Settings};
 use crate::tokenizer::Tokenizer;
+use crate::util::{cuda_devices, on_path};
 
 /// A loaded model with its tokenizer and how long loading took.
 pub struct Loaded {
@@ -224,7 +224,7 @@ impl Context {
             cx.say(format_args!("profiling the {size} model's decode brick by brick (64 tokens)"));
             let loaded = cx.model(size)?;
             let prompt = loaded.tokenizer.encode("def quicksort(items):", true);
-            bench::bricks::profile(&loaded.model, &loaded.tokenizer, size, &prompt, 64, &host).map_err(Unmet::failed)
+            bench::bricks::profile(&loaded.model, size, &prompt, 64, &host).map_err(Unmet::failed)
         })
     }
 
@@ -337,4 +337,3 @@ impl Context {
             .map_err(|e| Unmet::Failed(format!("cannot run {}: {e}", exe.display())))
     }
 }
-

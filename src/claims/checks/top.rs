@@ -608,7 +608,13 @@ impl Conversions {
     pub fn engine() -> Conversions {
         use crate::top::live::TokenBudget;
         fn sample(wall_us: f64) -> TokenSample {
-            TokenSample { index: 0, position: 0, wall_us, bricks_us: [0.0; Brick::ALL.len()] }
+            TokenSample {
+                index: 0,
+                position: 0,
+                wall_us,
+                bricks_us: [0.0; Brick::ALL.len()],
+                trace: Default::default(),
+            }
         }
         Conversions {
             tok_per_s: |us| TokenBudget { us_per_token: us }.tok_per_s(),
@@ -757,7 +763,9 @@ pub struct MetricsParams {
     pub tokens: usize,
 }
 
-/// Samples that lack a brick or whose bricks exceed the token's wall time.
+/// Samples that lack a brick, whose traced stages ran outside every brick
+/// span (or left a registered brick without one), or whose brick spans
+/// exceed the token's wall time.
 pub fn metrics_violations(samples: &[TokenSample]) -> Vec<String> {
     samples
         .iter()
@@ -766,10 +774,11 @@ pub fn metrics_violations(samples: &[TokenSample]) -> Vec<String> {
                 .iter()
                 .filter(|&&b| s.bricks_us[b as usize].is_nan() || s.bricks_us[b as usize] <= 0.0)
                 .map(move |b| format!("token {}: no time for brick {}", s.index, b.name()));
+            let traced = s.trace.violations().into_iter().map(move |v| format!("token {}: {v}", s.index));
             let total: f64 = s.bricks_us.iter().sum();
             let over = (total > s.wall_us)
-                .then(|| format!("token {}: bricks {total:.1} µs > wall {:.1} µs", s.index, s.wall_us));
-            missing.chain(over)
+                .then(|| format!("token {}: brick spans {total:.1} µs > wall {:.1} µs", s.index, s.wall_us));
+            missing.chain(traced).chain(over)
         })
         .take(10)
         .collect()
@@ -781,7 +790,7 @@ pub struct TokenMetrics;
 impl Check for TokenMetrics {
     const NAME: &'static str = "token_metrics";
     const DOC: &'static str =
-        "each token decoded on the real model publishes a time for every brick, within its wall time";
+        "each token decoded on the real model publishes a time for every brick and a stage trace whose every stage ran inside a brick span, the spans within its wall time";
     const PARAMS: &'static str = "model, tokens";
     type Params = MetricsParams;
 
