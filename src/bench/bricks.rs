@@ -187,6 +187,28 @@ pub fn budgets(costs: &[BrickCost; Brick::ALL.len()], host: &HostProbe, allowanc
         .collect()
 }
 
+/// Runs `step` (one timed token into the times it is given) `n_gen` times in
+/// windows of [`WINDOW_TOKENS`], measuring each window's wall time around
+/// its steps: the breakdown of them all, with every window's beside it.
+pub fn sample_windows<E>(n_gen: usize, mut step: impl FnMut(&mut BrickTimes) -> Result<(), E>) -> Result<Breakdown, E> {
+    let (mut all, mut windows, mut wall_ms) = (BrickTimes::default(), Vec::new(), 0.0);
+    for start in (0..n_gen).step_by(WINDOW_TOKENS) {
+        let tokens = WINDOW_TOKENS.min(n_gen - start);
+        let mut times = BrickTimes::default();
+        let clock = Instant::now();
+        for _ in 0..tokens {
+            step(&mut times)?;
+        }
+        let ms = clock.elapsed().as_secs_f64() * 1e3;
+        windows.push(Window { tokens, wall_ms: ms, us_per_token: times.us_per_token(tokens) });
+        all.merge(&times);
+        wall_ms += ms;
+    }
+    let mut decode = all.breakdown(n_gen, wall_ms);
+    decode.windows = windows;
+    Ok(decode)
+}
+
 /// Profiles decode: prefills `prompt`, decodes one untimed warm-up token,
 /// then `n_gen` greedy tokens with every brick timed, in windows of
 /// [`WINDOW_TOKENS`] (each window a repeated sample); budgets at the decode's
@@ -208,21 +230,7 @@ pub fn profile(
         Ok(())
     };
     step(None)?;
-    let (mut all, mut windows, mut wall_ms) = (BrickTimes::default(), Vec::new(), 0.0);
-    for start in (0..n_gen).step_by(WINDOW_TOKENS) {
-        let tokens = WINDOW_TOKENS.min(n_gen - start);
-        let mut times = BrickTimes::default();
-        let clock = Instant::now();
-        for _ in 0..tokens {
-            step(Some(&mut times))?;
-        }
-        let ms = clock.elapsed().as_secs_f64() * 1e3;
-        windows.push(Window { tokens, wall_ms: ms, us_per_token: times.us_per_token(tokens) });
-        all.merge(&times);
-        wall_ms += ms;
-    }
-    let mut decode = all.breakdown(n_gen, wall_ms);
-    decode.windows = windows;
+    let decode = sample_windows(n_gen, |times| step(Some(times)))?;
     let mean_ctx = prompt.len() + n_gen / 2;
     Ok(BrickProfile {
         model: size.into(),
