@@ -352,7 +352,6 @@ pub fn compare(
     })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

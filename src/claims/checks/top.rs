@@ -128,14 +128,13 @@ pub fn judge_headless(p: &HeadlessParams, run: &TopRun) -> Result<Outcome, Unmet
         }
         "brick_scores" => {
             let r = report()?;
+            let positive = |x: f64| x.is_finite() && x > 0.0;
             let bad = Brick::ALL
                 .iter()
                 .filter_map(|b| match r.brick_scores.iter().find(|s| s.name == b.name()) {
                     None => Some(format!("no score for brick {}", b.name())),
                     Some(s)
-                        if !(0.0..=100.0).contains(&s.score)
-                            || !(s.actual_us.is_finite() && s.actual_us > 0.0)
-                            || !(s.budget_us.is_finite() && s.budget_us > 0.0) =>
+                        if !((0.0..=100.0).contains(&s.score) && positive(s.actual_us) && positive(s.budget_us)) =>
                     {
                         Some(format!(
                             "brick {}: score {}, actual {} µs, budget {} µs",
