@@ -398,20 +398,28 @@ impl<'a> Stopwatch<'a> {
         Stopwatch { times, started, open: None }
     }
 
-    /// Opens `brick`'s span (closing any span still open).
+    /// Opens `brick`'s span, closing any span still open at the same instant.
     #[inline]
     pub(crate) fn begin(&mut self, brick: Brick) {
         if self.times.is_some() {
-            self.end();
-            self.open = Some((brick, Instant::now()));
+            let now = Instant::now();
+            self.close(now);
+            self.open = Some((brick, now));
         }
     }
 
     /// Closes the open span, charging its time to its brick.
     #[inline]
     pub(crate) fn end(&mut self) {
+        if self.times.is_some() {
+            self.close(Instant::now());
+        }
+    }
+
+    /// Charges the open span, if any, up to `now` to its brick.
+    fn close(&mut self, now: Instant) {
         if let (Some(times), Some((brick, since))) = (self.times.as_deref_mut(), self.open.take()) {
-            times.ns[brick as usize] += since.elapsed().as_nanos() as u64;
+            times.ns[brick as usize] += (now - since).as_nanos() as u64;
         }
     }
 
