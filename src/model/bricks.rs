@@ -317,10 +317,10 @@ pub struct Breakdown {
     /// Every brick, in pass order.
     pub bricks: Vec<BrickRow>,
     /// Every stage the passes entered, in pass order, with the bricks it ran inside.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<StageRow>,
     /// The same passes in windows of consecutive tokens, when they were sampled so.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub windows: Vec<Window>,
 }
 
