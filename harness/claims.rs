@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use falsify::claims::checks::Registry;
 use falsify::claims::Context;
-use falsify::claims::{runner, ClaimSet, Verdict};
 use falsify::record::Settings;
+use falsify::claims::{runner, ClaimSet, Verdict};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 // Counts heap allocations, so the allocation claims (F040, F093) can be measured here.

@@ -352,6 +352,7 @@ pub fn compare(
     })
 }
 
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use super::spec::{merge, Body, Claim, ClaimSet, Profile};
 use super::{Context, Outcome, Verdict};
 use crate::baseline::recorded;
 use crate::provenance::{ModelFile, Provenance};
-use crate::record::{BenchRecord, ClaimResult, RunReport, Summary, SCHEMA_VERSION};
+use crate::record::{ClaimResult, RunReport, Summary, BenchRecord, SCHEMA_VERSION};
 
 /// The profile that applies to `claim` here and its parameters, or why none does.
 /// A claim without profiles runs with its own parameters.

@@ -8,8 +8,8 @@ use super::judge::{self, Quantity};
 use super::perf::BenchOf;
 use super::{kind, Check, Kind};
 use crate::bench::{self, BenchResult, MetricChange};
-use crate::claims::{Context, Outcome, Unmet};
 use crate::record::BenchSpec;
+use crate::claims::{Context, Outcome, Unmet};
 use crate::record::{Summary, Verdict};
 use crate::stats::{Change, Op};
 
