@@ -840,8 +840,9 @@ fn top_summary(r: &falsify::top::headless::TopReport) -> String {
     s += &format!("\nmodel score {:.1} ({})", r.model_score, r.grade);
     if let Some(b) = &r.bottleneck {
         s += &format!(
-            "; bottleneck {} at {:.2}× its budget ({:.0}% of brick time)",
+            "; bottleneck {}, {:+.1} µs per token over its budget ({:.2}× it, {:.0}% of brick time)",
             b.name,
+            b.excess_us,
             b.gap_factor,
             100.0 * b.share
         );

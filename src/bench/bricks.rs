@@ -5,15 +5,18 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::time::Instant;
+
 use super::roofline::HostProbe;
-use crate::engine::{self, GenerateOptions};
-use crate::model::{Breakdown, Brick, Matrix, Model, ModelError};
-use crate::sample::SamplerConfig;
-use crate::tokenizer::Tokenizer;
+use crate::model::{Breakdown, Brick, BrickTimes, Logits, Matrix, Model, ModelError, Window};
 
 /// The allowance over the roofline that a brick's budget grants: the
 /// catalog's "actual ≤ 1.5 × roofline budget".
 pub const DEFAULT_ALLOWANCE: f64 = 1.5;
+
+/// Tokens per window of a profile: each window is one repeated sample of
+/// every brick's time per token.
+pub const WINDOW_TOKENS: usize = 8;
 
 /// Which compute peak bounds a brick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,17 +78,28 @@ pub struct BrickProfile {
 }
 
 impl BrickProfile {
-    /// The brick whose measured time exceeds its budget by the largest factor
-    /// (actual ÷ budget), with that factor. Bricks without a budget are left out.
+    /// The bottleneck: the brick with the largest excess of measured time
+    /// over its budget (µs per token, [`largest_excess`]), with its ratio
+    /// (actual ÷ budget). Bricks without a budget are left out.
     pub fn bottleneck(&self) -> Option<(&str, f64)> {
-        self.decode
-            .bricks
-            .iter()
-            .zip(&self.bricks)
-            .filter(|(_, b)| b.budget_us > 0.0)
-            .map(|(a, b)| (a.name.as_str(), a.us_per_token / b.budget_us))
-            .max_by(|a, b| a.1.total_cmp(&b.1))
+        let pairs = self.decode.bricks.iter().zip(&self.bricks).map(|(a, b)| (a.us_per_token, b.budget_us));
+        let i = largest_excess(pairs)?;
+        let (a, b) = (&self.decode.bricks[i], &self.bricks[i]);
+        Some((a.name.as_str(), a.us_per_token / b.budget_us))
     }
+}
+
+/// The index of the `(actual, budget)` pair whose excess (actual − budget)
+/// is largest: where a token loses the most time to a brick missing its
+/// budget, whatever the ratio. Pairs without a positive budget are left out.
+pub fn largest_excess(pairs: impl IntoIterator<Item = (f64, f64)>) -> Option<usize> {
+    pairs
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (_, budget))| *budget > 0.0)
+        .map(|(i, (actual, budget))| (i, actual - budget))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, _)| i)
 }
 
 /// The peak a product with `m` runs against: int8 when its weights are block-quantized.
@@ -173,25 +187,50 @@ pub fn budgets(costs: &[BrickCost; Brick::ALL.len()], host: &HostProbe, allowanc
         .collect()
 }
 
-/// Profiles decode: one short warm-up generation, then `n_gen` greedy tokens
-/// after `prompt` with every brick timed; budgets at the decode's mean context.
+/// Runs `step` (one timed token into the times it is given) `n_gen` times in
+/// windows of [`WINDOW_TOKENS`], measuring each window's wall time around
+/// its steps: the breakdown of them all, with every window's beside it.
+pub fn sample_windows<E>(n_gen: usize, mut step: impl FnMut(&mut BrickTimes) -> Result<(), E>) -> Result<Breakdown, E> {
+    let (mut all, mut windows, mut wall_ms) = (BrickTimes::default(), Vec::new(), 0.0);
+    for start in (0..n_gen).step_by(WINDOW_TOKENS) {
+        let tokens = WINDOW_TOKENS.min(n_gen - start);
+        let mut times = BrickTimes::default();
+        let clock = Instant::now();
+        for _ in 0..tokens {
+            step(&mut times)?;
+        }
+        let ms = clock.elapsed().as_secs_f64() * 1e3;
+        windows.push(Window { tokens, wall_ms: ms, us_per_token: times.us_per_token(tokens) });
+        all.merge(&times);
+        wall_ms += ms;
+    }
+    let mut decode = all.breakdown(n_gen, wall_ms);
+    decode.windows = windows;
+    Ok(decode)
+}
+
+/// Profiles decode: prefills `prompt`, decodes one untimed warm-up token,
+/// then `n_gen` greedy tokens with every brick timed, in windows of
+/// [`WINDOW_TOKENS`] (each window a repeated sample); budgets at the decode's
+/// mean context.
 pub fn profile(
     model: &Model,
-    tokenizer: &Tokenizer,
     size: &str,
     prompt: &[u32],
     n_gen: usize,
     host: &HostProbe,
 ) -> Result<BrickProfile, ModelError> {
-    let opts = GenerateOptions {
-        max_tokens: n_gen + 1,
-        sampler: SamplerConfig { temperature: 0.0, ..SamplerConfig::default() },
-        ignore_eos: true,
-        time_bricks: true,
+    let mut cache = model.new_cache(prompt.len() + n_gen + 1);
+    let mut logits = Vec::new();
+    model.forward_into(prompt, &mut cache, Logits::Last, None, &mut logits)?;
+    let mut next = crate::sample::argmax(&logits);
+    let mut step = |times: Option<&mut BrickTimes>| -> Result<(), ModelError> {
+        model.forward_into(&[next], &mut cache, Logits::Last, times, &mut logits)?;
+        next = crate::sample::argmax(&logits);
+        Ok(())
     };
-    engine::generate(model, tokenizer, prompt, &GenerateOptions { max_tokens: 2, ..opts.clone() }, |_| {})?;
-    let g = engine::generate(model, tokenizer, prompt, &opts, |_| {})?;
-    let decode = g.timings.decode_bricks.unwrap_or_else(|| crate::model::BrickTimes::default().breakdown(0, 0.0));
+    step(None)?;
+    let decode = sample_windows(n_gen, |times| step(Some(times)))?;
     let mean_ctx = prompt.len() + n_gen / 2;
     Ok(BrickProfile {
         model: size.into(),
@@ -246,20 +285,25 @@ mod tests {
     #[test]
     fn a_profile_times_every_brick() {
         let m = tied_model();
-        let tok = Tokenizer::from_header(&m.file.header).unwrap();
-        let p = profile(&m, &tok, "tiny", &[1, 2, 3], 4, &HostProbe::stated(10.0, 50.0, 20.0)).unwrap();
-        assert_eq!((p.decode.tokens, p.bricks.len()), (4, Brick::ALL.len()));
+        let p = profile(&m, "tiny", &[1, 2, 3], 20, &HostProbe::stated(10.0, 50.0, 20.0)).unwrap();
+        assert_eq!((p.decode.tokens, p.bricks.len()), (20, Brick::ALL.len()));
         assert!(p.decode.bricks.iter().all(|b| b.us_per_token > 0.0));
         assert!(p.bottleneck().is_some());
+        let sizes: Vec<usize> = p.decode.windows.iter().map(|w| w.tokens).collect();
+        assert_eq!(sizes, [8, 8, 4]);
+        assert!(p.decode.windows.iter().all(|w| w.us_per_token.len() == Brick::ALL.len() && w.coverage() > 0.0));
+        assert_eq!(p.decode.trace().violations(), Vec::<String>::new());
     }
 
     #[test]
-    fn the_bottleneck_is_the_largest_actual_over_budget() {
+    fn the_bottleneck_is_the_largest_excess_over_budget_not_the_largest_ratio() {
         let mut times = BrickTimes::default();
-        times.ns[Brick::Ffn as usize] = 4_000; // 4 µs against a 2 µs budget: 2×
-        times.ns[Brick::LmHead as usize] = 9_000; // 9 µs against a 3 µs budget: 3×
+        times.ns[Brick::Embed as usize] = 30; // 0.03 µs against a 0.001 µs budget: 30×, excess 0.029 µs
+        times.ns[Brick::Ffn as usize] = 4_000; // 4 µs against a 2 µs budget: 2×, excess 2 µs
+        times.ns[Brick::LmHead as usize] = 4_500; // 4.5 µs against a 3 µs budget: 1.5×, excess 1.5 µs
         times.ns[Brick::Rope as usize] = 50_000; // no budget: never the bottleneck
         let mut costs = [BrickCost { bytes: 0, ops: 0, compute: Compute::F32 }; Brick::ALL.len()];
+        costs[Brick::Embed as usize].bytes = 1;
         costs[Brick::Ffn as usize].bytes = 2_000;
         costs[Brick::LmHead as usize].bytes = 3_000;
         let host = HostProbe::stated(1.0, 1.0, 1.0);
@@ -271,8 +315,10 @@ mod tests {
             decode: times.breakdown(1, 1.0),
             bricks: budgets(&costs, &host, 1.0),
         };
-        let (name, gap) = p.bottleneck().unwrap();
-        assert_eq!(name, "lm_head");
-        assert!((gap - 3.0).abs() < 1e-9);
+        let (name, ratio) = p.bottleneck().unwrap();
+        assert_eq!(name, "ffn");
+        assert!((ratio - 2.0).abs() < 1e-9);
+        assert_eq!(largest_excess([(1.0, 0.0), (5.0, 4.0), (3.0, 1.0)]), Some(2));
+        assert_eq!(largest_excess([(1.0, 0.0)]), None);
     }
 }

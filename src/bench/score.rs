@@ -6,12 +6,12 @@
 //! 25% latency ratio (budget ÷ actual, capped at 1) + 20% stability (1 − CV of
 //! its per-token times, floored at 0), on a 0–100 scale; grades run A ≥ 90,
 //! B ≥ 80, C ≥ 70, D ≥ 60, F below. The model's score is the mean of its
-//! bricks' scores; the bottleneck is the brick with the largest gap factor
-//! (actual ÷ budget).
+//! bricks' scores; the bottleneck is the brick with the largest excess
+//! (actual − budget, µs per token), its gap factor (actual ÷ budget) beside it.
 
 use serde::{Deserialize, Serialize};
 
-use super::bricks::{BrickBudget, Compute};
+use super::bricks::{largest_excess, BrickBudget, Compute};
 use super::roofline::HostProbe;
 use crate::stats;
 
@@ -166,9 +166,10 @@ pub fn model_score(scores: impl ExactSizeIterator<Item = f64>) -> f64 {
     scores.sum::<f64>() / n as f64
 }
 
-/// The brick with the largest gap factor.
+/// The bottleneck: the brick whose time exceeds its budget by the most µs
+/// per token ([`largest_excess`]); its gap factor is the ratio beside it.
 pub fn bottleneck(scores: &[BrickScore]) -> Option<&BrickScore> {
-    scores.iter().max_by(|a, b| a.gap_factor.total_cmp(&b.gap_factor))
+    largest_excess(scores.iter().map(|s| (s.actual_us, s.budget_us))).map(|i| &scores[i])
 }
 
 /// The brick that takes the most time (what a sampling profiler ranks first).
@@ -247,6 +248,11 @@ mod tests {
         let scores = [a.clone(), b.clone()];
         assert!((model_score(scores.iter().map(|s| s.score)) - (a.score + b.score) / 2.0).abs() < 1e-12);
         assert_eq!((bottleneck(&scores).unwrap().name.as_str(), hotspot(&scores).unwrap().name.as_str()), ("a", "a"));
+        // c is 20× over a 0.1 µs budget, but loses 1.9 µs per token; a loses 20.
+        let mut c = score_brick(&budget(1_000, 1_000, 0.1), &host, &[2.0]);
+        c.name = "c".into();
+        assert!(c.gap_factor > a.gap_factor);
+        assert_eq!(bottleneck(&[c, a.clone()]).unwrap().name, "a");
         assert_eq!((model_score(std::iter::empty()), bottleneck(&[]).is_none()), (0.0, true));
     }
 

@@ -224,7 +224,7 @@ impl Context {
             cx.say(format_args!("profiling the {size} model's decode brick by brick (64 tokens)"));
             let loaded = cx.model(size)?;
             let prompt = loaded.tokenizer.encode("def quicksort(items):", true);
-            bench::bricks::profile(&loaded.model, &loaded.tokenizer, size, &prompt, 64, &host).map_err(Unmet::failed)
+            bench::bricks::profile(&loaded.model, size, &prompt, 64, &host).map_err(Unmet::failed)
         })
     }
 

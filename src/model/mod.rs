@@ -11,7 +11,7 @@ pub mod bricks;
 mod config;
 mod kv_cache;
 
-pub use bricks::{Breakdown, Brick, BrickRow, BrickTimes};
+pub use bricks::{Breakdown, Brick, BrickRow, BrickTimes, Stage, StageRow, StageTrace, Window};
 pub use config::ModelConfig;
 pub use kv_cache::{KvCache, KvType};
 
@@ -511,8 +511,8 @@ impl Model {
         Ok(logits)
     }
 
-    /// [`Model::forward`] into `logits` (resized to fit), charging the time of
-    /// every stage to its [`Brick`] in `times` when given. With the same
+    /// [`Model::forward`] into `logits` (resized to fit), timing each
+    /// [`Brick`]'s span and tracing every [`Stage`] entered into `times` when given. With the same
     /// `logits` from one call to the next, a decode step allocates nothing once
     /// the first has grown the buffers.
     pub fn forward_into(
@@ -533,6 +533,8 @@ impl Model {
         if p0 + n > cache.capacity() {
             return Err(ModelError::ContextFull { needed: p0 + n, capacity: cache.capacity() });
         }
+        sw.begin(Brick::Embed);
+        sw.stage(Stage::EmbedLookup);
         let mut buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
         let b = &mut *buffers;
         let (ff, half) = (c.n_ff, hd / 2);
@@ -554,32 +556,42 @@ impl Model {
             self.embed(t, row)?;
         }
         let scale = 1.0 / (hd as f32).sqrt();
-        sw.lap(Brick::Embed);
+        sw.begin(Brick::Rope);
+        sw.stage(Stage::RopeAngles);
         for (t, (cs, sn)) in cos.chunks_exact_mut(hd / 2).zip(sin.chunks_exact_mut(hd / 2)).enumerate() {
             ops::rope_angles(p0 + t, hd, c.rope_base, cs, sn);
         }
-        sw.lap(Brick::Rope);
+        sw.end();
 
         for (li, l) in self.layers.iter().enumerate() {
+            sw.begin(Brick::AttnNorm);
+            sw.stage(Stage::AttnNorm);
             self.par_zip(h, x, d, &|h, x| norm_rows(h, x, &l.attn_norm, c.rms_eps));
-            sw.lap(Brick::AttnNorm);
+            sw.begin(Brick::Qkv);
+            sw.stage(Stage::QkvMatmul);
             self.matmul_group(&[&l.wq, &l.wk, &l.wv], h, &mut [q, k, v]);
+            sw.stage(Stage::QkvBias);
             self.par_zip(q, &[], d, &|q, _| add_bias(q, &l.bq));
             add_bias(k, &l.bk);
             add_bias(v, &l.bv);
-            sw.lap(Brick::Qkv);
+            sw.begin(Brick::Rope);
+            sw.stage(Stage::RopeRotate);
             for t in 0..n {
                 let (cs, sn) = (&cos[t * hd / 2..][..hd / 2], &sin[t * hd / 2..][..hd / 2]);
                 self.kernels.rope_neox(&mut q[t * d..][..d], hd, cs, sn);
                 self.kernels.rope_neox(&mut k[t * kv..][..kv], hd, cs, sn);
             }
-            sw.lap(Brick::Rope);
+            sw.begin(Brick::Attention);
+            sw.stage(Stage::KvWrite);
             cache.write(li, p0, k, v);
+            sw.stage(Stage::Attend);
             self.attend_all(q, cache, li, p0, scale, attn);
-            sw.lap(Brick::Attention);
+            sw.begin(Brick::OProj);
+            sw.stage(Stage::OMatmul);
             self.matmul(&l.wo, attn, o);
+            sw.stage(Stage::OResidual);
             self.par_zip(x, o, d, &add_into);
-            sw.lap(Brick::OProj);
+            sw.end();
 
             // As llama.cpp does, the last layer's feed-forward runs only on the
             // rows whose logits are wanted (the batch size picks its kernels).
@@ -587,13 +599,19 @@ impl Model {
             let m = n - from;
             let (xs, h, o) = (&mut x[from * d..], &mut h[..m * d], &mut o[..m * d]);
             let (gate, up) = (&mut gate[..m * ff], &mut up[..m * ff]);
+            sw.begin(Brick::FfnNorm);
+            sw.stage(Stage::FfnNorm);
             self.par_zip(h, xs, d, &|h, x| norm_rows(h, x, &l.ffn_norm, c.rms_eps));
-            sw.lap(Brick::FfnNorm);
+            sw.begin(Brick::Ffn);
+            sw.stage(Stage::GateUp);
             self.matmul_group(&[&l.w_gate, &l.w_up], h, &mut [gate, up]);
+            sw.stage(Stage::Swiglu);
             self.par_zip(gate, up, ff, &|g, u| self.kernels.swiglu(g, u, ff));
+            sw.stage(Stage::Down);
             self.matmul(&l.w_down, gate, o);
+            sw.stage(Stage::FfnResidual);
             self.par_zip(xs, o, d, &add_into);
-            sw.lap(Brick::Ffn);
+            sw.end();
         }
         cache.advance(n);
 
@@ -601,11 +619,13 @@ impl Model {
             Logits::Last => &mut x[(n - 1) * d..],
             Logits::All => x,
         };
+        sw.begin(Brick::OutputNorm);
+        sw.stage(Stage::OutputNorm);
         rows.chunks_exact_mut(d).for_each(|r| ops::rms_norm(r, &self.output_norm, c.rms_eps));
-        sw.lap(Brick::OutputNorm);
+        sw.begin(Brick::LmHead);
+        sw.stage(Stage::Logits);
         logits.resize(rows.len() / d * c.vocab_size, 0.0);
         self.matmul(&self.lm_head, rows, logits);
-        sw.lap(Brick::LmHead);
         sw.finish();
         Ok(())
     }

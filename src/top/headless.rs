@@ -91,6 +91,9 @@ impl Percentiles {
 pub struct Bottleneck {
     /// Brick name.
     pub name: String,
+    /// Actual − budget, µs per token: what the bottleneck is picked on.
+    #[serde(default)]
+    pub excess_us: f64,
     /// Actual ÷ budget.
     pub gap_factor: f64,
     /// Mean time per token, µs.
@@ -132,7 +135,7 @@ pub struct TopReport {
     pub model_score: f64,
     /// Its grade.
     pub grade: String,
-    /// The brick with the largest gap factor.
+    /// The brick with the largest excess over its budget (µs per token).
     pub bottleneck: Option<Bottleneck>,
     /// The brick with the largest share of the time (what a sampling profiler ranks first).
     pub hotspot: Option<Bottleneck>,
@@ -183,6 +186,7 @@ pub fn report(session: &Session<'_>, recorder: &Recorder, opts: &HeadlessOptions
 fn summary(b: &BrickScore, total_us: f64) -> Bottleneck {
     Bottleneck {
         name: b.name.clone(),
+        excess_us: b.actual_us - b.budget_us,
         gap_factor: b.gap_factor,
         actual_us: b.actual_us,
         budget_us: b.budget_us,
@@ -287,8 +291,8 @@ mod tests {
         }
         let mean = r.brick_scores.iter().map(|s| s.score).sum::<f64>() / Brick::ALL.len() as f64;
         assert!((r.model_score - mean).abs() < 1e-9);
-        let worst = r.brick_scores.iter().map(|s| s.gap_factor).fold(0.0, f64::max);
-        assert_eq!(r.bottleneck.as_ref().unwrap().gap_factor, worst);
+        let worst = r.brick_scores.iter().map(|s| s.actual_us - s.budget_us).fold(f64::NEG_INFINITY, f64::max);
+        assert_eq!(r.bottleneck.as_ref().unwrap().excess_us, worst);
         let most = r.brick_scores.iter().map(|s| s.actual_us).fold(0.0, f64::max);
         assert_eq!(r.hotspot.as_ref().unwrap().actual_us, most);
         let back: TopReport = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();

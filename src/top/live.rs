@@ -13,7 +13,7 @@ use thiserror::Error;
 use crate::bench::bricks::BrickBudget;
 use crate::bench::roofline::HostProbe;
 use crate::bench::score::{self, BrickScore};
-use crate::model::{Brick, BrickTimes, KvCache, Logits, Model, ModelError};
+use crate::model::{Brick, BrickTimes, KvCache, Logits, Model, ModelError, StageTrace};
 use crate::stats;
 
 /// One decoded token's measured time, in total and brick by brick: the
@@ -26,8 +26,11 @@ pub struct TokenSample {
     pub position: usize,
     /// Wall time of the step (forward pass and greedy choice), µs.
     pub wall_us: f64,
-    /// Time per brick, µs, indexed like [`Brick::ALL`].
+    /// Time per brick (its spans), µs, indexed like [`Brick::ALL`].
     pub bricks_us: [f64; Brick::ALL.len()],
+    /// The stages the token's forward pass entered, and the bricks they ran inside.
+    #[serde(default)]
+    pub trace: StageTrace,
 }
 
 impl TokenSample {
@@ -185,8 +188,13 @@ impl<'m> Decoder<'m> {
         self.model.forward_into(&[self.next], &mut self.cache, Logits::Last, Some(&mut times), &mut self.logits)?;
         self.next = crate::sample::argmax(&self.logits);
         let wall_us = start.elapsed().as_secs_f64() * 1e6;
-        let sample =
-            TokenSample { index: self.decoded, position, wall_us, bricks_us: times.ns.map(|ns| ns as f64 / 1e3) };
+        let sample = TokenSample {
+            index: self.decoded,
+            position,
+            wall_us,
+            bricks_us: times.ns.map(|ns| ns as f64 / 1e3),
+            trace: times.trace,
+        };
         self.decoded += 1;
         Ok(sample)
     }
@@ -279,7 +287,7 @@ mod tests {
     fn sample(index: u64, wall_us: f64, ffn_us: f64) -> TokenSample {
         let mut bricks_us = [1.0; Brick::ALL.len()];
         bricks_us[Brick::Ffn as usize] = ffn_us;
-        TokenSample { index, position: 3, wall_us, bricks_us }
+        TokenSample { index, position: 3, wall_us, bricks_us, trace: StageTrace::default() }
     }
 
     fn budget(name: &str, budget_us: f64) -> BrickBudget {
@@ -304,6 +312,7 @@ mod tests {
             assert_eq!(s.index, i as u64);
             assert!(s.bricks_us.iter().all(|&us| us > 0.0), "token {i}: {:?}", s.bricks_us);
             assert!(s.bricks_us.iter().sum::<f64>() <= s.wall_us);
+            assert_eq!(s.trace.violations(), Vec::<String>::new(), "token {i}");
         }
         // The window of 4 wraps back to the prompt's end.
         let positions: Vec<usize> = samples.iter().map(|s| s.position).collect();

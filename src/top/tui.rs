@@ -122,10 +122,14 @@ impl App {
             model_score,
             score::grade(model_score)
         );
-        let bottleneck = score::bottleneck(&scores).map(|b| b.name.clone()).unwrap_or_default();
+        let worst = score::bottleneck(&scores);
+        let bottleneck = worst.map(|b| b.name.clone()).unwrap_or_default();
+        let excess = worst.map_or(String::new(), |b| {
+            format!(" (+{:.1} µs/token over budget, {:.2}×)", b.actual_us - b.budget_us, b.gap_factor)
+        });
         let hotspot = score::hotspot(&scores).map_or("", |b| b.name.as_str());
         let headline = format!(
-            "bottleneck (max actual ÷ budget): {bottleneck} · most time: {hotspot} · read {:.1} GB/s · int8 {:.0} GOPS · f32 {:.0} GFLOPS · bricks cover {:.1}%",
+            "bottleneck (max actual − budget): {bottleneck}{excess} · most time: {hotspot} · read {:.1} GB/s · int8 {:.0} GOPS · f32 {:.0} GFLOPS · bricks cover {:.1}%",
             self.probe.read_bandwidth_gb_s,
             self.probe.int8_gops,
             self.probe.f32_gflops,

@@ -12,7 +12,7 @@ use super::judge::{self, Quantity};
 use super::{kind, Check, Kind};
 use crate::bench::roofline;
 use crate::bench::{BenchResult, Series};
-use crate::claims::{BaselineValue, Context, Outcome, Unmet};
+use crate::claims::{BaselineValue, Context, Outcome, Unmet, Verdict};
 use crate::gguf::TensorType;
 use crate::kernels::Kernels;
 use crate::quant::SumOrder;
@@ -308,18 +308,45 @@ pub struct Roofline {
     pub bandwidth_gb_s: Vec<f64>,
 }
 
-/// Judges achieved bytes/s over measured read bandwidth.
+/// Judges achieved bytes/s over measured read bandwidth. The interval carries
+/// both spreads: the decode rate's and the bandwidth probe's (bootstrap CIs
+/// of their medians, the low rate over the high bandwidth and back). A
+/// fraction above 1 is physically impossible (the probe under-measured the
+/// bandwidth): an error, never a pass.
 pub fn judge_bandwidth(p: &BandwidthParams, o: &Roofline) -> Outcome {
     let bw = stats::median(&o.bandwidth_gb_s);
-    let per_gb = o.bytes_per_token as f64 / 1e9 / bw;
-    let fractions: Vec<f64> = o.decode_tok_s.iter().map(|t| t * per_gb).collect();
+    let gb_per_token = o.bytes_per_token as f64 / 1e9;
+    let fractions: Vec<f64> = o.decode_tok_s.iter().map(|t| t * gb_per_token / bw).collect();
+    let ci = |xs: &[f64]| stats::bootstrap_median(xs, 0.95, stats::DEFAULT_RESAMPLES, 0x5eed).ok();
+    let bw_ci = ci(&o.bandwidth_gb_s).unwrap_or(stats::Interval { lo: bw, hi: bw, level: 0.95 });
     let mut q = Quantity::of_samples("bandwidth_fraction", "fraction", &fractions);
+    q.ci = ci(&o.decode_tok_s).map(|t| stats::Interval {
+        lo: t.lo * gb_per_token / bw_ci.hi,
+        hi: t.hi * gb_per_token / bw_ci.lo,
+        level: t.level,
+    });
     q.details = vec![
         format!("bytes read per decoded token: {:.1} MB", o.bytes_per_token as f64 / 1e6),
-        format!("achieved: {} GB/s", judge::num(stats::median(&o.decode_tok_s) * o.bytes_per_token as f64 / 1e9)),
-        format!("measured read bandwidth: {} GB/s (median of {})", judge::num(bw), o.bandwidth_gb_s.len()),
+        format!("achieved: {} GB/s", judge::num(stats::median(&o.decode_tok_s) * gb_per_token)),
+        format!(
+            "measured read bandwidth: {} GB/s (median of {} passes, 95% CI {}–{})",
+            judge::num(bw),
+            o.bandwidth_gb_s.len(),
+            judge::num(bw_ci.lo),
+            judge::num(bw_ci.hi)
+        ),
     ];
-    judge::quantity(q, p.op, p.threshold)
+    let value = q.value;
+    let mut out = judge::quantity(q, p.op, p.threshold);
+    if value > 1.0 {
+        out.verdict = Verdict::Error;
+        out.sentence = format!(
+            "bandwidth_fraction = {}: decode cannot read faster than the memory delivers, so the bandwidth probe under-measured ({} GB/s); no verdict on the claim",
+            judge::num(value),
+            judge::num(bw)
+        );
+    }
+    out
 }
 
 /// The host's read bandwidth passes, GB/s, from the run's host probe.

@@ -66,15 +66,105 @@ fn brick_profile() -> crate::bench::bricks::BrickProfile {
     costs[Brick::Ffn as usize] = BrickCost { bytes: 225_000_000, ops: 400_000_000, compute: Compute::Int8 }; // 7.5 ms at 30 GB/s
     costs[Brick::Qkv as usize] = BrickCost { bytes: 18_000_000, ops: 32_000_000, compute: Compute::Int8 }; // 0.6 ms
     let wall = times.total() as f64 / 1e6 / 0.98;
-    let host = crate::bench::roofline::HostProbe::stated(30.0, 200.0, 100.0);
+    let mut host = crate::bench::roofline::HostProbe::stated(30.0, 200.0, 100.0);
+    host.bandwidth_samples = vec![29.0, 29.5, 30.0, 30.5, 31.0];
+    let mut decode = times.breakdown(64, wall);
+    // Eight windows of eight tokens, each within ±1% of the mean.
+    decode.windows = (0..8)
+        .map(|i| {
+            let jitter = 1.0 + 0.01 * ((i % 5) as f64 - 2.0) / 2.0;
+            let us_per_token: Vec<f64> = times.us_per_token(64).iter().map(|us| us * jitter).collect();
+            let wall_ms = us_per_token.iter().sum::<f64>() * 8.0 / 1e3 / 0.98;
+            crate::model::Window { tokens: 8, wall_ms, us_per_token }
+        })
+        .collect();
     crate::bench::bricks::BrickProfile {
         model: "0.5b".into(),
         threads: 2,
         host: host.clone(),
         allowance: 1.5,
-        decode: times.breakdown(64, wall),
+        decode,
         bricks: crate::bench::bricks::budgets(&costs, &host, 1.5),
     }
+}
+
+/// The stage each brick's span holds in [`traced_pass`], in [`Brick::ALL`](crate::model::Brick::ALL) order.
+const STAGE_OF: [crate::model::Stage; 10] = {
+    use crate::model::Stage::*;
+    [EmbedLookup, AttnNorm, QkvMatmul, RopeRotate, Attend, OMatmul, FfnNorm, Down, OutputNorm, Logits]
+};
+
+/// A forward pass through the real stopwatch: each brick's span holds its
+/// stage and 150 µs of work, except `untimed`'s stage, which runs (with
+/// 1.2 ms of work) outside every span, as a pass that forgot a brick would.
+fn traced_pass(times: &mut crate::model::BrickTimes, untimed: Option<crate::model::Brick>) {
+    use std::time::Duration;
+    let mut sw = crate::model::bricks::Stopwatch::start(Some(times));
+    for (b, s) in crate::model::Brick::ALL.into_iter().zip(STAGE_OF) {
+        if Some(b) == untimed {
+            sw.end();
+            sw.stage(s);
+            std::thread::sleep(Duration::from_micros(1200));
+        } else {
+            sw.begin(b);
+            sw.stage(s);
+            std::thread::sleep(Duration::from_micros(150));
+        }
+    }
+    sw.finish();
+}
+
+/// [`brick_profile`] with its decode replaced by 16 [`traced_pass`]es sampled by the profiler's own windows.
+fn traced_profile(untimed: Option<crate::model::Brick>) -> crate::bench::bricks::BrickProfile {
+    let decode = crate::bench::bricks::sample_windows(16, |t| {
+        traced_pass(t, untimed);
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    crate::bench::bricks::BrickProfile { decode, ..brick_profile() }
+}
+
+/// A bottleneck selector that ranks by ratio (actual ÷ budget): the selection `falsify top` used to ship.
+fn by_ratio(p: &crate::bench::bricks::BrickProfile) -> Option<(&str, f64)> {
+    p.decode
+        .bricks
+        .iter()
+        .zip(&p.bricks)
+        .filter(|(_, b)| b.budget_us > 0.0)
+        .map(|(a, b)| (a.name.as_str(), a.us_per_token / b.budget_us))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// `falsify top`'s headless document on the tiny model: 16 tokens decoded by
+/// the live decoder (their wall times replaced by `walls`, cycled, unless
+/// empty), budgets from `probe`, windows of 2 tokens, and `quality`.
+fn top_report(
+    probe: crate::bench::roofline::HostProbe,
+    walls: &[f64],
+    quality: crate::top::quality::Quality,
+) -> crate::top::headless::TopReport {
+    use crate::top::headless::{report, HeadlessOptions};
+    let m = crate::model::tests::tied_model();
+    let session = crate::top::Session::new(&m, "tiny.gguf", vec![1, 2, 3], 8, probe, 1.5);
+    let mut d = crate::top::live::Decoder::new(&m, &session.prompt, 8).unwrap();
+    let mut rec = crate::top::live::Recorder::new(64);
+    for i in 0..16 {
+        let mut s = d.step().unwrap();
+        if !walls.is_empty() {
+            s.wall_us = walls[i % walls.len()];
+        }
+        rec.push(s);
+    }
+    report(&session, &rec, &HeadlessOptions { tokens: 16, warmup: 0, throughput_window: 2, strict: false }, quality)
+}
+
+/// The project's quality figures as `falsify top --quality` takes them here (clippy and coverage stated).
+fn full_quality() -> crate::top::quality::Quality {
+    use crate::top::quality::Measured;
+    let mut q = crate::top::quality::measure(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), false);
+    q.clippy_warnings = Measured { value: Some(0), how: "stated".into() };
+    q.coverage_percent = Measured { value: Some(80.0), how: "stated".into() };
+    q
 }
 
 fn bench_params(metric: &str, op: &str, threshold: f64) -> perf::BenchParams {
@@ -134,6 +224,10 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
                 bytes_per_token: 400_000_000,
                 bandwidth_gb_s: vec![60.0, 60.5, 59.5],
             };
+            // 160 tok/s × 400 MB = 64 GB/s over a 60 GB/s probe: the probe under-measured.
+            assert_eq!(perf::judge_bandwidth(&p, &obs(160.0)).verdict, Verdict::Error);
+            // 106 tok/s: 0.707 of the median, but the probe's spread reaches below 0.7.
+            assert_eq!(perf::judge_bandwidth(&p, &obs(106.0)).verdict, Verdict::Inconclusive);
             (perf::judge_bandwidth(&p, &obs(120.0)), perf::judge_bandwidth(&p, &obs(40.0)))
         }),
         ("dot_gflops", || {
@@ -416,17 +510,18 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             )
         }),
         ("bricks_timed", || {
-            let good = brick_profile();
-            let mut bad = brick_profile();
-            bad.decode.bricks[crate::model::Brick::Rope as usize].us_per_token = 0.0;
-            bad.decode.bricks.pop();
-            (bricks::judge_timed(&good), bricks::judge_timed(&bad))
+            // The real forward pass on the tiny model traces every stage inside a brick;
+            // a pass that runs the ffn's stage outside every span is caught by the same trace.
+            let m = crate::model::tests::tied_model();
+            let host = crate::bench::roofline::HostProbe::stated(10.0, 50.0, 20.0);
+            let real = crate::bench::bricks::profile(&m, "tiny", &[1, 2, 3], 8, &host).unwrap();
+            let broken = traced_profile(Some(crate::model::Brick::Ffn));
+            (bricks::judge_timed(&real), bricks::judge_timed(&broken))
         }),
         ("brick_coverage", || {
             let p = bricks::CoverageParams { model: "0.5b".into(), op: Op::Ge, threshold: 0.95 };
-            let mut low = brick_profile();
-            low.decode.coverage = 0.80;
-            (bricks::judge_coverage(&p, &brick_profile()), bricks::judge_coverage(&p, &low))
+            let (full, gap) = (traced_profile(None), traced_profile(Some(crate::model::Brick::Ffn)));
+            (bricks::judge_coverage(&p, &full), bricks::judge_coverage(&p, &gap))
         }),
         ("brick_budget", || {
             let p = |factor: f64| bricks::BudgetParams {
@@ -435,10 +530,20 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
                 roofline_factor: Some(factor),
                 budget_us: None,
             };
-            // ffn + qkv take 8 + 3 = 11 ms per token against rooflines of 7.5 + 0.6 = 8.1 ms.
-            let (roomy, tight) = (p(1.5), p(1.2));
+            // ffn + qkv take 8 + 3 = 11 ms per token (±1% across windows) against rooflines of 7.5 + 0.6 = 8.1 ms.
+            let (roomy, tight, straddling) = (p(1.5), p(1.2), p(11.0 / 8.1));
             let prof = brick_profile();
+            assert_eq!(bricks::judge_budget(&straddling, &prof, 24).unwrap().verdict, Verdict::Inconclusive);
             (bricks::judge_budget(&roomy, &prof, 24).unwrap(), bricks::judge_budget(&tight, &prof, 24).unwrap())
+        }),
+        ("bottleneck", || {
+            // The 0.1 ms bricks are 2000× over their 0.05 µs budgets but lose 0.1 ms each; qkv, 3.3×,
+            // loses 2.1 ms per token.
+            let p = brick_profile();
+            assert_eq!((by_ratio(&p).unwrap().0, p.bottleneck().unwrap().0), ("lm_head", "qkv"));
+            let (n, ok) = bricks::bottleneck_violations(&p, crate::bench::bricks::BrickProfile::bottleneck);
+            let (m, bad) = bricks::bottleneck_violations(&p, by_ratio);
+            (judge::no_violations("b", n, ok), judge::no_violations("b", m, bad))
         }),
         ("report_schema", || {
             let good = serde_json::to_value(crate::record::tests::sample_report()).unwrap();
@@ -497,6 +602,70 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             let good = top::judge_headless(&p, &run(0, Err("unused".into()))).unwrap();
             (good, top::judge_headless(&p, &run(1, Err("unused".into()))).unwrap())
         }),
+        ("top_headless", || {
+            // M002: the real parser on the real document, and on stdout with a progress line in front of it.
+            let p = top::HeadlessParams { model: "0.5b".into(), aspect: "json".into(), op: None, threshold: None };
+            let doc = serde_json::to_vec(&top_report(
+                crate::bench::roofline::HostProbe::stated(10.0, 50.0, 20.0),
+                &[],
+                full_quality(),
+            ))
+            .unwrap();
+            let noisy = [&b"decoding: 50%\n"[..], &doc].concat();
+            let run = |stdout: &[u8]| top::TopRun {
+                exit: resources::Exit { code: Some(0), signal: None, stderr: String::new() },
+                report: top::parse_top(stdout),
+            };
+            (top::judge_headless(&p, &run(&doc)).unwrap(), top::judge_headless(&p, &run(&noisy)).unwrap())
+        }),
+        ("top_headless", || {
+            // M003: scores from budgets of a sane probe, and of a probe whose bandwidth pass measured 0 GB/s.
+            use crate::bench::roofline::HostProbe;
+            let p =
+                top::HeadlessParams { model: "0.5b".into(), aspect: "brick_scores".into(), op: None, threshold: None };
+            let run = |probe| top::TopRun {
+                exit: resources::Exit { code: Some(0), signal: None, stderr: String::new() },
+                report: Ok(top_report(probe, &[], full_quality())),
+            };
+            (
+                top::judge_headless(&p, &run(HostProbe::stated(10.0, 50.0, 20.0))).unwrap(),
+                top::judge_headless(&p, &run(HostProbe::stated(0.0, 50.0, 20.0))).unwrap(),
+            )
+        }),
+        ("top_headless", || {
+            // M004: quality measured on this project, and on a directory with no source tree.
+            let p = top::HeadlessParams { model: "0.5b".into(), aspect: "quality".into(), op: None, threshold: None };
+            let elsewhere = crate::top::quality::measure(std::path::Path::new("/nonexistent"), false);
+            let run = |quality| top::TopRun {
+                exit: resources::Exit { code: Some(0), signal: None, stderr: String::new() },
+                report: Ok(top_report(crate::bench::roofline::HostProbe::stated(10.0, 50.0, 20.0), &[], quality)),
+            };
+            (top::judge_headless(&p, &run(full_quality())).unwrap(), top::judge_headless(&p, &run(elsewhere)).unwrap())
+        }),
+        ("top_headless", || {
+            // M006: the real report's window CV and its interval, on steady tokens and on tokens that
+            // alternate between 1 ms and 1.5 ms every window.
+            let p = top::HeadlessParams {
+                model: "0.5b".into(),
+                aspect: "throughput_cv".into(),
+                op: Some(Op::Lt),
+                threshold: Some(0.05),
+            };
+            let run = |walls: &[f64]| top::TopRun {
+                exit: resources::Exit { code: Some(0), signal: None, stderr: String::new() },
+                report: Ok(top_report(
+                    crate::bench::roofline::HostProbe::stated(10.0, 50.0, 20.0),
+                    walls,
+                    full_quality(),
+                )),
+            };
+            let steady = [1000.0, 1001.0, 999.0, 1000.5, 999.5];
+            let jittery = [1000.0, 1000.0, 1500.0, 1500.0];
+            // A 4% CV from 8 windows: its interval straddles 5%.
+            let borderline = [1000.0, 1000.0, 1080.0, 1080.0];
+            assert_eq!(top::judge_headless(&p, &run(&borderline)).unwrap().verdict, Verdict::Inconclusive);
+            (top::judge_headless(&p, &run(&steady)).unwrap(), top::judge_headless(&p, &run(&jittery)).unwrap())
+        }),
         ("top_ci", || {
             let exit = |code, stderr: &str| resources::Exit { code: Some(code), signal: None, stderr: stderr.into() };
             let failed = exit(1, "error: CI thresholds not met: model brick score 31.8 (F) is below the threshold 101");
@@ -516,6 +685,19 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
                 top::judge_tui("drill_histogram", &screens("p50 1.0 · p99 2.0 · p999 3.0 ███")).unwrap(),
                 top::judge_tui("drill_histogram", &screens("p50 1.0 (no histogram)")).unwrap(),
             )
+        }),
+        ("tui_render", || {
+            // M007: every view of the real UI fed real tokens, and a view whose drawing indexes past its rows.
+            let m = crate::model::tests::tied_model();
+            let probe = crate::bench::roofline::HostProbe::stated(10.0, 50.0, 20.0);
+            let session = crate::top::Session::new(&m, "tiny.gguf", vec![1, 2, 3], 8, probe, 1.5);
+            let mut d = crate::top::live::Decoder::new(&m, &session.prompt, 8).unwrap();
+            let samples: Vec<_> = (0..12).map(|_| d.step().unwrap()).collect();
+            let screens = top::tui_screens(&session, &samples);
+            let mut broken = screens.clone();
+            let rows: Vec<String> = Vec::new();
+            broken.push(("overflowing".into(), top::capture(|| rows[3].clone())));
+            (top::judge_tui("renders", &screens).unwrap(), top::judge_tui("renders", &broken).unwrap())
         }),
         ("workflow_lint", || {
             let ok = resources::Exit { code: Some(0), signal: None, stderr: String::new() };
@@ -541,11 +723,13 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
         }),
         ("roofline_bound", || {
             let p = brick_profile();
-            let (_, ok) = top::roofline_violations(&p);
             let mut fast = p.clone();
             fast.decode.bricks[crate::model::Brick::Ffn as usize].us_per_token = 1.0; // 225 MB in 1 µs
-            let (_, bad) = top::roofline_violations(&fast);
-            (judge::no_violations("b", 10, ok), judge::no_violations("b", 10, bad))
+                                                                                      // 225 MB in 7.45 ms beats 30 GB/s, but not 30.5: within the probe's spread.
+            let mut close = p.clone();
+            close.decode.bricks[crate::model::Brick::Ffn as usize].us_per_token = 7450.0;
+            assert_eq!(top::judge_roofline(&close).verdict, Verdict::Inconclusive);
+            (top::judge_roofline(&p), top::judge_roofline(&fast))
         }),
         ("budget_derivation", || {
             let p = brick_profile();
@@ -577,14 +761,46 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             let silent = top::StrictRuns { real: Ok(16), impossible: Ok(16), generous: Ok(16) };
             (top::judge_strict("stops", &good).unwrap(), top::judge_strict("stops", &silent).unwrap())
         }),
-        ("token_metrics", || {
-            use crate::top::live::TokenSample;
-            let full = TokenSample { index: 0, position: 5, wall_us: 100.0, bricks_us: [5.0; 10] };
-            let mut lacking = full.clone();
-            lacking.bricks_us[crate::model::Brick::Rope as usize] = 0.0;
+        ("strict_mode", || {
+            // F012: the real strict check on a real token against budgets nobody meets, from the
+            // real budget table and from one whose rows lost their brick names.
+            use crate::top::live::check_budgets;
+            let m = crate::model::tests::tied_model();
+            let sample = crate::top::live::Decoder::new(&m, &[1, 2, 3], 8).unwrap().step().unwrap();
+            let host = crate::bench::roofline::HostProbe::stated(10.0, 50.0, 20.0);
+            let tight = crate::bench::bricks::budgets(&crate::bench::bricks::costs_per_brick(&m, 4), &host, 1e-9);
+            let mut nameless = tight.clone();
+            nameless.iter_mut().for_each(|b| b.name = format!("#{}", b.name.len()));
+            let runs = |budgets: &[crate::bench::bricks::BrickBudget]| top::StrictRuns {
+                real: check_budgets(&sample, budgets).map(|()| 1),
+                impossible: check_budgets(&sample, budgets).map(|()| 1),
+                generous: Ok(1),
+            };
             (
-                judge::no_violations("m", 1, top::metrics_violations(std::slice::from_ref(&full))),
-                judge::no_violations("m", 1, top::metrics_violations(&[lacking])),
+                top::judge_strict("actionable", &runs(&tight)).unwrap(),
+                top::judge_strict("actionable", &runs(&nameless)).unwrap(),
+            )
+        }),
+        ("token_metrics", || {
+            // The live decoder's tokens on the tiny model, and a token from a pass whose rope stage ran
+            // outside every brick span.
+            use crate::top::live::TokenSample;
+            let m = crate::model::tests::tied_model();
+            let mut d = crate::top::live::Decoder::new(&m, &[1, 2, 3], 8).unwrap();
+            let real: Vec<TokenSample> = (0..6).map(|_| d.step().unwrap()).collect();
+            let mut times = crate::model::BrickTimes::default();
+            let clock = std::time::Instant::now();
+            traced_pass(&mut times, Some(crate::model::Brick::Rope));
+            let broken = TokenSample {
+                index: 0,
+                position: 3,
+                wall_us: clock.elapsed().as_secs_f64() * 1e6,
+                bricks_us: times.ns.map(|ns| ns as f64 / 1e3),
+                trace: times.trace,
+            };
+            (
+                judge::no_violations("m", real.len(), top::metrics_violations(&real)),
+                judge::no_violations("m", 1, top::metrics_violations(&[broken])),
             )
         }),
         ("instrumentation_overhead", || {
