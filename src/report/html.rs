@@ -7,8 +7,8 @@
 use std::fmt::Write as _;
 
 use super::chart::{label, Chart};
-use crate::record::{ClaimResult, RunReport};
 use crate::record::Verdict;
+use crate::record::{ClaimResult, RunReport};
 
 /// Escapes text for HTML content and attribute values.
 pub fn escape(s: &str) -> String {

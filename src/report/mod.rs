@@ -17,8 +17,8 @@ pub mod svg;
 
 use std::path::{Path, PathBuf};
 
-use crate::util::write_atomic;
 use crate::record::RunReport;
+use crate::util::write_atomic;
 
 /// Why the exports could not be written.
 #[derive(Debug, thiserror::Error)]
