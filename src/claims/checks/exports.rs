@@ -274,11 +274,11 @@ fn shows(drawn: f64, want: f64) -> bool {
 /// Judges the charts drawn for `report`: every number each chart shows (its
 /// text, and its bar's length to within two pixels) must equal the value
 /// [`expected_values`] computes from the report, and no chart may show a row
-/// the report does not have.
+/// the report does not have (the history chart, which plots earlier reports, aside).
 pub fn judge_chart_values(charts: &[chart::Chart], report: &RunReport) -> Outcome {
     let expected = expected_values(report);
     let mut violations = Vec::new();
-    for c in charts.iter().filter(|c| expected.iter().any(|(name, _, _)| *name == c.name)) {
+    for c in charts.iter().filter(|c| c.name != "history") {
         let shown = match shown_values(&c.svg) {
             Ok(s) => s,
             Err(e) => {
