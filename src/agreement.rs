@@ -1,13 +1,16 @@
 //! Agreement of the engine with llama.cpp on a real model: tokenization,
 //! teacher-forced next-token choice, greedy text and KV-cache consistency.
 //! Each function measures and reports; the caller (the agreement tests, the
-//! claims) decides against its threshold.
+//! claims) decides against its threshold. The comparisons themselves are
+//! functions of their inputs (ids, texts, logits, a forward pass given as a
+//! closure), so the falsifiability audit runs the same code on a broken
+//! subject without the model or llama.cpp.
 
 use std::path::Path;
 
 use serde::Serialize;
 
-use crate::baseline::llama_cpp::{LlamaCpp, LlamaServer};
+use crate::baseline::llama_cpp::{LlamaCpp, LlamaServer, TokenProbs};
 use crate::baseline::BaselineError;
 use crate::engine::{self, GenerateOptions};
 use crate::model::{Logits, Model, ModelError};
@@ -54,10 +57,18 @@ pub struct Tokenization {
 
 /// Compares `tok.encode(s, parse_special = true)` with llama-server's `/tokenize` for every string.
 pub fn tokenization(tok: &Tokenizer, srv: &LlamaServer, corpus: &[String]) -> Result<Tokenization, AgreementError> {
+    compare_tokenization(corpus, |s| tok.encode(s, true), |s| srv.tokenize(s).map_err(AgreementError::from))
+}
+
+/// Compares `ours(s)` with the reference's `theirs(s)` for every string of `corpus`.
+pub fn compare_tokenization(
+    corpus: &[String],
+    ours: impl Fn(&str) -> Vec<u32>,
+    mut theirs: impl FnMut(&str) -> Result<Vec<u32>, AgreementError>,
+) -> Result<Tokenization, AgreementError> {
     let mut mismatches = Vec::new();
     for s in corpus {
-        let theirs = srv.tokenize(s)?;
-        let ours = tok.encode(s, true);
+        let (ours, theirs) = (ours(s), theirs(s)?);
         if ours != theirs {
             mismatches.push(format!("{s:?}: ours {ours:?} llama.cpp {theirs:?}"));
         }
@@ -69,7 +80,12 @@ pub fn tokenization(tok: &Tokenizer, srv: &LlamaServer, corpus: &[String]) -> Re
 
 /// The strings for which `decode(encode(s)) != s`.
 pub fn round_trip_failures(tok: &Tokenizer, corpus: &[String]) -> Vec<String> {
-    corpus.iter().filter(|s| tok.decode(&tok.encode(s, true)) != **s).cloned().collect()
+    trip_failures(corpus, |s| tok.decode(&tok.encode(s, true)))
+}
+
+/// The strings that do not come back unchanged from `trip` (a tokenizer's decode ∘ encode).
+pub fn trip_failures(corpus: &[String], trip: impl Fn(&str) -> String) -> Vec<String> {
+    corpus.iter().filter(|s| trip(s) != **s).cloned().collect()
 }
 
 /// Teacher-forced comparison of next-token choices and log-probabilities.
@@ -94,6 +110,60 @@ impl TeacherForced {
     }
 }
 
+/// Teacher-forced scores accumulated position by position.
+#[derive(Debug, Clone, Default)]
+pub struct TeacherForcedTally {
+    total: usize,
+    agree: usize,
+    lp_sum: f64,
+    lp_n: usize,
+    lp_max: f64,
+    disagreements: Vec<String>,
+}
+
+impl TeacherForcedTally {
+    /// Scores our logits `row` at position `i` after `prompt` against
+    /// llama.cpp's choice and candidates there; `banned` (end-of-generation
+    /// tokens) are excluded from our top-1, as llama.cpp banned them.
+    pub fn score(&mut self, prompt: &str, i: usize, row: &mut [f32], probs: &TokenProbs, banned: &[u32]) {
+        let log_z = log_sum_exp(row);
+        for cand in &probs.top_logprobs {
+            let diff = (f64::from(row[cand.id as usize]) - log_z - cand.logprob).abs();
+            self.lp_sum += diff;
+            self.lp_n += 1;
+            self.lp_max = self.lp_max.max(diff);
+        }
+        for &eog in banned {
+            row[eog as usize] = f32::NEG_INFINITY;
+        }
+        let ours = argmax(row);
+        self.total += 1;
+        if ours == probs.id {
+            self.agree += 1;
+        } else {
+            // The margin between llama.cpp's two best *allowed* candidates: EOG tokens were banned.
+            let allowed: Vec<f64> =
+                probs.top_logprobs.iter().filter(|c| !banned.contains(&c.id)).map(|c| c.logprob.exp()).collect();
+            let margin = match allowed.as_slice() {
+                [a, b, ..] => format!("llama.cpp top-2 probability margin {:.4}", a - b),
+                _ => "llama.cpp's top-2 include a banned end-of-generation token: margin unknown".to_owned(),
+            };
+            self.disagreements.push(format!("{prompt:?} +{i}: ours {ours} llama.cpp {} ({margin})", probs.id));
+        }
+    }
+
+    /// The comparison over every position scored.
+    pub fn finish(self) -> TeacherForced {
+        TeacherForced {
+            total: self.total,
+            agree: self.agree,
+            mean_abs_logprob_diff: self.lp_sum / self.lp_n.max(1) as f64,
+            max_abs_logprob_diff: self.lp_max,
+            disagreements: self.disagreements,
+        }
+    }
+}
+
 /// log Σ exp(x), in f64.
 fn log_sum_exp(xs: &[f32]) -> f64 {
     let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -113,9 +183,7 @@ pub fn teacher_forced(
     prompts: &[String],
     n_predict: usize,
 ) -> Result<TeacherForced, AgreementError> {
-    let (mut agree, mut total) = (0usize, 0usize);
-    let (mut lp_sum, mut lp_n, mut lp_max) = (0.0f64, 0usize, 0.0f64);
-    let mut disagreements = Vec::new();
+    let mut tally = TeacherForcedTally::default();
     let vocab = model.config.vocab_size;
     for p in prompts {
         let prompt = tok.encode(p, true);
@@ -130,44 +198,10 @@ pub fn teacher_forced(
             if i > 0 {
                 logits = model.forward(&generated[i - 1..i], &mut cache, Logits::Last)?;
             }
-            let row = &mut logits[..vocab];
-            let log_z = log_sum_exp(row);
-            for cand in &probs.top_logprobs {
-                let diff = (f64::from(row[cand.id as usize]) - log_z - cand.logprob).abs();
-                lp_sum += diff;
-                lp_n += 1;
-                lp_max = lp_max.max(diff);
-            }
-            for &eog in &tok.end_of_generation {
-                row[eog as usize] = f32::NEG_INFINITY;
-            }
-            let ours = argmax(row);
-            total += 1;
-            if ours == probs.id {
-                agree += 1;
-            } else {
-                // The margin between llama.cpp's two best *allowed* candidates: EOG tokens were banned.
-                let allowed: Vec<f64> = probs
-                    .top_logprobs
-                    .iter()
-                    .filter(|c| !tok.end_of_generation.contains(&c.id))
-                    .map(|c| c.logprob.exp())
-                    .collect();
-                let margin = match allowed.as_slice() {
-                    [a, b, ..] => format!("llama.cpp top-2 probability margin {:.4}", a - b),
-                    _ => "llama.cpp's top-2 include a banned end-of-generation token: margin unknown".to_owned(),
-                };
-                disagreements.push(format!("{p:?} +{i}: ours {ours} llama.cpp {} ({margin})", probs.id));
-            }
+            tally.score(p, i, &mut logits[..vocab], probs, &tok.end_of_generation);
         }
     }
-    Ok(TeacherForced {
-        total,
-        agree,
-        mean_abs_logprob_diff: lp_sum / lp_n.max(1) as f64,
-        max_abs_logprob_diff: lp_max,
-        disagreements,
-    })
+    Ok(tally.finish())
 }
 
 /// Greedy continuations compared as text.
@@ -197,20 +231,22 @@ pub fn greedy_text(
         ignore_eos: false,
         time_bricks: false,
     };
-    let mut differing = Vec::new();
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for p in prompts {
         let prompt = tok.encode(p, true);
-        let ours = engine::generate(model, tok, &prompt, &opts, |_| {})?;
-        let theirs = llama.complete_greedy(model_path, p, n, model.threads())?;
-        if theirs != ours.text {
-            differing.push((p, prompt, ours, theirs));
-        }
+        ours.push((prompt.clone(), engine::generate(model, tok, &prompt, &opts, |_| {})?));
+        theirs.push(llama.complete_greedy(model_path, p, n, model.threads())?);
     }
+    let texts: Vec<&str> = ours.iter().map(|(_, g)| g.text.as_str()).collect();
+    let differing: Vec<_> = differing_texts(&texts, &theirs)
+        .into_iter()
+        .map(|i| (&prompts[i], &ours[i].0, &ours[i].1, &theirs[i]))
+        .collect();
     let mut differences = Vec::new();
     if !differing.is_empty() {
         let srv = LlamaServer::start(llama, model_path, model.threads(), std::time::Duration::from_secs(120))?;
         for (p, prompt, ours, theirs) in &differing {
-            let reference = srv.complete(prompt, n, 2, false)?;
+            let reference = srv.complete(prompt.as_slice(), n, 2, false)?;
             let first = reference.completion_probabilities.iter().zip(&ours.tokens).position(|(r, &o)| r.id != o);
             let detail = match first {
                 Some(i) => {
@@ -230,6 +266,13 @@ pub fn greedy_text(
         }
     }
     Ok(GreedyText { total: prompts.len(), identical: prompts.len() - differing.len(), differences })
+}
+
+/// The indices at which our text differs from the reference's.
+pub fn differing_texts(ours: &[impl AsRef<str>], theirs: &[impl AsRef<str>]) -> Vec<usize> {
+    (0..ours.len().max(theirs.len()))
+        .filter(|&i| ours.get(i).map(|s| s.as_ref()) != theirs.get(i).map(|s| s.as_ref()))
+        .collect()
 }
 
 /// How far llama.cpp's log-probabilities move between two of its own runs
@@ -447,25 +490,42 @@ pub fn kv_precision(
         seq.extend(generated?.tokens);
         let full = run(model, crate::model::KvType::F32, &seq)?;
         let low = run(model, reduced, &seq)?;
-        for (a, b) in full.chunks_exact(vocab).zip(low.chunks_exact(vocab)) {
-            total += 1;
-            agree += usize::from(argmax(a) == argmax(b));
-        }
+        let r = top1_agreement(&full, &low, vocab);
+        (total, agree) = (total + r.total, agree + r.agree);
     }
     Ok(KvPrecision { total, agree })
+}
+
+/// Top-1 agreement, position by position, of two runs' logits (`vocab` per position).
+pub fn top1_agreement(full: &[f32], reduced: &[f32], vocab: usize) -> KvPrecision {
+    let rows = full.chunks_exact(vocab).zip(reduced.chunks_exact(vocab));
+    let positions = full.len().max(reduced.len()) / vocab.max(1);
+    KvPrecision { total: positions, agree: rows.filter(|(a, b)| argmax(a) == argmax(b)).count() }
 }
 
 /// Positions whose logits change when only a later token changes: runs
 /// `tokens` and `tokens` with its last token replaced, and lists every earlier
 /// position whose logits differ at all.
 pub fn causal_mask_violations(model: &Model, tokens: &[u32], replacement: u32) -> Result<Vec<String>, AgreementError> {
-    let vocab = model.config.vocab_size;
+    causal_violations(model.config.vocab_size, tokens, replacement, |seq| {
+        Ok(model.forward(seq, &mut model.new_cache(seq.len()), Logits::All)?)
+    })
+}
+
+/// [`causal_mask_violations`] of any forward pass: `forward(seq)` gives the
+/// logits of every position of `seq` (`vocab` each) from an empty cache.
+pub fn causal_violations(
+    vocab: usize,
+    tokens: &[u32],
+    replacement: u32,
+    mut forward: impl FnMut(&[u32]) -> Result<Vec<f32>, AgreementError>,
+) -> Result<Vec<String>, AgreementError> {
     let mut other = tokens.to_vec();
     if let Some(last) = other.last_mut() {
         *last = replacement;
     }
-    let a = model.forward(tokens, &mut model.new_cache(tokens.len()), Logits::All)?;
-    let b = model.forward(&other, &mut model.new_cache(other.len()), Logits::All)?;
+    let a = forward(tokens)?;
+    let b = forward(&other)?;
     let earlier = tokens.len().saturating_sub(1);
     Ok((0..earlier)
         .filter_map(|pos| {
@@ -481,16 +541,26 @@ pub fn causal_mask_violations(model: &Model, tokens: &[u32], replacement: u32) -
 /// tokens after `prompt` (end-of-generation ignored).
 pub fn non_finite_steps(model: &Model, prompt: &[u32], n: usize) -> Result<Vec<String>, AgreementError> {
     let mut cache = model.new_cache(prompt.len() + n);
+    let first = model.forward(prompt, &mut cache, Logits::Last)?;
+    non_finite_of(first, n, |next| Ok(model.forward(&[next], &mut cache, Logits::Last)?))
+}
+
+/// [`non_finite_steps`] of any decoder: `first` are the prompt's last logits,
+/// and `step(token)` decodes one token and gives the next logits.
+pub fn non_finite_of(
+    first: Vec<f32>,
+    n: usize,
+    mut step: impl FnMut(u32) -> Result<Vec<f32>, AgreementError>,
+) -> Result<Vec<String>, AgreementError> {
     let mut bad = Vec::new();
-    let mut logits = model.forward(prompt, &mut cache, Logits::Last)?;
-    for step in 0..n {
+    let mut logits = first;
+    for i in 0..n {
         let count = logits.iter().filter(|x| !x.is_finite()).count();
         if count > 0 {
-            bad.push(format!("step {step}: {count} non-finite logits"));
+            bad.push(format!("step {i}: {count} non-finite logits"));
         }
-        let next = argmax(&logits);
-        if step + 1 < n {
-            logits = model.forward(&[next], &mut cache, Logits::Last)?;
+        if i + 1 < n {
+            logits = step(argmax(&logits))?;
         }
     }
     Ok(bad)

@@ -1,6 +1,8 @@
 //! What checks measure with: the models, llama.cpp and its server, Ollama,
 //! host facts, and the run's cache, so that a measurement several claims need
-//! (one interleaved benchmark serves F084, F120, F109, F085, F088) is taken once.
+//! (one interleaved benchmark serves F084, F120, F109, F085, F088) is taken once,
+//! and the registry of every sample series the run's checks took (F110, F085
+//! and F086 are judged on it).
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -18,7 +20,7 @@ use crate::kernels::Kernels;
 use crate::model::Model;
 use crate::provenance::{ModelFile, Provenance};
 use crate::record::ClaimResult;
-use crate::record::{BenchSpec, Settings};
+use crate::record::{BenchSpec, SampleSeries, Settings};
 use crate::tokenizer::Tokenizer;
 use crate::util::{cuda_devices, on_path};
 
@@ -54,6 +56,7 @@ pub struct Context {
     servers: HashMap<String, LlamaServer>,
     ollama: Option<Result<Ollama, String>>,
     benches: Vec<(BenchSpec, Result<BenchResult, Unmet>)>,
+    series: Vec<SampleSeries>,
     memo: HashMap<String, Box<dyn Any + Send>>,
 }
 
@@ -72,6 +75,7 @@ impl Context {
             servers: HashMap::new(),
             ollama: None,
             benches: Vec::new(),
+            series: Vec::new(),
             memo: HashMap::new(),
         }
     }
@@ -207,8 +211,34 @@ impl Context {
             return r.clone();
         }
         let result = self.run_bench(spec);
+        if let Ok(r) = &result {
+            for s in &r.series {
+                self.record_series(
+                    format!("bench {spec} {} {}", s.engine, s.metric),
+                    &s.unit,
+                    r.protocol.warmup,
+                    &s.samples,
+                );
+            }
+        }
         self.benches.push((spec.clone(), result.clone()));
         result
+    }
+
+    /// Records a series of samples a check took: `warmup` runs discarded
+    /// first, then `samples`. Every measuring check calls it, so the run's
+    /// record holds every series behind a performance verdict.
+    pub fn record_series(&mut self, name: impl Into<String>, unit: &str, warmup: usize, samples: &[f64]) {
+        let s = SampleSeries { name: name.into(), unit: unit.into(), warmup, samples: samples.to_vec() };
+        match self.series.iter_mut().find(|x| x.name == s.name) {
+            Some(x) => *x = s,
+            None => self.series.push(s),
+        }
+    }
+
+    /// Every series of samples this run has taken, in order.
+    pub fn series(&self) -> &[SampleSeries] {
+        &self.series
     }
 
     /// Every benchmark this run has taken, in order.
@@ -224,7 +254,11 @@ impl Context {
             cx.say(format_args!("profiling the {size} model's decode brick by brick (64 tokens)"));
             let loaded = cx.model(size)?;
             let prompt = loaded.tokenizer.encode("def quicksort(items):", true);
-            bench::bricks::profile(&loaded.model, size, &prompt, 64, &host).map_err(Unmet::failed)
+            let p = bench::bricks::profile(&loaded.model, size, &prompt, 64, &host).map_err(Unmet::failed)?;
+            // One untimed warm-up token, then each window of tokens is one measured sample.
+            let per_token: Vec<f64> = p.decode.windows.iter().map(|w| w.wall_ms / w.tokens.max(1) as f64).collect();
+            cx.record_series(format!("brick profile {size} decode ms/token"), "ms", 1, &per_token);
+            Ok(p)
         })
     }
 

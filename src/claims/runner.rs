@@ -127,12 +127,10 @@ pub fn run_all(
     results.into_iter().map(|(_, r)| r).collect()
 }
 
-/// The report of the claims evaluated in `cx` so far: provenance (models
-/// and baselines in use, hashed once per run), every benchmark and the
-/// brick profile taken, and the recorded figures from `baselines/`.
 /// The run record of the claims evaluated in `cx` so far: provenance (models
 /// and baselines in use, hashed once per run), every benchmark and the brick
-/// profile taken, and the recorded figures from `baselines/`.
+/// profile taken, every sample series recorded, and the recorded figures
+/// from `baselines/`.
 pub fn assemble_report(
     cx: &mut Context,
     claims_files: Vec<String>,
@@ -168,6 +166,7 @@ pub fn assemble_report(
         claims,
         benches: cx.benches().map(|(s, r)| BenchRecord { spec: s.clone(), result: r.clone() }).collect(),
         bricks: cx.brick_profile(),
+        series: cx.series().to_vec(),
         recorded: recorded::load(&cx.root.join("baselines/recorded.toml")).unwrap_or_default(),
     }
 }

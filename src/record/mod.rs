@@ -300,6 +300,20 @@ pub struct BenchRecord {
     pub result: BenchResult,
 }
 
+/// One series of samples a measuring check took: what it timed, its unit,
+/// the warmup runs it discarded first and every measured sample, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleSeries {
+    /// What was measured (`bench 0.5b p32 n128 vs llama.cpp falsify decode_tok_s`, `F038 …`).
+    pub name: String,
+    /// Unit of the samples (`tok/s`, `ms`, `GFLOP/s`, `fraction`).
+    pub unit: String,
+    /// Warmup runs taken before the first sample and discarded.
+    pub warmup: usize,
+    /// The measured samples.
+    pub samples: Vec<f64>,
+}
+
 /// The whole report.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReport {
@@ -324,6 +338,11 @@ pub struct RunReport {
     /// Decode's brick profile, when one was taken.
     #[serde(default)]
     pub bricks: Option<BrickProfile>,
+    /// Every series of samples the run's measuring checks took (benchmarks,
+    /// context decay, load time, kernel throughput, instrumentation overhead,
+    /// the brick profile), warmup counted apart.
+    #[serde(default)]
+    pub series: Vec<SampleSeries>,
     /// Recorded figures (`baselines/recorded.toml`) shown beside live ones,
     /// always labelled as recorded, with their source.
     #[serde(default)]

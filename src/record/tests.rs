@@ -153,6 +153,20 @@ pub(crate) fn sample_report() -> RunReport {
             result,
         }],
         bricks: Some(bricks),
+        series: vec![
+            SampleSeries {
+                name: "bench 0.5b p32 n128 vs llama.cpp falsify decode_tok_s".into(),
+                unit: "tok/s".into(),
+                warmup: 1,
+                samples: ours_decode,
+            },
+            SampleSeries {
+                name: "context_decay 0.5b position 2048".into(),
+                unit: "tok/s".into(),
+                warmup: 0,
+                samples: vec![30.1, 29.8, 30.0, 30.3, 29.9],
+            },
+        ],
         recorded,
     }
 }

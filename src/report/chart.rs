@@ -322,7 +322,7 @@ pub fn bricks(r: &RunReport) -> Result<Chart, ChartError> {
                 .map(|b| format!(": most time in {} ({}%)", b.name, label(100.0 * b.share)))
                 .unwrap_or_default()
                 + &p.bottleneck()
-                    .map(|(n, g)| format!(", largest gap {n} at {}× budget", label(g)))
+                    .map(|(n, g)| format!(", bottleneck (largest excess over budget) {n} at {}×", label(g)))
                     .unwrap_or_default()
         ),
         None => "Brick budget: no brick profile in this report".into(),
@@ -567,6 +567,6 @@ mod tests {
         assert!(ratio.svg.contains("claim threshold"));
         let b = bricks(&r).unwrap();
         assert_eq!(b.values.len(), 2 * crate::model::Brick::ALL.len());
-        assert!(b.title.contains("most time in lm_head") && b.title.contains("largest gap"), "{}", b.title);
+        assert!(b.title.contains("most time in lm_head") && b.title.contains("largest excess"), "{}", b.title);
     }
 }

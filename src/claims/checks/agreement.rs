@@ -92,8 +92,13 @@ impl Check for Tokenization {
         let corpus = corpus(cx)?;
         let (loaded, srv) = cx.model_and_server(&p.model)?;
         let r = agreement::tokenization(&loaded.tokenizer, srv, &corpus).map_err(map_err)?;
-        Ok(judge::rate("identical_tokenization", r.identical, r.total, p.min_rate, p.min_cases, r.mismatches))
+        Ok(judge_tokenization(p, r))
     }
+}
+
+/// Judges a tokenization comparison.
+pub fn judge_tokenization(p: &RateParams, r: agreement::Tokenization) -> Outcome {
+    judge::rate("identical_tokenization", r.identical, r.total, p.min_rate, p.min_cases, r.mismatches)
 }
 
 /// `round_trip`: decode(encode(s)) == s on the corpus.
@@ -108,14 +113,14 @@ impl Check for RoundTrip {
     fn run(p: &ModelOnly, cx: &mut Context) -> Result<Outcome, Unmet> {
         let corpus = corpus(cx)?;
         let tok = &cx.model(&p.model)?.tokenizer;
-        Ok(judge_round_trip(tok, &corpus))
+        Ok(judge_round_trip(corpus.len(), agreement::round_trip_failures(tok, &corpus)))
     }
 }
 
-/// Judges the round trip of `corpus` through `tok`.
-pub fn judge_round_trip(tok: &Tokenizer, corpus: &[String]) -> Outcome {
-    let bad = agreement::round_trip_failures(tok, corpus).into_iter().map(|s| format!("{s:?}")).collect();
-    judge::no_violations("round_trip_failures", corpus.len(), bad)
+/// Judges a round trip of `checked` corpus strings, of which `failures` did not come back.
+pub fn judge_round_trip(checked: usize, failures: Vec<String>) -> Outcome {
+    let bad = failures.into_iter().map(|s| format!("{s:?}")).collect();
+    judge::no_violations("round_trip_failures", checked, bad)
 }
 
 /// `teacher_forced`: our top-1 equals llama.cpp's greedy token at each generated position.
@@ -135,13 +140,18 @@ impl Check for TeacherForced {
             let (loaded, srv) = cx.model_and_server(&p.model)?;
             agreement::teacher_forced(&loaded.model, &loaded.tokenizer, srv, &prompts, p.tokens).map_err(map_err)
         })?;
-        let mut details = vec![format!(
-            "log-probability of llama.cpp's top-2 candidates, ours vs llama.cpp: mean |difference| {:.4}, max {:.4} nats",
-            r.mean_abs_logprob_diff, r.max_abs_logprob_diff
-        )];
-        details.extend(r.disagreements.iter().take(10).cloned());
-        Ok(judge::rate("teacher_forced_top1", r.agree, r.total, p.min_rate, p.min_cases, details))
+        Ok(judge_teacher_forced(p, &r))
     }
+}
+
+/// Judges a teacher-forced comparison.
+pub fn judge_teacher_forced(p: &RateParams, r: &agreement::TeacherForced) -> Outcome {
+    let mut details = vec![format!(
+        "log-probability of llama.cpp's top-2 candidates, ours vs llama.cpp: mean |difference| {:.4}, max {:.4} nats",
+        r.mean_abs_logprob_diff, r.max_abs_logprob_diff
+    )];
+    details.extend(r.disagreements.iter().take(10).cloned());
+    judge::rate("teacher_forced_top1", r.agree, r.total, p.min_rate, p.min_cases, details)
 }
 
 /// `greedy_text`: our greedy continuation equals llama-completion's, prompt by prompt.
@@ -159,15 +169,22 @@ impl Check for GreedyText {
         let loaded = cx.model(&p.model)?;
         let r = agreement::greedy_text(&loaded.model, &loaded.tokenizer, &llama, &loaded.path, &prompts, p.tokens)
             .map_err(map_err)?;
-        let mut details = r.differences.clone();
+        let mut context = Vec::new();
         if r.identical < r.total {
             let threads = cx.settings.threads;
             let path = cx.model_path(&p.model)?;
             let same = agreement::llama_self_agreement(&llama, &path, &prompts, p.tokens, threads).map_err(map_err)?;
-            details.push(agreement::self_agreement_line(&same, r.total));
+            context.push(agreement::self_agreement_line(&same, r.total));
         }
-        Ok(judge::rate("identical_greedy_text", r.identical, r.total, p.min_rate, p.min_cases, details))
+        Ok(judge_greedy(p, r, context))
     }
+}
+
+/// Judges a greedy-text comparison; `context` lines follow its differences.
+pub fn judge_greedy(p: &RateParams, r: agreement::GreedyText, context: Vec<String>) -> Outcome {
+    let mut details = r.differences;
+    details.extend(context);
+    judge::rate("identical_greedy_text", r.identical, r.total, p.min_rate, p.min_cases, details)
 }
 
 /// `chat_template`: our rendering of a chat prompt gives the same tokens as llama.cpp's template.
@@ -380,8 +397,13 @@ impl Check for KvPrecision {
         let loaded = cx.model(&p.model)?;
         let r = agreement::kv_precision(&mut loaded.model, &loaded.tokenizer, &prompts, p.tokens, KvType::F16)
             .map_err(map_err)?;
-        Ok(judge::rate("f16_vs_f32_kv_top1", r.agree, r.total, p.min_rate, p.min_cases, Vec::new()))
+        Ok(judge_kv_precision(p, &r))
     }
+}
+
+/// Judges the top-1 agreement of a reduced-precision KV cache with an f32 one.
+pub fn judge_kv_precision(p: &RateParams, r: &agreement::KvPrecision) -> Outcome {
+    judge::rate("f16_vs_f32_kv_top1", r.agree, r.total, p.min_rate, p.min_cases, Vec::new())
 }
 
 /// `causal_mask`: changing a later token never changes earlier positions' logits.
@@ -398,8 +420,13 @@ impl Check for CausalMask {
         let tokens = loaded.tokenizer.encode("The quick brown fox jumps over the lazy dog", true);
         let replacement = loaded.tokenizer.encode(" cat", false).first().copied().unwrap_or(0);
         let bad = agreement::causal_mask_violations(&loaded.model, &tokens, replacement).map_err(map_err)?;
-        Ok(judge::no_violations("causal_mask_violations", tokens.len().saturating_sub(1), bad))
+        Ok(judge_causal(tokens.len(), bad))
     }
+}
+
+/// Judges the positions of a `tokens`-long sequence whose logits moved when only its last token changed.
+pub fn judge_causal(tokens: usize, moved: Vec<String>) -> Outcome {
+    judge::no_violations("causal_mask_violations", tokens.saturating_sub(1), moved)
 }
 
 /// `finite_logits`: no NaN or Inf over a long greedy generation.
@@ -417,12 +444,17 @@ impl Check for FiniteLogits {
         cx.say(format_args!("generating {} tokens, checking every logit", p.tokens));
         let loaded = cx.model(&p.model)?;
         let bad = agreement::non_finite_steps(&loaded.model, &prompt, p.tokens).map_err(map_err)?;
-        let mut out = judge::no_violations("non_finite_steps", p.tokens, bad);
-        if let Some(e) = out.evidence.as_mut() {
-            e.details.push("checked: the logits of every step (per-brick outputs are not exposed yet)".into());
-        }
-        Ok(out)
+        Ok(judge_finite(p.tokens, bad))
     }
+}
+
+/// Judges a generation of `steps` steps, of which `bad` had non-finite logits.
+pub fn judge_finite(steps: usize, bad: Vec<String>) -> Outcome {
+    let mut out = judge::no_violations("non_finite_steps", steps, bad);
+    if let Some(e) = out.evidence.as_mut() {
+        e.details.push("checked: the logits of every step (per-brick outputs are not exposed yet)".into());
+    }
+    out
 }
 
 /// `reproducible`: seeded sampling repeats exactly; greedy output is the same at 1 and 2 threads.

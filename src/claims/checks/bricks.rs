@@ -318,6 +318,7 @@ impl Check for InstrumentationOverhead {
             };
             overheads.push(on / off - 1.0);
         }
+        cx.record_series(format!("instrumentation_overhead {}", p.model), "fraction", 1, &overheads);
         Ok(judge_overhead(p, &overheads))
     }
 }

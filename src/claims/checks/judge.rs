@@ -80,6 +80,25 @@ impl Quantity {
     }
 }
 
+/// Percentile-bootstrap 95% CI of `stat` over `samples` (seeded, so the same
+/// samples give the same interval); `None` with fewer than two samples.
+pub fn bootstrap(samples: &[f64], stat: impl Fn(&[f64]) -> f64) -> Option<Interval> {
+    if samples.len() < 2 || samples.iter().any(|x| !x.is_finite()) {
+        return None;
+    }
+    const RESAMPLES: usize = 2000;
+    let mut rng = crate::rng::SplitMix64(0x5eed);
+    let mut buf = vec![0.0; samples.len()];
+    let mut stats: Vec<f64> = (0..RESAMPLES)
+        .map(|_| {
+            buf.iter_mut().for_each(|x| *x = samples[rng.below(samples.len())]);
+            stat(&buf)
+        })
+        .collect();
+    stats.sort_by(f64::total_cmp);
+    Some(Interval { lo: stats::quantile_sorted(&stats, 0.025), hi: stats::quantile_sorted(&stats, 0.975), level: 0.95 })
+}
+
 /// A number for a sentence: few digits for big values, more for small ones.
 pub fn num(x: f64) -> String {
     let a = x.abs();

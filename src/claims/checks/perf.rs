@@ -1,6 +1,6 @@
 //! Performance checks over the interleaved engine-vs-baseline benchmark:
-//! ratios and absolute rates (`bench`), run-wide quality of the measurements
-//! (`bench_quality`), the fraction of the memory roofline reached
+//! ratios and absolute rates (`bench`), run-wide quality of every sample
+//! series the run took (`bench_quality`), the fraction of the memory roofline reached
 //! (`bandwidth_fraction`), kernel throughput (`dot_gflops`) and load time
 //! (`load_time`).
 
@@ -16,7 +16,7 @@ use crate::claims::{BaselineValue, Context, Outcome, Unmet, Verdict};
 use crate::gguf::TensorType;
 use crate::kernels::Kernels;
 use crate::quant::SumOrder;
-use crate::record::BenchSpec;
+use crate::record::{BenchSpec, SampleSeries};
 use crate::stats::{self, Op};
 
 /// The kinds of this module.
@@ -157,9 +157,10 @@ pub fn bench_quantity(r: &BenchResult, baseline: &str, metric: BenchMetric) -> R
         BenchMetric::TtftMs => Quantity::of_samples("ttft_ms", "ms", &ours("ttft_ms")?.samples),
         BenchMetric::ItlP99OverP50 => {
             let s = ours("itl_ms")?;
-            let mut q = Quantity::new("itl_p99_over_p50", "x", s.summary.p99 / s.summary.median);
+            let mut q = Quantity::new("itl_p99_over_p50", "x", p99_over_p50(&s.samples));
             q.n = s.samples.len();
             q.cv = Some(s.summary.cv);
+            q.ci = judge::bootstrap(&s.samples, p99_over_p50);
             q.detail(format!(
                 "per-token decode latency p50 {} ms, p99 {} ms",
                 judge::num(s.summary.median),
@@ -203,23 +204,59 @@ impl Check for BenchCheck {
     }
 }
 
-/// What `bench_quality` reads across benchmarks.
+/// p99 / p50 of a latency sample.
+pub fn p99_over_p50(xs: &[f64]) -> f64 {
+    let mut sorted = xs.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    stats::quantile_sorted(&sorted, 0.99) / stats::quantile_sorted(&sorted, 0.5)
+}
+
+/// Coefficient of variation (sample standard deviation over the mean).
+pub fn cv(xs: &[f64]) -> f64 {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    var.sqrt() / mean
+}
+
+/// What `bench_quality` reads across every sample series of the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QualityMetric {
-    /// The largest coefficient of variation of any throughput series.
+    /// The largest coefficient of variation of any rate series (unit `…/s`), with its 95% CI.
     MaxCv,
-    /// The largest p99 / p50 of any latency series (TTFT, per-token, end to end).
+    /// The largest p99 / p50 of any latency series (unit `ms`), with its 95% CI.
     MaxP99OverP50,
-    /// The fewest measured runs behind any throughput series.
+    /// The fewest measured runs (after warmup) behind any series.
     MinRuns,
+}
+
+impl QualityMetric {
+    fn name(self) -> &'static str {
+        match self {
+            QualityMetric::MaxCv => "max_cv",
+            QualityMetric::MaxP99OverP50 => "max_p99_over_p50",
+            QualityMetric::MinRuns => "min_runs",
+        }
+    }
+
+    /// The statistic of one series, or `None` when the metric does not cover its unit.
+    fn statistic(self, unit: &str) -> Option<fn(&[f64]) -> f64> {
+        match self {
+            QualityMetric::MaxCv if unit.ends_with("/s") => Some(cv),
+            QualityMetric::MaxP99OverP50 if unit == "ms" => Some(p99_over_p50),
+            _ => None,
+        }
+    }
 }
 
 /// Parameters of `bench_quality`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QualityParams {
-    /// The benchmarks it covers.
+    /// Benchmarks taken first, so that they are in the record even when no
+    /// other claim of the run takes them.
+    #[serde(default)]
     pub benches: Vec<BenchOf>,
     /// What to read.
     pub metric: QualityMetric,
@@ -229,58 +266,68 @@ pub struct QualityParams {
     pub threshold: f64,
 }
 
-/// Judges a run-wide measurement-quality claim over the given results.
-pub fn judge_quality(p: &QualityParams, results: &[(BenchSpec, BenchResult)]) -> Outcome {
-    let mut worst: Option<(f64, String)> = None;
-    let mut n = 0;
-    for (spec, r) in results {
-        for s in &r.series {
-            let value = match (p.metric, s.unit.as_str()) {
-                (QualityMetric::MaxCv, "tok/s") => s.summary.cv,
-                (QualityMetric::MinRuns, "tok/s") => s.summary.n as f64,
-                (QualityMetric::MaxP99OverP50, "ms") => s.summary.p99 / s.summary.median,
-                _ => continue,
-            };
-            n += 1;
-            let worse = match (&worst, p.metric) {
-                (None, _) => true,
-                (Some((w, _)), QualityMetric::MinRuns) => value < *w,
-                (Some((w, _)), _) => value > *w,
-            };
-            if worse {
-                worst = Some((value, format!("{} {} in bench {spec}", s.engine, s.metric)));
-            }
-        }
+/// Judges a run-wide measurement-quality claim over every recorded sample
+/// series. `min_runs` is exact; `max_cv` and `max_p99_over_p50` carry the
+/// interval (largest lower bound, largest upper bound) of the per-series 95%
+/// bootstrap CIs, so noise that could put the worst series on either side of
+/// the threshold is inconclusive.
+pub fn judge_quality(p: &QualityParams, series: &[SampleSeries]) -> Outcome {
+    let name = p.metric.name();
+    if p.metric == QualityMetric::MinRuns {
+        let worst = series.iter().min_by_key(|s| s.samples.len());
+        let mut q = Quantity::new(name, "runs", worst.map_or(f64::NAN, |s| s.samples.len() as f64));
+        q.n = series.len();
+        q.details = series
+            .iter()
+            .filter(|s| stats::decide_value(s.samples.len() as f64, p.op, p.threshold) != stats::Decision::Pass)
+            .map(|s| format!("{}: {} measured runs after {} warmup", s.name, s.samples.len(), s.warmup))
+            .collect();
+        q.details.insert(0, format!("{} series recorded by the run", series.len()));
+        return judge::quantity(q, p.op, p.threshold);
     }
-    let name = match p.metric {
-        QualityMetric::MaxCv => "max_cv",
-        QualityMetric::MaxP99OverP50 => "max_p99_over_p50",
-        QualityMetric::MinRuns => "min_runs",
-    };
-    let (value, at) = worst.unwrap_or((f64::NAN, "no series".into()));
-    let mut q = Quantity::new(name, if p.metric == QualityMetric::MinRuns { "runs" } else { "x" }, value);
+    let (mut value, mut lo, mut hi, mut n) = (f64::NAN, f64::NAN, f64::NAN, 0);
+    let (mut worst, mut unestimated) = (String::from("no series"), Vec::new());
+    for s in series {
+        let Some(stat) = p.metric.statistic(&s.unit) else { continue };
+        let Some(ci) = judge::bootstrap(&s.samples, stat) else {
+            unestimated.push(format!("{} ({} samples)", s.name, s.samples.len()));
+            continue;
+        };
+        let v = stat(&s.samples);
+        n += 1;
+        if value.is_nan() || v > value {
+            value = v;
+            worst = format!("{}: {} (95% CI {}–{})", s.name, judge::num(v), judge::num(ci.lo), judge::num(ci.hi));
+        }
+        lo = if lo.is_nan() { ci.lo } else { lo.max(ci.lo) };
+        hi = if hi.is_nan() { ci.hi } else { hi.max(ci.hi) };
+    }
+    let mut q = Quantity::new(name, "x", value);
     q.n = n;
-    judge::quantity(q.detail(format!("worst: {at}")), p.op, p.threshold)
+    q.ci = (!lo.is_nan()).then_some(stats::Interval { lo, hi, level: 0.95 });
+    q.details.push(format!("worst: {worst}"));
+    if !unestimated.is_empty() {
+        q.details.push(format!("too few samples to estimate: {}", unestimated.join(", ")));
+    }
+    judge::quantity(q, p.op, p.threshold)
 }
 
-/// `bench_quality`: run-wide measurement quality (CV, tail latency, run count).
+/// `bench_quality`: run-wide measurement quality over every sample series the run took.
 pub struct BenchQuality;
 
 impl Check for BenchQuality {
     const NAME: &'static str = "bench_quality";
-    const DOC: &'static str = "the worst CV, p99/p50 or run count over the run's benchmarks against a threshold";
+    const DOC: &'static str = "the worst CV, p99/p50 or run count over every sample series the run took";
     const PARAMS: &'static str =
-        "benches (list of {model, baseline, prompt, gen}), metric (max_cv|max_p99_over_p50|min_runs), op, threshold";
+        "benches (taken first: list of {model, baseline, prompt, gen}), metric (max_cv|max_p99_over_p50|min_runs), \
+         op, threshold";
     type Params = QualityParams;
 
     fn run(p: &QualityParams, cx: &mut Context) -> Result<Outcome, Unmet> {
-        let mut results = Vec::new();
         for b in &p.benches {
-            let spec = b.spec()?;
-            let r = cx.bench(&spec)?;
-            results.push((spec, r));
+            cx.bench(&b.spec()?)?;
         }
-        Ok(judge_quality(p, &results))
+        Ok(judge_quality(p, cx.series()))
     }
 }
 
@@ -448,6 +495,7 @@ impl Check for DotGflops {
         let kernels = Kernels::detect();
         cx.say(format_args!("timing the {} {} dot kernel", kernels.name(), p.ty));
         let samples = dot_gflops_samples(kernels, ty, 15);
+        cx.record_series(format!("dot_gflops {} {}", kernels.name(), p.ty), "GFLOP/s", 0, &samples);
         let q = Quantity::of_samples("dot_gflops", "GFLOP/s", &samples).detail(format!(
             "{} kernels, {} weights, 1 thread",
             kernels.name(),
@@ -515,6 +563,8 @@ impl Check for LoadTime {
             drop(m);
             theirs.push(llama.load_time_ms(&path, threads).map_err(Unmet::failed)?);
         }
+        cx.record_series(format!("load_time {} falsify", p.model), "ms", 0, &ours);
+        cx.record_series(format!("load_time {} llama.cpp", p.model), "ms", 0, &theirs);
         judge_load(p, &ours, &theirs, llama.provenance())
     }
 }
@@ -588,6 +638,8 @@ impl Check for ContextDecay {
             near.push(decode(&mut near_cache, &mut near_logits)?);
             far.push(decode(&mut far_cache, &mut far_logits)?);
         }
+        cx.record_series(format!("context_decay {} position 0", p.model), "tok/s", 0, &near);
+        cx.record_series(format!("context_decay {} position {}", p.model, p.position), "tok/s", 0, &far);
         judge_decay(p, &near, &far)
     }
 }

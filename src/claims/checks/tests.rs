@@ -7,7 +7,6 @@ use super::{agreement, bricks, exports, layout, meta, perf, reference, resources
 use crate::bench::{BenchResult, Comparison, Protocol, Series};
 use crate::claims::{Outcome, Verdict};
 use crate::provenance::Provenance;
-use crate::record::BenchSpec;
 use crate::stats::{self, Op, Summary};
 
 type Case = fn() -> (Outcome, Outcome);
@@ -175,10 +174,6 @@ fn bench_params(metric: &str, op: &str, threshold: f64) -> perf::BenchParams {
     .unwrap()
 }
 
-fn spec() -> BenchSpec {
-    BenchSpec { model: "0.5b".into(), baseline: "llama.cpp".into(), prompt: 32, gen: 128 }
-}
-
 fn of() -> perf::BenchOf {
     perf::BenchOf { model: "0.5b".into(), baseline: "llama.cpp".into(), prompt: 32, gen: 128 }
 }
@@ -196,6 +191,83 @@ fn strace_summary(futex: u64, mmap: u64) -> String {
     )
 }
 
+/// The tiny synthetic model (vocabulary `A`…`n`, end token `<|end|>`) and its tokenizer.
+fn tiny() -> (crate::model::Model, crate::tokenizer::Tokenizer) {
+    let m = crate::model::tests::tied_model();
+    let tok = crate::tokenizer::Tokenizer::from_header(&m.file.header).unwrap();
+    (m, tok)
+}
+
+/// Strings the tiny tokenizer covers.
+fn tiny_corpus() -> Vec<String> {
+    ["ABC", "FACE", "deaf", "high", "BADCAB"].map(String::from).to_vec()
+}
+
+/// Logits of every position of `seq` through `m`, from an empty cache.
+fn all_logits(m: &crate::model::Model, seq: &[u32]) -> Vec<f32> {
+    m.forward(seq, &mut m.new_cache(seq.len()), crate::model::Logits::All).unwrap()
+}
+
+/// `s` without its last character: a tokenizer that drops a byte sees this.
+fn drop_last(s: &str) -> &str {
+    s.char_indices().last().map_or(s, |(i, _)| &s[..i])
+}
+
+fn rate_params(min_rate: f64, min_cases: usize) -> agreement::RateParams {
+    agreement::RateParams { model: "tiny".into(), min_rate, min_cases, tokens: 8 }
+}
+
+/// `n` tokens after `prompt` on the tiny model, each chosen by `pick` from the logits.
+fn decode_with(m: &crate::model::Model, prompt: &[u32], n: usize, pick: fn(&[f32]) -> u32) -> Vec<u32> {
+    let mut cache = m.new_cache(prompt.len() + n);
+    let mut logits = m.forward(prompt, &mut cache, crate::model::Logits::Last).unwrap();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let t = pick(&logits);
+        out.push(t);
+        logits = m.forward(&[t], &mut cache, crate::model::Logits::Last).unwrap();
+    }
+    out
+}
+
+/// The token a model whose top-1 is wrong picks: the runner-up.
+fn second_best(row: &[f32]) -> u32 {
+    let best = crate::sample::argmax(row) as usize;
+    let mut masked = row.to_vec();
+    masked[best] = f32::NEG_INFINITY;
+    crate::sample::argmax(&masked)
+}
+
+/// A context holding only the given sample series, as a run's measuring checks record them.
+fn context_with(series: &[(&str, &str, usize, Vec<f64>)]) -> crate::claims::Context {
+    let mut cx = crate::claims::Context::new(std::env::temp_dir(), crate::record::Settings::default());
+    cx.progress = false;
+    for (name, unit, warmup, samples) in series {
+        cx.record_series(*name, unit, *warmup, samples);
+    }
+    cx
+}
+
+/// `n` samples around `x` with a ±`spread` relative wobble and every `every`-th one `tail` times `x`.
+fn wobble(x: f64, n: usize, spread: f64, every: usize, tail: f64) -> Vec<f64> {
+    (0..n)
+        .map(|i| {
+            if every > 0 && i % every == every - 1 {
+                x * tail
+            } else {
+                x * (1.0 + spread * ((i % 7) as f64 - 3.0) / 3.0)
+            }
+        })
+        .collect()
+}
+
+/// `bench_quality` run as the registry runs it, over the series in `cx`.
+fn quality(metric: perf::QualityMetric, op: Op, threshold: f64, cx: &mut crate::claims::Context) -> Outcome {
+    use super::Check;
+    let p = perf::QualityParams { benches: Vec::new(), metric, op, threshold };
+    perf::BenchQuality::run(&p, cx).unwrap()
+}
+
 fn audit_cases() -> Vec<(&'static str, Case)> {
     vec![
         ("bench", || {
@@ -206,16 +278,56 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             )
         }),
         ("bench_quality", || {
-            let p = perf::QualityParams {
-                benches: vec![of()],
-                metric: perf::QualityMetric::MinRuns,
-                op: Op::Ge,
-                threshold: 30.0,
-            };
+            // min_runs (F110): one series the run took with too few runs (F038's 5) falsifies it.
+            let bench = ("bench 0.5b falsify decode_tok_s", "tok/s", 1, wobble(50.0, 30, 0.01, 0, 1.0));
+            let decay = ("context_decay 0.5b position 2048", "tok/s", 0, wobble(30.0, 5, 0.01, 0, 1.0));
+            let mut all30 = context_with(std::slice::from_ref(&bench));
+            let mut with_decay = context_with(&[bench, decay]);
             (
-                perf::judge_quality(&p, &[(spec(), bench_result(50.0, 30))]),
-                perf::judge_quality(&p, &[(spec(), bench_result(50.0, 10))]),
+                quality(perf::QualityMetric::MinRuns, Op::Ge, 30.0, &mut all30),
+                quality(perf::QualityMetric::MinRuns, Op::Ge, 30.0, &mut with_decay),
             )
+        }),
+        ("bench_quality", || {
+            // max_cv (F085): a rate series with a 20% wobble among steady ones.
+            let steady = ("dot_gflops avx2 q4_k", "GFLOP/s", 0, wobble(40.0, 15, 0.01, 0, 1.0));
+            let noisy = ("load_time 0.5b falsify", "tok/s", 0, wobble(30.0, 30, 0.3, 0, 1.0));
+            let mut ok = context_with(std::slice::from_ref(&steady));
+            let mut bad = context_with(&[steady, noisy]);
+            (
+                quality(perf::QualityMetric::MaxCv, Op::Lt, 0.05, &mut ok),
+                quality(perf::QualityMetric::MaxCv, Op::Lt, 0.05, &mut bad),
+            )
+        }),
+        ("bench_quality", || {
+            // max_p99_over_p50 (F086): a latency series whose every 10th sample takes 3×.
+            let steady = ("bench 0.5b falsify itl_ms", "ms", 1, wobble(20.0, 300, 0.02, 0, 1.0));
+            let tailed = ("load_time 0.5b llama.cpp", "ms", 0, wobble(100.0, 60, 0.02, 10, 3.0));
+            let mut ok = context_with(std::slice::from_ref(&steady));
+            let mut bad = context_with(&[steady, tailed]);
+            (
+                quality(perf::QualityMetric::MaxP99OverP50, Op::Lt, 2.0, &mut ok),
+                quality(perf::QualityMetric::MaxP99OverP50, Op::Lt, 2.0, &mut bad),
+            )
+        }),
+        ("bench", || {
+            // ttft_ratio (F036): llama.cpp's 32-token prompt takes 267 ms; ours 32 ms, then 640 ms.
+            let p = bench_params("ttft_ratio", "<=", 1.0);
+            (
+                perf::judge_bench(&p, &bench_result(100.0, 10)).unwrap(),
+                perf::judge_bench(&p, &bench_result(5.0, 10)).unwrap(),
+            )
+        }),
+        ("bench", || {
+            // itl_p99_over_p50 (F037): every 20th token takes 3× the others.
+            let p = bench_params("itl_p99_over_p50", "<=", 1.5);
+            let tailed = |every| {
+                let mut r = bench_result(50.0, 300);
+                let itl = r.series.iter_mut().find(|s| s.metric == "itl_ms").unwrap();
+                *itl = series("falsify", "itl_ms", "ms", wobble(20.0, 300, 0.01, every, 3.0));
+                r
+            };
+            (perf::judge_bench(&p, &tailed(0)).unwrap(), perf::judge_bench(&p, &tailed(20)).unwrap())
         }),
         ("bandwidth_fraction", || {
             let p = perf::BandwidthParams { of: of(), op: Op::Ge, threshold: 0.7 };
@@ -258,21 +370,73 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             )
         }),
         ("tokenization", || {
-            (judge::rate("t", 326, 326, 1.0, 300, vec![]), judge::rate("t", 325, 326, 1.0, 300, vec!["x".into()]))
+            // The reference is the tokenizer itself; the broken one drops each string's last byte.
+            let (_, tok) = tiny();
+            let corpus = tiny_corpus();
+            let compare = |ours: &dyn Fn(&str) -> Vec<u32>| {
+                let r = crate::agreement::compare_tokenization(&corpus, ours, |s| Ok(tok.encode(s, true))).unwrap();
+                agreement::judge_tokenization(&rate_params(1.0, 5), r)
+            };
+            (compare(&|s| tok.encode(s, true)), compare(&|s| tok.encode(drop_last(s), true)))
         }),
         ("round_trip", || {
-            let m = crate::model::tests::tied_model();
-            let tok = crate::tokenizer::Tokenizer::from_header(&m.file.header).unwrap();
-            let text = tok.decode(&[1, 2, 3]);
-            (
-                agreement::judge_round_trip(&tok, &[text]),
-                judge::no_violations("round_trip_failures", 1, vec!["\"x\"".into()]),
-            )
+            let (_, tok) = tiny();
+            let corpus = tiny_corpus();
+            let good = crate::agreement::round_trip_failures(&tok, &corpus);
+            let dropping = crate::agreement::trip_failures(&corpus, |s| tok.decode(&tok.encode(drop_last(s), true)));
+            (agreement::judge_round_trip(corpus.len(), good), agreement::judge_round_trip(corpus.len(), dropping))
         }),
         ("teacher_forced", || {
-            (judge::rate("t", 640, 640, 0.99, 640, vec![]), judge::rate("t", 600, 640, 0.99, 640, vec![]))
+            // llama.cpp's choices and top-2 log-probabilities are the tiny model's own; the broken
+            // model lowers its best logit at every position, so its top-1 differs.
+            use crate::baseline::llama_cpp::{TokenProbs, TopLogprob};
+            let (m, tok) = tiny();
+            let seq = tok.encode("FACEBAD", true);
+            let logits = all_logits(&m, &seq);
+            let vocab = m.config.vocab_size;
+            let reference: Vec<TokenProbs> = logits
+                .chunks_exact(vocab)
+                .map(|row| {
+                    let z = row.iter().map(|&v| f64::from(v).exp()).sum::<f64>().ln();
+                    let (a, b) = (crate::sample::argmax(row), second_best(row));
+                    let lp = |id: u32| f64::from(row[id as usize]) - z;
+                    TokenProbs {
+                        id: a,
+                        logprob: lp(a),
+                        top_logprobs: vec![TopLogprob { id: a, logprob: lp(a) }, TopLogprob { id: b, logprob: lp(b) }],
+                    }
+                })
+                .collect();
+            let forced = |lower: f32| {
+                let mut tally = crate::agreement::TeacherForcedTally::default();
+                for (i, (row, probs)) in logits.chunks_exact(vocab).zip(&reference).enumerate() {
+                    let mut row = row.to_vec();
+                    row[probs.id as usize] -= lower;
+                    tally.score("FACEBAD", i, &mut row, probs, &tok.end_of_generation);
+                }
+                agreement::judge_teacher_forced(&rate_params(0.99, seq.len()), &tally.finish())
+            };
+            (forced(0.0), forced(100.0))
         }),
-        ("greedy_text", || (judge::rate("g", 10, 10, 0.9, 10, vec![]), judge::rate("g", 7, 10, 0.9, 10, vec![]))),
+        ("greedy_text", || {
+            // The reference decodes greedily; the broken model's top-1 is its runner-up.
+            let (m, tok) = tiny();
+            let prompts = ["AB", "CAFE", "hi", "deed"].map(|p| tok.encode(p, true));
+            let texts = |pick: fn(&[f32]) -> u32| -> Vec<String> {
+                prompts.iter().map(|p| tok.decode(&decode_with(&m, p, 6, pick))).collect()
+            };
+            let reference = texts(crate::sample::argmax);
+            let greedy = |ours: Vec<String>| {
+                let differing = crate::agreement::differing_texts(&ours, &reference);
+                let r = crate::agreement::GreedyText {
+                    total: reference.len(),
+                    identical: reference.len() - differing.len(),
+                    differences: differing.iter().map(|&i| format!("{:?}: {:?}", reference[i], ours[i])).collect(),
+                };
+                agreement::judge_greedy(&rate_params(0.9, 4), r, Vec::new())
+            };
+            (greedy(texts(crate::sample::argmax)), greedy(texts(second_best)))
+        }),
         ("chat_template", || {
             let same = vec![("hi".to_owned(), vec![1, 2], vec![1, 2])];
             let differ = vec![("hi".to_owned(), vec![1, 2], vec![1, 3])];
@@ -300,16 +464,59 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             (agreement::judge_fast(&p, &fast, "fast"), agreement::judge_fast(&p, &broken, "flip-bit"))
         }),
         ("kv_precision", || {
-            (judge::rate("k", 800, 800, 0.995, 640, vec![]), judge::rate("k", 700, 800, 0.995, 640, vec![]))
+            // f16 against f32 KV on the tiny model; the broken cache keeps no precision at all:
+            // every position sees only its own token.
+            let (mut m, tok) = tiny();
+            let seq = tok.encode("FACEBADhigh", true);
+            let vocab = m.config.vocab_size;
+            let run = |m: &mut crate::model::Model, ty| {
+                m.kv_type = ty;
+                all_logits(m, &seq)
+            };
+            let full = run(&mut m, crate::model::KvType::F32);
+            let f16 = run(&mut m, crate::model::KvType::F16);
+            let lost: Vec<f32> = seq.iter().flat_map(|&t| all_logits(&m, &[t])).collect();
+            let p = rate_params(0.995, seq.len());
+            (
+                agreement::judge_kv_precision(&p, &crate::agreement::top1_agreement(&full, &f16, vocab)),
+                agreement::judge_kv_precision(&p, &crate::agreement::top1_agreement(&full, &lost, vocab)),
+            )
         }),
         ("causal_mask", || {
-            (judge::no_violations("c", 9, vec![]), judge::no_violations("c", 9, vec!["position 2 changed".into()]))
+            // The broken mask lets each position see the next token: its row mixes in the next one's.
+            let (m, tok) = tiny();
+            let seq = tok.encode("FACEBAD", true);
+            let vocab = m.config.vocab_size;
+            let good = crate::agreement::causal_mask_violations(&m, &seq, 10).unwrap();
+            let leaky = crate::agreement::causal_violations(vocab, &seq, 10, |s| {
+                let mut rows = all_logits(&m, s);
+                for i in 0..s.len() - 1 {
+                    let next = rows[(i + 1) * vocab..(i + 2) * vocab].to_vec();
+                    rows[i * vocab..(i + 1) * vocab].iter_mut().zip(next).for_each(|(a, b)| *a += 0.5 * b);
+                }
+                Ok(rows)
+            })
+            .unwrap();
+            (agreement::judge_causal(seq.len(), good), agreement::judge_causal(seq.len(), leaky))
         }),
         ("finite_logits", || {
-            (
-                judge::no_violations("f", 512, vec![]),
-                judge::no_violations("f", 512, vec!["step 7: 3 non-finite".into()]),
-            )
+            // The broken decoder's logits hold a NaN from its fifth step on.
+            let (m, tok) = tiny();
+            let prompt = tok.encode("CAFE", true);
+            let good = crate::agreement::non_finite_steps(&m, &prompt, 12).unwrap();
+            let mut cache = m.new_cache(prompt.len() + 12);
+            let first = m.forward(&prompt, &mut cache, crate::model::Logits::Last).unwrap();
+            let mut steps = 0;
+            let nan = crate::agreement::non_finite_of(first, 12, |t| {
+                steps += 1;
+                let mut row = m.forward(&[t], &mut cache, crate::model::Logits::Last)?;
+                if steps >= 5 {
+                    row[7] = f32::NAN;
+                }
+                Ok(row)
+            })
+            .unwrap();
+            (agreement::judge_finite(12, good), agreement::judge_finite(12, nan))
         }),
         ("reproducible", || {
             let same = vec![("twice".to_owned(), vec![1, 2, 3], vec![1, 2, 3])];
@@ -564,12 +771,26 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             (exports::judge_svgs(&charts, &need), exports::judge_svgs(&broken, &need))
         }),
         ("chart_values", || {
+            // The broken ratio chart plots each claim's CI upper end instead of its value.
             let r = crate::record::tests::sample_report();
             let charts = crate::report::chart::all(&r, &[]).unwrap();
-            let mut tampered = charts.clone();
-            let t = tampered.iter_mut().find(|c| c.name == "throughput").unwrap();
-            t.svg = t.svg.replacen("\n26.25\n", "\n62.25\n", 1);
-            (exports::judge_chart_values(&charts, &charts), exports::judge_chart_values(&tampered, &charts))
+            let mut wrong_field = r.clone();
+            for e in wrong_field.claims.iter_mut().filter_map(|c| c.outcome.evidence.as_mut()) {
+                e.value = e.ci.map(|ci| ci.hi).or(e.value);
+            }
+            let broken = crate::report::chart::all(&wrong_field, &[]).unwrap();
+            (exports::judge_chart_values(&charts, &r), exports::judge_chart_values(&broken, &r))
+        }),
+        ("chart_values", || {
+            // The broken throughput chart plots each series' median where the report's mean belongs.
+            let r = crate::record::tests::sample_report();
+            let mut wrong_field = r.clone();
+            for s in wrong_field.benches.iter_mut().flat_map(|b| b.result.series.iter_mut()) {
+                s.summary.mean = s.summary.p90;
+            }
+            let broken = crate::report::chart::all(&wrong_field, &[]).unwrap();
+            let good = crate::report::chart::all(&r, &[]).unwrap();
+            (exports::judge_chart_values(&good, &r), exports::judge_chart_values(&broken, &r))
         }),
         ("exports", || {
             let r = crate::record::tests::sample_report();
@@ -902,4 +1123,42 @@ fn a_straddling_interval_is_inconclusive_and_nan_never_passes() {
 fn too_few_samples_make_a_bench_claim_inconclusive() {
     let p = perf::BenchParams { min_samples: 5000, ..bench_params("itl_p99_over_p50", "<=", 1.5) };
     assert_eq!(perf::judge_bench(&p, &bench_result(50.0, 10)).unwrap().verdict, Verdict::Inconclusive);
+}
+
+#[test]
+fn noise_that_straddles_the_threshold_leaves_the_metrics_inconclusive() {
+    // ttft: 3200/12 = 267 ms against llama.cpp's 267 ms prompt time.
+    let ttft = bench_params("ttft_ratio", "<=", 1.0);
+    assert_eq!(perf::judge_bench(&ttft, &bench_result(12.0, 10)).unwrap().verdict, Verdict::Inconclusive);
+    // itl: 1 token in 100 takes 1.6×: p99 sits at the edge of that tail.
+    let mut r = bench_result(50.0, 300);
+    *r.series.iter_mut().find(|s| s.metric == "itl_ms").unwrap() =
+        series("falsify", "itl_ms", "ms", wobble(20.0, 300, 0.001, 100, 1.6));
+    let itl = perf::judge_bench(&bench_params("itl_p99_over_p50", "<=", 1.5), &r).unwrap();
+    assert_eq!(itl.verdict, Verdict::Inconclusive, "{}", itl.sentence);
+    // CV near 5% over 8 samples.
+    let mut cx = context_with(&[("bench x decode_tok_s", "tok/s", 1, wobble(40.0, 8, 0.065, 0, 1.0))]);
+    let cv = quality(perf::QualityMetric::MaxCv, Op::Lt, 0.05, &mut cx);
+    assert_eq!(cv.verdict, Verdict::Inconclusive, "{}", cv.sentence);
+    // p99/p50 near 2 with few samples.
+    let mut cx = context_with(&[("load_time x", "ms", 0, wobble(100.0, 20, 0.02, 20, 2.0))]);
+    let tail = quality(perf::QualityMetric::MaxP99OverP50, Op::Lt, 2.0, &mut cx);
+    assert_eq!(tail.verdict, Verdict::Inconclusive, "{}", tail.sentence);
+}
+
+#[test]
+fn chart_values_are_read_from_the_drawing() {
+    let r = crate::record::tests::sample_report();
+    let charts = crate::report::chart::all(&r, &[]).unwrap();
+    let ratios = charts.iter().find(|c| c.name == "ratios").unwrap();
+    let shown = exports::shown_values(&ratios.svg).unwrap();
+    let f084 = shown.iter().find(|s| s.label == "F084 decode_ratio").unwrap_or_else(|| panic!("{shown:?}"));
+    let want = r.claims.iter().find(|c| c.id == "F084").unwrap().outcome.evidence.as_ref().unwrap().value.unwrap();
+    assert!((f084.text - want).abs() < 1e-3 * want && (f084.bar.unwrap() - want).abs() < 3.0 * f084.unit_per_px);
+    // A bar drawn too long with the right text is caught by its geometry.
+    let stretched = ratios.svg.replacen("width=\"102\"", "width=\"300\"", 1);
+    let mut tampered = charts.clone();
+    tampered.iter_mut().find(|c| c.name == "ratios").unwrap().svg = stretched;
+    let out = exports::judge_chart_values(&tampered, &r);
+    assert_eq!(out.verdict, Verdict::Falsified, "{}", out.sentence);
 }
