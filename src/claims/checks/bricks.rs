@@ -200,8 +200,9 @@ pub type Selector = fn(&BrickProfile) -> Option<(&str, f64)>;
 
 /// Where `select` disagrees with the bottleneck's definition (the brick with
 /// the largest excess, actual − budget, µs per token): on `profile` as
-/// measured, and on copies where a delay is injected into one brick at a time
-/// (enough to give it the largest excess by 10 µs), which must be named.
+/// measured, and on copies of its figures that raise one brick's time at a
+/// time enough to give it the largest excess by 10 µs (arithmetic on the
+/// figures, not a slowed run), which must be named.
 pub fn bottleneck_violations(profile: &BrickProfile, select: Selector) -> (usize, Vec<String>) {
     let rows = |p: &BrickProfile| -> Vec<(String, f64, f64)> {
         p.decode
@@ -227,11 +228,11 @@ pub fn bottleneck_violations(profile: &BrickProfile, select: Selector) -> (usize
     let top = measured.iter().map(|r| r.1).fold(f64::NEG_INFINITY, f64::max);
     let mut bad: Vec<String> = check(profile, "as measured").into_iter().collect();
     for (name, excess, _) in &measured {
-        let mut delayed = profile.clone();
-        if let Some(row) = delayed.decode.bricks.iter_mut().find(|r| &r.name == name) {
+        let mut raised = profile.clone();
+        if let Some(row) = raised.decode.bricks.iter_mut().find(|r| &r.name == name) {
             row.us_per_token += top - excess + 10.0;
         }
-        bad.extend(check(&delayed, &format!("with {name} delayed by {:.1} µs", top - excess + 10.0)));
+        bad.extend(check(&raised, &format!("with {name}'s figure raised by {:.1} µs", top - excess + 10.0)));
     }
     (measured.len() + 1, bad)
 }
@@ -241,7 +242,7 @@ pub struct Bottleneck;
 
 impl Check for Bottleneck {
     const NAME: &'static str = "bottleneck";
-    const DOC: &'static str = "the bottleneck the profile names (BrickProfile::bottleneck, as `falsify top` and the report show it) is the brick with the largest actual − budget, on the measured decode and with a delay injected into each brick in turn";
+    const DOC: &'static str = "the bottleneck the profile names (BrickProfile::bottleneck, as `falsify top` and the report show it) is the brick with the largest actual − budget, on the measured decode and on copies of its figures with each brick's time raised in turn";
     const PARAMS: &'static str = "model";
     type Params = ModelParams;
 

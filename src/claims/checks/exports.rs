@@ -208,6 +208,8 @@ pub fn shown_values(svg: &str) -> Result<Vec<Shown>, String> {
     Ok(shown)
 }
 
+/// The arithmetic mean of raw samples, computed here rather than read from the
+/// series' summary that the chart draws from.
 fn mean(xs: &[f64]) -> f64 {
     xs.iter().sum::<f64>() / xs.len() as f64
 }
