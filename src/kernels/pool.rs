@@ -25,6 +25,10 @@ struct Shared {
     /// Whether a worker's part of the current job panicked.
     panicked: AtomicBool,
     stop: AtomicBool,
+    /// Whether the caller of the current job counts its allocations (unit
+    /// tests' allocator): its workers count theirs for that job only.
+    #[cfg(test)]
+    counted: AtomicBool,
 }
 
 /// Worker threads that run `f(i)` for `i` in `0..threads` together with the caller.
@@ -44,6 +48,8 @@ impl Pool {
             pending: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            #[cfg(test)]
+            counted: AtomicBool::new(false),
         });
         let workers = (1..threads.max(1))
             .map(|index| {
@@ -52,8 +58,6 @@ impl Pool {
                 std::thread::Builder::new()
                     .name(format!("falsify-worker-{index}"))
                     .spawn(move || {
-                        #[cfg(test)]
-                        super::test_alloc::count_this_thread();
                         if let Some(core) = core {
                             // Best effort: an unpinned worker is slower to measure, not wrong.
                             core_affinity::set_for_current(core);
@@ -82,6 +86,8 @@ impl Pool {
         let job: Job<'_> = f;
         self.shared.pending.store(self.workers.len(), Ordering::Relaxed);
         self.shared.job.store((&job as *const Job<'_>).cast_mut().cast(), Ordering::Relaxed);
+        #[cfg(test)]
+        self.shared.counted.store(super::test_alloc::is_counted(), Ordering::Relaxed);
         self.shared.epoch.fetch_add(1, Ordering::Release);
         for w in &self.workers {
             w.thread().unpark();
@@ -199,6 +205,8 @@ fn worker(shared: &Shared, index: usize) {
         // (Release/Acquire orders the two), and does not return, so the job and
         // everything it borrows stay alive, until this worker has decremented `pending`.
         let job: Job<'_> = unsafe { *ptr };
+        #[cfg(test)]
+        super::test_alloc::set_counted(shared.counted.load(Ordering::Relaxed));
         if catch_unwind(AssertUnwindSafe(|| job(index))).is_err() {
             shared.panicked.store(true, Ordering::Relaxed);
         }

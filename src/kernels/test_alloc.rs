@@ -1,6 +1,6 @@
 //! The unit tests' allocator: the counting allocator of the binaries
-//! (`stats_alloc`) for the threads that measure and for the pool's workers,
-//! the system's for every other thread, so tests running in parallel do not
+//! (`stats_alloc`) for the threads that measure and for the pool's workers
+//! while they run those threads' jobs, the system's for every other thread, so tests running in parallel do not
 //! add to the heap counts of the falsifiability audit.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -25,9 +25,15 @@ pub fn counting<T>(f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// Counts this thread's allocations from now on (the pool's workers).
-pub fn count_this_thread() {
-    COUNTED.set(true);
+/// Whether this thread's allocations are counted now (the pool hands it to its workers).
+pub fn is_counted() -> bool {
+    counted()
+}
+
+/// Counts this thread's allocations, or stops counting them (a pool worker,
+/// for each job, as its caller does).
+pub fn set_counted(on: bool) {
+    COUNTED.set(on);
 }
 
 /// Counts the allocations of counted threads.

@@ -228,8 +228,14 @@ pub fn kv_budget_run(
     positions: usize,
     fill: &mut dyn FnMut(&mut KvCache) -> Result<(), Unmet>,
 ) -> Result<BudgetRun, Unmet> {
-    let (f16_per, budget) = kv_heap_bytes(new_cache, positions)?;
-    let f16_positions = budget / f16_per.div_ceil(positions).max(1);
+    let (f16_bytes, budget) = kv_heap_bytes(new_cache, positions)?;
+    // The estimate from the measured bytes per position (rounded down, so a
+    // cache's fixed overhead cannot cost a position), then the largest cache
+    // at or below it whose measured bytes fit the budget.
+    let mut f16_positions = budget / (f16_bytes / positions.max(1)).max(1);
+    while f16_positions > 1 && least_heap_bytes(|| new_cache(KvType::F16, f16_positions))? > budget {
+        f16_positions -= 1;
+    }
     let (mut cache, s) = heap_activity(|| new_cache(KvType::F16, f16_positions))?;
     fill(&mut cache)?;
     Ok(BudgetRun { budget, f32_positions: positions, f16_positions, f16_bytes: s.bytes_allocated, filled: cache.len() })
