@@ -25,6 +25,40 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// The most bytes a report, policy, claims or baseline file may have (64 MiB):
+/// a larger one, `/dev/zero` or a FIFO that never ends is refused, not read
+/// until memory runs out.
+pub const MAX_TEXT_FILE_BYTES: u64 = 64 << 20;
+
+/// Reads the text file at `path`, refusing one over `limit` bytes, one that is
+/// not a regular file (a directory, a FIFO, a device) and one that is not
+/// UTF-8 (naming the byte offset). Every error names the path.
+pub fn read_text_limited(path: &Path, limit: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let named = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let meta = std::fs::metadata(path).map_err(named)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{}: not a regular file", path.display()),
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path).map_err(named)?.take(limit + 1).read_to_end(&mut bytes).map_err(named)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: larger than the {limit}-byte limit for this kind of file", path.display()),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: not UTF-8 (invalid byte at offset {})", path.display(), e.utf8_error().valid_up_to()),
+        )
+    })
+}
+
 /// Whether `program` is an executable file on `PATH`.
 pub fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| {
@@ -72,6 +106,26 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":2}");
         assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
         assert!(write_atomic(Path::new("/proc/nope/x.json"), b"x").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn limited_reads_refuse_large_special_and_non_utf8_files() {
+        let dir = std::env::temp_dir().join(format!("falsify-read-limited-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = dir.join("ok.txt");
+        std::fs::write(&ok, "héllo").unwrap();
+        assert_eq!(read_text_limited(&ok, 16).unwrap(), "héllo");
+        let err = read_text_limited(&ok, 3).unwrap_err().to_string();
+        assert!(err.contains("ok.txt") && err.contains("limit"), "{err}");
+        let bad = dir.join("bad.txt");
+        std::fs::write(&bad, b"ab\xffcd").unwrap();
+        let err = read_text_limited(&bad, 16).unwrap_err().to_string();
+        assert!(err.contains("offset 2"), "{err}");
+        let err = read_text_limited(&dir, 16).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        let err = read_text_limited(Path::new("/dev/zero"), 16).unwrap_err().to_string();
+        assert!(err.contains("/dev/zero"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

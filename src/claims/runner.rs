@@ -168,6 +168,7 @@ pub fn assemble_report(
         bricks: cx.brick_profile(),
         series: cx.series().to_vec(),
         recorded: recorded::load(&cx.root.join("baselines/recorded.toml")).unwrap_or_default(),
+        interrupted: None,
     }
 }
 

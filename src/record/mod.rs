@@ -347,6 +347,10 @@ pub struct RunReport {
     /// always labelled as recorded, with their source.
     #[serde(default)]
     pub recorded: Vec<Figure>,
+    /// Why the run stopped before every selected claim was judged (a signal),
+    /// when it did: such a partial report is kept, and the gate refuses it.
+    #[serde(default)]
+    pub interrupted: Option<String>,
 }
 
 impl RunReport {

@@ -168,6 +168,7 @@ pub(crate) fn sample_report() -> RunReport {
             },
         ],
         recorded,
+        interrupted: None,
     }
 }
 

@@ -46,6 +46,9 @@ impl Policy {
 /// Every rule of `policy` that `report` breaks, one line each (empty: the gate passes).
 pub fn evaluate(report: &RunReport, policy: &Policy) -> Vec<String> {
     let mut failed = Vec::new();
+    if let Some(why) = &report.interrupted {
+        failed.push(format!("interrupted: the run stopped before judging every claim ({why})"));
+    }
     for id in &policy.must_pass {
         match report.claims.iter().find(|c| &c.id == id) {
             None => failed.push(format!("must_pass {id}: not in the report (was it filtered out?)")),
