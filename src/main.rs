@@ -570,8 +570,11 @@ fn bench(
     let (llama, ollama) = match baseline {
         "llama.cpp" => (Some(LlamaCpp::locate()?), None),
         "ollama" => {
-            let server = Ollama::from_env();
+            let server = Ollama::from_env()?;
             if let Err(e) = server.probe() {
+                if !e.is_no_server() {
+                    return Err(e.into());
+                }
                 eprintln!("skipped: the Ollama baseline is unavailable: {e}");
                 return Ok(());
             }
@@ -779,7 +782,7 @@ fn gate(report: &std::path::Path, policy: &std::path::Path) -> Result<()> {
     let policy = Policy::load(policy)?;
     let report = read_report(report, true)?;
     let failed = evaluate(&report, &policy);
-    let s = &report.summary;
+    let s = report.summary_of_claims();
     println!("gate: {}", s.counts());
     println!("gate: {}", s.headline());
     let bound = |v: Option<String>| v.unwrap_or_else(|| "none".into());

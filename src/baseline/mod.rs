@@ -25,6 +25,23 @@ pub enum BaselineError {
         /// What went wrong.
         message: String,
     },
+    /// A setting (an environment variable) is malformed.
+    #[error("{setting}: {message}")]
+    Config {
+        /// The setting, with its value.
+        setting: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Nothing listens at the address (the connection was refused): the one
+    /// failure that means the baseline is absent rather than broken.
+    #[error("{url}: no server is listening ({message})")]
+    NoServer {
+        /// The request URL.
+        url: String,
+        /// The connection error.
+        message: String,
+    },
     /// An HTTP request failed or timed out.
     #[error("{url}: {message}")]
     Http {
@@ -44,6 +61,12 @@ pub enum BaselineError {
 }
 
 impl BaselineError {
+    /// Whether the baseline is simply not running here (a skip), rather than
+    /// misconfigured or broken (an error).
+    pub fn is_no_server(&self) -> bool {
+        matches!(self, BaselineError::NoServer { .. })
+    }
+
     /// An HTTP failure, without repeating the URL that ureq's message already starts with.
     pub fn http(url: &str, e: &dyn std::fmt::Display) -> BaselineError {
         BaselineError::Http { url: url.to_owned(), message: without_url(url, e) }

@@ -198,7 +198,7 @@ impl Context {
     /// The Ollama server, probed once.
     pub fn ollama(&mut self) -> Result<&Ollama, Unmet> {
         let found = self.ollama.get_or_insert_with(|| {
-            let o = Ollama::from_env();
+            let o = Ollama::from_env().map_err(|e| format!("ollama: {e}"))?;
             o.probe().map(|_| o).map_err(|e| format!("ollama: {e}"))
         });
         found.as_ref().map_err(|m| Unmet::Missing(m.clone()))

@@ -1,8 +1,11 @@
 //! The claims files: `claims/*.toml`, one `[[claim]]` table per claim, plus
 //! `[[profile]]` tables naming hardware profiles. Loading validates every
 //! entry (unique ids, known check kinds, typed parameters, known requirements
-//! and profiles, the full catalog range) and reports each problem at its
-//! file:line:column with a hint; it never panics on bad input.
+//! and profiles, the full catalog range, points from 1 to [`MAX_POINTS`], no
+//! NaN or infinite number anywhere) and reports each problem at its
+//! file:line:column with a hint; it never panics on bad input. Files are read
+//! size-limited, and a file that is not UTF-8 is named with the offset of its
+//! first invalid byte.
 //!
 //! ```toml
 //! [[claim]]
@@ -30,6 +33,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use toml::de::{DeTable, DeValue};
 use toml::{Spanned, Table};
 
 use super::checks::Registry;
@@ -175,14 +179,17 @@ struct RawFile {
     profile: Vec<Spanned<RawProfile>>,
 }
 
+/// The most points one claim may be worth (the catalog's heaviest are 5).
+pub const MAX_POINTS: u32 = 100;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawClaim {
     id: Spanned<String>,
     title: String,
     category: Category,
-    #[serde(default)]
-    points: u32,
+    /// 1 when absent.
+    points: Option<Spanned<u32>>,
     check: Option<Spanned<String>>,
     pending: Option<String>,
     params: Option<Spanned<Table>>,
@@ -248,20 +255,29 @@ impl ClaimSet {
         // (claim location, profile name) pairs, checked once every file's profiles are known.
         let mut used_profiles: Vec<(String, String)> = Vec::new();
         for file in files {
-            let text = match std::fs::read_to_string(file) {
+            let text = match crate::util::read_text_limited(file, crate::util::MAX_TEXT_FILE_BYTES) {
                 Ok(t) => t,
                 Err(e) => {
+                    let e = e.to_string();
+                    let why = e.strip_prefix(&format!("{}: ", file.display())).unwrap_or(&e);
                     errors.push(SpecError {
                         file: file.clone(),
                         line: 0,
                         column: 0,
-                        message: format!("cannot read: {e}"),
+                        message: format!("cannot read: {why}"),
                         hint: None,
                     });
                     continue;
                 }
             };
             let mut problems = Problems { file, text: &text, found: Vec::new() };
+            if let Ok(doc) = DeTable::parse(&text) {
+                for (span, message) in non_finite_numbers(doc.get_ref()) {
+                    let hint = "a NaN or infinite threshold, tolerance or bound makes a claim that cannot fail; \
+                                write a finite number";
+                    problems.at(span, message, Some(hint.into()));
+                }
+            }
             match toml::from_str::<RawFile>(&text) {
                 Err(e) => problems.at(
                     e.span().unwrap_or(0..0),
@@ -336,6 +352,27 @@ impl ClaimSet {
     }
 }
 
+/// Every NaN or infinite float in the document `table`, in file order, with
+/// its span and a message naming it by its dotted path (`claim[3].params.threshold`).
+/// Every float a check reads (thresholds, tolerances, bounds) is found here,
+/// whatever its kind's parameter types.
+fn non_finite_numbers(table: &DeTable) -> Vec<(Range<usize>, String)> {
+    let mut found = Vec::new();
+    let mut stack: Vec<(String, &Spanned<DeValue>)> = table.iter().map(|(k, v)| (k.get_ref().to_string(), v)).collect();
+    while let Some((path, value)) = stack.pop() {
+        match value.get_ref() {
+            DeValue::Float(f) if f.as_str().contains("nan") || f.as_str().contains("inf") => {
+                found.push((value.span(), format!("{path} = {} is not a finite number", f.as_str())));
+            }
+            DeValue::Table(t) => stack.extend(t.iter().map(|(k, v)| (format!("{path}.{}", k.get_ref()), v))),
+            DeValue::Array(a) => stack.extend(a.iter().enumerate().map(|(i, v)| (format!("{path}[{i}]"), v))),
+            _ => {}
+        }
+    }
+    found.sort_by_key(|(span, _)| span.start);
+    found
+}
+
 fn parse_requirements(words: &[String], span: Range<usize>, problems: &mut Problems) -> Vec<Requirement> {
     let mut out = Vec::new();
     for w in words {
@@ -369,6 +406,18 @@ fn validate(
     } else {
         seen.insert(id.clone(), location.clone());
     }
+    let points = match &c.points {
+        None => 1,
+        Some(p) if (1..=MAX_POINTS).contains(p.get_ref()) => *p.get_ref(),
+        Some(p) => {
+            problems.at(
+                p.span(),
+                format!("points = {} is out of range", p.get_ref()),
+                Some(format!("a claim is worth 1 to {MAX_POINTS} points")),
+            );
+            0
+        }
+    };
     let requires = match &c.requires {
         Some(r) => parse_requirements(r.get_ref(), r.span(), problems),
         None => Vec::new(),
@@ -429,7 +478,7 @@ fn validate(
         id,
         title: c.title,
         category: c.category,
-        points: c.points,
+        points,
         body,
         requires,
         source: c.source,
@@ -451,7 +500,7 @@ pub fn merge(base: &Table, over: &Table) -> Table {
 mod tests {
     use super::*;
 
-    fn load_text(text: &str) -> Result<ClaimSet, SpecErrors> {
+    fn load_text(text: impl AsRef<[u8]>) -> Result<ClaimSet, SpecErrors> {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("falsify-spec-{}-{n}", std::process::id()));
@@ -498,6 +547,45 @@ mod tests {
             assert!(first.column >= 1 && first.to_string().contains(needle), "{first}");
             assert!(first.to_string().contains("x.toml:"), "{first}");
         }
+    }
+
+    #[test]
+    fn non_finite_numbers_are_refused_where_they_are_written() {
+        let cases = [
+            (format!("{GOOD}threshold = nan\n"), 9, 13, "claim[0].params.threshold = nan is not a finite number"),
+            (format!("{GOOD}tolerance = +nan\n"), 9, 13, "claim[0].params.tolerance = +nan"),
+            (format!("{GOOD}tolerance = inf\n"), 9, 13, "claim[0].params.tolerance = inf"),
+            (format!("{GOOD}cases = [{{ inputs = [1.0], want = nan }}]\n"), 9, 35, "params.cases[0].want = nan"),
+            (format!("{GOOD}[claim.profile.p]\nthreshold = -inf\n"), 10, 13, "claim[0].profile.p.threshold = -inf"),
+        ];
+        for (text, line, column, needle) in cases {
+            let e = load_text(&text).unwrap_err();
+            let first = &e.0[0];
+            assert_eq!((first.line, first.column), (line, column), "{first}");
+            assert!(first.to_string().contains(needle) && first.to_string().contains("cannot fail"), "{first}");
+        }
+    }
+
+    #[test]
+    fn points_are_bounded_and_default_to_one() {
+        assert_eq!(load_text(GOOD).unwrap().claims[0].points, 1);
+        let with = |points: &str| GOOD.replace("title = \"t\"\n", &format!("title = \"t\"\npoints = {points}\n"));
+        assert_eq!(load_text(with("100")).unwrap().claims[0].points, MAX_POINTS);
+        for points in ["0", "101", "4294967295", "4294967296", "-1"] {
+            let e = load_text(with(points)).unwrap_err();
+            let first = &e.0[0];
+            assert_eq!((first.line, first.column), (4, 10), "{first}");
+        }
+        let e = load_text(with("4294967295")).unwrap_err().to_string();
+        assert!(e.contains("points = 4294967295 is out of range") && e.contains("1 to 100 points"), "{e}");
+    }
+
+    #[test]
+    fn a_non_utf8_claims_file_is_named_with_the_byte_offset() {
+        let mut bytes = GOOD.as_bytes().to_vec();
+        bytes.insert(GOOD.find("\"t\"").unwrap() + 1, 0xff);
+        let e = load_text(bytes).unwrap_err().to_string();
+        assert!(e.contains("x.toml: cannot read: not UTF-8 (invalid byte at offset 29)"), "{e}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::baseline::recorded::Figure;
 use crate::bench::bricks::BrickProfile;
 use crate::bench::BenchResult;
 use crate::provenance::Provenance;
-use crate::stats::Interval;
+use crate::stats::{decide_interval, decide_value, Decision, Interval, Op};
 
 pub use crate::bench::score::grade;
 
@@ -96,6 +96,40 @@ pub struct Evidence {
     pub baseline: Option<BaselineValue>,
     /// Further facts a reader needs (counterexamples found, settings used).
     pub details: Vec<String>,
+}
+
+/// The rule every measured verdict follows: `value op threshold` decided on
+/// the value's interval when it has one (an interval straddling the threshold
+/// is inconclusive), else on the value itself; a NaN value decides nothing.
+pub fn decide(value: f64, ci: Option<Interval>, op: Op, threshold: f64) -> Decision {
+    match ci {
+        _ if value.is_nan() => Decision::Inconclusive,
+        Some(ci) => decide_interval(ci, op, threshold),
+        None => decide_value(value, op, threshold),
+    }
+}
+
+impl Evidence {
+    /// The decision [`decide`] makes on this evidence as recorded, or why it
+    /// cannot be made (no value, operator or threshold; an unknown operator;
+    /// a threshold that is not finite).
+    pub fn decision(&self) -> Result<Decision, String> {
+        let value = self.value.ok_or("the evidence has no value")?;
+        let symbol = self.op.as_deref().ok_or("the evidence has no operator")?;
+        let op = [Op::Ge, Op::Gt, Op::Le, Op::Lt]
+            .into_iter()
+            .find(|op| op.symbol() == symbol)
+            .ok_or_else(|| format!("the evidence's operator {symbol:?} is not one of >=, >, <=, <"))?;
+        let threshold = self.threshold.filter(|t| t.is_finite()).ok_or("the evidence has no finite threshold")?;
+        Ok(decide(value, self.ci, op, threshold))
+    }
+
+    /// The predicate as recorded: `value 0.5 >= 1 (CI 0.4–0.6)`.
+    pub fn predicate(&self) -> String {
+        let show = |x: Option<f64>| x.map_or("none".to_owned(), |x| x.to_string());
+        let ci = self.ci.map(|c| format!(" (CI {}–{})", c.lo, c.hi)).unwrap_or_default();
+        format!("value {} {} {}{ci}", show(self.value), self.op.as_deref().unwrap_or("?"), show(self.threshold))
+    }
 }
 
 /// A claim's verdict, one human sentence, and the evidence.
@@ -219,11 +253,11 @@ pub struct Summary {
     /// Claims whose check failed to run.
     pub error: usize,
     /// Points of passing claims.
-    pub points_earned: u32,
+    pub points_earned: u64,
     /// Points of claims that were tested (every verdict but `skipped` and `pending`).
-    pub points_tested: u32,
+    pub points_tested: u64,
     /// Points of every claim.
-    pub points_total: u32,
+    pub points_total: u64,
     /// The headline score: 100 × earned ÷ total (0 when there are no points).
     pub score: f64,
     /// 100 × earned ÷ tested (0 when nothing was tested); never the headline.
@@ -233,10 +267,12 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Summarizes (verdict, points) pairs.
+    /// Summarizes (verdict, points) pairs. Points are summed as `u64`, so no
+    /// count of `u32` points a report can hold overflows.
     pub fn of(results: impl IntoIterator<Item = (Verdict, u32)>) -> Summary {
         let mut s = Summary::default();
         for (verdict, points) in results {
+            let points = u64::from(points);
             s.total += 1;
             s.points_total += points;
             *match verdict {
@@ -254,7 +290,7 @@ impl Summary {
                 s.points_tested += points;
             }
         }
-        let pct = |a: u32, b: u32| if b == 0 { 0.0 } else { 100.0 * f64::from(a) / f64::from(b) };
+        let pct = |a: u64, b: u64| if b == 0 { 0.0 } else { 100.0 * a as f64 / b as f64 };
         s.score = pct(s.points_earned, s.points_total);
         s.score_of_tested = pct(s.points_earned, s.points_tested);
         s.grade = grade(s.score).into();
@@ -280,6 +316,36 @@ impl Summary {
             "score {:.1} of 100 (all {} points) · {:.1} over tested points · {} pending · {} skipped",
             self.score, self.points_total, self.score_of_tested, self.pending, self.skipped
         )
+    }
+
+    /// Each field of this summary that differs from `recomputed`, named with both values.
+    pub fn differences(&self, recomputed: &Summary) -> Vec<String> {
+        let (s, r) = (self, recomputed);
+        let count = |c: usize| c as f64;
+        let points = |p: u64| p as f64;
+        let fields = [
+            ("total", count(s.total), count(r.total)),
+            ("pass", count(s.pass), count(r.pass)),
+            ("falsified", count(s.falsified), count(r.falsified)),
+            ("inconclusive", count(s.inconclusive), count(r.inconclusive)),
+            ("skipped", count(s.skipped), count(r.skipped)),
+            ("pending", count(s.pending), count(r.pending)),
+            ("error", count(s.error), count(r.error)),
+            ("points_earned", points(s.points_earned), points(r.points_earned)),
+            ("points_tested", points(s.points_tested), points(r.points_tested)),
+            ("points_total", points(s.points_total), points(r.points_total)),
+            ("score", s.score, r.score),
+            ("score_of_tested", s.score_of_tested, r.score_of_tested),
+        ];
+        let mut found: Vec<String> = fields
+            .into_iter()
+            .filter(|&(_, stated, given)| stated.is_nan() || (stated - given).abs() > 1e-9 * given.abs().max(1.0))
+            .map(|(name, stated, given)| format!("summary.{name} is {stated}, but the claims give {given}"))
+            .collect();
+        if s.grade != r.grade {
+            found.push(format!("summary.grade is {:?}, but the claims give {:?}", s.grade, r.grade));
+        }
+        found
     }
 
     /// The counts per verdict, one clause each.
@@ -354,6 +420,41 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// The summary its claims give (counts, points, score, grade), whatever its `summary` says.
+    pub fn summary_of_claims(&self) -> Summary {
+        Summary::of(self.claims.iter().map(|c| (c.outcome.verdict, c.points)))
+    }
+
+    /// Where the report contradicts itself, one line each (empty: nowhere): a
+    /// claim id that appears more than once, a `summary` field that differs
+    /// from what the claims give, a `pass` whose own evidence does not decide
+    /// a pass (or that has no evidence).
+    pub fn inconsistencies(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut copies: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for c in &self.claims {
+            *copies.entry(c.id.as_str()).or_default() += 1;
+        }
+        for (id, n) in copies.into_iter().filter(|&(_, n)| n > 1) {
+            found.push(format!("claim {id} appears {n} times; a report holds each claim once"));
+        }
+        found.extend(self.summary.differences(&self.summary_of_claims()));
+        for c in self.claims.iter().filter(|c| c.outcome.verdict == Verdict::Pass) {
+            let why = match c.outcome.evidence.as_ref().map(Evidence::decision) {
+                None => "it has no evidence".to_owned(),
+                Some(Ok(Decision::Pass)) => continue,
+                Some(Ok(other)) => {
+                    let decided = if other == Decision::Falsified { "falsified" } else { "inconclusive" };
+                    let e = c.outcome.evidence.as_ref().map(Evidence::predicate).unwrap_or_default();
+                    format!("its evidence decides {decided} ({e})")
+                }
+                Some(Err(why)) => why,
+            };
+            found.push(format!("claim {}: verdict pass, but {why}", c.id));
+        }
+        found
+    }
+
     /// A run report from its JSON document, of this schema or schema 1. A
     /// schema-1 report is read as this schema would have recorded it: its
     /// claims with `check = "pending"` (reported then as skipped) get the

@@ -240,3 +240,28 @@ fn grades_follow_the_scale() {
         assert_eq!(grade(score), g, "{score}");
     }
 }
+
+#[test]
+fn points_beyond_u32_are_summed_without_wrapping() {
+    let s = Summary::of([(Verdict::Pass, u32::MAX), (Verdict::Pass, u32::MAX), (Verdict::Falsified, u32::MAX)]);
+    assert_eq!(
+        (s.points_earned, s.points_tested, s.points_total),
+        (2 * u64::from(u32::MAX), 3 * 4294967295, 3 * 4294967295)
+    );
+    assert!((s.score - 200.0 / 3.0).abs() < 1e-9, "{}", s.score);
+}
+
+#[test]
+fn evidence_is_decided_as_the_judge_decides_it() {
+    use crate::stats::Decision;
+    let kv = sample_report().claims[1].outcome.evidence.clone().unwrap();
+    assert_eq!(kv.decision(), Ok(Decision::Pass));
+    let e = Evidence { value: Some(0.5), threshold: Some(1.0), ..kv.clone() };
+    assert_eq!((e.decision(), e.predicate().as_str()), (Ok(Decision::Falsified), "value 0.5 >= 1"));
+    let e = Evidence { op: Some("=~".into()), ..kv.clone() };
+    assert!(e.decision().unwrap_err().contains("\"=~\" is not one of"));
+    let e = Evidence { threshold: Some(f64::NAN), ..kv.clone() };
+    assert!(e.decision().unwrap_err().contains("no finite threshold"));
+    let e = Evidence { ci: Some(Interval { lo: 1.8, hi: 2.2, level: 0.95 }), ..kv };
+    assert_eq!(e.decision(), Ok(Decision::Inconclusive));
+}

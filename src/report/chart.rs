@@ -435,7 +435,7 @@ pub fn scoreboard(r: &RunReport) -> Result<Chart, ChartError> {
     );
     let points =
         [("points earned", s.points_earned), ("points tested", s.points_tested), ("points total", s.points_total)]
-            .map(|(what, v)| Plotted { label: what.into(), value: f64::from(v) });
+            .map(|(what, v)| Plotted { label: what.into(), value: v as f64 });
     bars("scoreboard", &title, "claims (count)", &rows, points.to_vec())
 }
 

@@ -115,14 +115,12 @@ pub fn num(x: f64) -> String {
     }
 }
 
-/// Decides `q.value op threshold`: on the interval when `q` has one (so a CI
-/// straddling the threshold is inconclusive), else on the value. NaN never passes.
+/// Decides `q.value op threshold` by [`crate::record::decide`]: on the
+/// interval when `q` has one (so a CI straddling the threshold is
+/// inconclusive), else on the value. NaN never passes. The gate re-decides
+/// every recorded pass by the same rule.
 pub fn quantity(q: Quantity, op: Op, threshold: f64) -> Outcome {
-    let decision = match q.ci {
-        _ if q.value.is_nan() => Decision::Inconclusive,
-        Some(ci) => stats::decide_interval(ci, op, threshold),
-        None => stats::decide_value(q.value, op, threshold),
-    };
+    let decision = crate::record::decide(q.value, q.ci, op, threshold);
     let ci = q.ci.map(|c| format!(" (95% CI {}–{})", num(c.lo), num(c.hi))).unwrap_or_default();
     let base = q.baseline.as_ref().map(|b| format!("; {} {}", b.engine, num(b.value))).unwrap_or_default();
     let head = format!("{} = {} {}{ci}, n = {}{base}", q.metric, num(q.value), q.unit, q.n);
