@@ -1065,6 +1065,13 @@ fn every_kind_passes_its_case_and_falsifies_its_counterexample() {
         let (pass, fail) = crate::kernels::test_alloc::counting(case);
         assert_eq!(pass.verdict, Verdict::Pass, "{name} should pass: {}", pass.sentence);
         assert_eq!(fail.verdict, Verdict::Falsified, "{name} should be falsified: {}", fail.sentence);
+        // The gate re-decides every pass from its evidence: it must agree.
+        let decided = pass.evidence.as_ref().map(crate::record::Evidence::decision);
+        assert!(
+            matches!(decided, Some(Ok(crate::stats::Decision::Pass))),
+            "{name}: the gate would refuse this pass ({decided:?}): {:?}",
+            pass.evidence
+        );
     }
 }
 
