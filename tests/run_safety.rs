@@ -222,3 +222,69 @@ fn endless_files_are_refused_by_name_not_read() {
         assert!(start.elapsed() < Duration::from_secs(10), "{args:?} took {:?}", start.elapsed());
     }
 }
+
+/// A stand-in for llama-server: answers `/health`, writes its pid to
+/// `$FAKE_SERVER_PIDFILE` when the first request a check makes arrives, and
+/// never answers that request.
+const FAKE_SERVER: &str = r#"#!/usr/bin/env python3
+import http.server, os, sys, time
+port = int(sys.argv[sys.argv.index("--port") + 1])
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b'{"status":"ok"}')
+    def do_POST(self):
+        with open(os.environ["FAKE_SERVER_PIDFILE"], "w") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(300)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"#;
+
+#[test]
+fn sigterm_ends_a_llama_server_the_run_holds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if !root.join("models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf").is_file() {
+        eprintln!("skipped: the 0.5B model is not in models/ (run `make model`)");
+        return;
+    }
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("skipped: python3 (the stand-in llama-server) is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("llama.cpp");
+    std::fs::create_dir(&bin).unwrap();
+    for (name, script) in [
+        ("llama-server", FAKE_SERVER),
+        ("llama-completion", "#!/bin/sh\nexit 1\n"),
+        ("llama-tokenize", "#!/bin/sh\nexit 1\n"),
+    ] {
+        std::fs::write(bin.join(name), script).unwrap();
+        std::fs::set_permissions(bin.join(name), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let pidfile = dir.path().join("server.pid");
+    let out = dir.path().join("out");
+    let mut run = Command::new(EXE)
+        .args(["run", "--runs", "2", "--filter", "F052", "--claims"])
+        .arg(root.join("claims"))
+        .arg("--out")
+        .arg(&out)
+        .env("FALSIFY_LLAMA_CPP", &bin)
+        .env("FAKE_SERVER_PIDFILE", &pidfile)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("run.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let server = pids_in(&pidfile, &mut run)[0];
+    signal(&run, libc::SIGTERM);
+    let status = exit_within(&mut run, Duration::from_secs(30)).expect("falsify run did not stop on SIGTERM");
+    let stderr = text(dir.path().join("run.stderr"));
+    assert!(!running(server), "llama-server {server} outlived falsify run\n{stderr}");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted (SIGTERM while F052 was being judged: 0 of 1"), "{stderr}");
+    assert!(!out.join("latest.json").exists(), "nothing was judged, so nothing is written");
+}
