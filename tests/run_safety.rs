@@ -224,7 +224,7 @@ fn endless_files_are_refused_by_name_not_read() {
 }
 
 /// A stand-in for llama-server: answers `/health`, writes its pid to
-/// `$FAKE_SERVER_PIDFILE` when the first request a check makes arrives, and
+/// `$FAKE_LLAMA_PIDFILE` when the first request a check makes arrives, and
 /// never answers that request.
 const FAKE_SERVER: &str = r#"#!/usr/bin/env python3
 import http.server, os, sys, time
@@ -235,7 +235,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(b'{"status":"ok"}')
     def do_POST(self):
-        with open(os.environ["FAKE_SERVER_PIDFILE"], "w") as f:
+        with open(os.environ["FAKE_LLAMA_PIDFILE"], "w") as f:
             f.write(f"{os.getpid()}\n")
         time.sleep(300)
     def log_message(self, *args):
@@ -243,28 +243,48 @@ class Handler(http.server.BaseHTTPRequestHandler):
 http.server.HTTPServer(("127.0.0.1", port), Handler).serve_forever()
 "#;
 
-#[test]
-fn sigterm_ends_a_llama_server_the_run_holds() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if !root.join("models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf").is_file() {
+/// A stand-in for llama-bench: writes its pid to `$FAKE_LLAMA_PIDFILE` and sleeps.
+const FAKE_BENCH: &str = "#!/bin/sh\necho $$ > \"$FAKE_LLAMA_PIDFILE\"\nexec sleep 300\n";
+
+/// The 0.5B model, or `None` (saying why) when the stand-ins cannot run here.
+fn model_and_python() -> Option<PathBuf> {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
+    if !model.is_file() {
         eprintln!("skipped: the 0.5B model is not in models/ (run `make model`)");
-        return;
+        return None;
     }
     if Command::new("python3").arg("--version").output().is_err() {
         eprintln!("skipped: python3 (the stand-in llama-server) is not installed");
-        return;
+        return None;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("llama.cpp");
+    Some(model)
+}
+
+/// A directory of stand-in llama.cpp programs, for `FALSIFY_LLAMA_CPP`.
+fn fake_llama_cpp(dir: &Path) -> PathBuf {
+    let bin = dir.join("llama.cpp");
     std::fs::create_dir(&bin).unwrap();
+    let fail = "#!/bin/sh\nexit 1\n";
     for (name, script) in [
         ("llama-server", FAKE_SERVER),
-        ("llama-completion", "#!/bin/sh\nexit 1\n"),
-        ("llama-tokenize", "#!/bin/sh\nexit 1\n"),
+        ("llama-bench", FAKE_BENCH),
+        ("llama-completion", fail),
+        ("llama-tokenize", fail),
     ] {
         std::fs::write(bin.join(name), script).unwrap();
         std::fs::set_permissions(bin.join(name), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     }
+    bin
+}
+
+#[test]
+fn sigterm_ends_a_llama_server_the_run_holds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if model_and_python().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = fake_llama_cpp(dir.path());
     let pidfile = dir.path().join("server.pid");
     let out = dir.path().join("out");
     let mut run = Command::new(EXE)
@@ -273,7 +293,7 @@ fn sigterm_ends_a_llama_server_the_run_holds() {
         .arg("--out")
         .arg(&out)
         .env("FALSIFY_LLAMA_CPP", &bin)
-        .env("FAKE_SERVER_PIDFILE", &pidfile)
+        .env("FAKE_LLAMA_PIDFILE", &pidfile)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("run.stderr")).unwrap())
@@ -287,4 +307,27 @@ fn sigterm_ends_a_llama_server_the_run_holds() {
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("interrupted (SIGTERM while F052 was being judged: 0 of 1"), "{stderr}");
     assert!(!out.join("latest.json").exists(), "nothing was judged, so nothing is written");
+}
+
+#[test]
+fn sigterm_to_bench_ends_llama_bench() {
+    let Some(model) = model_and_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("bench.pid");
+    let mut bench = Command::new(EXE)
+        .args(["bench", "-p", "1", "-n", "1", "-r", "2", "--warmup", "0", "--model"])
+        .arg(model)
+        .env("FALSIFY_LLAMA_CPP", fake_llama_cpp(dir.path()))
+        .env("FAKE_LLAMA_PIDFILE", &pidfile)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("bench.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let llama_bench = pids_in(&pidfile, &mut bench)[0];
+    signal(&bench, libc::SIGTERM);
+    let status = exit_within(&mut bench, Duration::from_secs(10)).expect("falsify bench did not stop on SIGTERM");
+    let stderr = text(dir.path().join("bench.stderr"));
+    assert!(!running(llama_bench), "llama-bench {llama_bench} outlived falsify bench\n{stderr}");
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{stderr}");
 }
