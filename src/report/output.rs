@@ -64,11 +64,6 @@ impl OutputDir {
         Ok(OutputDir { dir: dir.to_path_buf(), _lock: lock })
     }
 
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.dir
-    }
-
     /// Keeps a run's report (its JSON): a new entry in `history/`, then
     /// `report.json` and `latest.json`. Returns the history entry.
     pub fn write_report(&self, json: &[u8]) -> std::io::Result<PathBuf> {
