@@ -398,6 +398,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Gate { report, policy } => gate(&report, &policy),
         Command::Report { report, out } => {
             let r = read_report(&report, true)?;
+            let _output = falsify::report::output::OutputDir::take(&out, "report")?;
             let (past, warnings) = falsify::report::history::load(&out.join("history"));
             warnings.iter().for_each(|w| eprintln!("warning: {w}"));
             for f in falsify::report::write_exports(&r, &out, &past)? {
@@ -554,9 +555,11 @@ fn bench(
     json: Option<PathBuf>,
     compare: Option<PathBuf>,
 ) -> Result<()> {
+    // Nothing of a benchmark cut short is worth keeping: a signal ends llama-bench and exits.
+    falsify::util::children::handle_stop_signals(falsify::util::children::FirstSignal::Exit)?;
     let previous: Option<falsify::bench::BenchResult> = match &compare {
         Some(path) => Some(
-            serde_json::from_str(&std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?)
+            serde_json::from_str(&falsify::util::read_text_limited(path, falsify::util::MAX_TEXT_FILE_BYTES)?)
                 .map_err(|e| format!("{}: not a bench result: {e}", path.display()))?,
         ),
         None => None,
@@ -718,6 +721,10 @@ fn inspect(path: &PathBuf, metadata: bool) -> Result<()> {
     emit(&o)
 }
 
+/// `falsify run`: selects the claims, takes the report directory (locked,
+/// checked writable) before measuring, judges the claims (a SIGINT or SIGTERM
+/// ends the child processes and stops the run, keeping the claims judged so
+/// far as a partial report marked interrupted), then writes the reports.
 fn run_claims(
     dir: &std::path::Path,
     extra: &[PathBuf],
@@ -726,28 +733,49 @@ fn run_claims(
     settings: falsify::record::Settings,
 ) -> Result<()> {
     use falsify::claims::{checks::Registry, runner, ClaimSet, Context};
+    use falsify::util::children;
     let registry = Registry::builtin();
     let set = ClaimSet::load_dir(dir, extra, &registry)?;
+    let chosen = runner::select(&set, filter);
+    if chosen.is_empty() {
+        return Err(format!(
+            "no claim matches --filter {:?} (of the {} claims loaded); nothing was run and nothing written",
+            filter.unwrap_or_default(),
+            set.claims.len()
+        )
+        .into());
+    }
+    let output = falsify::report::output::OutputDir::take(out, "run")?;
     let root = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).to_path_buf();
     let mut cx = Context::new(root, settings);
     cx.falsify_exe = std::env::current_exe().ok();
     let latest = out.join("latest.json");
     cx.previous_report = latest.is_file().then(|| latest.clone());
+    children::handle_stop_signals(children::FirstSignal::Stop)?;
     let start = Instant::now();
-    eprintln!("falsify run: {} claims from {}", set.claims.len(), dir.display());
-    let results = runner::run_all(&set, &registry, &mut cx, filter, |done, total, r| {
+    eprintln!("falsify run: {} of {} claims from {}", chosen.len(), set.claims.len(), dir.display());
+    let judged = runner::run_all(&chosen, &set, &registry, &mut cx, children::stop_signal, |done, total, r| {
         eprintln!("[{done:>3}/{total}] {}", runner::line(r));
     });
+    if let (Some(why), true) = (&judged.interrupted, judged.results.is_empty()) {
+        return Err(format!("interrupted ({why}); nothing was measured, so nothing was written").into());
+    }
     let files = falsify::claims::spec::files_in(dir)?.iter().chain(extra).map(|p| p.display().to_string()).collect();
-    let report =
-        runner::assemble_report(&mut cx, files, filter.map(str::to_owned), start.elapsed().as_secs_f64(), results);
+    let mut report = runner::assemble_report(
+        &mut cx,
+        files,
+        filter.map(str::to_owned),
+        start.elapsed().as_secs_f64(),
+        judged.results,
+    );
+    // The servers and other children end here, before the reports are written.
+    drop(cx);
+    report.interrupted = judged.interrupted;
     let summary = report.summary.clone();
     let doc = serde_json::to_value(&report)?;
     falsify::report::schema::validate(&doc).map_err(|e| format!("refusing to write an invalid report: {e}"))?;
     let json = serde_json::to_vec_pretty(&doc)?;
-    let history = falsify::report::history::record(&out.join("history"), &json, report.provenance.timestamp)?;
-    falsify::util::write_atomic(&out.join("report.json"), &json)?;
-    falsify::util::write_atomic(&latest, &json)?;
+    let history = output.write_report(&json)?;
     let (past, warnings) = falsify::report::history::load(&out.join("history"));
     warnings.iter().for_each(|w| eprintln!("warning: {w}"));
     let exports = falsify::report::write_exports(&report, out, &past)?;
@@ -762,12 +790,17 @@ fn run_claims(
         out.join("report.html").display()
     );
     println!("{}", summary.headline());
-    Ok(())
+    match report.interrupted {
+        Some(why) => {
+            Err(format!("interrupted ({why}); the partial report was written, and the gate refuses it").into())
+        }
+        None => Ok(()),
+    }
 }
 
 /// Reads a run report, optionally validating it against the published schema first.
 fn read_report(path: &std::path::Path, validate: bool) -> Result<falsify::record::RunReport> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = falsify::util::read_text_limited(path, falsify::util::MAX_TEXT_FILE_BYTES)?;
     let doc: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
     if validate {

@@ -1,28 +1,65 @@
 //! Small host utilities every layer may use, importing nothing of the crate:
-//! atomic file writes, `PATH` lookup, CUDA device detection and this
-//! process's peak resident set size.
+//! atomic file writes, size-limited text reads, `PATH` lookup, CUDA device
+//! detection, this process's peak resident set size, and [`children`]: child
+//! processes that end with this one.
+
+pub mod children;
 
 use std::io::Write;
 use std::path::Path;
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same
-/// directory, synced, then renamed over `path`, so a reader never sees half a
-/// file; the temporary is removed when anything fails.
+/// `e` with `path` named in its message (its kind kept).
+pub fn io_error_at(path: &Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// The directory `path` lies in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file of a random name,
+/// created exclusively in the same directory (so a planted symbolic link is
+/// never followed), synced, then renamed over `path`, so a reader never sees
+/// half a file; the temporary is removed when anything fails. Errors name the
+/// path they concern.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    write_whole(path, bytes, true)
+}
+
+/// [`write_atomic`] for a file that must be new: fails (`AlreadyExists`)
+/// rather than replace one that is there.
+pub fn create_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_whole(path, bytes, false)
+}
+
+fn write_whole(path: &Path, bytes: &[u8], replace: bool) -> std::io::Result<()> {
+    let dir = parent_dir(path);
+    std::fs::create_dir_all(dir).map_err(|e| io_error_at(dir, e))?;
     let name = path.file_name().ok_or_else(|| std::io::Error::other(format!("{} has no file name", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp.{}", name.to_string_lossy(), std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .suffix(".tmp")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .tempfile_in(dir)
+        .map_err(|e| io_error_at(dir, e))?;
+    tmp.write_all(bytes).and_then(|()| tmp.as_file().sync_all()).map_err(|e| io_error_at(tmp.path(), e))?;
+    let persisted = if replace { tmp.persist(path) } else { tmp.persist_noclobber(path) };
+    persisted.map_err(|e| io_error_at(path, e.error))?;
+    Ok(())
+}
+
+/// Checks that files can be created in `dir` (creating it when missing) by
+/// creating and removing a probe file there, so that a run learns before
+/// measuring, not after, that it could not keep its results.
+pub fn check_writable(dir: &Path) -> std::io::Result<()> {
+    let cannot = |e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("{}: cannot write in this directory: {e}", dir.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(cannot)?;
+    let probe = tempfile::Builder::new().prefix(".write-probe.").tempfile_in(dir).map_err(cannot)?;
+    probe.as_file().sync_all().map_err(cannot)?;
+    probe.close().map_err(cannot)
 }
 
 /// The most bytes a report, policy, claims or baseline file may have (64 MiB):
@@ -75,9 +112,7 @@ pub fn cuda_devices() -> Vec<String> {
     if !on_path("nvidia-smi") {
         return Vec::new();
     }
-    std::process::Command::new("nvidia-smi")
-        .arg("-L")
-        .output()
+    children::output(std::process::Command::new("nvidia-smi").arg("-L"), Some(std::time::Duration::from_secs(30)))
         .ok()
         .filter(|o| o.status.success())
         .map(|o| {
@@ -105,8 +140,41 @@ mod tests {
         write_atomic(&path, b"{\"a\":2}").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":2}");
         assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
-        assert!(write_atomic(Path::new("/proc/nope/x.json"), b"x").is_err());
+        let e = write_atomic(Path::new("/proc/nope/x.json"), b"x").unwrap_err().to_string();
+        assert!(e.contains("/proc/nope"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_planted_symlink_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "keep me").unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        // Links at the old fixed temporary names, and at the file itself.
+        for name in [format!(".report.json.tmp.{}", std::process::id()), "report.json".into()] {
+            std::os::unix::fs::symlink(&target, out.join(name)).unwrap();
+        }
+        write_atomic(&out.join("report.json"), b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+        assert_eq!(std::fs::read_to_string(out.join("report.json")).unwrap(), "new");
+        assert!(!out.join("report.json").is_symlink());
+        create_atomic(&out.join("fresh.json"), b"1").unwrap();
+        let e = create_atomic(&out.join("fresh.json"), b"2").unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert!(e.to_string().contains("fresh.json"), "{e}");
+    }
+
+    #[test]
+    fn writability_is_checked_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        check_writable(&dir.path().join("new/sub")).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path().join("new/sub")).unwrap().count(), 0, "the probe is removed");
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "").unwrap();
+        let e = check_writable(&plain.join("reports")).unwrap_err().to_string();
+        assert!(e.contains("plain/reports: cannot write"), "{e}");
     }
 
     #[test]

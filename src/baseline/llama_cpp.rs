@@ -1,16 +1,19 @@
 //! llama.cpp, built by `make llama-cpp` into `baselines/llama.cpp/`:
 //! `llama-completion` for greedy text and `llama-server` (started on a loopback
-//! port, stopped on drop) for tokenization and next-token probabilities.
+//! port, stopped on drop) for tokenization and next-token probabilities. Each
+//! program runs in its own process group, ended on drop or on a stopping
+//! signal ([`crate::util::children`]).
 
-use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 use super::BaselineError;
+use crate::util::children::{self, GroupChild};
+use crate::util::{read_text_limited, MAX_TEXT_FILE_BYTES};
 
 /// Where `make llama-cpp` installs the binaries.
 pub const DEFAULT_DIR: &str = "baselines/llama.cpp";
@@ -57,7 +60,7 @@ impl LlamaCpp {
 
     /// The build's provenance record (`PROVENANCE.toml`, written by the build script).
     pub fn provenance(&self) -> Option<String> {
-        std::fs::read_to_string(self.dir.join("PROVENANCE.toml")).ok()
+        read_text_limited(&self.dir.join("PROVENANCE.toml"), MAX_TEXT_FILE_BYTES).ok()
     }
 
     /// Runs `llama-bench` once: a prefill test of `n_prompt` tokens when
@@ -311,53 +314,25 @@ fn run_with_timeout(bin: &Path, args: &[String], timeout: Duration) -> Result<Ve
     run_with_timeout_both(bin, args, timeout).map(|(out, _)| out)
 }
 
-/// Runs a program to completion with a deadline; returns its stdout and stderr.
+/// Runs a program to completion with a deadline, in its own process group
+/// (ended on a stopping signal); returns its stdout and stderr.
 fn run_with_timeout_both(bin: &Path, args: &[String], timeout: Duration) -> Result<(Vec<u8>, String), BaselineError> {
     let program = bin.display().to_string();
-    let err = |message: String| BaselineError::Process { program: program.clone(), message };
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| err(format!("cannot start: {e}")))?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        stdout.read_to_end(&mut buf).map(|_| buf)
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = String::new();
-        let _ = stderr.read_to_string(&mut buf);
-        buf
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| err(e.to_string()))? {
-            break status;
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(err(format!("timed out after {} s", timeout.as_secs())));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let out = out_reader.join().expect("reader thread").map_err(|e| err(e.to_string()))?;
-    let stderr = err_reader.join().expect("reader thread");
-    if !status.success() {
+    let out = children::output(Command::new(bin).args(args), Some(timeout))
+        .map_err(|e| BaselineError::Process { program: program.clone(), message: e.to_string() })?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
         let tail: String =
             stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
-        return Err(err(format!("exited with {status}: {tail}")));
+        return Err(BaselineError::Process { program, message: format!("exited with {}: {tail}", out.status) });
     }
-    Ok((out, stderr))
+    Ok((out.stdout, stderr))
 }
 
-/// A running `llama-server` on a loopback port, stopped when dropped.
+/// A running `llama-server` on a loopback port, in its own process group:
+/// killed and reaped when dropped or when this process receives a stopping signal.
 pub struct LlamaServer {
-    child: Child,
+    child: GroupChild,
     base: String,
     agent: ureq::Agent,
 }
@@ -436,31 +411,29 @@ impl LlamaServer {
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| {
             BaselineError::Process { program: "llama-server".into(), message: format!("no free loopback port: {e}") }
         })?;
-        let child = Command::new(&bin)
-            .args([
-                "-m",
-                &model.display().to_string(),
-                "-t",
-                &threads.to_string(),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "-c",
-                "4096",
-                "-np",
-                "1",
-                "--no-webui",
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| BaselineError::Process {
-                program: bin.display().to_string(),
-                message: format!("cannot start: {e}"),
-            })?;
+        let child = GroupChild::spawn(
+            Command::new(&bin)
+                .args([
+                    "-m",
+                    &model.display().to_string(),
+                    "-t",
+                    &threads.to_string(),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "-c",
+                    "4096",
+                    "-np",
+                    "1",
+                    "--no-webui",
+                ])
+                .args(extra)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .map_err(|e| BaselineError::Process { program: bin.display().to_string(), message: e.to_string() })?;
         let agent =
             ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(2)).timeout(Duration::from_secs(300)).build();
         let mut server = LlamaServer { child, base: format!("http://127.0.0.1:{port}"), agent };
@@ -539,12 +512,5 @@ impl LlamaServer {
                 "top_k": 1, "samplers": ["top_k"], "cache_prompt": false, "ignore_eos": ignore_eos, "post_sampling_probs": false, "return_tokens": true,
             }),
         )
-    }
-}
-
-impl Drop for LlamaServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -43,8 +43,8 @@ struct File {
 /// Why the recorded figures could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordedError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    /// The file could not be read (the error names it).
+    #[error("cannot read the recorded figures: {source}")]
     Io {
         /// The file.
         path: String,
@@ -61,9 +61,9 @@ pub enum RecordedError {
     },
 }
 
-/// Reads recorded figures from a TOML file.
+/// Reads recorded figures from a TOML file (at most [`crate::util::MAX_TEXT_FILE_BYTES`]).
 pub fn load(path: &Path) -> Result<Vec<Figure>, RecordedError> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::util::read_text_limited(path, crate::util::MAX_TEXT_FILE_BYTES)
         .map_err(|source| RecordedError::Io { path: path.display().to_string(), source })?;
     parse(&text).map_err(|message| RecordedError::Parse { path: path.display().to_string(), message })
 }

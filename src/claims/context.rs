@@ -362,12 +362,11 @@ impl Context {
         })
     }
 
-    /// Runs the `falsify` binary with `args` and waits for it.
+    /// Runs the `falsify` binary with `args` in its own process group (ended
+    /// on a stopping signal) and waits for it.
     pub fn run_falsify(&self, args: &[&std::ffi::OsStr]) -> Result<std::process::Output, Unmet> {
         let exe = self.falsify_exe()?;
-        std::process::Command::new(exe)
-            .args(args)
-            .output()
+        crate::util::children::output(std::process::Command::new(exe).args(args), None)
             .map_err(|e| Unmet::Failed(format!("cannot run {}: {e}", exe.display())))
     }
 }

@@ -2,7 +2,8 @@
 //! requirements, then the check; a panicking check is an `error`, never a crash.
 //! [`evaluate`] runs one claim (the test harness uses it per trial);
 //! [`run_all`] runs a set in order for `falsify run`, judging the claims that
-//! need the whole run's verdicts (F096) last.
+//! need the whole run's verdicts (F096) last, and stops early when asked (a
+//! signal), keeping the claims judged so far.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
@@ -97,16 +98,34 @@ fn needs_full_run(c: &Claim) -> bool {
     c.requires.contains(&Requirement::FullRun)
 }
 
-/// Evaluates every claim of `set` whose trial name contains `filter`, in file
-/// order, calling `on_result` after each; claims that judge the whole run come last.
+/// The claims of `set` whose trial name ("ID title") contains `filter`, in file order.
+pub fn select<'a>(set: &'a ClaimSet, filter: Option<&str>) -> Vec<&'a Claim> {
+    set.claims.iter().filter(|c| filter.is_none_or(|f| c.trial_name().contains(f))).collect()
+}
+
+/// What [`run_all`] judged.
+#[derive(Debug)]
+pub struct Judged {
+    /// The claims judged, in file order.
+    pub results: Vec<ClaimResult>,
+    /// Why the run stopped before judging every chosen claim, when it did.
+    pub interrupted: Option<String>,
+}
+
+/// Evaluates the `chosen` claims of `set` in file order, calling `on_result`
+/// after each; claims that judge the whole run come last. Before each claim
+/// and after it, `stop` is asked whether to stop (it names the reason, e.g. a
+/// signal): then the claim being judged when the stop came is left out (its
+/// child processes may have been ended under it), as are the claims not yet
+/// begun, and [`Judged::interrupted`] says how far the run got.
 pub fn run_all(
+    chosen: &[&Claim],
     set: &ClaimSet,
     registry: &Registry,
     cx: &mut Context,
-    filter: Option<&str>,
+    stop: impl Fn() -> Option<String>,
     mut on_result: impl FnMut(usize, usize, &ClaimResult),
-) -> Vec<ClaimResult> {
-    let chosen: Vec<&Claim> = set.claims.iter().filter(|c| filter.is_none_or(|f| c.trial_name().contains(f))).collect();
+) -> Judged {
     let total = chosen.len();
     let mut results: Vec<(usize, ClaimResult)> = Vec::with_capacity(total);
     let order = chosen
@@ -114,17 +133,29 @@ pub fn run_all(
         .enumerate()
         .filter(|(_, c)| !needs_full_run(c))
         .chain(chosen.iter().enumerate().filter(|(_, c)| needs_full_run(c)));
+    let mut interrupted = None;
     for (i, claim) in order {
+        if let Some(why) = stop() {
+            interrupted = Some(why);
+            break;
+        }
         if needs_full_run(claim) {
             cx.full_run = Some(results.iter().map(|(_, r)| r.clone()).collect());
         }
         let r = evaluate(claim, set, registry, cx);
+        if let Some(why) = stop() {
+            interrupted = Some(format!("{why} while {} was being judged", claim.id));
+            break;
+        }
         on_result(results.len() + 1, total, &r);
         results.push((i, r));
     }
     cx.full_run = None;
+    let interrupted = interrupted.map(|why| {
+        format!("{why}: {} of {total} claims judged, the other {} left out", results.len(), total - results.len())
+    });
     results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
+    Judged { results: results.into_iter().map(|(_, r)| r).collect(), interrupted }
 }
 
 /// The run record of the claims evaluated in `cx` so far: provenance (models

@@ -2,28 +2,34 @@
 //! `falsify diff`; only the newest [`KEEP`] are kept.
 
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::record::RunReport;
+use crate::util::{io_error_at, read_text_limited, MAX_TEXT_FILE_BYTES};
 
 /// How many reports the history keeps.
 pub const KEEP: usize = 50;
 
-/// Stores a run's JSON as `dir/report-<stamp>.json` (atomically), then
-/// removes the oldest reports beyond [`KEEP`]. Returns the file written.
-pub fn record(dir: &Path, json: &[u8], stamp: u64) -> std::io::Result<PathBuf> {
-    let path = dir.join(format!("report-{stamp:012}.json"));
-    crate::util::write_atomic(&path, json)?;
+/// Stores a run's JSON as a new file `dir/report-<seconds>-<nanoseconds>-<pid>.json`
+/// (atomically, never replacing a file: runs finishing at once each keep
+/// theirs), then removes the oldest reports beyond [`KEEP`]. Returns the file
+/// written. Every error names its path.
+pub fn record(dir: &Path, json: &[u8]) -> std::io::Result<PathBuf> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let path = dir.join(format!("report-{:012}-{:09}-{}.json", now.as_secs(), now.subsec_nanos(), std::process::id()));
+    crate::util::create_atomic(&path, json)?;
     let mut kept = files(dir)?;
     kept.sort();
     let excess = kept.len().saturating_sub(KEEP);
     for old in &kept[..excess] {
-        std::fs::remove_file(old)?;
+        std::fs::remove_file(old).map_err(|e| io_error_at(old, e))?;
     }
     Ok(path)
 }
 
 fn files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    Ok(std::fs::read_dir(dir)?
+    Ok(std::fs::read_dir(dir)
+        .map_err(|e| io_error_at(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("report-") && n.ends_with(".json"))
@@ -38,13 +44,14 @@ pub fn load(dir: &Path) -> (Vec<RunReport>, Vec<String>) {
     let mut reports = Vec::new();
     let mut warnings = Vec::new();
     for p in paths {
-        match std::fs::read_to_string(&p)
+        let named = |e: String| format!("{}: {e}", p.display());
+        match read_text_limited(&p, MAX_TEXT_FILE_BYTES)
             .map_err(|e| e.to_string())
-            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
-            .and_then(RunReport::from_json)
+            .and_then(|t| serde_json::from_str(&t).map_err(|e| named(e.to_string())))
+            .and_then(|doc| RunReport::from_json(doc).map_err(named))
         {
             Ok(r) => reports.push(r),
-            Err(e) => warnings.push(format!("{}: left out of the history: {e}", p.display())),
+            Err(e) => warnings.push(format!("left out of the history: {e}")),
         }
     }
     reports.sort_by_key(|r: &RunReport| r.provenance.timestamp);
@@ -63,7 +70,7 @@ mod tests {
         let mut r = sample_report();
         for stamp in 0..(KEEP as u64 + 3) {
             r.provenance.timestamp = 1000 + stamp;
-            record(&dir, &serde_json::to_vec(&r).unwrap(), 1000 + stamp).unwrap();
+            record(&dir, &serde_json::to_vec(&r).unwrap()).unwrap();
         }
         std::fs::write(dir.join("report-999999999999.json"), "{not json").unwrap();
         let (reports, warnings) = load(&dir);
@@ -73,5 +80,20 @@ mod tests {
         assert_eq!(warnings.len(), 1);
         assert!(load(&dir.join("absent")).0.is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn runs_finishing_at_once_each_keep_their_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = serde_json::to_vec(&sample_report()).unwrap();
+        let written: Vec<PathBuf> = std::thread::scope(|s| {
+            let writers: Vec<_> = (0..4).map(|_| s.spawn(|| record(dir.path(), &json).unwrap())).collect();
+            writers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        assert_eq!(files(dir.path()).unwrap().len(), 4, "{written:?}");
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "").unwrap();
+        let e = record(&plain.join("history"), &json).unwrap_err().to_string();
+        assert!(e.contains("plain/history"), "{e}");
     }
 }

@@ -2,9 +2,10 @@
 //! evidence, a summary with points and grade ([`crate::record`]), validated against its
 //! published JSON Schema ([`schema`]); the exports people read, rendered from
 //! it alone ([`chart`] SVGs, [`html`], [`csv`]); the kept [`history`], the
-//! [`diff`] of two reports, and the CI [`gate`]. Every file is written
-//! atomically (temporary file in the same directory, then rename), so a reader
-//! never sees half a report.
+//! [`diff`] of two reports, and the CI [`gate`]; the [`output`] directory,
+//! held by one process at a time. Every file is written atomically (a new
+//! temporary file in the same directory, then rename), so a reader never sees
+//! half a report.
 
 pub mod chart;
 pub mod csv;
@@ -12,6 +13,7 @@ pub mod diff;
 pub mod gate;
 pub mod history;
 pub mod html;
+pub mod output;
 pub mod schema;
 pub mod svg;
 
@@ -23,8 +25,8 @@ use crate::util::write_atomic;
 /// Why the exports could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    /// A file could not be written.
-    #[error("writing {path}: {source}")]
+    /// A file could not be written (the error names it).
+    #[error("writing an export: {source}")]
     Io {
         /// The file.
         path: PathBuf,

@@ -446,11 +446,7 @@ impl Check for MemoryLimit {
         let exe = cx.falsify_exe()?.to_path_buf();
         let model = cx.model_path(&p.model)?;
         let script = format!("ulimit -v {} && exec \"$0\" generate --model \"$1\" -p hello -n 4", p.limit_mib * 1024);
-        let out = Command::new("sh")
-            .args(["-c", &script])
-            .arg(&exe)
-            .arg(&model)
-            .output()
+        let out = crate::util::children::output(Command::new("sh").args(["-c", &script]).arg(&exe).arg(&model), None)
             .map_err(|e| Unmet::Failed(format!("cannot run sh: {e}")))?;
         Ok(judge_limit(p, &Exit::of(&out)))
     }
@@ -528,7 +524,8 @@ pub fn judge_syscalls(p: &SyscallParams, pairs: &[(u64, u64)]) -> Outcome {
 /// `falsify generate` of `n` tokens under `strace -f -c`: its summary.
 fn strace_generate(exe: &std::path::Path, model: &std::path::Path, threads: usize, n: usize) -> Result<String, Unmet> {
     let log = std::env::temp_dir().join(format!("falsify-strace-{}-{n}.txt", std::process::id()));
-    let status = Command::new("strace")
+    let mut strace = Command::new("strace");
+    strace
         .args(["-f", "-c", "-o"])
         .arg(&log)
         .arg(exe)
@@ -536,8 +533,8 @@ fn strace_generate(exe: &std::path::Path, model: &std::path::Path, threads: usiz
         .arg("--model")
         .arg(model)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
+        .stderr(std::process::Stdio::null());
+    let status = crate::util::children::status(&mut strace, None)
         .map_err(|e| Unmet::Failed(format!("cannot run strace: {e}")))?;
     let text = std::fs::read_to_string(&log);
     let _ = std::fs::remove_file(&log);

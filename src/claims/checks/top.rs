@@ -398,10 +398,7 @@ impl Check for WorkflowLint {
         if !missing.is_empty() {
             return Err(Unmet::Failed(format!("workflow files missing: {missing:?}")));
         }
-        let out = Command::new(&p.tool)
-            .args(&p.args)
-            .args(&p.files)
-            .output()
+        let out = crate::util::children::output(Command::new(&p.tool).args(&p.args).args(&p.files), None)
             .map_err(|e| Unmet::Missing(format!("tool:{}: cannot run it: {e}", p.tool)))?;
         Ok(judge_lint(p.files.len(), &Exit::of(&out), &String::from_utf8_lossy(&out.stdout)))
     }
