@@ -54,7 +54,7 @@ pub struct Context {
     models: HashMap<String, Loaded>,
     llama: Option<Result<LlamaCpp, String>>,
     servers: HashMap<String, LlamaServer>,
-    ollama: Option<Result<Ollama, String>>,
+    ollama: Option<Result<Ollama, crate::baseline::BaselineError>>,
     benches: Vec<(BenchSpec, Result<BenchResult, Unmet>)>,
     series: Vec<SampleSeries>,
     memo: HashMap<String, Box<dyn Any + Send>>,
@@ -198,10 +198,19 @@ impl Context {
     /// The Ollama server, probed once.
     pub fn ollama(&mut self) -> Result<&Ollama, Unmet> {
         let found = self.ollama.get_or_insert_with(|| {
-            let o = Ollama::from_env().map_err(|e| format!("ollama: {e}"))?;
-            o.probe().map(|_| o).map_err(|e| format!("ollama: {e}"))
+            let o = Ollama::from_env()?;
+            o.probe().map(|_| o)
         });
-        found.as_ref().map_err(|m| Unmet::Missing(m.clone()))
+        // Only "no server listening" is a skip; a malformed OLLAMA_HOST or a
+        // broken server is the harness's error.
+        found.as_ref().map_err(|e| {
+            let message = format!("ollama: {e}");
+            if e.is_no_server() {
+                Unmet::Missing(message)
+            } else {
+                Unmet::Failed(message)
+            }
+        })
     }
 
     /// The benchmark `spec`, run once per run: warmup, then `settings.runs`
