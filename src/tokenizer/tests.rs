@@ -69,15 +69,27 @@ fn run_tokenizer() -> Tokenizer {
     tokenizer_with(&["a", " ", "é", "🙂"].iter().flat_map(|u| doubling_merges(&encoded(u))).collect::<Vec<_>>())
 }
 
-/// The quadratic reference applied to a whole text: the same pieces, each
-/// merged by rescanning every pair after each merge.
+/// The quadratic reference applied to a whole text (control tokens left as
+/// text): the same fragments and pieces, each merged by rescanning every pair
+/// after each merge.
 fn encode_by_rescanning(t: &Tokenizer, text: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for piece in pretokenize::split(text) {
-        let spelled = encoded(piece);
-        match t.ids.get(&spelled) {
-            Some(&id) => out.push(id),
-            None => out.extend(bpe::merge_by_rescanning(&t.symbols(&spelled), |l, r| t.merges.get(&(l, r)).copied())),
+    let mut out: Vec<u32> = t.add_bos.into_iter().collect();
+    for fragment in t.partition(text, false) {
+        let text = match fragment {
+            Fragment::Special(id) => {
+                out.push(id);
+                continue;
+            }
+            Fragment::Text(text) => text,
+        };
+        for piece in pretokenize::split(text) {
+            let spelled = encoded(piece);
+            match t.ids.get(&spelled) {
+                Some(&id) => out.push(id),
+                None => {
+                    out.extend(bpe::merge_by_rescanning(&t.symbols(&spelled), |l, r| t.merges.get(&(l, r)).copied()))
+                }
+            }
         }
     }
     out
