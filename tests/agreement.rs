@@ -193,6 +193,35 @@ fn server_killed_mid_run(model: &Path, llama: &LlamaCpp) -> Result<(), Failed> {
     Ok(())
 }
 
+/// Issue 18: long pre-tokens (runs of `a`, spaces, `é` and emoji) give
+/// llama.cpp's ids, each tokenized in well under a second (the merge used to be
+/// quadratic in a pre-token's length).
+fn long_pretokens(model: &Path, llama: &LlamaCpp) -> Result<(), Failed> {
+    let tok = tokenizer(model)?;
+    let srv = server(llama, model)?;
+    for (unit, n) in [("a", 130_000), (" ", 40_000), ("é", 60_000), ("🙂", 30_000), ("ab ", 40_000)] {
+        let text = unit.repeat(n);
+        let start = std::time::Instant::now();
+        let ours = tok.encode(&text, false);
+        let took = start.elapsed();
+        let theirs = srv.tokenize(&text).map_err(fail)?;
+        eprintln!("{n} × {unit:?}: {} tokens in {took:?}", ours.len());
+        if ours != theirs {
+            let at = ours.iter().zip(&theirs).take_while(|(a, b)| a == b).count();
+            return Err(format!(
+                "{n} × {unit:?}: ids differ from llama.cpp's from token {at} ({} vs {} tokens)",
+                ours.len(),
+                theirs.len()
+            )
+            .into());
+        }
+        if took > Duration::from_secs(1) {
+            return Err(format!("{n} × {unit:?} took {took:?}").into());
+        }
+    }
+    Ok(())
+}
+
 /// A trial, or an ignored one whose kind states why it cannot run here.
 fn trial<T: Clone + Send + 'static>(
     name: &str,
@@ -225,6 +254,9 @@ fn main() {
         if label == "0.5b" {
             trials.push(trial("tokenization_equals_llama_cpp_0.5b", &both, |(m, l)| tokenization(&m, &l)));
             trials.push(trial("detokenize_round_trips_0.5b", &model, |m| round_trip(&m)));
+            trials.push(trial("long_pretoken_tokenization_equals_llama_cpp_0.5b", &both, |(m, l)| {
+                long_pretokens(&m, &l)
+            }));
             trials.push(trial("teacher_forced_top1_0.5b", &both, |(m, l)| teacher_forced(&m, &l)));
             trials.push(trial("llama_server_killed_mid_run_is_a_clean_error", &both, |(m, l)| {
                 server_killed_mid_run(&m, &l)

@@ -52,6 +52,7 @@ pub(crate) fn synthetic_model(opts: Synthetic) -> Vec<u8> {
             Value::Array((0..vocab).map(|i| Value::I32(if i == vocab - 1 { 3 } else { 1 })).collect()),
         )
         .meta("tokenizer.ggml.merges", Value::Array(vec![]))
+        .meta("tokenizer.ggml.pre", Value::String("qwen2".into()))
         .meta("tokenizer.ggml.eos_token_id", Value::U32(vocab as u32 - 1));
     let vec =
         |rng: &mut SplitMix64, n: usize, base: f32| -> Vec<f32> { (0..n).map(|_| base + uniform(rng) * 0.1).collect() };

@@ -5,6 +5,7 @@
 //! map each piece's bytes to GPT-2's printable byte alphabet → apply merges,
 //! lowest rank first (leftmost on ties) → look up ids.
 
+mod bpe;
 mod pretokenize;
 
 pub use pretokenize::split as pretokenize;
@@ -22,6 +23,20 @@ pub enum TokenizerError {
     /// The tokenizer is not GPT-2 BPE.
     #[error("unsupported tokenizer model {0:?} (this engine supports gpt2 byte-level BPE)")]
     UnsupportedModel(String),
+    /// `tokenizer.ggml.pre` names pre-tokenizer rules this engine does not implement.
+    #[error(
+        "unsupported pre-tokenizer tokenizer.ggml.pre = {0:?} (this engine implements {supported}); \
+         its pieces, and so its token ids, would differ from llama.cpp's",
+        supported = SUPPORTED_PRE.join(", ")
+    )]
+    UnsupportedPre(String),
+    /// `tokenizer.ggml.pre` is absent.
+    #[error(
+        "tokenizer.ggml.pre is missing: llama.cpp then uses its \"default\" pre-tokenizer, which this engine \
+         does not implement (it implements {supported}); name the vocabulary's pre-tokenizer in the file",
+        supported = SUPPORTED_PRE.join(", ")
+    )]
+    MissingPre,
     /// A merge line is not two tokens separated by a space.
     #[error("merge #{index} {line:?} is not two tokens separated by one space")]
     BadMerge {
@@ -31,6 +46,10 @@ pub enum TokenizerError {
         line: String,
     },
 }
+
+/// The `tokenizer.ggml.pre` values whose rules [`pretokenize`] implements:
+/// llama.cpp gives both the qwen2 pre-tokenizer.
+pub const SUPPORTED_PRE: [&str; 2] = ["qwen2", "deepseek-r1-qwen"];
 
 /// GGUF token types (`tokenizer.ggml.token_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +127,14 @@ impl Tokenizer {
             .ok_or(TokenizerError::Metadata("tokenizer.ggml.model"))?;
         if model != "gpt2" {
             return Err(TokenizerError::UnsupportedModel(model.to_owned()));
+        }
+        match h.get("tokenizer.ggml.pre") {
+            // llama.cpp reads an empty name as an absent one.
+            None => return Err(TokenizerError::MissingPre),
+            Some(Value::String(pre)) if pre.is_empty() => return Err(TokenizerError::MissingPre),
+            Some(Value::String(pre)) if SUPPORTED_PRE.contains(&pre.as_str()) => {}
+            Some(Value::String(pre)) => return Err(TokenizerError::UnsupportedPre(pre.clone())),
+            Some(_) => return Err(TokenizerError::Metadata("tokenizer.ggml.pre")),
         }
         let strings = |key: &'static str| -> Result<Vec<String>, TokenizerError> {
             h.get(key)
@@ -244,21 +271,14 @@ impl Tokenizer {
             out.push(id);
             return;
         }
-        // Each symbol is a token id; a character outside the vocabulary (never the
-        // case for a complete byte alphabet) is dropped rather than invented.
-        let mut symbols: Vec<u32> =
-            encoded.chars().filter_map(|c| self.ids.get(c.encode_utf8(&mut [0; 4]) as &str).copied()).collect();
-        loop {
-            let best = symbols
-                .windows(2)
-                .enumerate()
-                .filter_map(|(i, w)| self.merges.get(&(w[0], w[1])).map(|&(rank, merged)| (rank, i, merged)))
-                .min();
-            let Some((_, i, merged)) = best else { break };
-            symbols[i] = merged;
-            symbols.remove(i + 1);
-        }
-        out.extend(symbols);
+        out.extend(bpe::merge(&self.symbols(&encoded), |l, r| self.merges.get(&(l, r)).copied()));
+    }
+
+    /// The single-character tokens of a byte-encoded piece, before any merge.
+    /// A character outside the vocabulary (never the case for a complete byte
+    /// alphabet) is dropped rather than invented.
+    fn symbols(&self, encoded: &str) -> Vec<u32> {
+        encoded.chars().filter_map(|c| self.ids.get(c.encode_utf8(&mut [0; 4]) as &str).copied()).collect()
     }
 
     /// The bytes a token stands for: raw text for special tokens, decoded bytes otherwise.
