@@ -55,8 +55,8 @@ lint: tools ## formatting, clippy and the workflow definition, as CI checks them
 	cargo clippy --all-targets -- -D warnings
 	$(TOOLS)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/ci.yml
 
-fuzz: ## run the GGUF parser fuzz target (FUZZ_SECONDS, default 300)
-	scripts/fuzz.sh $${FUZZ_SECONDS:-300}
+fuzz: ## fuzz the GGUF parser for FUZZ_SECONDS (default 600) under a memory limit (FUZZ_RSS_LIMIT_MB, FUZZ_MALLOC_LIMIT_MB)
+	scripts/fuzz.sh $${FUZZ_SECONDS:-600}
 
 falsify: deps tools model model-1.5b llama-cpp build ## the main job: inputs, build, every claim, reports (JSON, HTML, SVG, CSV), the gate
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" ./target/release/falsify run --runs $${FALSIFY_RUNS:-10}

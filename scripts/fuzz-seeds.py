@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Write small valid GGUF files as seeds for the parser fuzz target.
+"""Write seeds for the GGUF parser fuzz target: small valid files, and hostile
+headers whose counts are as large as the input allows or far larger (the
+parser must refuse them by their size on disk or in memory, never abort).
 
 usage: scripts/fuzz-seeds.py OUT_DIR
 """
@@ -53,6 +55,34 @@ seeds = {
                             ("q8", [32], 8, b"\0\x3c" + bytes(range(32))),
                             ("q4k", [256], 12, bytes(144))]),
 }
+
+# Hostile headers, each within the fuzzer's 64 KiB -max_len.
+ROOM = 60000
+
+
+def counts(n_tensors, n_kv):
+    return b"GGUF" + struct.pack("<IQQ", 3, n_tensors, n_kv)
+
+
+def u8_array(count, payload=b""):
+    return counts(0, 1) + s("arr") + struct.pack("<IIQ", 9, 0, count) + payload
+
+
+seeds.update({
+    # The issue's cases in miniature: 1.2 G and 480 M u8 values, 833 M tensors.
+    "hostile_array_1g2": u8_array(1_200_000_000, bytes(64)),
+    "hostile_array_480m": u8_array(480_000_000, bytes(64)),
+    "hostile_tensor_count_833m": counts(833_000_000, 0) + bytes(64),
+    # Counts exactly as large as the bytes after them allow.
+    "max_u8_array": u8_array(ROOM, bytes(ROOM)),
+    "max_string_array": counts(0, 1) + s("arr") + struct.pack("<IIQ", 9, 8, ROOM // 8) + bytes(ROOM // 8 * 8),
+    "max_nested_arrays": counts(0, 1) + s("arr") + struct.pack("<IIQ", 9, 9, ROOM // 12)
+    + struct.pack("<IQ", 0, 0) * (ROOM // 12),
+    "max_metadata_count": counts(0, ROOM // 13) + bytes(ROOM // 13 * 13),
+    "max_tensor_count": counts(ROOM // 24, 0) + bytes(ROOM // 24 * 24),
+    "max_string_length": counts(0, 1) + struct.pack("<Q", ROOM) + b"k" * ROOM,
+})
+
 for name, blob in seeds.items():
     with open(f"{out}/{name}.gguf", "wb") as f:
         f.write(blob)

@@ -1,18 +1,69 @@
 //! Feeds arbitrary bytes to the GGUF parser, and anything it accepts to the
-//! model-config and tokenizer readers: none may panic.
+//! model-config and tokenizer readers: none may panic or allocate without
+//! bound.
+//!
+//! libFuzzer's `-malloc_limit_mb` needs a sanitizer's allocator hooks, which
+//! `--sanitizer none` lacks, so this target enforces it itself: when
+//! `FUZZ_MALLOC_LIMIT_MB` is set (scripts/fuzz.sh sets it to the value it
+//! passes as `-malloc_limit_mb`), a larger single allocation fails, and the
+//! allocation-failure abort that follows is a finding.
 #![no_main]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use falsify::gguf::GgufHeader;
 use falsify::model::ModelConfig;
 use falsify::tokenizer::Tokenizer;
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(header) = GgufHeader::parse(data) {
-        let _ = ModelConfig::from_header(&header);
-        if let Ok(tok) = Tokenizer::from_header(&header) {
-            let ids = tok.encode("hello <|im_start|> world 123", true);
-            let _ = tok.decode(&ids);
+/// The system allocator, refusing any single allocation over [`MALLOC_LIMIT_BYTES`].
+struct LimitedAlloc;
+
+/// The largest allocation [`LimitedAlloc`] grants (no limit until `init` sets one).
+static MALLOC_LIMIT_BYTES: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+// SAFETY: every call is passed unchanged to the system allocator, except that
+// an oversized allocation returns null, which callers must handle anyway.
+unsafe impl GlobalAlloc for LimitedAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.size() > MALLOC_LIMIT_BYTES.load(Ordering::Relaxed) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: the caller upholds `alloc`'s contract, passed on unchanged.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if new_size > MALLOC_LIMIT_BYTES.load(Ordering::Relaxed) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: the caller upholds `realloc`'s contract, passed on unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: LimitedAlloc = LimitedAlloc;
+
+fuzz_target!(
+    init: {
+        if let Some(mb) = std::env::var("FUZZ_MALLOC_LIMIT_MB").ok().and_then(|v| v.parse::<usize>().ok()) {
+            MALLOC_LIMIT_BYTES.store(mb << 20, Ordering::Relaxed);
+        }
+    },
+    |data: &[u8]| {
+        if let Ok(header) = GgufHeader::parse(data) {
+            let _ = ModelConfig::from_header(&header);
+            if let Ok(tok) = Tokenizer::from_header(&header) {
+                let ids = tok.encode("hello <|im_start|> world 123", true);
+                let _ = tok.decode(&ids);
+            }
         }
     }
-});
+);

@@ -2,17 +2,23 @@
 //! every read; tensor data borrowed zero-copy from a memory map.
 //!
 //! The parser works on any byte slice ([`GgufHeader::parse`]) so it can be
-//! fuzzed without files; [`GgufFile::open`] maps a file and parses it.
+//! fuzzed without files; [`GgufFile::open`] maps a file and parses it. Every
+//! count read from the input is bounded twice: by the bytes left in the input
+//! and by the memory its parsed form would take ([`MAX_HEADER_MEMORY`]), so a
+//! hostile header is an error before anything large is allocated.
 
+mod fault_guard;
 mod types;
 mod writer;
 
 pub use types::TensorType;
 pub use writer::GgufWriter;
 
-use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::fs::File;
+use std::fs::{File, Metadata, OpenOptions};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -25,6 +31,16 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 const MAX_ARRAY_DEPTH: u32 = 4;
 /// Tensors have at most this many dimensions (as in ggml).
 const MAX_DIMS: u32 = 4;
+/// The most memory a parsed header (metadata keys and values, the tensor
+/// table) may take: 256 MiB. The 0.5B Qwen2 model's header, with its 151,936
+/// tokens and 151,387 merges, takes 16.7 MiB of it as counted here.
+pub const MAX_HEADER_MEMORY: u64 = 256 << 20;
+/// Memory one metadata entry takes besides its key's and strings' bytes.
+const METADATA_ENTRY_MEMORY: u64 = (size_of::<String>() + size_of::<Value>()) as u64;
+/// Memory one tensor-table entry takes besides its name's bytes: the entry,
+/// its dimensions and (with a hash table's spare room) its place in the
+/// duplicate-name check.
+const TENSOR_ENTRY_MEMORY: u64 = (size_of::<TensorInfo>() + MAX_DIMS as usize * 8 + 3 * size_of::<&str>()) as u64;
 
 /// Why a GGUF file could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +52,22 @@ pub enum GgufError {
         path: PathBuf,
         /// The operating system's error.
         source: std::io::Error,
+    },
+    /// The path names a directory, FIFO, socket or device, not a regular file.
+    #[error("{path} is a {kind}, not a model file")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead, e.g. "directory" or "FIFO".
+        kind: &'static str,
+    },
+    /// The file's contents are not a valid GGUF file.
+    #[error("{path}: {source}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its contents.
+        source: Box<GgufError>,
     },
     /// The first four bytes are not `GGUF`.
     #[error("not a GGUF file: magic is {found:?}, expected \"GGUF\"")]
@@ -69,6 +101,23 @@ pub enum GgufError {
         offset: u64,
         /// Bytes remaining after it.
         remaining: u64,
+    },
+    /// A count whose parsed form would take more memory than a header may.
+    #[error(
+        "{what} {value} at offset {offset} would take {needed} bytes of memory once parsed, \
+         but only {left} bytes are left of the {MAX_HEADER_MEMORY} a GGUF header may take"
+    )]
+    TooLarge {
+        /// What was being read.
+        what: String,
+        /// The count found.
+        value: u64,
+        /// Where it was found.
+        offset: u64,
+        /// The memory its parsed form would take.
+        needed: u64,
+        /// What was left of the budget ([`MAX_HEADER_MEMORY`] in [`GgufHeader::parse`]).
+        left: u64,
     },
     /// A metadata value type id that GGUF does not define.
     #[error("unknown metadata value type {type_id} for key {key:?}")]
@@ -260,10 +309,12 @@ pub struct GgufHeader {
     pub alignment: u64,
 }
 
-/// A bounds-checked reader over the input bytes.
+/// A bounds-checked reader over the input bytes that also keeps count of the
+/// memory the parsed header may still take.
 struct Cursor<'a> {
     bytes: &'a [u8],
     pos: usize,
+    memory_left: u64,
 }
 
 impl<'a> Cursor<'a> {
@@ -299,22 +350,33 @@ impl<'a> Cursor<'a> {
         self.array(what).map(u64::from_le_bytes)
     }
 
-    /// Reads a count and checks that `count * min_item_bytes` fits in the rest of the input.
-    fn count(&mut self, min_item_bytes: u64, what: &dyn Fn() -> String) -> Result<u64, GgufError> {
+    /// Reads a count, checks that `count * min_item_bytes` fits in the rest of
+    /// the input, and reserves `count * item_memory` bytes of the memory budget.
+    fn count(&mut self, min_item_bytes: u64, item_memory: u64, what: &dyn Fn() -> String) -> Result<u64, GgufError> {
         let offset = self.pos as u64;
         let n = self.u64(what)?;
         let remaining = self.remaining();
         if n.saturating_mul(min_item_bytes.max(1)) > remaining {
             return Err(GgufError::Implausible { what: what(), value: n, offset, remaining });
         }
+        let needed = n.saturating_mul(item_memory);
+        if needed > self.memory_left {
+            return Err(GgufError::TooLarge { what: what(), value: n, offset, needed, left: self.memory_left });
+        }
+        self.memory_left -= needed;
         Ok(n)
     }
 
-    fn string(&mut self, what: &dyn Fn() -> String) -> Result<String, GgufError> {
-        let len = self.count(1, &|| format!("{} (string length)", what()))?;
+    /// Reads a length-prefixed UTF-8 string, borrowed from the input.
+    fn str(&mut self, what: &dyn Fn() -> String) -> Result<&'a str, GgufError> {
+        let len = self.count(1, 1, &|| format!("{} (string length)", what()))?;
         let offset = self.pos as u64;
         let raw = self.take(len, what)?;
-        std::str::from_utf8(raw).map(str::to_owned).map_err(|_| GgufError::BadUtf8 { offset })
+        std::str::from_utf8(raw).map_err(|_| GgufError::BadUtf8 { offset })
+    }
+
+    fn string(&mut self, what: &dyn Fn() -> String) -> Result<String, GgufError> {
+        self.str(what).map(str::to_owned)
     }
 
     fn value(&mut self, type_id: u32, key: &str, depth: u32) -> Result<Value, GgufError> {
@@ -336,7 +398,7 @@ impl<'a> Cursor<'a> {
                 let elem_type = self.u32(&what)?;
                 let min = min_value_bytes(elem_type)
                     .ok_or_else(|| GgufError::UnknownValueType { key: key.to_owned(), type_id: elem_type })?;
-                let n = self.count(min, &|| format!("array length of {key:?}"))?;
+                let n = self.count(min, size_of::<Value>() as u64, &|| format!("array length of {key:?}"))?;
                 let mut items = Vec::with_capacity(n as usize);
                 for _ in 0..n {
                     items.push(self.value(elem_type, key, depth + 1)?);
@@ -368,7 +430,13 @@ impl GgufHeader {
     /// Parses the header, metadata and tensor table of a GGUF file held in `bytes`,
     /// checking that every tensor's data lies inside `bytes`.
     pub fn parse(bytes: &[u8]) -> Result<GgufHeader, GgufError> {
-        let mut c = Cursor { bytes, pos: 0 };
+        GgufHeader::parse_within(bytes, MAX_HEADER_MEMORY)
+    }
+
+    /// [`GgufHeader::parse`] with a memory budget of `memory_limit` bytes
+    /// instead of [`MAX_HEADER_MEMORY`].
+    fn parse_within(bytes: &[u8], memory_limit: u64) -> Result<GgufHeader, GgufError> {
+        let mut c = Cursor { bytes, pos: 0, memory_left: memory_limit };
         let magic: [u8; 4] = c.array(&|| "magic".into())?;
         if &magic != MAGIC {
             return Err(GgufError::BadMagic { found: magic });
@@ -378,17 +446,22 @@ impl GgufHeader {
             return Err(GgufError::UnsupportedVersion(version));
         }
         // A tensor-table entry is at least 8 (name) + 4 + 4 (type) + 8 (offset) bytes.
-        let n_tensors = c.count(24, &|| "tensor count".into())?;
+        let n_tensors = c.count(24, TENSOR_ENTRY_MEMORY, &|| "tensor count".into())?;
         // A metadata entry is at least 8 (key) + 4 (type) + 1 (value) bytes.
-        let n_kv = c.count(13, &|| "metadata count".into())?;
+        let n_kv = c.count(13, METADATA_ENTRY_MEMORY, &|| "metadata count".into())?;
 
         let mut metadata = BTreeMap::new();
         for i in 0..n_kv {
             let key = c.string(&|| format!("metadata key #{i}"))?;
             let type_id = c.u32(&|| format!("value type of {key:?}"))?;
             let value = c.value(type_id, &key, 0)?;
-            if metadata.insert(key.clone(), value).is_some() {
-                return Err(GgufError::Duplicate { what: "metadata key", name: key });
+            match metadata.entry(key) {
+                Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                Entry::Occupied(slot) => {
+                    return Err(GgufError::Duplicate { what: "metadata key", name: slot.key().clone() })
+                }
             }
         }
         let alignment = match metadata.get("general.alignment") {
@@ -397,14 +470,15 @@ impl GgufHeader {
             Some(v) => return Err(GgufError::BadAlignment(v.as_u64().unwrap_or(0))),
         };
 
-        let mut raw = Vec::with_capacity(n_tensors as usize);
-        let mut names = std::collections::HashSet::new();
+        // Within the memory budget reserved by `count` above.
+        let mut tensors = Vec::with_capacity(n_tensors as usize);
+        let mut names = HashSet::new();
         for i in 0..n_tensors {
-            let name = c.string(&|| format!("name of tensor #{i}"))?;
+            let name = c.str(&|| format!("name of tensor #{i}"))?;
             let n_dims = c.u32(&|| format!("dimension count of {name:?}"))?;
             if n_dims == 0 || n_dims > MAX_DIMS {
                 return Err(GgufError::BadTensor {
-                    name,
+                    name: name.to_owned(),
                     reason: format!("{n_dims} dimensions (1..={MAX_DIMS} allowed)"),
                 });
             }
@@ -413,33 +487,32 @@ impl GgufHeader {
                 dims.push(c.u64(&|| format!("dimension {d} of {name:?}"))?);
             }
             let ty = TensorType::from_id(c.u32(&|| format!("type of {name:?}"))?);
-            let rel = c.u64(&|| format!("offset of {name:?}"))?;
-            if !names.insert(name.clone()) {
-                return Err(GgufError::Duplicate { what: "tensor", name });
+            // Relative to the data section until its start is known, below.
+            let offset = c.u64(&|| format!("offset of {name:?}"))?;
+            if !names.insert(name) {
+                return Err(GgufError::Duplicate { what: "tensor", name: name.to_owned() });
             }
-            raw.push((name, dims, ty, rel));
+            tensors.push(TensorInfo { name: name.to_owned(), dims, ty, offset, size: 0 });
         }
 
         let data_offset = (c.pos as u64).next_multiple_of(alignment);
         let file_len = bytes.len() as u64;
-        let mut tensors = Vec::with_capacity(raw.len());
-        for (name, dims, ty, rel) in raw {
-            let size = tensor_bytes(&name, &dims, ty)?;
+        for t in &mut tensors {
+            let size = tensor_bytes(&t.name, &t.dims, t.ty)?;
+            let rel = t.offset;
             if rel % alignment != 0 {
                 return Err(GgufError::BadTensor {
-                    name,
+                    name: std::mem::take(&mut t.name),
                     reason: format!("offset {rel} is not a multiple of the alignment {alignment}"),
                 });
             }
             let start = data_offset.checked_add(rel);
             let end = start.and_then(|s| s.checked_add(size));
             match (start, end) {
-                (Some(start), Some(end)) if end <= file_len => {
-                    tensors.push(TensorInfo { name, dims, ty, offset: start, size });
-                }
+                (Some(start), Some(end)) if end <= file_len => (t.offset, t.size) = (start, size),
                 _ => {
                     return Err(GgufError::OutOfBounds {
-                        name,
+                        name: std::mem::take(&mut t.name),
                         start: start.unwrap_or(u64::MAX),
                         end: end.unwrap_or(u64::MAX),
                         data_start: data_offset,
@@ -484,20 +557,28 @@ pub struct GgufFile {
     pub path: PathBuf,
     /// The parsed header.
     pub header: GgufHeader,
+    /// Names `path` if a read of `mmap` faults because the file was truncated
+    /// (declared first, so it stops watching before the map is unmapped).
+    _fault_guard: fault_guard::FaultGuard,
     mmap: Mmap,
 }
 
 impl GgufFile {
-    /// Maps and parses a GGUF file.
+    /// Maps and parses a GGUF file. Every error names the path. A path that is
+    /// not a regular file (a directory, a FIFO, a device) is refused before it
+    /// is read, so a FIFO cannot block the caller.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
         let path = path.as_ref().to_path_buf();
-        let io = |source| GgufError::Io { path: path.clone(), source };
-        let file = File::open(&path).map_err(io)?;
-        // SAFETY: the map is read-only; the file is not expected to change while
-        // mapped (a model file being rewritten under a running engine is outside its contract).
-        let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
-        let header = GgufHeader::parse(&mmap)?;
-        Ok(GgufFile { path, header, mmap })
+        let file = open_regular_file(&path)?;
+        // SAFETY: the map is read-only and never written through. Another
+        // process may still truncate or rewrite the file while it is mapped:
+        // a read past the new end then raises SIGBUS, which `fault_guard`
+        // turns into an error naming the file (watched before the first read).
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|source| GgufError::Io { path: path.clone(), source })?;
+        let fault_guard = fault_guard::FaultGuard::watch(&mmap, &path);
+        let header =
+            GgufHeader::parse(&mmap).map_err(|e| GgufError::Invalid { path: path.clone(), source: Box::new(e) })?;
+        Ok(GgufFile { path, header, _fault_guard: fault_guard, mmap })
     }
 
     /// The raw bytes of a tensor (already bounds-checked at parse time).
@@ -529,6 +610,39 @@ impl GgufFile {
     pub fn is_empty(&self) -> bool {
         self.mmap.is_empty()
     }
+}
+
+/// Opens `path` for reading when it is a regular file. It is looked at
+/// before opening (so a device is never opened) and again after (in case the
+/// path was replaced in between), and opened non-blocking so that a FIFO put
+/// there in between cannot block either.
+fn open_regular_file(path: &Path) -> Result<File, GgufError> {
+    let io = |source| GgufError::Io { path: path.to_owned(), source };
+    require_regular_file(path, &std::fs::metadata(path).map_err(io)?)?;
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(io)?;
+    require_regular_file(path, &file.metadata().map_err(io)?)?;
+    Ok(file)
+}
+
+/// An error naming what `path` is when its metadata says it is not a regular file.
+fn require_regular_file(path: &Path, meta: &Metadata) -> Result<(), GgufError> {
+    let ty = meta.file_type();
+    let kind = if ty.is_file() {
+        return Ok(());
+    } else if ty.is_dir() {
+        "directory"
+    } else if ty.is_fifo() {
+        "FIFO"
+    } else if ty.is_socket() {
+        "socket"
+    } else if ty.is_block_device() {
+        "block device"
+    } else if ty.is_char_device() {
+        "character device"
+    } else {
+        "special file"
+    };
+    Err(GgufError::NotAFile { path: path.to_owned(), kind })
 }
 
 #[cfg(test)]
