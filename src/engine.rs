@@ -65,6 +65,9 @@ pub struct Generation {
     pub text: String,
     /// Whether an end-of-generation token stopped it.
     pub stopped_at_eos: bool,
+    /// Whether the model's context length stopped it before `max_tokens`
+    /// (the prompt and the generated tokens fill it).
+    pub stopped_at_context: bool,
     /// Timings.
     pub timings: Timings,
 }
@@ -74,7 +77,10 @@ fn ms(since: Instant) -> f64 {
 }
 
 /// Generates up to `opts.max_tokens` tokens after `prompt`, calling `on_token`
-/// with each token as it is chosen.
+/// with each token as it is chosen. As llama.cpp's does at its context size,
+/// generation stops when the prompt and the tokens generated fill the model's
+/// context length; a prompt longer than that, or a sampling parameter out of
+/// its range, is an error before any work.
 pub fn generate(
     model: &Model,
     tokenizer: &Tokenizer,
@@ -82,10 +88,17 @@ pub fn generate(
     opts: &GenerateOptions,
     mut on_token: impl FnMut(u32),
 ) -> Result<Generation, ModelError> {
-    let mut cache = model.new_cache(prompt.len() + opts.max_tokens);
+    opts.sampler.validate()?;
+    let context = model.config.context_length;
+    let Some(room) = context.checked_sub(prompt.len()) else {
+        let what = format!("a prompt of {} tokens", prompt.len());
+        return Err(ModelError::ContextLength { what, needed: prompt.len(), context });
+    };
+    let max_tokens = opts.max_tokens.min(room);
+    let mut cache = model.try_new_cache(prompt.len() + max_tokens)?;
     let mut sampler = Sampler::new(opts.sampler);
     let mut timings = Timings { prompt_tokens: prompt.len(), ..Timings::default() };
-    let mut tokens = Vec::with_capacity(opts.max_tokens);
+    let mut tokens = Vec::with_capacity(max_tokens);
     let mut stopped_at_eos = false;
 
     let (mut prefill_bricks, mut decode_bricks) = (BrickTimes::default(), BrickTimes::default());
@@ -100,7 +113,7 @@ pub fn generate(
         &mut logits,
     )?;
     timings.prefill_ms = ms(start);
-    for i in 0..opts.max_tokens {
+    for i in 0..max_tokens {
         let step = Instant::now();
         if i > 0 {
             let times = opts.time_bricks.then_some(&mut decode_bricks);
@@ -119,6 +132,7 @@ pub fn generate(
         tokens.push(token);
         on_token(token);
     }
+    let stopped_at_context = !stopped_at_eos && max_tokens < opts.max_tokens;
     timings.decode_tokens = timings.decode_token_ms.len();
     timings.decode_ms = timings.decode_token_ms.iter().sum();
     if timings.decode_tokens > 0 {
@@ -130,13 +144,13 @@ pub fn generate(
         timings.decode_bricks = Some(decode_bricks.breakdown(timings.decode_tokens, timings.decode_ms));
     }
     let text = tokenizer.decode(&tokens);
-    Ok(Generation { prompt_tokens: prompt.to_vec(), tokens, text, stopped_at_eos, timings })
+    Ok(Generation { prompt_tokens: prompt.to_vec(), tokens, text, stopped_at_eos, stopped_at_context, timings })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::tests::tied_model;
+    use crate::model::tests::{model_with_context, tied_model};
 
     fn greedy(max_tokens: usize, ignore_eos: bool) -> GenerateOptions {
         GenerateOptions {
@@ -189,5 +203,42 @@ mod tests {
         assert_eq!(stopped.tokens, free.tokens[..at]);
         let ignored = generate(&m, &tok, &[1], &greedy(12, true), |_| {}).unwrap();
         assert_eq!((ignored.tokens, ignored.stopped_at_eos), (free.tokens, false));
+    }
+
+    /// `-n 18446744073709551614` once overflowed the cache's size and
+    /// `-n 10000000` asked for 61 GB; a context of 4 generated 100 tokens.
+    #[test]
+    fn generation_stops_where_the_context_is_full() {
+        let m = model_with_context(4);
+        let tok = Tokenizer::from_header(&m.file.header).unwrap();
+        for asked in [100, 10_000_000, usize::MAX - 1] {
+            let g = generate(&m, &tok, &[1], &greedy(asked, true), |_| {}).unwrap();
+            assert_eq!((g.tokens.len(), g.stopped_at_context), (3, true), "{asked} tokens asked");
+        }
+        let within = generate(&m, &tok, &[1, 2], &greedy(2, true), |_| {}).unwrap();
+        assert_eq!((within.tokens.len(), within.stopped_at_context), (2, false));
+        let full = generate(&m, &tok, &[1, 2, 3, 4], &greedy(5, true), |_| {}).unwrap();
+        assert_eq!((full.tokens.len(), full.stopped_at_context), (0, true));
+    }
+
+    #[test]
+    fn a_prompt_longer_than_the_context_is_an_error() {
+        let m = model_with_context(4);
+        let tok = Tokenizer::from_header(&m.file.header).unwrap();
+        let err = generate(&m, &tok, &[1; 10], &greedy(1, true), |_| {}).unwrap_err().to_string();
+        assert_eq!(err, "a prompt of 10 tokens takes 10 positions, more than the model's context length of 4");
+    }
+
+    /// `--temp NaN` once printed `!!!!!!!!` and `--temp=-1` silently decoded greedily.
+    #[test]
+    fn sampling_parameters_are_checked_before_generating() {
+        let m = tied_model();
+        let tok = Tokenizer::from_header(&m.file.header).unwrap();
+        let mut opts = greedy(4, true);
+        opts.sampler.temperature = f32::NAN;
+        let mut called = false;
+        let err = generate(&m, &tok, &[1], &opts, |_| called = true).unwrap_err();
+        assert!(matches!(err, ModelError::Sampler(_)) && !called);
+        assert_eq!(err.to_string(), "--temp NaN: the temperature must be a finite number, 0 (greedy) or above");
     }
 }

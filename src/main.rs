@@ -350,7 +350,7 @@ fn run(cli: Cli) -> Result<()> {
                 return Err("--ci needs a threshold: --brick-score N and/or --throughput N".into());
             }
             let mut m = open_model(&model)?;
-            m.set_threads(threads.max(1));
+            set_threads(&mut m, threads);
             let tok = Tokenizer::from_header(&m.file.header)?;
             let prompt = tok.encode(&prompt, true);
             if prompt.is_empty() {
@@ -467,10 +467,13 @@ fn run(cli: Cli) -> Result<()> {
                 )
                 .into());
             }
+            // Checked again by engine::generate; here before the model's load, to fail at once.
+            let sampler = SamplerConfig { temperature: temp, top_k, top_p, min_p, seed };
+            sampler.validate()?;
             let load_start = Instant::now();
             let mut m = open_model(&model)?;
             if let Some(t) = threads {
-                m.set_threads(t.max(1));
+                set_threads(&mut m, t);
             }
             if reference {
                 m.kernels = Kernels::Scalar;
@@ -482,12 +485,7 @@ fn run(cli: Cli) -> Result<()> {
             if prompt_tokens.is_empty() {
                 return Err("the prompt is empty".into());
             }
-            let opts = GenerateOptions {
-                max_tokens: n,
-                sampler: SamplerConfig { temperature: temp, top_k, top_p, min_p, seed },
-                ignore_eos,
-                time_bricks: json || bricks,
-            };
+            let opts = GenerateOptions { max_tokens: n, sampler, ignore_eos, time_bricks: json || bricks };
             let mut stdout = std::io::stdout();
             let mut pending = Vec::new();
             let gen = engine::generate(&m, &tok, &prompt_tokens, &opts, |t| {
@@ -514,6 +512,9 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 let _ = stdout.write_all(&pending);
                 println!();
+                if gen.stopped_at_context {
+                    eprintln!("note: stopped at the model's context length of {} tokens", m.config.context_length);
+                }
                 let t = &gen.timings;
                 eprintln!(
                     "prefill: {} tokens in {:.1} ms ({:.1} tok/s) | decode: {} tokens in {:.1} ms ({:.2} tok/s) | ttft {:.1} ms | {} threads, {} kernels",
@@ -527,6 +528,15 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// Sets the model's threads from `--threads`, with a note when the count is
+/// capped at the cores this process may use.
+fn set_threads(m: &mut Model, threads: usize) {
+    let used = m.set_threads(threads);
+    if used < threads {
+        eprintln!("note: --threads {threads} capped at {used}, the cores this process may use");
     }
 }
 

@@ -5,16 +5,17 @@ use serde::Serialize;
 
 use crate::rng::SplitMix64;
 
-/// How to pick tokens. `temperature <= 0` means greedy (argmax).
+/// How to pick tokens. `temperature == 0` means greedy (argmax); see
+/// [`SamplerConfig::validate`] for each parameter's range.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct SamplerConfig {
-    /// Softmax temperature; 0 or below selects greedy decoding.
+    /// Softmax temperature, finite and at least 0; 0 selects greedy decoding.
     pub temperature: f32,
-    /// Keep only the `top_k` most likely tokens (0: no limit).
+    /// Keep only the `top_k` most likely tokens (0, or more than the vocabulary: no limit).
     pub top_k: usize,
-    /// Keep the smallest set of tokens whose probability reaches `top_p` (1: no limit).
+    /// Keep the smallest set of tokens whose probability reaches `top_p`, in (0, 1] (1: no limit).
     pub top_p: f32,
-    /// Drop tokens less likely than `min_p` × the most likely one (0: no limit).
+    /// Drop tokens less likely than `min_p` × the most likely one, in [0, 1] (0: no limit).
     pub min_p: f32,
     /// Seed of the random generator.
     pub seed: u64,
@@ -23,6 +24,46 @@ pub struct SamplerConfig {
 impl Default for SamplerConfig {
     fn default() -> Self {
         SamplerConfig { temperature: 0.0, top_k: 40, top_p: 0.95, min_p: 0.05, seed: 42 }
+    }
+}
+
+/// A sampling parameter outside its range: the command-line flag that sets
+/// it, its value, and the range it must be in.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{flag} {value}: {want}")]
+pub struct InvalidSampler {
+    /// The flag (`--temp`, `--top-p`, `--min-p`).
+    pub flag: &'static str,
+    /// The value given.
+    pub value: f32,
+    /// The range, in words.
+    pub want: &'static str,
+}
+
+impl SamplerConfig {
+    /// Checks every parameter's range: a NaN temperature once printed the
+    /// first token over and over, a negative one silently decoded greedily,
+    /// and NaN top-p and min-p were taken as given. Every `top_k` is valid.
+    pub fn validate(&self) -> Result<(), InvalidSampler> {
+        let checks = [
+            (
+                "--temp",
+                self.temperature,
+                self.temperature.is_finite() && self.temperature >= 0.0,
+                "the temperature must be a finite number, 0 (greedy) or above",
+            ),
+            (
+                "--top-p",
+                self.top_p,
+                self.top_p > 0.0 && self.top_p <= 1.0,
+                "top-p must be above 0 and at most 1 (1: off)",
+            ),
+            ("--min-p", self.min_p, (0.0..=1.0).contains(&self.min_p), "min-p must be from 0 (off) to 1"),
+        ];
+        match checks.into_iter().find(|&(_, _, ok, _)| !ok) {
+            Some((flag, value, _, want)) => Err(InvalidSampler { flag, value, want }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -100,6 +141,41 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameters_out_of_range_are_refused_naming_the_flag() {
+        let ok = SamplerConfig::default();
+        assert_eq!(ok.validate(), Ok(()));
+        let edges = [
+            SamplerConfig { temperature: 2.5, top_k: usize::MAX, top_p: 1.0, min_p: 1.0, ..ok },
+            SamplerConfig { top_k: 0, top_p: f32::MIN_POSITIVE, min_p: 0.0, ..ok },
+        ];
+        for c in edges {
+            assert_eq!(c.validate(), Ok(()), "{c:?}");
+        }
+        let refused = [
+            (
+                SamplerConfig { temperature: f32::NAN, ..ok },
+                "--temp NaN: the temperature must be a finite number, 0 (greedy) or above",
+            ),
+            (
+                SamplerConfig { temperature: -1.0, ..ok },
+                "--temp -1: the temperature must be a finite number, 0 (greedy) or above",
+            ),
+            (
+                SamplerConfig { temperature: f32::INFINITY, ..ok },
+                "--temp inf: the temperature must be a finite number, 0 (greedy) or above",
+            ),
+            (SamplerConfig { top_p: f32::NAN, ..ok }, "--top-p NaN: top-p must be above 0 and at most 1 (1: off)"),
+            (SamplerConfig { top_p: 0.0, ..ok }, "--top-p 0: top-p must be above 0 and at most 1 (1: off)"),
+            (SamplerConfig { top_p: 1.5, ..ok }, "--top-p 1.5: top-p must be above 0 and at most 1 (1: off)"),
+            (SamplerConfig { min_p: f32::NAN, ..ok }, "--min-p NaN: min-p must be from 0 (off) to 1"),
+            (SamplerConfig { min_p: -0.1, ..ok }, "--min-p -0.1: min-p must be from 0 (off) to 1"),
+        ];
+        for (c, want) in refused {
+            assert_eq!(c.validate().unwrap_err().to_string(), want);
+        }
+    }
 
     #[test]
     fn greedy_takes_the_first_maximum() {

@@ -9,7 +9,7 @@ mod pool;
 #[cfg(test)]
 pub(crate) mod test_alloc;
 
-pub use pool::Pool;
+pub use pool::{available_cores, usable_threads, Pool};
 
 /// Zeroed bytes in an anonymous mapping, advised for transparent huge pages
 /// (fewer TLB misses when a kernel streams through hundreds of megabytes).
@@ -20,23 +20,16 @@ pub struct HugeBytes {
 }
 
 impl HugeBytes {
-    /// `len` zero bytes. Panics only when the system refuses the mapping (out of memory).
-    pub fn zeroed(len: usize) -> HugeBytes {
-        let map = memmap2::MmapMut::map_anon(len.max(1)).expect("an anonymous mapping for packed weights");
+    /// `len` zero bytes, or the system's error when it refuses the mapping
+    /// (out of memory, an address-space limit).
+    pub fn zeroed(len: usize) -> std::io::Result<HugeBytes> {
+        let map = memmap2::MmapMut::map_anon(len.max(1))?;
         // Best effort: without huge pages the kernels are as correct, a little slower.
         #[cfg(target_os = "linux")]
         if std::env::var_os("NOHUGE").is_none() {
             let _ = map.advise(memmap2::Advice::HugePage);
         }
-        HugeBytes { map, len }
-    }
-}
-
-impl Clone for HugeBytes {
-    fn clone(&self) -> Self {
-        let mut c = HugeBytes::zeroed(self.len);
-        c.copy_from_slice(self);
-        c
+        Ok(HugeBytes { map, len })
     }
 }
 

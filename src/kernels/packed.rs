@@ -97,7 +97,7 @@ impl PackedFormat {
 }
 
 /// A matrix of packed tiles.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PackedMatrix {
     /// The layout.
     pub format: PackedFormat,
@@ -112,17 +112,27 @@ pub struct PackedMatrix {
 impl PackedMatrix {
     /// Packs `rows` rows of `cols` elements of type `ty` from their GGUF bytes;
     /// `None` for a type without a packed layout.
+    ///
+    /// # Panics
+    /// When the system has no memory for the tiles ([`PackedMatrix::try_pack`] says so instead).
     pub fn pack(ty: TensorType, rows: usize, cols: usize, bytes: &[u8]) -> Option<PackedMatrix> {
+        PackedMatrix::try_pack(ty, rows, cols, bytes)
+            .unwrap_or_else(|e| panic!("no memory to pack a {rows} × {cols} {ty:?} matrix: {e}"))
+    }
+
+    /// [`PackedMatrix::pack`], or the system's error when it refuses the
+    /// memory for the tiles (a model's load reports it).
+    pub fn try_pack(ty: TensorType, rows: usize, cols: usize, bytes: &[u8]) -> std::io::Result<Option<PackedMatrix>> {
         let (format, src_block) = match ty {
             TensorType::Q5_0 => (PackedFormat::Q5_0, 22),
             TensorType::Q8_0 => (PackedFormat::Q8_0, 34),
             TensorType::Q4K => (PackedFormat::Q4K, 144),
             TensorType::Q6K => (PackedFormat::Q6K, 210),
-            _ => return None,
+            _ => return Ok(None),
         };
         let blocks = cols / format.block_elements();
         let tile_bytes = blocks * format.block_bytes();
-        let data = super::HugeBytes::zeroed(rows.div_ceil(TILE_ROWS) * tile_bytes);
+        let data = super::HugeBytes::zeroed(rows.div_ceil(TILE_ROWS) * tile_bytes)?;
         let mut m = PackedMatrix { format, rows, blocks, data };
         let src_row = blocks * src_block;
         for (i, tile) in m.data.chunks_exact_mut(tile_bytes).enumerate() {
@@ -133,7 +143,7 @@ impl PackedMatrix {
                 }
             }
         }
-        Some(m)
+        Ok(Some(m))
     }
 
     /// Tiles, the last one possibly padded.

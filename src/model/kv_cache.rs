@@ -1,8 +1,12 @@
 //! The key/value cache: every layer's rotated keys and values for the
 //! positions processed so far, stored as f32 or f16.
 
+use std::collections::TryReserveError;
+
 use half::f16;
 use serde::Serialize;
+
+use super::ModelError;
 
 /// Element type of the KV cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -31,11 +35,18 @@ enum Store {
 }
 
 impl Store {
-    fn new(ty: KvType, n: usize) -> Store {
-        match ty {
-            KvType::F32 => Store::F32(vec![0.0; n]),
-            KvType::F16 => Store::F16(vec![f16::ZERO; n]),
+    /// `n` zeros of type `ty`, or the allocator's refusal.
+    fn zeroed(ty: KvType, n: usize) -> Result<Store, TryReserveError> {
+        fn zeros<T: Copy>(n: usize, zero: T) -> Result<Vec<T>, TryReserveError> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(n)?;
+            v.resize(n, zero);
+            Ok(v)
         }
+        Ok(match ty {
+            KvType::F32 => Store::F32(zeros(n, 0.0)?),
+            KvType::F16 => Store::F16(zeros(n, f16::ZERO)?),
+        })
     }
 
     fn write(&mut self, at: usize, x: &[f32]) {
@@ -88,9 +99,26 @@ pub struct KvCache {
 
 impl KvCache {
     /// An empty cache for `n_layer` layers of width `kv_dim`, holding `capacity` positions.
+    ///
+    /// # Panics
+    /// When the system has no memory for it ([`KvCache::try_new`] says so instead).
     pub fn new(ty: KvType, n_layer: usize, kv_dim: usize, capacity: usize) -> KvCache {
-        let size = n_layer * capacity * kv_dim;
-        KvCache { ty, kv_dim, capacity, len: 0, keys: Store::new(ty, size), values: Store::new(ty, size) }
+        KvCache::try_new(ty, n_layer, kv_dim, capacity).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`KvCache::new`], or [`ModelError::OutOfMemory`] when its size
+    /// overflows or the system refuses the memory.
+    pub fn try_new(ty: KvType, n_layer: usize, kv_dim: usize, capacity: usize) -> Result<KvCache, ModelError> {
+        let refused = |e: &dyn std::fmt::Display| {
+            // In u128, the size of any request is exact.
+            let bytes = 2 * n_layer as u128 * capacity as u128 * kv_dim as u128 * ty.bytes() as u128;
+            ModelError::OutOfMemory { what: format!("a KV cache of {capacity} positions ({bytes} bytes): {e}") }
+        };
+        let size =
+            n_layer.checked_mul(capacity).and_then(|n| n.checked_mul(kv_dim)).ok_or_else(|| refused(&"too large"))?;
+        let keys = Store::zeroed(ty, size).map_err(|e| refused(&e))?;
+        let values = Store::zeroed(ty, size).map_err(|e| refused(&e))?;
+        Ok(KvCache { ty, kv_dim, capacity, len: 0, keys, values })
     }
 
     /// Element type.

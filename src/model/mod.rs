@@ -21,7 +21,7 @@ use crate::gguf::{GgufError, GgufFile, TensorInfo, TensorType};
 use std::sync::Mutex;
 
 use crate::kernels::packed::{ActRow, PackedMatrix, TILE_ROWS};
-use crate::kernels::{ops, Kernels, Pool};
+use crate::kernels::{available_cores, ops, usable_threads, Kernels, Pool};
 use crate::quant::{self, Q8_0Rounding, QuantError, SumOrder};
 use bricks::Stopwatch;
 
@@ -74,6 +74,16 @@ pub enum ModelError {
         /// The vocabulary size.
         vocab: usize,
     },
+    /// A request takes more positions than the model's context length.
+    #[error("{what} takes {needed} positions, more than the model's context length of {context}")]
+    ContextLength {
+        /// The request, in words.
+        what: String,
+        /// Positions it takes.
+        needed: usize,
+        /// The model's context length.
+        context: usize,
+    },
     /// The KV cache is full.
     #[error("context full: {needed} positions needed, the KV cache holds {capacity}")]
     ContextFull {
@@ -85,6 +95,23 @@ pub enum ModelError {
     /// An empty batch was given.
     #[error("no tokens to process")]
     Empty,
+    /// The system refused the memory for a buffer (out of memory, an address-space limit).
+    #[error("not enough memory for {what}")]
+    OutOfMemory {
+        /// The buffer, its size and the system's word.
+        what: String,
+    },
+    /// The system refused to start a thread.
+    #[error("cannot start a thread to {what}: {source}")]
+    Thread {
+        /// What the thread was for.
+        what: &'static str,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// A sampling parameter is out of its range.
+    #[error(transparent)]
+    Sampler(#[from] crate::sample::InvalidSampler),
 }
 
 /// A 2-D weight in the file: `rows` rows of `cols` elements of type `ty`.
@@ -248,7 +275,8 @@ impl Model {
             Ok(out)
         };
         let token_embd = matrix("token_embd.weight", d, c.vocab_size)?;
-        let mut layers = Vec::with_capacity(c.n_layer);
+        // Grown as the blocks are found: a hostile block count fails at its first missing tensor.
+        let mut layers = Vec::new();
         for i in 0..c.n_layer {
             let n = |s: &str| format!("blk.{i}.{s}");
             layers.push(Layer {
@@ -271,7 +299,7 @@ impl Model {
             Some(_) => matrix("output.weight", d, c.vocab_size)?,
             None => token_embd.clone(),
         };
-        let pool = Pool::new(std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let pool = Pool::new(available_cores());
         let kernels = Kernels::detect();
         if kernels.uses_packed() {
             let mut all: Vec<&mut Matrix> = layers
@@ -279,7 +307,7 @@ impl Model {
                 .flat_map(|l| [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w_gate, &mut l.w_up, &mut l.w_down])
                 .collect();
             all.push(&mut lm_head);
-            pack_all(&file, &mut all, pool.threads());
+            pack_all(&file, &mut all, pool.threads())?;
         }
         Ok(Model {
             file,
@@ -302,16 +330,29 @@ impl Model {
         self.pool.threads()
     }
 
-    /// Uses `threads` threads (at least one) for matrix products from now on.
-    pub fn set_threads(&mut self, threads: usize) {
-        if threads.max(1) != self.pool.threads() {
-            self.pool = Pool::new(threads.max(1));
+    /// Uses `threads` threads for matrix products from now on, at least one
+    /// and at most the cores this process may use ([`usable_threads`]), and
+    /// returns how many that is.
+    pub fn set_threads(&mut self, threads: usize) -> usize {
+        if usable_threads(threads) != self.pool.threads() {
+            self.pool = Pool::new(threads);
         }
+        self.pool.threads()
     }
 
-    /// A KV cache of `self.kv_type` for up to `capacity` positions.
+    /// A KV cache of `self.kv_type` for up to `capacity` positions, at most
+    /// the model's context length (no forward pass goes beyond it).
+    ///
+    /// # Panics
+    /// When the system has no memory for it ([`Model::try_new_cache`] says so instead).
     pub fn new_cache(&self, capacity: usize) -> KvCache {
-        KvCache::new(self.kv_type, self.config.n_layer, self.config.kv_dim(), capacity)
+        self.try_new_cache(capacity).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Model::new_cache`], or [`ModelError::OutOfMemory`] when the system refuses the memory.
+    pub fn try_new_cache(&self, capacity: usize) -> Result<KvCache, ModelError> {
+        let c = &self.config;
+        KvCache::try_new(self.kv_type, c.n_layer, c.kv_dim(), capacity.min(c.context_length))
     }
 
     fn rows(&self, m: &Matrix) -> &[u8] {
@@ -530,6 +571,10 @@ impl Model {
             return Err(ModelError::Empty);
         }
         let p0 = cache.len();
+        if p0 + n > c.context_length {
+            let what = format!("a batch of {n} tokens after {p0} cached");
+            return Err(ModelError::ContextLength { what, needed: p0 + n, context: c.context_length });
+        }
         if p0 + n > cache.capacity() {
             return Err(ModelError::ContextFull { needed: p0 + n, capacity: cache.capacity() });
         }
@@ -659,22 +704,36 @@ fn split_by_bytes(units: &[Units], parts: usize, bounds: &mut Vec<usize>) {
 }
 
 /// Repacks every matrix whose format has a packed layout, spread over `threads` threads.
-fn pack_all(file: &GgufFile, matrices: &mut [&mut Matrix], threads: usize) {
+fn pack_all(file: &GgufFile, matrices: &mut [&mut Matrix], threads: usize) -> Result<(), ModelError> {
     let share = matrices.len().div_ceil(threads.max(1)).max(1);
-    std::thread::scope(|s| {
-        for part in matrices.chunks_mut(share) {
-            s.spawn(move || {
-                for m in part.iter_mut() {
-                    let bytes = file.tensor_data(&m.info);
-                    m.packed = PackedMatrix::pack(m.info.ty, m.rows, m.cols, bytes).map(std::sync::Arc::new);
-                    if m.packed.is_some() {
-                        // The fast kernels read the packed copy; the scalar reference reads the file again.
-                        file.release(&m.info);
-                    }
-                }
-            });
+    let pack = |part: &mut [&mut Matrix]| -> Result<(), ModelError> {
+        for m in part.iter_mut() {
+            let bytes = file.tensor_data(&m.info);
+            let packed = PackedMatrix::try_pack(m.info.ty, m.rows, m.cols, bytes).map_err(|e| {
+                let what = format!("the packed copy of tensor {:?} ({} bytes): {e}", m.info.name, bytes.len());
+                ModelError::OutOfMemory { what }
+            })?;
+            m.packed = packed.map(std::sync::Arc::new);
+            if m.packed.is_some() {
+                // The fast kernels read the packed copy; the scalar reference reads the file again.
+                file.release(&m.info);
+            }
         }
-    });
+        Ok(())
+    };
+    std::thread::scope(|s| {
+        let mut parts = matrices.chunks_mut(share);
+        let mine = parts.next();
+        let others = parts
+            .map(|part| std::thread::Builder::new().spawn_scoped(s, || pack(part)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| ModelError::Thread { what: "pack the weights", source });
+        let mine = mine.map_or(Ok(()), pack);
+        for handle in others? {
+            handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        }
+        mine
+    })
 }
 
 /// `buffer` resized to `n` rows of `len` values (their contents are stale:

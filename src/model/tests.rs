@@ -16,6 +16,8 @@ pub(crate) struct Synthetic {
     pub n_layer: usize,
     /// Row length written for `output.weight` (64 is correct).
     pub head_cols: usize,
+    /// `qwen2.context_length`.
+    pub context: u32,
 }
 
 /// Writes a tiny Qwen2 model: hidden 64, 4 heads, 2 KV heads, FFN 256, vocab 48.
@@ -31,7 +33,7 @@ pub(crate) fn synthetic_model(opts: Synthetic) -> Vec<u8> {
         .meta("qwen2.attention.head_count_kv", Value::U32(2))
         .meta("qwen2.rope.freq_base", Value::F32(10_000.0))
         .meta("qwen2.attention.layer_norm_rms_epsilon", Value::F32(1e-6))
-        .meta("qwen2.context_length", Value::U32(256))
+        .meta("qwen2.context_length", Value::U32(opts.context))
         .meta("tokenizer.ggml.model", Value::String("gpt2".into()))
         .meta(
             "tokenizer.ggml.tokens",
@@ -100,16 +102,24 @@ pub(crate) fn load(bytes: &[u8]) -> Result<Model, ModelError> {
 }
 
 pub(crate) fn tied_model() -> Model {
-    load(&synthetic_model(Synthetic { tied: true, n_layer: 2, head_cols: 64 })).unwrap()
+    model_with_context(256)
+}
+
+/// [`tied_model`] with a context length of `context` positions.
+pub(crate) fn model_with_context(context: u32) -> Model {
+    load(&synthetic_model(Synthetic { tied: true, n_layer: 2, head_cols: 64, context })).unwrap()
 }
 
 #[test]
 fn untied_head_is_used_when_present_and_checked() {
-    let m = load(&synthetic_model(Synthetic { tied: false, n_layer: 1, head_cols: 64 })).unwrap();
+    let m = load(&synthetic_model(Synthetic { tied: false, n_layer: 1, head_cols: 64, context: 256 })).unwrap();
     assert_eq!(m.lm_head.info.name, "output.weight");
     assert!(m.forward(&[1, 2], &mut m.new_cache(2), Logits::Last).unwrap().iter().all(|v| v.is_finite()));
     assert_eq!(tied_model().lm_head.info.name, "token_embd.weight");
-    let err = load(&synthetic_model(Synthetic { tied: false, n_layer: 1, head_cols: 256 })).err().unwrap().to_string();
+    let err = load(&synthetic_model(Synthetic { tied: false, n_layer: 1, head_cols: 256, context: 256 }))
+        .err()
+        .unwrap()
+        .to_string();
     assert_eq!(err, "tensor \"output.weight\" has shape [256, 48], expected [64, 48]");
 }
 
@@ -210,4 +220,45 @@ fn work_shared_out_across_threads_equals_the_serial_loop() {
         a.iter_mut().for_each(|x| *x += 1.0);
     });
     assert!(rows.iter().all(|&x| x == 2.0));
+}
+
+/// A model with a context length of 4 once prefilled 10 tokens and generated 100.
+#[test]
+fn a_forward_pass_beyond_the_context_length_is_an_error() {
+    let m = model_with_context(4);
+    assert_eq!(m.config.context_length, 4);
+    let mut cache = m.new_cache(10);
+    assert_eq!(cache.capacity(), 4, "a cache never holds more than the context");
+    let err = m.forward(&[1; 10], &mut cache, Logits::Last).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "a batch of 10 tokens after 0 cached takes 10 positions, more than the model's context length of 4"
+    );
+    m.forward(&[1, 2, 3], &mut cache, Logits::Last).unwrap();
+    let err = m.forward(&[4, 5], &mut cache, Logits::Last).unwrap_err().to_string();
+    assert_eq!(err, "a batch of 2 tokens after 3 cached takes 5 positions, more than the model's context length of 4");
+    m.forward(&[4], &mut cache, Logits::Last).unwrap();
+    assert!(matches!(m.forward(&[5], &mut cache, Logits::Last), Err(ModelError::ContextLength { needed: 5, .. })));
+    assert_eq!(m.new_cache(usize::MAX).capacity(), 4);
+}
+
+#[test]
+fn a_cache_the_system_cannot_hold_is_an_error() {
+    for (n_layer, kv_dim, capacity) in [(24, 128, usize::MAX), (1, 1 << 20, 1 << 26)] {
+        let err = KvCache::try_new(KvType::F16, n_layer, kv_dim, capacity).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("not enough memory for a KV cache of {capacity} positions (")), "{err}");
+    }
+}
+
+/// `-t 100000` once started a thread per count until the process died.
+#[test]
+fn any_thread_count_is_taken_and_capped() {
+    let mut m = tied_model();
+    let start = std::time::Instant::now();
+    for asked in [0, 1, 3, 100_000, usize::MAX] {
+        let used = m.set_threads(asked);
+        assert_eq!((used, m.threads()), (usable_threads(asked), used), "{asked} threads asked");
+        m.forward(&[1, 2], &mut m.new_cache(2), Logits::Last).unwrap();
+    }
+    assert!(start.elapsed() < std::time::Duration::from_secs(5), "{:?}", start.elapsed());
 }

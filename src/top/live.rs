@@ -168,10 +168,17 @@ pub struct Decoder<'m> {
 }
 
 impl<'m> Decoder<'m> {
-    /// Prefills `prompt` (at least one token) and gets ready to decode `window` tokens per round.
+    /// Prefills `prompt` (at least one token) and gets ready to decode
+    /// `window` tokens per round; the prompt and the window must fit in the
+    /// model's context length.
     pub fn new(model: &'m Model, prompt: &[u32], window: usize) -> Result<Decoder<'m>, ModelError> {
         let window = window.max(1);
-        let mut cache = model.new_cache(prompt.len() + window);
+        let (needed, context) = (prompt.len().saturating_add(window), model.config.context_length);
+        if needed > context {
+            let what = format!("a window of {window} tokens after a prompt of {}", prompt.len());
+            return Err(ModelError::ContextLength { what, needed, context });
+        }
+        let mut cache = model.try_new_cache(needed)?;
         let logits = model.forward(prompt, &mut cache, Logits::Last)?;
         let next = crate::sample::argmax(&logits);
         Ok(Decoder { model, cache, logits, prompt_len: prompt.len(), window, next, decoded: 0 })
@@ -317,6 +324,22 @@ mod tests {
         // The window of 4 wraps back to the prompt's end.
         let positions: Vec<usize> = samples.iter().map(|s| s.position).collect();
         assert_eq!(positions, [3, 4, 5, 6, 3, 4, 5, 6, 3, 4]);
+    }
+
+    /// `top --window 100000000` once asked for a cache of that many positions.
+    #[test]
+    fn a_window_beyond_the_context_is_an_error() {
+        let m = crate::model::tests::model_with_context(8);
+        let err = Decoder::new(&m, &[1, 2, 3], 6).err().unwrap().to_string();
+        assert_eq!(
+            err,
+            "a window of 6 tokens after a prompt of 3 takes 9 positions, more than the model's context length of 8"
+        );
+        for window in [100_000_000, usize::MAX] {
+            assert!(matches!(Decoder::new(&m, &[1], window), Err(ModelError::ContextLength { context: 8, .. })));
+        }
+        let mut d = Decoder::new(&m, &[1, 2, 3], 5).unwrap();
+        assert!((0..12).all(|_| d.step().is_ok()), "a window that fits decodes on and on");
     }
 
     #[test]

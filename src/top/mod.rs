@@ -49,7 +49,9 @@ impl<'m> Session<'m> {
         allowance: f64,
     ) -> Session<'m> {
         let window = window.max(1);
-        let budgets = budgets(&costs_per_brick(model, prompt.len() + window / 2), &probe, allowance);
+        // A window beyond the context is refused when decoding starts (live::Decoder::new).
+        let mean_context = prompt.len().saturating_add(window / 2).min(model.config.context_length);
+        let budgets = budgets(&costs_per_brick(model, mean_context), &probe, allowance);
         Session {
             model,
             model_path: model_path.into(),
