@@ -392,7 +392,7 @@ fn run(cli: Cli) -> Result<()> {
             if runs < 2 {
                 return Err("need at least 2 measured runs (--runs) for a confidence interval".into());
             }
-            let settings = falsify::record::Settings { threads: threads.max(1), runs, warmup };
+            let settings = falsify::record::Settings { threads: usable_threads(threads), runs, warmup };
             run_claims(&claims, &extra, filter.as_deref(), &out, settings)
         }
         Command::Gate { report, policy } => gate(&report, &policy),
@@ -421,7 +421,7 @@ fn run(cli: Cli) -> Result<()> {
                     runs,
                     n_prompt: n_prompt.max(1),
                     n_gen: n_gen.max(1),
-                    threads: threads.max(1),
+                    threads: usable_threads(threads),
                     min_sample_ms: 1.0,
                 },
                 &baseline,
@@ -534,10 +534,17 @@ fn run(cli: Cli) -> Result<()> {
 /// Sets the model's threads from `--threads`, with a note when the count is
 /// capped at the cores this process may use.
 fn set_threads(m: &mut Model, threads: usize) {
-    let used = m.set_threads(threads);
+    m.set_threads(usable_threads(threads));
+}
+
+/// `--threads` capped at the cores this process may use, with a note when
+/// capped: every engine of a run (ours and llama.cpp's) gets the same count.
+fn usable_threads(threads: usize) -> usize {
+    let used = falsify::kernels::usable_threads(threads);
     if used < threads {
         eprintln!("note: --threads {threads} capped at {used}, the cores this process may use");
     }
+    used
 }
 
 /// The per-brick breakdown of one phase as a text table.
