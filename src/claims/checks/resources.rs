@@ -386,8 +386,19 @@ impl Check for AttentionMemory {
 pub struct LimitParams {
     /// Model size.
     pub model: String,
-    /// Address-space limit for the child process, MiB (below what the model needs).
-    pub limit_mib: u64,
+    /// The lowest address-space limit tried, MiB (below what the model needs).
+    pub from_mib: u64,
+    /// The highest limit tried, MiB.
+    pub to_mib: u64,
+    /// The step between limits, MiB.
+    pub step_mib: u64,
+}
+
+impl LimitParams {
+    /// The limits tried, lowest first.
+    pub fn limits(&self) -> impl Iterator<Item = u64> {
+        (self.from_mib..=self.to_mib).step_by(self.step_mib.max(1) as usize)
+    }
 }
 
 /// How a child process ended.
@@ -412,43 +423,66 @@ impl Exit {
     }
 }
 
-/// Judges a run under a memory limit: it must fail with a non-zero exit code
-/// and an error message, not a signal (abort, segfault) and not succeed.
-pub fn judge_limit(p: &LimitParams, e: &Exit) -> Outcome {
-    let last = e.stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_owned();
-    let bad = match (e.code, e.signal) {
-        (Some(0), _) => {
-            vec![format!("it succeeded under a {} MiB limit: the limit was not below its need", p.limit_mib)]
-        }
-        (Some(_), _) if last.to_lowercase().contains("error") => vec![],
-        (Some(c), _) => vec![format!("exit code {c} without an error message (stderr: {last:?})")],
-        (None, Some(sig)) => vec![format!("killed by signal {sig} (stderr: {last:?})")],
-        (None, None) => vec!["ended without an exit code or signal".into()],
-    };
-    let mut out = judge::no_violations("unclean_failures", 1, bad);
+/// Judges runs under rising memory limits (lowest first, ending at the first
+/// that succeeded, if any): every run below the need must fail with a non-zero
+/// exit code and an error message, not a signal (abort, segfault); the lowest
+/// limit must be below the need.
+pub fn judge_limits(p: &LimitParams, runs: &[(u64, Exit)]) -> Outcome {
+    let mut bad = Vec::new();
+    let mut details = Vec::new();
+    for (i, (limit, e)) in runs.iter().enumerate() {
+        let last = e.stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_owned();
+        let problem = match (e.code, e.signal) {
+            (Some(0), _) if i == 0 => {
+                Some(format!("it succeeded under the lowest limit, {limit} MiB: no limit below its need was tried"))
+            }
+            (Some(0), _) => None,
+            (Some(_), _) if last.to_lowercase().contains("error") => None,
+            (Some(c), _) => Some(format!("{limit} MiB: exit code {c} without an error message (stderr: {last:?})")),
+            (None, Some(sig)) => Some(format!("{limit} MiB: killed by signal {sig} (stderr: {last:?})")),
+            (None, None) => Some(format!("{limit} MiB: ended without an exit code or signal")),
+        };
+        let how = if e.code == Some(0) { "succeeded (the need is below this limit)".to_owned() } else { last };
+        details.push(format!("under a {limit} MiB address-space limit: {how}"));
+        bad.extend(problem);
+    }
+    if runs.is_empty() {
+        bad.push(format!("no limit between {} and {} MiB was tried", p.from_mib, p.to_mib));
+    }
+    let mut out = judge::no_violations("unclean_failures", runs.len().max(1), bad);
     if let Some(ev) = out.evidence.as_mut() {
-        ev.details.push(format!("under a {} MiB address-space limit: {last}", p.limit_mib));
+        ev.details.extend(details);
     }
     out
 }
 
-/// `memory_limit`: under an address-space limit below the need, the engine fails cleanly.
+/// `memory_limit`: under every address-space limit below the need, the engine fails cleanly.
 pub struct MemoryLimit;
 
 impl Check for MemoryLimit {
     const NAME: &'static str = "memory_limit";
-    const DOC: &'static str =
-        "under an address-space limit below the need, `falsify generate` exits with a clear error";
-    const PARAMS: &'static str = "model, limit_mib";
+    const DOC: &'static str = "under every address-space limit from `from_mib` up to the need (in steps), `falsify \
+         generate` exits with a clear error, never a signal";
+    const PARAMS: &'static str = "model, from_mib, to_mib, step_mib";
     type Params = LimitParams;
 
     fn run(p: &LimitParams, cx: &mut Context) -> Result<Outcome, Unmet> {
         let exe = cx.falsify_exe()?.to_path_buf();
         let model = cx.model_path(&p.model)?;
-        let script = format!("ulimit -v {} && exec \"$0\" generate --model \"$1\" -p hello -n 4", p.limit_mib * 1024);
-        let out = crate::util::children::output(Command::new("sh").args(["-c", &script]).arg(&exe).arg(&model), None)
-            .map_err(|e| Unmet::Failed(format!("cannot run sh: {e}")))?;
-        Ok(judge_limit(p, &Exit::of(&out)))
+        let mut runs = Vec::new();
+        for limit in p.limits() {
+            let script = format!("ulimit -v {} && exec \"$0\" generate --model \"$1\" -p hello -n 4", limit * 1024);
+            let out =
+                crate::util::children::output(Command::new("sh").args(["-c", &script]).arg(&exe).arg(&model), None)
+                    .map_err(|e| Unmet::Failed(format!("cannot run sh: {e}")))?;
+            let exit = Exit::of(&out);
+            let succeeded = exit.code == Some(0);
+            runs.push((limit, exit));
+            if succeeded {
+                break;
+            }
+        }
+        Ok(judge_limits(p, &runs))
     }
 }
 

@@ -631,14 +631,20 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             )
         }),
         ("memory_limit", || {
-            let p = resources::LimitParams { model: "0.5b".into(), limit_mib: 256 };
-            let clean = resources::Exit { code: Some(1), signal: None, stderr: "error: cannot map the model\n".into() };
-            let abort = resources::Exit {
-                code: None,
-                signal: Some(6),
-                stderr: "memory allocation of 4096 bytes failed\n".into(),
-            };
-            (resources::judge_limit(&p, &clean), resources::judge_limit(&p, &abort))
+            let p = resources::LimitParams { model: "0.5b".into(), from_mib: 256, to_mib: 1024, step_mib: 256 };
+            let exit = |code, signal, stderr: &str| resources::Exit { code, signal, stderr: stderr.into() };
+            let clean = exit(Some(1), None, "error: cannot map the model\n");
+            let abort = exit(None, Some(6), "memory allocation of 4096 bytes failed\n");
+            let ran = exit(Some(0), None, "");
+            assert_eq!(
+                resources::judge_limits(&p, &[(256, ran.clone())]).verdict,
+                Verdict::Falsified,
+                "a lowest limit that is not below the need proves nothing"
+            );
+            (
+                resources::judge_limits(&p, &[(256, clean.clone()), (512, clean.clone()), (768, ran)]),
+                resources::judge_limits(&p, &[(256, clean), (512, abort)]),
+            )
         }),
         ("syscalls_per_token", || {
             // The real parsing and judging of strace -c summaries from a quiet
