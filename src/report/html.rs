@@ -275,7 +275,7 @@ pub fn utc(secs: u64) -> String {
 }
 
 /// The whole page for `r`, with `charts` inline.
-pub fn render(r: &RunReport, charts: &[Chart]) -> String {
+pub fn render(r: &RunReport, charts: &[Chart], _changes: Option<&super::diff::Diff>) -> String {
     let cats = categories(r);
     let s = &r.summary;
     let mut o = format!(

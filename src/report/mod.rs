@@ -11,6 +11,7 @@ pub mod chart;
 pub mod csv;
 pub mod diff;
 pub mod gate;
+pub mod headline;
 pub mod history;
 pub mod html;
 pub mod output;
@@ -46,6 +47,7 @@ pub enum ExportError {
 /// history chart. Returns the files written.
 pub fn write_exports(report: &RunReport, out: &Path, past: &[RunReport]) -> Result<Vec<PathBuf>, ExportError> {
     let charts = chart::all(report, past)?;
+    let changes = headline::changes(report, headline::previous(report, past));
     let mut files = Vec::new();
     let mut put = |path: PathBuf, bytes: &[u8]| {
         write_atomic(&path, bytes).map_err(|source| ExportError::Io { path: path.clone(), source })?;
@@ -56,6 +58,6 @@ pub fn write_exports(report: &RunReport, out: &Path, past: &[RunReport]) -> Resu
         put(out.join("charts").join(format!("{}.svg", c.name)), c.svg.as_bytes())?;
     }
     put(out.join("report.csv"), csv::render(report)?.as_bytes())?;
-    put(out.join("report.html"), html::render(report, &charts).as_bytes())?;
+    put(out.join("report.html"), html::render(report, &charts, changes.as_ref()).as_bytes())?;
     Ok(files)
 }
