@@ -343,7 +343,7 @@ mod tests {
     fn the_page_holds_summary_every_claim_charts_and_provenance_in_order() {
         let r = sample_report();
         let charts = crate::report::chart::all(&r, &[]).unwrap();
-        let page = render(&r, &charts);
+        let page = render(&r, &charts, None);
         let at = |s: &str| page.find(s).unwrap_or_else(|| panic!("{s} missing"));
         assert!(at("id=\"summary\"") < at("id=\"charts\"") && at("id=\"charts\"") < at("id=\"claims\""));
         assert!(at("id=\"claims\"") < at("id=\"provenance\""));
@@ -369,6 +369,6 @@ mod tests {
         assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
         let mut r = sample_report();
         r.claims[0].outcome.sentence = "<script>alert(1)</script>".into();
-        assert!(!render(&r, &[]).contains("<script>"));
+        assert!(!render(&r, &[], None).contains("<script>"));
     }
 }
