@@ -1,12 +1,17 @@
 //! The HTML report: one self-contained file (inline CSS and SVG, no script,
-//! no network) with the summary first, then the charts, then every claim with
-//! its verdict badge, sentence, numbers and chart, then the provenance.
+//! no network) that leads with what a reviewer came for: the headline score
+//! with its pending, skipped and inconclusive counts, the headline claims
+//! table ([`headline`]) and what changed since the previous run. Then the
+//! charts, then every claim with its verdict badge, sentence, numbers, chart
+//! and permalink (`#F084`), then the provenance.
 //! Filtering by verdict and category works with CSS alone (radio buttons and
 //! `:has()`), so it needs no JavaScript.
 
 use std::fmt::Write as _;
 
 use super::chart::{label, Chart};
+use super::diff::Diff;
+use super::headline;
 use crate::record::Verdict;
 use crate::record::{ClaimResult, RunReport};
 
@@ -33,19 +38,29 @@ fn slug(s: &str) -> String {
 
 const STYLE: &str = r#"
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1b1b1b;background:#fafafa}
-header,section{max-width:1100px;margin:0 auto;padding:12px 20px}
+header,section{max-width:1300px;margin:0 auto;padding:12px 20px}
 header{background:#20232a;color:#fff;max-width:none}
 header h1{margin:4px 0;font-size:22px} header p{margin:2px 0;color:#ccc;font-size:13px}
-h2{border-bottom:2px solid #ddd;padding-bottom:4px}
+h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin:8px 0 8px;font-size:21px}
 .cards{display:flex;flex-wrap:wrap;gap:10px}
-.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:10px 14px;min-width:110px}
+.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px 12px;min-width:90px}
 .card b{display:block;font-size:26px} .card span{font-size:12px;color:#555;text-transform:uppercase}
 .score b{font-size:34px}
 .badge{display:inline-block;padding:2px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff;min-width:78px;text-align:center}
 .v-pass .badge,.card.pass{background:#2ca02c;color:#fff} .v-falsified .badge,.card.falsified{background:#d62728;color:#fff}
 .v-inconclusive .badge,.card.inconclusive{background:#e6a700;color:#fff} .v-skipped .badge,.card.skipped{background:#999;color:#fff}
-.v-error .badge,.card.error{background:#9467bd;color:#fff}
-.card.pass span,.card.falsified span,.card.inconclusive span,.card.skipped span,.card.error span{color:#fff}
+.v-error .badge,.card.error{background:#9467bd;color:#fff} .v-pending .badge,.card.pending{background:#5b7fa6;color:#fff}
+.card.pass span,.card.falsified span,.card.inconclusive span,.card.skipped span,.card.pending span,.card.error span{color:#fff}
+#summary p{margin:6px 0;font-size:13px;color:#444}
+table.headline{border-collapse:collapse;width:100%;background:#fff;font-size:14px}
+table.headline th{background:#dde6f0;text-align:left}
+table.headline td,table.headline th{border:1px solid #b8c4d0;padding:4px 8px}
+table.headline tbody tr:nth-child(even){background:#f1f5f9}
+table.headline td:nth-child(n+2):not(:last-child){white-space:nowrap}
+table.headline .why{font-size:12px;color:#555}
+.changes{background:#fff8e1;border:1px solid #e8d9a8;border-radius:6px;padding:4px 12px}
+#changes ul{margin:4px 0;font-size:14px} #changes h3{margin:6px 0 2px;font-size:15px} #changes p{margin:4px 0}
+.claim .permalink{color:#999;text-decoration:none;margin-left:6px} .claim .permalink:hover{color:#1f77b4}
 .chart{background:#fff;border:1px solid #ddd;border-radius:6px;margin:10px 0;padding:6px}
 .chart svg{width:100%;height:auto}
 .claim{background:#fff;border:1px solid #ddd;border-left:6px solid #999;border-radius:4px;margin:8px 0;padding:8px 12px}
@@ -87,23 +102,25 @@ fn summary(o: &mut String, r: &RunReport) {
     let _ = write!(
         o,
         "<section id=\"summary\"><h2>Summary</h2><div class=\"cards\">\
-         <div class=\"card score\"><span>headline score (earned ÷ all points)</span><b>{} ({})</b>{} of {} points</div>\
-         <div class=\"card\"><span>over tested points only</span><b>{}</b>{} of {} tested points</div>",
+         <div class=\"card score\"><span>headline score (earned ÷ all points)</span><b>{} ({})</b>{} of {} points</div>",
         label(s.score),
         s.grade,
         s.points_earned,
         s.points_total,
-        label(s.score_of_tested),
-        s.points_earned,
-        s.points_tested,
     );
-    for (v, n) in Verdict::ALL.iter().map(|&v| (v, s.count(v))) {
-        let _ = write!(o, "<div class=\"card {0}\"><span>{0}</span><b>{n}</b></div>", v.name());
+    let beside_the_score = [Verdict::Pending, Verdict::Skipped, Verdict::Inconclusive];
+    let rest = Verdict::ALL.into_iter().filter(|v| !beside_the_score.contains(v));
+    for v in beside_the_score.into_iter().chain(rest) {
+        let _ = write!(o, "<div class=\"card {0}\"><span>{0}</span><b>{1}</b></div>", v.name(), s.count(v));
     }
     let _ = write!(
         o,
-        "</div><p>{} claims in {:.0} s, {} threads, {} runs after {} warmup per benchmark{}. \
+        "<div class=\"card\"><span>over tested points only</span><b>{}</b>{} of {} tested points</div>\
+         </div><p>{} claims in {:.0} s, {} threads, {} runs after {} warmup per benchmark{}. \
          Pending (not built), skipped (missing on this host), inconclusive and error earn no points and count in the headline score; each reason says what is missing.</p></section>",
+        label(s.score_of_tested),
+        s.points_earned,
+        s.points_tested,
         s.total,
         r.duration_s,
         r.settings.threads,
@@ -111,6 +128,137 @@ fn summary(o: &mut String, r: &RunReport) {
         r.settings.warmup,
         r.filter.as_deref().map(|f| format!(", filter {}", escape(f))).unwrap_or_default()
     );
+}
+
+/// The headline claims, one row each: value, CI, threshold, verdict and the
+/// change since the previous run; each id links to the claim's card.
+fn headline_table(o: &mut String, r: &RunReport, changes: Option<&Diff>) {
+    let _ = write!(o, "<section id=\"headline-claims\"><h2>Headline claims</h2>");
+    let claims = headline::headline_claims(r);
+    if claims.is_empty() {
+        let _ = write!(
+            o,
+            "<p>None of the headline claims ({}) is in this report.</p></section>",
+            headline::HEADLINE_CLAIMS.join(", ")
+        );
+        return;
+    }
+    let _ = write!(
+        o,
+        "<table class=\"headline\"><thead><tr><th>claim</th><th>value</th><th>95% CI</th><th>threshold</th>\
+         <th>verdict</th><th>change since the previous run</th></tr></thead><tbody>"
+    );
+    for c in claims {
+        let v = c.outcome.verdict.name();
+        let e = c.outcome.evidence.as_ref();
+        let value = match e.and_then(|e| e.value.map(|x| (x, &e.unit))) {
+            Some((x, unit)) => format!("{} {}", label(x), escape(unit)),
+            None => format!("<span class=\"why\">{}</span>", escape(&c.outcome.sentence)),
+        };
+        let ci = e.and_then(|e| e.ci).map_or_else(
+            || "—".to_owned(),
+            |ci| {
+                let level = if (ci.level - 0.95).abs() < 1e-9 {
+                    String::new()
+                } else {
+                    format!(" ({}%)", label(ci.level * 100.0))
+                };
+                format!("{}–{}{level}", label(ci.lo), label(ci.hi))
+            },
+        );
+        let threshold = e
+            .and_then(|e| Some(format!("{} {}", escape(e.op.as_deref()?), label(e.threshold?))))
+            .unwrap_or_else(|| "—".to_owned());
+        let _ = write!(
+            o,
+            "<tr class=\"v-{v}\"><td><a href=\"#{0}\">{0}</a> {1}</td><td>{value}</td><td>{ci}</td><td>{threshold}</td>\
+             <td><span class=\"badge\">{v}</span></td><td>{2}</td></tr>",
+            escape(&c.id),
+            escape(&c.title),
+            escape(&headline::change_of(&c.id, changes)),
+        );
+    }
+    let _ = write!(o, "</tbody></table></section>");
+}
+
+/// How many changes of each kind are listed before the rest fold away.
+const CHANGES_SHOWN: usize = 5;
+
+/// Writes `items` as a list, the first [`CHANGES_SHOWN`] open and the rest
+/// folded in a `<details>` (no script), so the page's top stays short.
+fn folded_list(o: &mut String, heading: &str, items: &[String]) {
+    if items.is_empty() {
+        return;
+    }
+    let _ = write!(o, "<h3>{heading} ({})</h3><ul>", items.len());
+    for item in items.iter().take(CHANGES_SHOWN) {
+        let _ = write!(o, "<li>{item}</li>");
+    }
+    let _ = write!(o, "</ul>");
+    if items.len() > CHANGES_SHOWN {
+        let _ = write!(o, "<details><summary>{} more</summary><ul>", items.len() - CHANGES_SHOWN);
+        for item in &items[CHANGES_SHOWN..] {
+            let _ = write!(o, "<li>{item}</li>");
+        }
+        let _ = write!(o, "</ul></details>");
+    }
+}
+
+/// A claim id linked to its card when the report has that claim, else plain.
+fn claim_link(r: &RunReport, id: &str) -> String {
+    if r.claims.iter().any(|c| c.id == id) {
+        format!("<a href=\"#{0}\">{0}</a>", escape(id))
+    } else {
+        escape(id)
+    }
+}
+
+/// "What changed" since the previous run: verdicts that flipped and metrics
+/// that moved significantly (`falsify diff`'s logic), or "first run".
+fn what_changed(o: &mut String, r: &RunReport, changes: Option<&Diff>) {
+    let _ = write!(o, "<section id=\"changes\"><h2>What changed</h2><div class=\"changes\">");
+    match changes {
+        None => {
+            let _ = write!(o, "<p>First run: no previous report in <code>reports/history/</code> to compare with.</p>");
+        }
+        Some(d) if d.verdicts.is_empty() && d.metrics.is_empty() && d.added.is_empty() && d.removed.is_empty() => {
+            let _ = write!(o, "<p>Since the previous run, no verdict changed and no metric moved significantly.</p>");
+        }
+        Some(d) => changes_since_previous(o, r, d),
+    }
+    let _ = write!(o, "</div></section>");
+}
+
+/// The flips, the moves and the claims added or removed in `d`.
+fn changes_since_previous(o: &mut String, r: &RunReport, d: &Diff) {
+    let badge = |v: Verdict| format!("<span class=\"v-{0}\"><span class=\"badge\">{0}</span></span>", v.name());
+    let flips: Vec<String> = d
+        .verdicts
+        .iter()
+        .map(|v| format!("{} {} → {} {}", claim_link(r, &v.id), badge(v.old), badge(v.new), escape(&v.sentence)))
+        .collect();
+    let moves: Vec<String> = d
+        .metrics
+        .iter()
+        .map(|m| {
+            let what = match m.what.split_once(' ') {
+                Some((id, rest)) if r.claims.iter().any(|c| c.id == id) => {
+                    format!("{} {}", claim_link(r, id), escape(rest))
+                }
+                _ => escape(&m.what),
+            };
+            format!("{what}: {} → {} ({})", label(m.old), label(m.new), escape(&m.why))
+        })
+        .collect();
+    folded_list(o, "Verdicts that flipped", &flips);
+    folded_list(o, "Metrics that moved significantly", &moves);
+    let ids = |ids: &[String]| ids.iter().map(|id| claim_link(r, id)).collect::<Vec<_>>().join(", ");
+    if !d.added.is_empty() {
+        let _ = write!(o, "<p>Claims added: {}</p>", ids(&d.added));
+    }
+    if !d.removed.is_empty() {
+        let _ = write!(o, "<p>Claims removed: {}</p>", ids(&d.removed));
+    }
 }
 
 /// A small strip plot of a claim's samples, drawn inline.
@@ -147,18 +295,18 @@ fn claim(o: &mut String, c: &ClaimResult) {
     let v = c.outcome.verdict.name();
     let _ = write!(
         o,
-        "<article class=\"claim v-{v} c-{}\" id=\"{}\"><h3><span class=\"badge\">{v}</span><span class=\"id\">{}</span>{}</h3>\
+        "<article class=\"claim v-{v} c-{}\" id=\"{id}\"><h3><span class=\"badge\">{v}</span><span class=\"id\">{id}</span>{}\
+         <a class=\"permalink\" href=\"#{id}\" title=\"link to this claim\">#</a></h3>\
          <div class=\"cat\">{} · {} point(s) · check <code>{}</code>{}{}</div><p>{}</p>",
         slug(&c.category),
-        escape(&c.id),
-        escape(&c.id),
         escape(&c.title),
         escape(&c.category),
         c.points,
         escape(&c.check),
         c.profile.as_deref().map(|p| format!(" · profile {}", escape(p))).unwrap_or_default(),
         if c.requires.is_empty() { String::new() } else { format!(" · requires {}", escape(&c.requires.join(", "))) },
-        escape(&c.outcome.sentence)
+        escape(&c.outcome.sentence),
+        id = escape(&c.id),
     );
     if let Some(e) = &c.outcome.evidence {
         let mut rows = vec![("metric", format!("{} ({})", e.metric, e.unit))];
@@ -275,7 +423,7 @@ pub fn utc(secs: u64) -> String {
 }
 
 /// The whole page for `r`, with `charts` inline.
-pub fn render(r: &RunReport, charts: &[Chart], _changes: Option<&super::diff::Diff>) -> String {
+pub fn render(r: &RunReport, charts: &[Chart], changes: Option<&Diff>) -> String {
     let cats = categories(r);
     let s = &r.summary;
     let mut o = format!(
@@ -294,6 +442,8 @@ pub fn render(r: &RunReport, charts: &[Chart], _changes: Option<&super::diff::Di
         escape(r.provenance.engine.git_sha.as_deref().map_or("unknown", |g| &g[..g.len().min(12)]))
     );
     summary(&mut o, r);
+    headline_table(&mut o, r, changes);
+    what_changed(&mut o, r, changes);
     let _ = write!(o, "<section id=\"charts\"><h2>Charts</h2>");
     for c in charts {
         if c.values.is_empty() {
@@ -339,14 +489,47 @@ mod tests {
     use super::*;
     use crate::record::tests::sample_report;
 
+    /// `sample_report()` and a later run in which F084 flipped to pass and
+    /// its value moved, with the changes between them.
+    fn a_run_with_changes() -> (RunReport, Diff) {
+        let mut old = sample_report();
+        old.provenance.timestamp -= 60;
+        let mut new = sample_report();
+        let c = new.claims.iter_mut().find(|c| c.id == "F084").unwrap();
+        c.outcome.verdict = Verdict::Pass;
+        c.outcome.sentence = "decode 2.50x".into();
+        let e = c.outcome.evidence.as_mut().unwrap();
+        e.value = Some(2.5);
+        e.ci = None;
+        let d = headline::changes(&new, Some(&old)).unwrap();
+        (new, d)
+    }
+
     #[test]
-    fn the_page_holds_summary_every_claim_charts_and_provenance_in_order() {
-        let r = sample_report();
+    fn the_page_leads_with_headline_table_and_changes_then_charts_claims_and_provenance() {
+        let (r, d) = a_run_with_changes();
         let charts = crate::report::chart::all(&r, &[]).unwrap();
-        let page = render(&r, &charts, None);
+        let page = render(&r, &charts, Some(&d));
         let at = |s: &str| page.find(s).unwrap_or_else(|| panic!("{s} missing"));
-        assert!(at("id=\"summary\"") < at("id=\"charts\"") && at("id=\"charts\"") < at("id=\"claims\""));
-        assert!(at("id=\"claims\"") < at("id=\"provenance\""));
+        let order = [
+            "id=\"summary\"",
+            "headline score (earned ÷ all points)",
+            "<table class=\"headline\"",
+            "id=\"changes\"",
+            "id=\"charts\"",
+            "id=\"claims\"",
+            "<article",
+            "id=\"provenance\"",
+        ];
+        for w in order.windows(2) {
+            assert!(at(w[0]) < at(w[1]), "{} should come before {}", w[0], w[1]);
+        }
+        let cards = &page[at("<div class=\"cards\">")..at("</div><p>")];
+        let score = cards.find("card score").unwrap();
+        let beside: Vec<usize> =
+            ["card pending", "card skipped", "card inconclusive"].map(|c| cards.find(c).unwrap()).into();
+        assert!(beside.windows(2).all(|w| w[0] < w[1]) && score < beside[0], "the counts follow the score");
+        assert!(beside[2] < cards.find("card pass").unwrap());
         for c in &r.claims {
             assert!(page.contains(&format!("id=\"{}\"", c.id)), "{}", c.id);
         }
@@ -355,6 +538,89 @@ mod tests {
             assert!(!page.contains(outside), "the page reaches outside: {outside}");
         }
         assert!(page.contains("#f-v-falsified:checked") && page.contains("c-performance"));
+    }
+
+    #[test]
+    fn the_headline_table_shows_value_ci_threshold_verdict_and_change() {
+        let (r, d) = a_run_with_changes();
+        let page = render(&sample_report(), &[], None);
+        let table = &page[page.find("<table class=\"headline\"").unwrap()..page.find("id=\"changes\"").unwrap()];
+        assert_eq!(table.matches("<tr class=\"v-").count(), 1, "sample_report has one headline claim: {table}");
+        for cell in [
+            "<a href=\"#F084\">F084</a>",
+            "0.6028 x",
+            "0.5957–0.6111",
+            "&gt;= 2",
+            "<span class=\"badge\">falsified</span>",
+            "first run",
+        ] {
+            assert!(table.contains(cell), "{cell} missing from {table}");
+        }
+        let page = render(&r, &[], Some(&d));
+        let table = &page[page.find("<table class=\"headline\"").unwrap()..page.find("id=\"changes\"").unwrap()];
+        assert!(table.contains("2.500 x") && table.contains("<td>—</td>"), "no CI reads as a dash: {table}");
+        assert!(table.contains("falsified → pass") && table.contains("0.6028 → 2.500"), "{table}");
+    }
+
+    #[test]
+    fn a_report_without_headline_claims_says_so() {
+        let mut r = sample_report();
+        r.claims.retain(|c| !headline::HEADLINE_CLAIMS.contains(&c.id.as_str()));
+        let page = render(&r, &[], None);
+        assert!(page.contains("None of the headline claims (F084, F035, F083, F036) is in this report."));
+        assert!(!page.contains("<table class=\"headline\""));
+    }
+
+    #[test]
+    fn every_card_has_a_permalink_and_the_headline_ids_link_to_the_cards() {
+        let r = sample_report();
+        let page = render(&r, &[], None);
+        for c in &r.claims {
+            let card = page.find(&format!("id=\"{}\"><h3>", c.id)).unwrap_or_else(|| panic!("no card for {}", c.id));
+            let end = card + page[card..].find("</article>").unwrap();
+            assert!(page[card..end].contains(&format!("<a class=\"permalink\" href=\"#{}\"", c.id)), "{}", c.id);
+            assert_eq!(page.matches(&format!("id=\"{}\"", c.id)).count(), 1, "one element is #{}", c.id);
+        }
+        let table = page.find("<table class=\"headline\"").unwrap();
+        assert!(page[table..].find("href=\"#F084\"").unwrap() < page[table..].find("id=\"F084\"").unwrap());
+    }
+
+    #[test]
+    fn what_changed_says_first_run_nothing_or_the_flips_and_moves() {
+        let r = sample_report();
+        let section = |page: &str| {
+            let start = page.find("id=\"changes\"").unwrap();
+            page[start..start + page[start..].find("</section>").unwrap()].to_owned()
+        };
+        assert!(section(&render(&r, &[], None)).contains("First run"));
+        let same = section(&render(&r, &[], Some(&Diff::default())));
+        assert!(same.contains("no verdict changed and no metric moved significantly"), "{same}");
+        let (r, d) = a_run_with_changes();
+        let changed = section(&render(&r, &[], Some(&d)));
+        assert!(
+            changed.contains("Verdicts that flipped (1)") && changed.contains("Metrics that moved significantly (1)")
+        );
+        assert!(changed.contains("<a href=\"#F084\">F084</a> <span class=\"v-falsified\"><span class=\"badge\">falsified</span></span> → <span class=\"v-pass\">"), "{changed}");
+        assert!(changed.contains("decode_ratio: 0.6028 → 2.500"), "{changed}");
+        let many = Diff {
+            metrics: (0..CHANGES_SHOWN + 3)
+                .map(|i| crate::report::diff::MetricChange {
+                    what: format!("bench m{i}"),
+                    old: 1.0,
+                    new: 2.0,
+                    why: "+100.0%".into(),
+                })
+                .collect(),
+            added: vec!["F999".into()],
+            ..Diff::default()
+        };
+        let long = section(&render(&r, &[], Some(&many)));
+        assert!(
+            long.contains("<details><summary>3 more</summary>")
+                && long.contains(&format!("bench m{}", CHANGES_SHOWN + 2)),
+            "{long}"
+        );
+        assert!(long.contains("Claims added: F999"), "an id without a card is not a link: {long}");
     }
 
     #[test]
@@ -369,6 +635,35 @@ mod tests {
         assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
         let mut r = sample_report();
         r.claims[0].outcome.sentence = "<script>alert(1)</script>".into();
-        assert!(!render(&r, &[], None).contains("<script>"));
+        r.claims[0].title = "<b>bold</b> & co".into();
+        r.claims[0].outcome.evidence.as_mut().unwrap().unit = "<i>x</i>".into();
+        let d = Diff {
+            verdicts: vec![crate::report::diff::VerdictChange {
+                id: "F084".into(),
+                old: Verdict::Pass,
+                new: Verdict::Falsified,
+                sentence: "<script>flip</script>".into(),
+            }],
+            metrics: vec![crate::report::diff::MetricChange {
+                what: "F084 <m>".into(),
+                old: 1.0,
+                new: 2.0,
+                why: "<why>".into(),
+            }],
+            ..Diff::default()
+        };
+        let page = render(&r, &[], Some(&d));
+        for raw in ["<script", "<b>bold", "<i>x", "<m>", "<why>"] {
+            assert!(!page.contains(raw), "{raw} reached the page unescaped");
+        }
+        for escaped in [
+            "&lt;b&gt;bold&lt;/b&gt; &amp; co",
+            "&lt;i&gt;x&lt;/i&gt;",
+            "&lt;script&gt;flip",
+            "F084</a> &lt;m&gt;",
+            "(&lt;why&gt;)",
+        ] {
+            assert!(page.contains(escaped), "{escaped} missing");
+        }
     }
 }
