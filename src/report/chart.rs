@@ -108,7 +108,7 @@ const MARGIN: u32 = 12;
 
 /// The width in pixels of `chars` characters of text drawn at plotters `size`:
 /// an average glyph is taken as 0.6 of the SVG font size (`size` / 1.24).
-pub(crate) fn text_width(chars: usize, size: f64) -> f64 {
+fn text_width(chars: usize, size: f64) -> f64 {
     chars as f64 * size / 1.24 * 0.6
 }
 
