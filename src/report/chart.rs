@@ -9,6 +9,7 @@
 use plotters::coord::ranged1d::Ranged;
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::{Deserialize, Serialize};
 
 use crate::record::RunReport;
@@ -94,6 +95,114 @@ fn with_data(svg: String, values: &[Plotted]) -> String {
     }
 }
 
+/// The font size charts' titles are drawn with (plotters' size; the SVG's is this / 1.24).
+const TITLE_SIZE: f64 = 20.0;
+/// Vertical space per line of wrapped text, for the title's size.
+const TITLE_LINE: u32 = 24;
+/// The size of notes and messages drawn below or inside a chart.
+const NOTE_SIZE: f64 = 14.0;
+/// The size plotters draws tick and row labels with.
+const TICK_SIZE: f64 = 12.0;
+/// The space kept free at each side of the canvas.
+const MARGIN: u32 = 12;
+
+/// The width in pixels of `chars` characters of text drawn at plotters `size`:
+/// an average glyph is taken as 0.6 of the SVG font size (`size` / 1.24).
+fn text_width(chars: usize, size: f64) -> f64 {
+    chars as f64 * size / 1.24 * 0.6
+}
+
+/// How many characters of text at `size` fit in `px` pixels.
+fn chars_in(px: f64, size: f64) -> usize {
+    ((px / text_width(1, size)).floor() as usize).max(1)
+}
+
+/// `text` shortened to at most `max` characters, ending in `…` when cut.
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.into();
+    }
+    text.chars().take(max.saturating_sub(1)).chain(std::iter::once('…')).collect()
+}
+
+/// `text` broken at spaces into lines of at most `max` characters; a word
+/// longer than a line is split.
+fn wrap(text: &str, max: usize) -> Vec<String> {
+    let max = max.max(1);
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        let mut word: Vec<char> = word.chars().collect();
+        let used = line.chars().count();
+        if used > 0 && used + 1 + word.len() > max {
+            lines.push(std::mem::take(&mut line));
+        }
+        while word.len() > max {
+            let rest = word.split_off(max);
+            lines.push(word.into_iter().collect());
+            word = rest;
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.extend(word);
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+/// The lines a chart's title is drawn in, each within the canvas's width.
+fn title_lines(title: &str) -> Vec<String> {
+    wrap(title, chars_in(f64::from(WIDTH - 2 * MARGIN), TITLE_SIZE))
+}
+
+/// Draws `lines` centred, one under the other, from `top` in `area`.
+fn draw_lines(
+    area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+    lines: &[String],
+    top: u32,
+    size: f64,
+    name: &'static str,
+) -> Result<(), ChartError> {
+    let style = TextStyle::from((FONT, size)).pos(Pos::new(HPos::Center, VPos::Top));
+    let step = (size * 1.2).ceil() as i32;
+    for (i, line) in lines.iter().enumerate() {
+        let at = ((WIDTH / 2) as i32, top as i32 + i as i32 * step);
+        area.draw(&Text::new(line.as_str(), at, style.clone())).map_err(fail(name))?;
+    }
+    Ok(())
+}
+
+/// Draws the wrapped title at the top of `root`; returns the area below it.
+fn titled<'a>(
+    root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>,
+    title: &[String],
+    name: &'static str,
+) -> Result<DrawingArea<SVGBackend<'a>, plotters::coord::Shift>, ChartError> {
+    draw_lines(root, title, MARGIN, TITLE_SIZE, name)?;
+    Ok(root.split_vertically(MARGIN + TITLE_LINE * title.len() as u32).1)
+}
+
+/// A chart with too little data to plot: its title and, instead of an empty
+/// frame, `why` in words. It plots no values (its data is `[]`).
+fn message(name: &'static str, title: &str, why: &str) -> Result<Chart, ChartError> {
+    let title_lines = title_lines(title);
+    let why_lines = wrap(why, chars_in(f64::from(WIDTH - 2 * MARGIN), NOTE_SIZE));
+    let height = 2 * MARGIN + TITLE_LINE * title_lines.len() as u32 + 40 + 20 * why_lines.len() as u32;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(fail(name))?;
+        let below = titled(&root, &title_lines, name)?;
+        below.fill(&RGBColor(0xf4, 0xf4, 0xf4)).map_err(fail(name))?;
+        draw_lines(&below, &why_lines, 20, NOTE_SIZE, name)?;
+        root.present().map_err(fail(name))?;
+    }
+    Ok(Chart { name, title: title.into(), svg: with_data(svg, &[]), values: Vec::new() })
+}
+
 /// Turns a drawing backend's error into a [`ChartError`] for `chart`.
 fn fail<E: std::fmt::Display>(chart: &'static str) -> impl Fn(E) -> ChartError {
     move |e| ChartError { chart, message: e.to_string() }
@@ -115,10 +224,36 @@ fn finish<'a, 'b: 'a, X: Ranged, Y: Ranged>(
     chart.plotting_area().present().map_err(fail(name))
 }
 
-/// Draws horizontal bars with CI whiskers, value labels, optional per-row targets, and a legend.
-fn bars(name: &'static str, title: &str, x_desc: &str, rows: &[Bar], extra: Vec<Plotted>) -> Result<Chart, ChartError> {
-    let n = rows.len().max(1);
-    let height = 120 + 34 * n as u32;
+/// What a bar chart shows besides its bars.
+struct BarText<'a> {
+    /// The chart's title.
+    title: &'a str,
+    /// The value axis's description, with its unit.
+    x_desc: &'a str,
+    /// Notes drawn under the chart (wrapped).
+    notes: &'a [String],
+    /// What the chart says in words when it has no bars.
+    empty: &'a str,
+}
+
+/// Draws horizontal bars with CI whiskers, value labels, optional per-row
+/// targets, a legend and notes below; with no bars, says `text.empty` instead.
+/// Row labels too long for the label column (at most 60% of the width) are shortened.
+fn bars(name: &'static str, text: &BarText, rows: &[Bar], extra: Vec<Plotted>) -> Result<Chart, ChartError> {
+    if rows.is_empty() {
+        return message(name, text.title, text.empty);
+    }
+    let n = rows.len();
+    let title = title_lines(text.title);
+    let notes: Vec<String> =
+        text.notes.iter().flat_map(|note| wrap(note, chars_in(f64::from(WIDTH - 2 * MARGIN), NOTE_SIZE))).collect();
+    let note_line = (NOTE_SIZE * 1.2).ceil() as u32;
+    let notes_height = if notes.is_empty() { 0 } else { note_line * notes.len() as u32 + MARGIN };
+    let height = 96 + TITLE_LINE * title.len() as u32 + 34 * n as u32 + notes_height;
+    // Plotters draws a row label ending 10 px left of the plot, in TICK_SIZE text.
+    let longest = rows.iter().map(|r| r.label.chars().count()).max().unwrap_or(0);
+    let label_area = (text_width(longest, TICK_SIZE).ceil() as u32 + 16).clamp(120, WIDTH * 3 / 5);
+    let fits = chars_in(f64::from(label_area - 10), TICK_SIZE);
     let x_max = rows
         .iter()
         .flat_map(|r| [Some(r.value), r.ci.map(|c| c.1), r.threshold])
@@ -133,17 +268,20 @@ fn bars(name: &'static str, title: &str, x_desc: &str, rows: &[Bar], extra: Vec<
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
         root.fill(&WHITE).map_err(fail(name))?;
-        let labels: Vec<String> = rows.iter().map(|r| r.label.clone()).collect();
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, (FONT, 20))
-            .margin(12)
+        let below = titled(&root, &title, name)?;
+        let (plot, under) = below.split_vertically(height - MARGIN - TITLE_LINE * title.len() as u32 - notes_height);
+        draw_lines(&under, &notes, 0, NOTE_SIZE, name)?;
+        let labels: Vec<String> = rows.iter().map(|r| shorten(&r.label, fits)).collect();
+        let mut chart = ChartBuilder::on(&plot)
+            .margin(MARGIN)
+            .margin_right(3 * MARGIN)
             .x_label_area_size(40)
-            .y_label_area_size(330)
+            .y_label_area_size(label_area)
             .build_cartesian_2d(0f64..x_max, (0..n).into_segmented())
             .map_err(fail(name))?;
         chart
             .configure_mesh()
-            .x_desc(x_desc)
+            .x_desc(text.x_desc)
             .y_desc("")
             .y_labels(n)
             .y_label_formatter(&|v| match v {
@@ -199,15 +337,11 @@ fn bars(name: &'static str, title: &str, x_desc: &str, rows: &[Bar], extra: Vec<
                 .label("claim threshold")
                 .legend(|(x, y)| PathElement::new(vec![(x + 6, y - 6), (x + 6, y + 6)], THRESHOLD.stroke_width(3)));
         }
-        if rows.is_empty() {
-            root.present().map_err(fail(name))?;
-        } else {
-            finish(&mut chart, SeriesLabelPosition::UpperRight, name)?;
-        }
+        finish(&mut chart, SeriesLabelPosition::UpperRight, name)?;
     }
     let mut values = rows.iter().map(|r| Plotted { label: r.label.clone(), value: r.value }).collect::<Vec<_>>();
     values.extend(extra);
-    Ok(Chart { name, title: title.into(), svg: with_data(svg, &values), values })
+    Ok(Chart { name, title: text.title.into(), svg: with_data(svg, &values), values })
 }
 
 /// `decode_tok_s` → `decode`.
@@ -215,8 +349,9 @@ fn short(metric: &str) -> &str {
     metric.strip_suffix("_tok_s").unwrap_or(metric)
 }
 
-/// Throughput: prefill and decode of every engine in every benchmark (mean
-/// and its 95% CI), and the recorded figures of the same models, marked so.
+/// Throughput: prefill and decode of every engine in every benchmark, all
+/// measured live in this run (mean and its 95% CI). Figures recorded on other
+/// hardware are drawn apart, by [`recorded`].
 pub fn throughput(r: &RunReport) -> Result<Chart, ChartError> {
     let mut rows = Vec::new();
     for b in &r.benches {
@@ -239,28 +374,64 @@ pub fn throughput(r: &RunReport) -> Result<Chart, ChartError> {
                     threshold: None,
                 });
             }
-            for f in
-                r.recorded.iter().filter(|f| f.metric == metric && f.model.contains(&format!("-{}-", b.spec.model)))
-            {
-                rows.push(Bar {
-                    label: format!(
-                        "{} {} · {} RECORDED, {}",
-                        b.spec.model,
-                        short(metric),
-                        f.engine,
-                        f.hardware.replace("NVIDIA GeForce ", "")
-                    ),
-                    value: f.value,
-                    ci: f.sd.map(|sd| (f.value - 1.96 * sd, f.value + 1.96 * sd)),
-                    color: RECORDED,
-                    group: "recorded figure (other hardware, not measured here)",
-                    threshold: None,
-                });
-            }
         }
     }
-    rows.dedup_by(|a, b| a.label == b.label);
-    bars("throughput", "Throughput: mean with 95% CI", "tokens per second (tok/s)", &rows, Vec::new())
+    let text = BarText {
+        title: "Throughput measured in this run: mean with 95% CI",
+        x_desc: "tokens per second (tok/s)",
+        notes: &[],
+        empty: "No throughput was measured in this run: it ran no benchmark.",
+    };
+    bars("throughput", &text, &rows, Vec::new())
+}
+
+/// The label a recorded figure is drawn with: engine, metric, model, hardware and date.
+pub fn recorded_label(f: &crate::baseline::recorded::Figure) -> String {
+    format!(
+        "{} {} · {}, {}, {}",
+        f.engine,
+        short(&f.metric),
+        f.model,
+        f.hardware.replace("NVIDIA GeForce ", ""),
+        f.date
+    )
+}
+
+/// Recorded figures: every figure of `baselines/recorded.toml` the report
+/// carries, each once, measured on other hardware and not here, with its
+/// source. Never mixed with live measurements.
+pub fn recorded(r: &RunReport) -> Result<Chart, ChartError> {
+    const GROUP: &str = "recorded elsewhere, not measured here";
+    let rows: Vec<Bar> = r
+        .recorded
+        .iter()
+        .map(|f| Bar {
+            label: recorded_label(f),
+            value: f.value,
+            ci: f.sd.map(|sd| (f.value - 1.96 * sd, f.value + 1.96 * sd)),
+            color: RECORDED,
+            group: GROUP,
+            threshold: None,
+        })
+        .collect();
+    let distinct = |field: fn(&crate::baseline::recorded::Figure) -> &str| {
+        let mut all: Vec<&str> = r.recorded.iter().map(field).collect();
+        all.sort();
+        all.dedup();
+        all.join("; ")
+    };
+    let notes = [format!(
+        "Not comparable with this run's figures: measured on other hardware ({}). Sources: {}.",
+        distinct(|f| &f.hardware),
+        distinct(|f| &f.source)
+    )];
+    let text = BarText {
+        title: "Recorded elsewhere, not measured here: figures from the seed documents (± 1.96 sd)",
+        x_desc: "tokens per second (tok/s), recorded",
+        notes: &notes,
+        empty: "No recorded figures in this report (baselines/recorded.toml).",
+    };
+    bars("recorded", &text, &rows, Vec::new())
 }
 
 /// Ratio vs target: every claim whose evidence is a ratio (unit `x`) with a
@@ -282,7 +453,13 @@ pub fn ratios(r: &RunReport) -> Result<Chart, ChartError> {
             })
         })
         .collect();
-    bars("ratios", "Ratio claims: measured (95% CI) vs threshold", "ratio (x)", &rows, Vec::new())
+    let text = BarText {
+        title: "Ratio claims: measured (95% CI) vs threshold",
+        x_desc: "ratio (x)",
+        notes: &[],
+        empty: "No claim with a ratio as its evidence was evaluated in this run.",
+    };
+    bars("ratios", &text, &rows, Vec::new())
 }
 
 /// Brick budget: each brick's measured µs per token next to its budget.
@@ -327,44 +504,50 @@ pub fn bricks(r: &RunReport) -> Result<Chart, ChartError> {
         ),
         None => "Brick budget: no brick profile in this report".into(),
     };
-    bars("bricks", &title, "microseconds per token (µs)", &rows, Vec::new())
+    let text = BarText {
+        title: &title,
+        x_desc: "microseconds per token (µs)",
+        notes: &[],
+        empty: "No brick profile in this report: the run did not profile the decode bricks.",
+    };
+    bars("bricks", &text, &rows, Vec::new())
 }
 
 /// Latency distribution: the histogram of per-token decode latencies of the
 /// first benchmark, with p50, p99 and p999 marked.
 pub fn latency(r: &RunReport) -> Result<Chart, ChartError> {
     const NAME: &str = "latency";
-    let series = r.benches.iter().find_map(|b| {
+    let Some((what, s)) = r.benches.iter().find_map(|b| {
         b.result
             .series
             .iter()
             .find(|s| s.metric == "itl_ms")
             .map(|s| (format!("{} p{}/n{}", b.spec.model, b.spec.prompt, b.spec.gen), s))
-    });
+    }) else {
+        return message(
+            NAME,
+            "Per-token decode latency",
+            "No per-token decode latencies in this report: it ran no decode benchmark.",
+        );
+    };
+    let m = &s.summary;
+    let marks = [("p50", m.median), ("p99", m.p99), ("p999", m.p999)];
+    let title = title_lines(&format!("Per-token decode latency, {what} ({} tokens)", s.samples.len()));
+    let samples = s.samples.as_slice();
     let mut svg = String::new();
     let mut values = Vec::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, 420)).into_drawing_area();
+        let root =
+            SVGBackend::with_string(&mut svg, (WIDTH, 396 + TITLE_LINE * title.len() as u32)).into_drawing_area();
         root.fill(&WHITE).map_err(fail(NAME))?;
-        let (title, samples, marks) = match series {
-            Some((what, s)) => {
-                let m = &s.summary;
-                let marks = [("p50", m.median), ("p99", m.p99), ("p999", m.p999)];
-                (
-                    format!("Per-token decode latency, {what} ({} tokens)", s.samples.len()),
-                    s.samples.as_slice(),
-                    marks.to_vec(),
-                )
-            }
-            None => ("Per-token decode latency: no decode benchmark in this report".into(), &[][..], Vec::new()),
-        };
+        let below = titled(&root, &title, NAME)?;
         const BINS: usize = 40;
         let crate::stats::Histogram { lo, width, counts } = crate::stats::histogram(samples, BINS);
         let hi = lo + width * BINS as f64;
         let y_max = counts.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.2;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(&title, (FONT, 20))
-            .margin(12)
+        let mut chart = ChartBuilder::on(&below)
+            .margin(MARGIN)
+            .margin_right(3 * MARGIN)
             .x_label_area_size(40)
             .y_label_area_size(60)
             .build_cartesian_2d(lo..hi + width, 0f64..y_max)
@@ -436,7 +619,8 @@ pub fn scoreboard(r: &RunReport) -> Result<Chart, ChartError> {
     let points =
         [("points earned", s.points_earned), ("points tested", s.points_tested), ("points total", s.points_total)]
             .map(|(what, v)| Plotted { label: what.into(), value: v as f64 });
-    bars("scoreboard", &title, "claims (count)", &rows, points.to_vec())
+    let text = BarText { title: &title, x_desc: "claims (count)", notes: &[], empty: "No claims in this report." };
+    bars("scoreboard", &text, &rows, points.to_vec())
 }
 
 /// History: the score and the headline ratios over the reports kept.
@@ -447,6 +631,16 @@ pub fn history(r: &RunReport, past: &[RunReport]) -> Result<Chart, ChartError> {
         runs.push(r);
     }
     runs.sort_by_key(|p| p.provenance.timestamp);
+    let n = runs.len();
+    let title = format!("History over the last {n} run(s) in reports/history/");
+    if n < 2 {
+        return message(
+            NAME,
+            &title,
+            "One run so far: the history starts with the next run, which will be drawn beside this one.",
+        );
+    }
+    let title = title_lines(&title);
     // Each line: its legend, colour, and the claim whose ratio it plots (none: the score).
     let lines = [
         ("headline score (0–100)", LIVE, None),
@@ -466,18 +660,19 @@ pub fn history(r: &RunReport, past: &[RunReport]) -> Result<Chart, ChartError> {
     let mut values = Vec::new();
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, 420)).into_drawing_area();
+        let root =
+            SVGBackend::with_string(&mut svg, (WIDTH, 396 + TITLE_LINE * title.len() as u32)).into_drawing_area();
         root.fill(&WHITE).map_err(fail(NAME))?;
+        let below = titled(&root, &title, NAME)?;
         let y_max =
             runs.iter().flat_map(|p| lines.iter().filter_map(move |(_, _, c)| value(p, *c))).fold(100.0f64, f64::max)
                 * 1.1;
-        let n = runs.len();
-        let mut chart = ChartBuilder::on(&root)
-            .caption(format!("History over the last {n} run(s) in reports/history/"), (FONT, 20))
-            .margin(12)
+        let mut chart = ChartBuilder::on(&below)
+            .margin(MARGIN)
+            .margin_right(3 * MARGIN)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5).max(0.5), 0f64..y_max)
+            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..y_max)
             .map_err(fail(NAME))?;
         chart
             .configure_mesh()
@@ -496,10 +691,15 @@ pub fn history(r: &RunReport, past: &[RunReport]) -> Result<Chart, ChartError> {
                 .map_err(fail(NAME))?
                 .label(*name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], color.stroke_width(2)));
+            // Each point's number centred above it, kept within the plotting area.
+            let (across, _) = chart.plotting_area().get_pixel_range();
             for &(x, y) in &points {
-                chart
-                    .draw_series(std::iter::once(Text::new(label(y), (x, y + y_max * 0.02), (FONT, 12))))
-                    .map_err(fail(NAME))?;
+                let text = label(y);
+                let half = (text_width(text.chars().count(), 12.0) / 2.0).ceil() as i32;
+                let (px, py) = chart.backend_coord(&(x, y));
+                let px = px.clamp(across.start + half, (across.end - half).max(across.start + half));
+                let style = TextStyle::from((FONT, 12)).pos(Pos::new(HPos::Center, VPos::Bottom));
+                root.draw(&Text::new(text, (px, py - 4), style)).map_err(fail(NAME))?;
                 values.push(Plotted { label: format!("run {} {name}", x as usize + 1), value: y });
             }
         }
@@ -510,7 +710,7 @@ pub fn history(r: &RunReport, past: &[RunReport]) -> Result<Chart, ChartError> {
 
 /// Every chart of a report; `past` are the reports kept in `reports/history/`.
 pub fn all(r: &RunReport, past: &[RunReport]) -> Result<Vec<Chart>, ChartError> {
-    Ok(vec![scoreboard(r)?, throughput(r)?, ratios(r)?, bricks(r)?, latency(r)?, history(r, past)?])
+    Ok(vec![scoreboard(r)?, throughput(r)?, recorded(r)?, ratios(r)?, bricks(r)?, latency(r)?, history(r, past)?])
 }
 
 #[cfg(test)]
@@ -534,10 +734,17 @@ mod tests {
         }
     }
 
+    /// `r` as the previous run: the same report an hour earlier.
+    fn an_hour_before(r: &RunReport) -> RunReport {
+        let mut earlier = r.clone();
+        earlier.provenance.timestamp -= 3600;
+        earlier
+    }
+
     #[test]
     fn every_chart_draws_its_values_and_says_so_in_its_data() {
         let r = sample_report();
-        for c in all(&r, &[]).unwrap() {
+        for c in all(&r, &[an_hour_before(&r)]).unwrap() {
             assert!(c.svg.starts_with("<svg") && c.svg.contains("viewBox"), "{}", c.name);
             assert!(!c.values.is_empty(), "{} plots nothing", c.name);
             let back = crate::report::svg::read(&c.svg).unwrap();
@@ -545,6 +752,132 @@ mod tests {
             assert_eq!(crate::report::svg::missing_values(&back, &c.values), Vec::<String>::new(), "{}", c.name);
             assert_eq!(c.svg.matches("falsify-data").count(), 1, "{}", c.name);
         }
+    }
+
+    /// Every `<text>` of `svg` whose estimated extent (font size × characters
+    /// × 0.6 wide, placed by its text-anchor, turned by a `rotate`) leaves the viewBox.
+    fn texts_outside_the_view_box(svg: &str) -> Vec<String> {
+        let doc = roxmltree::Document::parse(svg).unwrap();
+        let num = |s: &str| s.trim().parse::<f64>().unwrap();
+        let view: Vec<f64> = doc.root_element().attribute("viewBox").unwrap().split(' ').map(num).collect();
+        let (right, bottom) = (view[0] + view[2], view[1] + view[3]);
+        let mut outside = Vec::new();
+        for t in doc.descendants().filter(|n| n.has_tag_name("text")) {
+            let text: String = t.descendants().filter(|d| d.is_text()).filter_map(|d| d.text()).collect();
+            let text = text.trim();
+            let (x, y) = (num(t.attribute("x").unwrap()), num(t.attribute("y").unwrap()));
+            let size = num(t.attribute("font-size").unwrap());
+            let width = size * text.chars().count() as f64 * 0.6;
+            let (start, end) = match t.attribute("text-anchor").unwrap_or("start") {
+                "middle" => (-width / 2.0, width / 2.0),
+                "end" => (-width, 0.0),
+                _ => (0.0, width),
+            };
+            // Upright text runs along x; text turned by 90° or 270° runs along y.
+            let turned = t.attribute("transform").is_some_and(|tr| tr.contains("rotate"));
+            let (along, low, high) = if turned { (y, view[1], bottom) } else { (x, view[0], right) };
+            let across = if turned { (x, view[0], right) } else { (y, view[1], bottom) };
+            let fits_along = along + start >= low - 0.5 && along + end <= high + 0.5;
+            // Plotters shifts text by dy: 0.76em hangs it below y, 0.5ex centres it, -0.5ex or none sits it on y.
+            let (above, below) = match t.attribute("dy").unwrap_or("") {
+                "0.76em" => (0.0, size),
+                "0.5ex" => (size / 2.0, size / 2.0),
+                _ => (size, 0.0),
+            };
+            let fits_across = across.0 - above >= across.1 - 0.5 && across.0 + below <= across.2 + 0.5;
+            if !(fits_along && fits_across) {
+                outside.push(format!("{text:?} at ({x}, {y}), {size} px, in a viewBox to ({right}, {bottom})"));
+            }
+        }
+        outside
+    }
+
+    /// A report whose titles and names run far beyond any chart's width.
+    fn absurdly_long_names() -> RunReport {
+        let mut r = sample_report();
+        let long = "an-absurdly-long-name-with-no-spaces-".repeat(8);
+        let words = "a very long title made of many words that runs on ".repeat(10);
+        for b in &mut r.benches {
+            b.spec.model = format!("{long}model");
+            for s in &mut b.result.series {
+                s.engine = format!("{words}engine");
+            }
+        }
+        for c in &mut r.claims {
+            c.category = format!("{words}{}", c.category);
+            if let Some(e) = c.outcome.evidence.as_mut() {
+                e.metric = format!("{long}{}", e.metric);
+            }
+        }
+        for f in &mut r.recorded {
+            f.hardware = format!("{words}{}", f.hardware);
+            f.source = format!("{long}{}", f.source);
+        }
+        if let Some(p) = r.bricks.as_mut() {
+            p.model = format!("{words}{long}");
+        }
+        r
+    }
+
+    #[test]
+    fn no_text_leaves_the_canvas_whatever_the_titles_length() {
+        let r = sample_report();
+        let long = absurdly_long_names();
+        let runs = |r: &RunReport| {
+            (0..60)
+                .map(|h| {
+                    let mut p = r.clone();
+                    p.provenance.timestamp -= 3600 * (h + 1);
+                    p.summary.score = 99.99 - h as f64;
+                    p
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut bare = sample_report();
+        bare.benches.clear();
+        bare.recorded.clear();
+        bare.claims.clear();
+        bare.bricks = None;
+        for (what, r, past) in [
+            ("sample", &r, vec![an_hour_before(&r)]),
+            ("sample, 60 runs", &r, runs(&r)),
+            ("long names", &long, runs(&long)),
+            ("long names, one run", &long, vec![]),
+            ("no data", &bare, vec![]),
+        ] {
+            for c in all(r, &past).unwrap() {
+                assert_eq!(texts_outside_the_view_box(&c.svg), Vec::<String>::new(), "{what}: {}", c.name);
+            }
+        }
+    }
+
+    #[test]
+    fn a_chart_with_too_little_data_says_so_in_words() {
+        let r = sample_report();
+        let mut bare = sample_report();
+        bare.benches.clear();
+        bare.recorded.clear();
+        bare.claims.clear();
+        bare.bricks = None;
+        let one_run = history(&r, &[]).unwrap();
+        let charts = all(&bare, &[]).unwrap();
+        for c in std::iter::once(&one_run).chain(&charts) {
+            let back = crate::report::svg::read(&c.svg).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+            assert!(c.values.is_empty() && back.data == Some(Vec::new()), "{}", c.name);
+            assert!(back.texts.len() >= 2, "{}: a title and a message, {:?}", c.name, back.texts);
+        }
+        assert!(one_run.svg.contains("One run so far: the history starts with the next run"), "{}", one_run.svg);
+        let bricks = charts.iter().find(|c| c.name == "bricks").unwrap();
+        assert!(bricks.svg.contains("No brick profile in this report"));
+    }
+
+    #[test]
+    fn wrapping_keeps_every_word_and_each_line_within_its_width() {
+        assert_eq!(wrap("a bb ccc", 4), ["a bb", "ccc"]);
+        assert_eq!(wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
+        assert_eq!(wrap("", 4), [""]);
+        assert_eq!(shorten("abcdef", 4), "abc…");
+        assert_eq!(shorten("abc", 4), "abc");
     }
 
     #[test]
@@ -557,11 +890,17 @@ mod tests {
     }
 
     #[test]
-    fn throughput_marks_recorded_figures_and_ratios_show_thresholds() {
+    fn recorded_figures_are_drawn_apart_once_each_and_ratios_show_thresholds() {
         let r = sample_report();
         let t = throughput(&r).unwrap();
-        assert!(t.values.iter().any(|v| v.label.contains("RECORDED") && v.value == 581.53), "{:?}", t.values);
-        assert!(t.svg.contains("recorded figure (other hardware, not measured here)"));
+        assert!(!t.svg.contains("recorded") && !t.svg.contains("RTX"), "live throughput only");
+        assert!(t.values.iter().all(|v| !v.label.contains("RTX")), "{:?}", t.values);
+        let rec = recorded(&r).unwrap();
+        assert_eq!(rec.values.len(), r.recorded.len(), "each figure once");
+        let f = &r.recorded[0];
+        assert!(rec.values.iter().any(|v| v.label == recorded_label(f) && v.value == f.value), "{:?}", rec.values);
+        assert!(rec.svg.contains("Recorded elsewhere, not measured here") && rec.svg.contains(&f.date));
+        assert!(rec.svg.contains("Sources: ") && rec.svg.contains("RTX 4090"));
         let ratio = ratios(&r).unwrap();
         assert_eq!(ratio.values.len(), 2);
         assert!(ratio.svg.contains("claim threshold"));

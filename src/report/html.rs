@@ -445,17 +445,9 @@ pub fn render(r: &RunReport, charts: &[Chart], changes: Option<&Diff>) -> String
     headline_table(&mut o, r, changes);
     what_changed(&mut o, r, changes);
     let _ = write!(o, "<section id=\"charts\"><h2>Charts</h2>");
+    // A chart with too little data says so in its own SVG.
     for c in charts {
-        if c.values.is_empty() {
-            let _ = write!(
-                o,
-                "<p class=\"chart\" id=\"chart-{}\">{}: no data in this report.</p>",
-                c.name,
-                escape(&c.title)
-            );
-        } else {
-            let _ = write!(o, "<div class=\"chart\" id=\"chart-{}\">{}</div>", c.name, c.svg);
-        }
+        let _ = write!(o, "<div class=\"chart\" id=\"chart-{}\">{}</div>", c.name, c.svg);
     }
     let _ = write!(o, "</section><section id=\"claims\"><h2>Claims</h2><form class=\"filters\"><fieldset>Verdict:");
     let _ = write!(o, "<input type=\"radio\" name=\"v\" id=\"f-v-all\" checked><label for=\"f-v-all\">all</label>");

@@ -236,16 +236,13 @@ pub fn expected_values(r: &RunReport) -> Vec<(&'static str, String, f64)> {
                 let label = format!("{} p{}/n{} {short} · {}", spec.model, spec.prompt, spec.gen, s.engine);
                 out.push(("throughput", label, mean(&s.samples)));
             }
-            for f in r.recorded.iter().filter(|f| f.metric == metric && f.model.contains(&format!("-{}-", spec.model)))
-            {
-                let hardware = f.hardware.replace("NVIDIA GeForce ", "");
-                out.push((
-                    "throughput",
-                    format!("{} {short} · {} RECORDED, {hardware}", spec.model, f.engine),
-                    f.value,
-                ));
-            }
         }
+    }
+    for f in &r.recorded {
+        let hardware = f.hardware.replace("NVIDIA GeForce ", "");
+        let metric = f.metric.strip_suffix("_tok_s").unwrap_or(&f.metric);
+        let label = format!("{} {metric} · {}, {hardware}, {}", f.engine, f.model, f.date);
+        out.push(("recorded", label, f.value));
     }
     for c in &r.claims {
         if let Some((e, v)) = c.outcome.evidence.as_ref().filter(|e| e.unit == "x").and_then(|e| Some((e, e.value?))) {

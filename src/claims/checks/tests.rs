@@ -1169,7 +1169,8 @@ fn chart_values_are_read_from_the_drawing() {
     let want = r.claims.iter().find(|c| c.id == "F084").unwrap().outcome.evidence.as_ref().unwrap().value.unwrap();
     assert!((f084.text - want).abs() < 1e-3 * want && (f084.bar.unwrap() - want).abs() < 3.0 * f084.unit_per_px);
     // A bar drawn too long with the right text is caught by its geometry.
-    let stretched = ratios.svg.replacen("width=\"102\"", "width=\"300\"", 1);
+    let drawn = format!("width=\"{}\"", (f084.bar.unwrap() / f084.unit_per_px).round());
+    let stretched = ratios.svg.replacen(&drawn, "width=\"300\"", 1);
     let mut tampered = charts.clone();
     tampered.iter_mut().find(|c| c.name == "ratios").unwrap().svg = stretched;
     let out = exports::judge_chart_values(&tampered, &r);
