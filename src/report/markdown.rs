@@ -13,13 +13,14 @@ use super::html::utc;
 use super::text::Figures;
 use crate::record::RunReport;
 
-/// `s` as inline Markdown text on one line: every character Markdown would
-/// read as syntax (`|` included, so a table cell stays one cell) is
-/// backslash-escaped, and line breaks become spaces.
+/// `s` as inline Markdown text on one line: every character Markdown could
+/// read as inline syntax (`|` included, so a table cell stays one cell) is
+/// backslash-escaped, and line breaks become spaces. (`>` is left as it is: it
+/// only opens a quote at the start of a line, where none of these texts goes.)
 pub fn inline(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.split_whitespace().collect::<Vec<_>>().join(" ").chars() {
-        if matches!(c, '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '#' | '~' | '&' | '!' | '$') {
+        if matches!(c, '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '|' | '#' | '~' | '&' | '!' | '$') {
             out.push('\\');
         }
         out.push(c);
