@@ -48,6 +48,17 @@ impl ModelArg {
     }
 }
 
+/// What `falsify report` makes of a run report.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ReportFormat {
+    /// Every export written into --out: report.html, report.csv, charts/*.svg, summary.md, junit.xml.
+    Files,
+    /// The Markdown summary on stdout (headline, headline claims, changes, failures).
+    Md,
+    /// The JUnit XML on stdout (one test case per claim).
+    Junit,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Show a GGUF model's architecture, hyperparameters and tensor table.
@@ -119,7 +130,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Evaluate the claims and write the reports: report.json, latest.json, history/, report.html, report.csv, charts/*.svg.
+    /// Evaluate the claims and write the reports: report.json, latest.json, history/, report.html, report.csv, charts/*.svg, summary.md, junit.xml.
     ///
     /// Each claim is judged pass, falsified, inconclusive, skipped (with the reason) or
     /// error. Measurements several claims share (benchmarks, the llama.cpp server) are
@@ -147,16 +158,21 @@ enum Command {
         #[arg(long, short = 't', default_value_t = 2)]
         threads: usize,
     },
-    /// Re-render the HTML, SVG charts and CSV of an existing run report, measuring nothing.
+    /// Re-render the exports of an existing run report, measuring nothing.
     ///
     /// The report is validated against reports/schema/report-v2.json first; a report
     /// that breaks the schema is refused with every failing path named.
     Report {
         /// The report (e.g. reports/latest.json).
         report: PathBuf,
-        /// Where to write report.html, report.csv and charts/ (its history/ feeds the history chart).
+        /// Where to write report.html, report.csv, charts/, summary.md and junit.xml
+        /// (its history/ feeds the history chart and holds the previous run).
         #[arg(long, default_value = "reports")]
         out: PathBuf,
+        /// files: write every export into --out; md: print the Markdown summary;
+        /// junit: print the JUnit XML (md and junit write nothing).
+        #[arg(long, value_enum, default_value_t = ReportFormat::Files)]
+        format: ReportFormat,
     },
     /// Show what changed between two run reports: verdicts, claims added or removed,
     /// and metrics that changed significantly (non-overlapping 95% CIs, or a relative
@@ -396,15 +412,27 @@ fn run(cli: Cli) -> Result<()> {
             run_claims(&claims, &extra, filter.as_deref(), &out, settings)
         }
         Command::Gate { report, policy } => gate(&report, &policy),
-        Command::Report { report, out } => {
+        Command::Report { report, out, format } => {
+            use falsify::report::{headline, junit, markdown};
             let r = read_report(&report, true)?;
-            let _output = falsify::report::output::OutputDir::take(&out, "report")?;
+            let _output = match format {
+                ReportFormat::Files => Some(falsify::report::output::OutputDir::take(&out, "report")?),
+                ReportFormat::Md | ReportFormat::Junit => None,
+            };
             let (past, warnings) = falsify::report::history::load(&out.join("history"));
             warnings.iter().for_each(|w| eprintln!("warning: {w}"));
-            for f in falsify::report::write_exports(&r, &out, &past)? {
-                println!("wrote {}", f.display());
+            match format {
+                ReportFormat::Files => {
+                    for f in falsify::report::write_exports(&r, &out, &past)? {
+                        println!("wrote {}", f.display());
+                    }
+                    Ok(())
+                }
+                ReportFormat::Md => {
+                    emit(&markdown::render(&r, headline::changes(&r, headline::previous(&r, &past)).as_ref()))
+                }
+                ReportFormat::Junit => emit(&junit::render(&r)),
             }
-            Ok(())
         }
         Command::Diff { old, new, min_change } => {
             let (old, new) = (read_report(&old, false)?, read_report(&new, false)?);
@@ -750,6 +778,7 @@ fn run_claims(
     settings: falsify::record::Settings,
 ) -> Result<()> {
     use falsify::claims::{checks::Registry, runner, ClaimSet, Context};
+    use falsify::report::headline;
     use falsify::util::children;
     let registry = Registry::builtin();
     let set = ClaimSet::load_dir(dir, extra, &registry)?;
@@ -798,14 +827,18 @@ fn run_claims(
     let exports = falsify::report::write_exports(&report, out, &past)?;
     println!("{}", summary.counts());
     println!(
-        "report: {} (valid against {}; also {}, {}); {} exports: {}",
+        "report: {} (valid against {}; also {}, {}); {} exports: {}, {}, {}",
         out.join("report.json").display(),
         falsify::report::schema::SCHEMA_PATH,
         latest.display(),
         history.display(),
         exports.len(),
-        out.join("report.html").display()
+        out.join("report.html").display(),
+        out.join("summary.md").display(),
+        out.join("junit.xml").display()
     );
+    let changes = headline::changes(&report, headline::previous(&report, &past));
+    print!("{}", falsify::report::text::end_of_run(&report, changes.as_ref()));
     println!("{}", summary.headline());
     match report.interrupted {
         Some(why) => {

@@ -1,7 +1,8 @@
 //! The run report (`reports/report.json`): every claim with its verdict and
 //! evidence, a summary with points and grade ([`crate::record`]), validated against its
 //! published JSON Schema ([`schema`]); the exports people read, rendered from
-//! it alone ([`chart`] SVGs, [`html`], [`csv`]); the kept [`history`], the
+//! it alone ([`chart`] SVGs, [`html`], [`csv`], the [`markdown`] summary,
+//! [`junit`] XML, the [`text`] table ending a run); the kept [`history`], the
 //! [`diff`] of two reports, and the CI [`gate`]; the [`output`] directory,
 //! held by one process at a time. Every file is written atomically (a new
 //! temporary file in the same directory, then rename), so a reader never sees
@@ -14,9 +15,12 @@ pub mod gate;
 pub mod headline;
 pub mod history;
 pub mod html;
+pub mod junit;
+pub mod markdown;
 pub mod output;
 pub mod schema;
 pub mod svg;
+pub mod text;
 
 use std::path::{Path, PathBuf};
 
@@ -43,8 +47,9 @@ pub enum ExportError {
 }
 
 /// Renders the exports of `report` into `out`: `report.html` (self-contained,
-/// charts inline), `report.csv` and `charts/<name>.svg`; `past` feeds the
-/// history chart. Returns the files written.
+/// charts inline), `report.csv`, `charts/<name>.svg`, `summary.md` ([`markdown`])
+/// and `junit.xml` ([`junit`]); `past` feeds the history chart and holds the
+/// previous run the changes are taken from. Returns the files written.
 pub fn write_exports(report: &RunReport, out: &Path, past: &[RunReport]) -> Result<Vec<PathBuf>, ExportError> {
     let charts = chart::all(report, past)?;
     let changes = headline::changes(report, headline::previous(report, past));
@@ -59,5 +64,7 @@ pub fn write_exports(report: &RunReport, out: &Path, past: &[RunReport]) -> Resu
     }
     put(out.join("report.csv"), csv::render(report)?.as_bytes())?;
     put(out.join("report.html"), html::render(report, &charts, changes.as_ref()).as_bytes())?;
+    put(out.join("summary.md"), markdown::render(report, changes.as_ref()).as_bytes())?;
+    put(out.join("junit.xml"), junit::render(report).as_bytes())?;
     Ok(files)
 }
