@@ -13,22 +13,15 @@ use crate::record::{ClaimResult, RunReport, Verdict};
 /// characters XML 1.0 cannot hold (other control characters, U+FFFE, U+FFFF)
 /// as U+FFFD.
 fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\n' => out.push_str("&#10;"),
-            '\r' => out.push_str("&#13;"),
-            '\t' => out.push_str("&#9;"),
-            '\u{0}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}' => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
+    let kept: String = s
+        .chars()
+        .map(|c| match c {
+            '\n' | '\r' | '\t' => c,
+            '\u{0}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}' => '\u{fffd}',
+            c => c,
+        })
+        .collect();
+    super::html::escape(&kept).replace('\n', "&#10;").replace('\r', "&#13;").replace('\t', "&#9;")
 }
 
 /// Milliseconds as JUnit's seconds (0 for a duration that is not a finite, non-negative number).
