@@ -1,5 +1,5 @@
 //! Small host utilities every layer may use, importing nothing of the crate:
-//! atomic file writes, size-limited text reads, `PATH` lookup, CUDA device
+//! atomic file writes, size-limited text reads, line and column of an offset, `PATH` lookup, CUDA device
 //! detection, this process's peak resident set size, and [`children`]: child
 //! processes that end with this one.
 
@@ -94,6 +94,19 @@ pub fn read_text_limited(path: &Path, limit: u64) -> std::io::Result<String> {
             format!("{}: not UTF-8 (invalid byte at offset {})", path.display(), e.utf8_error().valid_up_to()),
         )
     })
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`, for
+/// errors at file:line:column; an offset inside a character counts from its start.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
 }
 
 /// Whether `program` is an executable file on `PATH`.
@@ -195,6 +208,15 @@ mod tests {
         let err = read_text_limited(Path::new("/dev/zero"), 16).unwrap_err().to_string();
         assert!(err.contains("/dev/zero"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn line_and_column_count_characters_from_one() {
+        let text = "a = 1\nbé = nan\n";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, text.find("nan").unwrap()), (2, 6));
+        assert_eq!(line_col(text, text.find('é').unwrap() + 1), (2, 2), "inside a character");
+        assert_eq!(line_col(text, 999), (3, 1));
     }
 
     #[test]

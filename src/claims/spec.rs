@@ -223,14 +223,6 @@ pub fn files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// 1-based line and column of byte `offset` in `text`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
-
 /// Collects located problems for one file.
 struct Problems<'a> {
     file: &'a Path,
@@ -240,7 +232,7 @@ struct Problems<'a> {
 
 impl Problems<'_> {
     fn at(&mut self, span: Range<usize>, message: impl Into<String>, hint: Option<String>) {
-        let (line, column) = line_col(self.text, span.start);
+        let (line, column) = crate::util::line_col(self.text, span.start);
         self.found.push(SpecError { file: self.file.to_path_buf(), line, column, message: message.into(), hint });
     }
 }
@@ -392,7 +384,7 @@ fn validate(
     seen: &mut BTreeMap<String, String>,
 ) -> Option<Claim> {
     let before = problems.found.len();
-    let (line, _) = line_col(problems.text, c.id.span().start);
+    let (line, _) = crate::util::line_col(problems.text, c.id.span().start);
     let location = format!("{}:{line}", problems.file.display());
     let id = c.id.get_ref().trim().to_owned();
     if id.is_empty() || !id.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {

@@ -46,9 +46,7 @@ struct RawPolicy {
 
 /// `path:line:column: message` for byte range `span` of `text`.
 fn located(path: &Path, text: &str, span: Range<usize>, message: &str) -> String {
-    let before = text.get(..span.start.min(text.len())).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    let (line, column) = crate::util::line_col(text, span.start);
     format!("{}:{line}:{column}: {}", path.display(), message.trim_end())
 }
 
