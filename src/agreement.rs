@@ -397,7 +397,7 @@ pub fn fast_vs_reference(model: &mut Model, tokens: &[u32]) -> Result<FastVsRefe
     let fast_kernels = model.kernels;
     let vocab = model.config.vocab_size;
     let fast = model.forward(tokens, &mut model.new_cache(tokens.len()), Logits::All)?;
-    model.kernels = crate::kernels::Kernels::Scalar;
+    model.kernels = crate::kernels::Kernels::SCALAR;
     let reference = model.forward(tokens, &mut model.new_cache(tokens.len()), Logits::All);
     model.kernels = fast_kernels;
     let reference = reference?;

@@ -28,6 +28,10 @@ const DEFAULT_MODEL: &str = "models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
 #[derive(Parser)]
 #[command(name = "falsify", version, about = "Falsifiable claims about LLM inference, run for real", long_about = None)]
 struct Cli {
+    /// Kernel set for the whole process: scalar (the reference), avx2, or avx512
+    /// (AVX-512 VNNI) [default: $FALSIFY_KERNELS, else the fastest this CPU runs].
+    #[arg(long, global = true, value_parser = ["scalar", "avx2", "avx512"])]
+    kernels: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -337,6 +341,9 @@ fn open_model(arg: &ModelArg) -> Result<Model> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Some(name) = cli.kernels.or_else(|| std::env::var("FALSIFY_KERNELS").ok()) {
+        Kernels::choose(&name)?;
+    }
     match cli.command {
         Command::Inspect { model, metadata } => inspect(&model, metadata),
         Command::Top {
@@ -504,7 +511,7 @@ fn run(cli: Cli) -> Result<()> {
                 set_threads(&mut m, t);
             }
             if reference {
-                m.kernels = Kernels::Scalar;
+                m.kernels = Kernels::SCALAR;
             }
             let tok = Tokenizer::from_header(&m.file.header)?;
             let load_ms = load_start.elapsed().as_secs_f64() * 1e3;

@@ -51,7 +51,7 @@ const PREFETCH_AHEAD: usize = 3072;
 /// the cache. A hint only: no address is read, none needs to be valid.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn prefetch_ahead(p: *const u8, len: usize) {
+pub(super) fn prefetch_ahead(p: *const u8, len: usize) {
     let ahead = p.wrapping_add(PREFETCH_AHEAD);
     for line in (0..len).step_by(64) {
         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
@@ -107,7 +107,7 @@ pub fn tile_dot(
     let bb = format.block_bytes();
     assert!(tile.len() >= bb * blocks, "tile shorter than its blocks");
     assert!(act.q.len() >= 32 * blocks && act.abs.len() >= 32 * blocks && act.d.len() >= blocks);
-    assert!(act.sum4.len() >= 8 * blocks);
+    assert!(act.offset4.len() >= 8 * blocks);
     // Every read below is in bounds by the assertions above: block b < blocks of
     // the tile (bb bytes each), and elements 32b..32b + 32 of the activation row.
     let (q, abs): (*const u8, *const u8) = (act.q.as_ptr().cast(), act.abs.as_ptr());
@@ -125,7 +125,7 @@ pub fn tile_dot(
         match format {
             PackedFormat::Q5_0 => {
                 let mut bits = q5_0_plane_bits(vec_at(blk, 16));
-                let s4 = &act.sum4[8 * b..];
+                let s4 = &act.offset4[8 * b..];
                 for p in 0..4 {
                     let (lo, hi) = q5_0_pair(vec_at(blk, 48 + 32 * p), &mut bits);
                     let at = 32 * b + 4 * p;
@@ -247,7 +247,7 @@ fn exp8(x: __m256) -> __m256 {
 /// (for vectors 4..8), for `p` = 0.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q5_0_plane_bits(plane: __m256i) -> (__m256i, __m256i) {
+pub(super) fn q5_0_plane_bits(plane: __m256i) -> (__m256i, __m256i) {
     (_mm256_slli_epi16(plane, 4), plane)
 }
 
@@ -256,7 +256,7 @@ fn q5_0_plane_bits(plane: __m256i) -> (__m256i, __m256i) {
 /// (from [`q5_0_plane_bits`]) supplies the fifth bits and moves on to `p + 1`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q5_0_pair(nib: __m256i, bits: &mut (__m256i, __m256i)) -> (__m256i, __m256i) {
+pub(super) fn q5_0_pair(nib: __m256i, bits: &mut (__m256i, __m256i)) -> (__m256i, __m256i) {
     let (low, bit4) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x10));
     let lo = _mm256_or_si256(_mm256_and_si256(nib, low), _mm256_and_si256(bits.0, bit4));
     let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(nib, 4), low), _mm256_and_si256(bits.1, bit4));
@@ -266,12 +266,13 @@ fn q5_0_pair(nib: __m256i, bits: &mut (__m256i, __m256i)) -> (__m256i, __m256i) 
 
 /// One lane sum of a Q5_0 block for all eight rows: unsigned quants `u` (four
 /// elements of each row) times the four activations `a` broadcast to every
-/// row, less 16 times their sum `sum4`, so the offset of 16 comes off exactly.
+/// row, plus `offset4` (−16 times their sum, [`super::packed::ActRow::offset4`]),
+/// so the offset of 16 comes off exactly.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q5_0_lane(u: __m256i, a: __m256i, sum4: i32) -> __m256i {
+fn q5_0_lane(u: __m256i, a: __m256i, offset4: i32) -> __m256i {
     let s = _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), _mm256_set1_epi16(1));
-    _mm256_sub_epi32(s, _mm256_set1_epi32(16 * sum4))
+    _mm256_add_epi32(s, _mm256_set1_epi32(offset4))
 }
 
 /// Bytes of one Q5_0 tile-block unpacked by [`unpack_q5_0`]: eight vectors of
@@ -308,7 +309,7 @@ pub fn tile_gemm_q5_0(
 ) -> [f32; super::packed::TILE_ROWS] {
     let bb = super::packed::PackedFormat::Q5_0.block_bytes();
     assert!(tile.len() >= bb * blocks && quants.len() >= Q5_0_UNPACKED * blocks);
-    assert!(act.q.len() >= 32 * blocks && act.d.len() >= blocks && act.sum4.len() >= 8 * blocks);
+    assert!(act.q.len() >= 32 * blocks && act.d.len() >= blocks && act.offset4.len() >= 8 * blocks);
     let q: *const u8 = act.q.as_ptr().cast();
     let mut acc = [_mm256_setzero_ps(); 8];
     for b in 0..blocks {
@@ -318,7 +319,7 @@ pub fn tile_gemm_q5_0(
         for (v, a) in acc.iter_mut().enumerate() {
             // SAFETY: elements 32b + 4v..32b + 4v + 4 of the row are in bounds (asserted above).
             let x = unsafe { bcast4(q, 32 * b + 4 * v) };
-            let l = q5_0_lane(load(&w[32 * v..]), x, act.sum4[8 * b + v]);
+            let l = q5_0_lane(load(&w[32 * v..]), x, act.offset4[8 * b + v]);
             *a = _mm256_fmadd_ps(ds, _mm256_cvtepi32_ps(l), *a);
         }
     }

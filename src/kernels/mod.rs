@@ -3,6 +3,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 pub mod ops;
 pub mod packed;
 mod pool;
@@ -51,20 +53,36 @@ use serde::Serialize;
 use crate::gguf::TensorType;
 use crate::quant;
 
-/// Which implementation computes dot products.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Kernels {
+/// Which implementation computes dot products: one kernel set, chosen once
+/// per process ([`Kernels::detect`]). Only the scalar set can be named in
+/// code ([`Kernels::SCALAR`]); the others come from detection
+/// ([`Kernels::detect`], [`Kernels::available`], [`Kernels::named`]), which
+/// hands out a set only where the CPU runs it, so no kernel re-checks the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kernels(Set);
+
+impl Serialize for Kernels {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// The kernel sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Set {
     /// The scalar reference ([`crate::quant::dot`]).
     Scalar,
     /// AVX2 + FMA + F16C (x86_64), detected at run time.
     Avx2,
+    /// AVX-512 F/BW/VL with VNNI, over the AVX2 set (x86_64), detected at run time.
+    Avx512,
     /// The falsifiability audit's broken kernels: this CPU's kernels with bit
     /// `n` (0: the last) of every output of RoPE, SwiGLU and f16 attention flipped.
     #[cfg(test)]
     FlipBit(u32),
 }
 
-/// `x` with bit `n` of every value flipped (the [`Kernels::FlipBit`] hook).
+/// `x` with bit `n` of every value flipped (the [`Kernels::flip_bit`] hook).
 #[cfg(test)]
 fn flip_bits(x: &mut [f32], n: u32) {
     x.iter_mut().for_each(|v| *v = f32::from_bits(v.to_bits() ^ (1 << n)));
@@ -76,23 +94,99 @@ fn avx2_available() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
 }
 
+/// Whether the CPU has what the AVX-512 kernels use (the AVX2 set included).
+#[cfg(target_arch = "x86_64")]
+fn avx512_available() -> bool {
+    avx2_available()
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni")
+}
+
+/// The kernel set of this process, fixed by its first use.
+static CHOSEN: std::sync::OnceLock<Kernels> = std::sync::OnceLock::new();
+
+/// Why a kernel set cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KernelsError {
+    /// No set has that name.
+    #[error("unknown kernel set {0:?}: one of scalar, avx2, avx512")]
+    Unknown(String),
+    /// This CPU lacks what the set needs.
+    #[error("this CPU cannot run the {0} kernels (it has: {1})")]
+    Unsupported(&'static str, String),
+    /// The process chose another set before.
+    #[error("the {0} kernels were already chosen for this process")]
+    AlreadyChosen(&'static str),
+}
+
 impl Kernels {
-    /// The fastest implementation this CPU supports.
+    /// The scalar reference, which runs anywhere.
+    pub const SCALAR: Kernels = Kernels(Set::Scalar);
+
+    /// Every set, slowest first.
+    const ALL: [Kernels; 3] = [Kernels::SCALAR, Kernels(Set::Avx2), Kernels(Set::Avx512)];
+
+    /// The falsifiability audit's broken kernels ([`Set::FlipBit`]).
+    #[cfg(test)]
+    pub(crate) fn flip_bit(n: u32) -> Kernels {
+        Kernels(Set::FlipBit(n))
+    }
+
+    /// The kernel set of this process: the one [`Kernels::choose`] fixed, else
+    /// the fastest this CPU supports (fixed then). No kernel re-checks the CPU.
     pub fn detect() -> Kernels {
-        #[cfg(target_arch = "x86_64")]
-        if avx2_available() {
-            return Kernels::Avx2;
+        *CHOSEN.get_or_init(|| *Kernels::available().last().expect("the scalar kernels run anywhere"))
+    }
+
+    /// The sets this CPU can run, slowest first (the scalar reference always).
+    pub fn available() -> Vec<Kernels> {
+        Kernels::ALL.into_iter().filter(|k| k.supported()).collect()
+    }
+
+    /// Whether this CPU can run the set.
+    pub fn supported(self) -> bool {
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            Set::Avx2 => avx2_available(),
+            #[cfg(target_arch = "x86_64")]
+            Set::Avx512 => avx512_available(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Set::Avx2 | Set::Avx512 => false,
+            _ => true,
         }
-        Kernels::Scalar
+    }
+
+    /// The set named `name` (`scalar`, `avx2`, `avx512`), when this CPU runs it.
+    pub fn named(name: &str) -> Result<Kernels, KernelsError> {
+        let k =
+            Kernels::ALL.into_iter().find(|k| k.name() == name).ok_or_else(|| KernelsError::Unknown(name.into()))?;
+        if !k.supported() {
+            let has: Vec<&str> = Kernels::available().iter().map(|k| k.name()).collect();
+            return Err(KernelsError::Unsupported(k.name(), has.join(", ")));
+        }
+        Ok(k)
+    }
+
+    /// Fixes this process's kernel set to the one named `name` (`--kernels`),
+    /// before any model loads; choosing the set already in use is no error.
+    pub fn choose(name: &str) -> Result<Kernels, KernelsError> {
+        let k = Kernels::named(name)?;
+        match *CHOSEN.get_or_init(|| k) {
+            got if got == k => Ok(k),
+            got => Err(KernelsError::AlreadyChosen(got.name())),
+        }
     }
 
     /// A short name for reports.
     pub fn name(self) -> &'static str {
-        match self {
-            Kernels::Scalar => "scalar",
-            Kernels::Avx2 => "avx2",
+        match self.0 {
+            Set::Scalar => "scalar",
+            Set::Avx2 => "avx2",
+            Set::Avx512 => "avx512",
             #[cfg(test)]
-            Kernels::FlipBit(_) => "flip-bit",
+            Set::FlipBit(_) => "flip-bit",
         }
     }
 
@@ -105,31 +199,56 @@ impl Kernels {
     }
 
     /// `out[t] = w · acts[t]` for every activation row (`acts` holds
-    /// `out.len()` rows back to back), each in the order `sums` gives row `t`
-    /// of a product of `out.len()` rows.
-    pub fn dot_many(self, ty: TensorType, w: &[u8], acts: &[u8], sums: quant::SumOrder, out: &mut [f32]) {
+    /// `out.len()` rows back to back), rows `part.first..` of a product of
+    /// `part.total` rows, each summed in the order `sums` gives its row.
+    pub fn dot_many(
+        self,
+        ty: TensorType,
+        w: &[u8],
+        acts: &[u8],
+        part: BatchPart,
+        sums: quant::SumOrder,
+        out: &mut [f32],
+    ) {
         let rows = out.len();
         if rows == 0 {
             return;
         }
         for (t, (o, a)) in out.iter_mut().zip(acts.chunks_exact(acts.len() / rows)).enumerate() {
-            *o = quant::dot_in(ty, w, a, sums.of(ty, t, rows));
+            *o = quant::dot_in(ty, w, a, sums.of(ty, part.first + t, part.total));
         }
+    }
+}
+
+/// Which rows of a product's activations a kernel call multiplies: rows
+/// `first..` of `total`. The order of summation of a row depends on both
+/// (llama.cpp's kernels differ with the batch), so a product cut into parts
+/// sums as the whole would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchPart {
+    /// The first row's index in the product.
+    pub first: usize,
+    /// Rows in the whole product.
+    pub total: usize,
+}
+
+impl BatchPart {
+    /// All `rows` rows of a product.
+    pub fn whole(rows: usize) -> BatchPart {
+        BatchPart { first: 0, total: rows }
     }
 }
 
 impl Kernels {
     /// Whether this implementation computes with [`packed`] weights.
     pub fn uses_packed(self) -> bool {
-        self == Kernels::Avx2
+        matches!(self.0, Set::Avx2 | Set::Avx512)
     }
 
     /// The eight rows of tile `tile` of a packed matrix · every activation row:
     /// `out[8t + r]` = row `8 · tile + r` · `acts[t]` (rows past the matrix's
     /// end give 0), each summed in the order `sums` gives row `t` of
-    /// `acts.len()`. The fast K-quant kernels take the activations four
-    /// at a time (as llama.cpp's Q4_K gemm does), the Q5_0 and Q8_0 ones one
-    /// at a time.
+    /// `acts.len()`.
     pub fn tile_dot_many(
         self,
         w: &packed::PackedMatrix,
@@ -138,42 +257,77 @@ impl Kernels {
         sums: quant::SumOrder,
         out: &mut [f32],
     ) {
+        self.tile_dot_part(w, tile, acts, BatchPart::whole(acts.len()), sums, out);
+    }
+
+    /// [`Kernels::tile_dot_many`] for rows `part.first..` of a product of
+    /// `part.total` activation rows (`part.first` a multiple of four), each
+    /// summed as in the whole product. The fast K-quant kernels take the
+    /// activations four at a time (as llama.cpp's Q4_K gemm does), the Q5_0
+    /// and Q8_0 ones one or (AVX-512) two at a time.
+    pub fn tile_dot_part(
+        self,
+        w: &packed::PackedMatrix,
+        tile: usize,
+        acts: &[packed::ActRow],
+        part: BatchPart,
+        sums: quant::SumOrder,
+        out: &mut [f32],
+    ) {
         use packed::TILE_ROWS;
+        assert!(part.first.is_multiple_of(4), "a part of a product starts at a multiple of four rows");
         let data = w.tile(tile);
         let ty = w.format.tensor_type();
-        let order = |t: usize| sums.of(ty, t, acts.len());
-        match self {
+        let order = |t: usize| sums.of(ty, part.first + t, part.total);
+        match self.0 {
             #[cfg(target_arch = "x86_64")]
-            Kernels::Avx2 => {
-                assert!(avx2_available(), "AVX2 kernels chosen on a CPU without AVX2, FMA and F16C");
+            Set::Avx2 | Set::Avx512 => {
                 use packed::PackedFormat::{Q4K, Q5_0, Q6K, Q8_0};
                 // Q5_0 and Q8_0 one activation row at a time: its eight lane accumulators
                 // stay in registers (four rows' 32 spill; measured 93-110 vs 79 tok/s
                 // prefill), and their order does not depend on the batch.
+                let wide = self.0 == Set::Avx512;
                 match w.format {
                     Q5_0 if acts.len() >= UNPACK_FROM_ROWS => UNPACKED.with_borrow_mut(|quants| {
                         quants.resize(w.blocks * avx2::Q5_0_UNPACKED, 0);
-                        // SAFETY: AVX2, FMA and F16C are available (asserted above).
+                        // SAFETY (every call): a set above the scalar one exists only where the CPU
+                        // supports it (`Kernels::supported`), AVX-512 VNNI for `wide`.
                         unsafe { avx2::unpack_q5_0(data, w.blocks, quants) };
+                        if wide {
+                            // Two rows at a time: their sixteen accumulators fit AVX-512's 32 registers.
+                            by_groups::<2>(
+                                acts,
+                                out,
+                                |a| unsafe { avx512::tile_gemm_q5_0(data, quants, w.blocks, a) },
+                                |a| unsafe { avx512::tile_gemm_q5_0(data, quants, w.blocks, a) },
+                            );
+                            return;
+                        }
                         for (a, o) in acts.iter().zip(out.chunks_exact_mut(TILE_ROWS)) {
-                            // SAFETY: AVX2, FMA and F16C are available (asserted above).
                             o.copy_from_slice(&unsafe { avx2::tile_gemm_q5_0(data, quants, w.blocks, a) });
                         }
                     }),
                     Q5_0 | Q8_0 => {
                         for (a, o) in acts.iter().zip(out.chunks_exact_mut(TILE_ROWS)) {
-                            // SAFETY: AVX2, FMA and F16C are available (asserted above).
-                            o.copy_from_slice(&unsafe { avx2::tile_dot(w.format, data, w.blocks, a) });
+                            // SAFETY: a set above the scalar one exists only where the CPU supports
+                            // it (`Kernels::supported`), AVX-512 VNNI for `wide`.
+                            let rows = unsafe {
+                                match wide {
+                                    true => avx512::tile_dot(w.format, data, w.blocks, a),
+                                    false => avx2::tile_dot(w.format, data, w.blocks, a),
+                                }
+                            };
+                            o.copy_from_slice(&rows);
                         }
                     }
                     Q4K | Q6K => {
                         // The groups of four are the first rows, the rest go one by one:
                         // every row of a group has the order of its first.
                         let (four, one) = (order(0), order(acts.len() - 1));
-                        by_fours(
+                        by_groups::<4>(
                             acts,
                             out,
-                            // SAFETY (both): AVX2, FMA and F16C are available (asserted above).
+                            // SAFETY (both): the set exists only where the CPU supports it (`Kernels::supported`).
                             |a| unsafe { avx2_k_tile_dot(w.format, data, w.blocks, a, four) },
                             |a| unsafe { avx2_k_tile_dot(w.format, data, w.blocks, a, one) },
                         );
@@ -191,15 +345,14 @@ impl Kernels {
     /// [`crate::kernels::ops::swiglu`] (rows of `row` elements), equal to it bit
     /// for bit: the fast kernel computes eight lanes at a time.
     pub fn swiglu(self, gate: &mut [f32], up: &[f32], row: usize) {
-        match self {
+        match self.0 {
             #[cfg(target_arch = "x86_64")]
-            Kernels::Avx2 => {
-                assert!(avx2_available(), "AVX2 kernels chosen on a CPU without AVX2, FMA and F16C");
-                // SAFETY: AVX2, FMA and F16C are available (asserted above).
+            Set::Avx2 | Set::Avx512 => {
+                // SAFETY: a set above the scalar one exists only where the CPU supports it (`Kernels::supported`).
                 crate::kernels::ops::swiglu_rows(gate, up, row, &|g, u| unsafe { avx2::swiglu_lanes(g, u) });
             }
             #[cfg(test)]
-            Kernels::FlipBit(n) => {
+            Set::FlipBit(n) => {
                 Kernels::detect().swiglu(gate, up, row);
                 flip_bits(gate, n);
             }
@@ -210,15 +363,14 @@ impl Kernels {
     /// [`crate::kernels::ops::rope_neox`], equal to it bit for bit: the fast
     /// kernel rotates eight pairs at a time.
     pub fn rope_neox(self, x: &mut [f32], dim: usize, cos: &[f32], sin: &[f32]) {
-        match self {
+        match self.0 {
             #[cfg(target_arch = "x86_64")]
-            Kernels::Avx2 => {
-                assert!(avx2_available(), "AVX2 kernels chosen on a CPU without AVX2, FMA and F16C");
-                // SAFETY: AVX2, FMA and F16C are available (asserted above).
+            Set::Avx2 | Set::Avx512 => {
+                // SAFETY: a set above the scalar one exists only where the CPU supports it (`Kernels::supported`).
                 unsafe { avx2::rope_neox(x, dim, cos, sin) }
             }
             #[cfg(test)]
-            Kernels::FlipBit(n) => {
+            Set::FlipBit(n) => {
                 Kernels::detect().rope_neox(x, dim, cos, sin);
                 flip_bits(x, n);
             }
@@ -244,11 +396,10 @@ impl Kernels {
         scale: f32,
         out: &mut [f32],
     ) -> bool {
-        match self {
+        match self.0 {
             #[cfg(target_arch = "x86_64")]
-            Kernels::Avx2 => {
-                assert!(avx2_available(), "AVX2 kernels chosen on a CPU without AVX2, FMA and F16C");
-                // SAFETY (every arm): AVX2, FMA and F16C are available (asserted above).
+            Set::Avx2 | Set::Avx512 => {
+                // SAFETY (every arm): the set exists only where the CPU supports it (`Kernels::supported`).
                 unsafe {
                     match hd {
                         32 => avx2::attend_group_f16::<4>(q, keys, values, rows, ctx, scale, out),
@@ -261,7 +412,7 @@ impl Kernels {
                 true
             }
             #[cfg(test)]
-            Kernels::FlipBit(n) => {
+            Set::FlipBit(n) => {
                 let ran = Kernels::detect().attend_group_f16(q, hd, keys, values, rows, ctx, scale, out);
                 if ran {
                     flip_bits(out, n);
@@ -277,12 +428,16 @@ impl Kernels {
     /// Lengths must be equal and a multiple of 128.
     pub fn dot_u8_i8(self, a: &[u8], b: &[i8]) -> i32 {
         assert!(a.len() == b.len() && a.len().is_multiple_of(128), "dot_u8_i8 needs equal lengths, a multiple of 128");
-        match self {
+        match self.0 {
             #[cfg(target_arch = "x86_64")]
-            Kernels::Avx2 => {
-                assert!(avx2_available(), "AVX2 kernels chosen on a CPU without AVX2, FMA and F16C");
-                // SAFETY: AVX2, FMA and F16C are available (asserted above).
+            Set::Avx2 => {
+                // SAFETY: a set above the scalar one exists only where the CPU supports it (`Kernels::supported`).
                 unsafe { avx2::dot_u8_i8(a, b) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Set::Avx512 => {
+                // SAFETY: the AVX-512 set exists only where the CPU supports it (`Kernels::supported`).
+                unsafe { avx512::dot_u8_i8(a, b) }
             }
             _ => a.iter().zip(b).fold(0i32, |s, (&x, &y)| s.wrapping_add(i32::from(x) * i32::from(y))),
         }
@@ -292,11 +447,10 @@ impl Kernels {
     /// timed by the compute probe. Lengths must be equal and a multiple of 64.
     pub fn dot_f32(self, a: &[f32], b: &[f32]) -> f32 {
         assert!(a.len() == b.len() && a.len().is_multiple_of(64), "dot_f32 needs equal lengths, a multiple of 64");
-        match self {
+        match self.0 {
             #[cfg(target_arch = "x86_64")]
-            Kernels::Avx2 => {
-                assert!(avx2_available(), "AVX2 kernels chosen on a CPU without AVX2, FMA and F16C");
-                // SAFETY: AVX2, FMA and F16C are available (asserted above).
+            Set::Avx2 | Set::Avx512 => {
+                // SAFETY: a set above the scalar one exists only where the CPU supports it (`Kernels::supported`).
                 unsafe { avx2::dot_f32(a, b) }
             }
             _ => a.iter().zip(b).map(|(x, y)| x * y).sum(),
@@ -305,11 +459,10 @@ impl Kernels {
 
     /// Wrapping sum of `words`: a streaming read that measures read bandwidth.
     pub fn sum_words(self, words: &[u64]) -> u64 {
-        match self {
+        match self.0 {
             #[cfg(target_arch = "x86_64")]
-            Kernels::Avx2 => {
-                assert!(avx2_available(), "AVX2 kernels chosen on a CPU without AVX2, FMA and F16C");
-                // SAFETY: AVX2, FMA and F16C are available (asserted above).
+            Set::Avx2 | Set::Avx512 => {
+                // SAFETY: a set above the scalar one exists only where the CPU supports it (`Kernels::supported`).
                 unsafe { avx2::sum_words(words) }
             }
             _ => words.iter().fold(0u64, |s, &x| s.wrapping_add(x)),
@@ -329,22 +482,22 @@ thread_local! {
 }
 
 #[cfg(target_arch = "x86_64")]
-/// `out[8t + r]` for every activation row `t`: `four` takes the rows four at
-/// a time, `one` the rest.
-fn by_fours(
+/// `out[8t + r]` for every activation row `t`: `group` takes the rows `N`
+/// at a time, `one` the rest.
+fn by_groups<const N: usize>(
     acts: &[packed::ActRow],
     out: &mut [f32],
-    four: impl Fn([&packed::ActRow; 4]) -> [[f32; packed::TILE_ROWS]; 4],
+    group: impl Fn([&packed::ActRow; N]) -> [[f32; packed::TILE_ROWS]; N],
     one: impl Fn([&packed::ActRow; 1]) -> [[f32; packed::TILE_ROWS]; 1],
 ) {
     use packed::TILE_ROWS;
-    let mut outs = out.chunks_exact_mut(4 * TILE_ROWS);
-    let mut quads = acts.chunks_exact(4);
-    for (a, o) in (&mut quads).zip(&mut outs) {
-        o.copy_from_slice(four([&a[0], &a[1], &a[2], &a[3]]).as_flattened());
+    let mut outs = out.chunks_exact_mut(N * TILE_ROWS);
+    let mut groups = acts.chunks_exact(N);
+    for (a, o) in (&mut groups).zip(&mut outs) {
+        o.copy_from_slice(group(std::array::from_fn(|i| &a[i])).as_flattened());
     }
     let rest = outs.into_remainder();
-    for (a, o) in quads.remainder().iter().zip(rest.chunks_exact_mut(TILE_ROWS)) {
+    for (a, o) in groups.remainder().iter().zip(rest.chunks_exact_mut(TILE_ROWS)) {
         o.copy_from_slice(&one([a])[0]);
     }
 }

@@ -322,8 +322,9 @@ pub struct ActRow {
     pub d: Vec<f32>,
     /// Each 32 quants' sum.
     pub sum32: Vec<i32>,
-    /// Each 4 quants' sum (Q8_0 rows only: the Q5_0 kernels take the offset of 16 off each lane with it).
-    pub sum4: Vec<i32>,
+    /// −16 times each 4 quants' sum (Q8_0 rows only): the offset of 16 that
+    /// the Q5_0 kernels take off each lane of unsigned quants' products.
+    pub offset4: Vec<i32>,
     /// Each 16 quants' sum (Q8_K's `bsums`; Q8_K rows only), as the K-quant kernels broadcast them in pairs.
     pub sum16: Vec<i16>,
 }
@@ -335,7 +336,7 @@ impl ActRow {
         self.abs.clear();
         self.d.clear();
         self.sum32.clear();
-        self.sum4.clear();
+        self.offset4.clear();
         self.sum16.clear();
         let (block, quants) = match ty {
             TensorType::Q8_0 => (34, 2..34),
@@ -353,7 +354,8 @@ impl ActRow {
             match ty {
                 TensorType::Q8_0 => {
                     self.abs.extend(q.iter().map(|&x| (x as i8).unsigned_abs()));
-                    self.sum4.extend(q.chunks_exact(4).map(|c| c.iter().map(|&x| i32::from(x as i8)).sum::<i32>()));
+                    self.offset4
+                        .extend(q.chunks_exact(4).map(|c| -16 * c.iter().map(|&x| i32::from(x as i8)).sum::<i32>()));
                 }
                 _ => self.sum16.extend(q.chunks_exact(16).map(|c| c.iter().map(|&x| i16::from(x as i8)).sum::<i16>())),
             }
@@ -500,8 +502,8 @@ mod tests {
             assert_eq!(s.sum32[b], blk[2..].iter().map(|&q| i32::from(q as i8)).sum::<i32>());
             for g in 0..8 {
                 assert_eq!(
-                    s.sum4[8 * b + g],
-                    blk[2 + 4 * g..6 + 4 * g].iter().map(|&q| i32::from(q as i8)).sum::<i32>()
+                    s.offset4[8 * b + g],
+                    -16 * blk[2 + 4 * g..6 + 4 * g].iter().map(|&q| i32::from(q as i8)).sum::<i32>()
                 );
             }
             for j in 0..32 {

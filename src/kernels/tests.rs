@@ -22,14 +22,19 @@ fn activations(rng: &mut SplitMix64, ty: TensorType, n: usize, outlier: bool) ->
     a
 }
 
-/// Row 0 of `w` (one row of `ty`) · `a` by the fast kernel, through a packed tile.
-fn fast_dot(ty: TensorType, w: &[u8], a: &[u8]) -> f32 {
+/// Every kernel set this CPU runs but the scalar reference: each is checked against it.
+fn fast_sets() -> Vec<Kernels> {
+    Kernels::available().into_iter().filter(|k| *k != Kernels::SCALAR).collect()
+}
+
+/// Row 0 of `w` (one row of `ty`) · `a` by the kernels `k`, through a packed tile.
+fn fast_dot(k: Kernels, ty: TensorType, w: &[u8], a: &[u8]) -> f32 {
     use super::packed::{ActRow, PackedMatrix, TILE_ROWS};
     let cols = w.len() / ty.block_geometry().unwrap().1 * ty.block_geometry().unwrap().0;
     let p = PackedMatrix::pack(ty, 1, cols, w).unwrap();
     let act = ActRow::of(quant::dot_type(ty).unwrap(), a);
     let mut out = [0.0f32; TILE_ROWS];
-    Kernels::detect().tile_dot_many(&p, 0, std::slice::from_ref(&act), SumOrder::LlamaCpp, &mut out);
+    k.tile_dot_many(&p, 0, std::slice::from_ref(&act), SumOrder::LlamaCpp, &mut out);
     out[0]
 }
 
@@ -45,8 +50,10 @@ fn fast_kernels_equal_the_reference_on_model_blocks() {
     for (ty, w) in cases {
         let (block, bytes) = ty.block_geometry().unwrap();
         let a = activations(&mut rng, ty, w.len() / bytes * block, true);
-        let (got, want) = (fast_dot(ty, w, &a), quant::dot(ty, w, &a));
-        assert_eq!(got.to_bits(), want.to_bits(), "{ty} {}: {got} vs reference {want}", Kernels::detect().name());
+        for k in fast_sets() {
+            let (got, want) = (fast_dot(k, ty, w, &a), quant::dot(ty, w, &a));
+            assert_eq!(got.to_bits(), want.to_bits(), "{ty} {}: {got} vs reference {want}", k.name());
+        }
     }
 }
 
@@ -60,7 +67,9 @@ fn a_wrong_kernel_would_be_caught() {
         let mut bad = w.clone();
         let at = bad.len() - 3; // a quant (Q6_K: a scale) in every format
         bad[at] = bad[at].wrapping_add(0x11);
-        assert_ne!(fast_dot(ty, &bad, &a).to_bits(), quant::dot(ty, &w, &a).to_bits(), "{ty}");
+        for k in fast_sets() {
+            assert_ne!(fast_dot(k, ty, &bad, &a).to_bits(), quant::dot(ty, &w, &a).to_bits(), "{ty} {}", k.name());
+        }
     }
 }
 
@@ -69,7 +78,9 @@ fn the_streaming_sum_matches_the_scalar_sum() {
     let mut rng = SplitMix64(9);
     for n in [0, 1, 15, 16, 17, 1000] {
         let words: Vec<u64> = (0..n).map(|_| rng.next_u64()).collect();
-        assert_eq!(Kernels::detect().sum_words(&words), Kernels::Scalar.sum_words(&words), "n = {n}");
+        for k in fast_sets() {
+            assert_eq!(k.sum_words(&words), Kernels::SCALAR.sum_words(&words), "{} n = {n}", k.name());
+        }
     }
 }
 
@@ -88,7 +99,7 @@ fn packed_kernels_equal_the_reference_bit_for_bit() {
             let acts: Vec<Vec<u8>> = (0..11).map(|i| activations(&mut rng, ty, cols, i == 2)).collect();
             let act_rows: Vec<ActRow> = acts.iter().map(|a| ActRow::of(quant::dot_type(ty).unwrap(), a)).collect();
             let src_row = ty.row_bytes(cols).unwrap();
-            let runs = [Kernels::Scalar, Kernels::detect()].into_iter().flat_map(|k| [(k, 7), (k, 11)]);
+            let runs = Kernels::available().into_iter().flat_map(|k| [(k, 7), (k, 11)]);
             for ((k, n), sums) in runs.flat_map(|r| [(r, SumOrder::LlamaCpp), (r, SumOrder::BatchInvariant)]) {
                 for tile in 0..p.tiles() {
                     let mut out = vec![f32::NAN; n * TILE_ROWS];
@@ -120,12 +131,13 @@ fn probe_kernels_match_the_scalar_sums() {
     let a: Vec<u8> = (0..1024).map(|_| (rng.next_u64() % 128) as u8).collect();
     let b: Vec<i8> = (0..1024).map(|_| rng.next_u64() as i8).collect();
     let want: i32 = a.iter().zip(&b).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum();
-    assert_eq!(Kernels::detect().dot_u8_i8(&a, &b), want);
-    assert_eq!(Kernels::Scalar.dot_u8_i8(&a, &b), want);
+    for k in Kernels::available() {
+        assert_eq!(k.dot_u8_i8(&a, &b), want, "{}", k.name());
+    }
     let x: Vec<f32> = (0..1024).map(|_| uniform(&mut rng)).collect();
     let y: Vec<f32> = (0..1024).map(|_| uniform(&mut rng)).collect();
     let exact: f64 = x.iter().zip(&y).map(|(&p, &q)| f64::from(p) * f64::from(q)).sum();
-    for k in [Kernels::detect(), Kernels::Scalar] {
+    for k in Kernels::available() {
         let got = f64::from(k.dot_f32(&x, &y));
         assert!((got - exact).abs() < 1e-3, "{}: {got} vs {exact}", k.name());
     }
@@ -140,11 +152,14 @@ fn the_fast_rope_equals_the_reference_bit_for_bit() {
         crate::kernels::ops::rope_angles(1234, dim, 1e6, &mut cos, &mut sin);
         // A zero result's sign must match too: −0 · cos − (1 · 0) is −0.
         (x[0], x[dim / 2], cos[0], sin[0]) = (-0.0, 1.0, 1.0, 0.0);
-        let (mut want, mut got) = (x.clone(), x);
+        let mut want = x.clone();
         crate::kernels::ops::rope_neox(&mut want, dim, &cos, &sin);
-        Kernels::detect().rope_neox(&mut got, dim, &cos, &sin);
-        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-            assert_eq!(a.to_bits(), b.to_bits(), "dim {dim} element {i}: {a} vs {b}");
+        for k in fast_sets() {
+            let mut got = x.clone();
+            k.rope_neox(&mut got, dim, &cos, &sin);
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{} dim {dim} element {i}: {a} vs {b}", k.name());
+            }
         }
     }
 }
@@ -156,11 +171,19 @@ fn the_fast_swiglu_equals_the_reference_bit_for_bit() {
         for row in [8usize, 13, 64] {
             let gate: Vec<f32> = (0..3 * row).map(|_| uniform(&mut rng) * scale).collect();
             let up: Vec<f32> = (0..3 * row).map(|_| uniform(&mut rng) * 2.0).collect();
-            let (mut want, mut got) = (gate.clone(), gate.clone());
+            let mut want = gate.clone();
             crate::kernels::ops::swiglu(&mut want, &up, row);
-            Kernels::detect().swiglu(&mut got, &up, row);
-            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                assert_eq!(a.to_bits(), b.to_bits(), "scale {scale} row {row} element {i}: {a} vs {b}");
+            for k in fast_sets() {
+                let mut got = gate.clone();
+                k.swiglu(&mut got, &up, row);
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{} scale {scale} row {row} element {i}: {a} vs {b}",
+                        k.name()
+                    );
+                }
             }
         }
     }
@@ -171,4 +194,22 @@ fn the_fast_swiglu_equals_the_reference_bit_for_bit() {
 fn a_mapping_the_system_refuses_is_an_error() {
     assert!(super::HugeBytes::zeroed(usize::MAX / 2).is_err());
     assert_eq!(super::HugeBytes::zeroed(3).unwrap().len(), 3);
+}
+
+#[test]
+fn kernel_sets_are_named_and_refused_where_the_cpu_lacks_them() {
+    assert_eq!(Kernels::named("scalar"), Ok(Kernels::SCALAR));
+    assert!(matches!(Kernels::named("avx9"), Err(KernelsError::Unknown(_))));
+    for name in ["avx2", "avx512"] {
+        match Kernels::named(name) {
+            Ok(k) => assert!(k.supported() && Kernels::available().contains(&k) && k.name() == name),
+            Err(e) => assert!(matches!(e, KernelsError::Unsupported(..)), "{name}: {e}"),
+        }
+    }
+    // The process's set is fixed once: choosing another is an error, the same one is not.
+    let chosen = Kernels::detect();
+    assert_eq!(Kernels::choose(chosen.name()), Ok(chosen));
+    if chosen != Kernels::SCALAR {
+        assert!(matches!(Kernels::choose("scalar"), Err(KernelsError::AlreadyChosen(_))));
+    }
 }

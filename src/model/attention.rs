@@ -254,14 +254,14 @@ mod tests {
                 let rows = (2 * hd, kv_head * hd);
                 let ran = fast.attend_group_f16(&q, hd, keys, values, rows, ctx, 0.125, &mut got);
                 // Every head size the Qwen2.5 models use has a fast kernel where the CPU has one.
-                assert_eq!(ran, fast != Kernels::Scalar && hd >= 32, "hd {hd}");
+                assert_eq!(ran, fast != Kernels::SCALAR && hd >= 32, "hd {hd}");
                 if ran {
                     let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
                     assert!(same, "hd {hd} heads {heads} ctx {ctx} kv head {kv_head}: {got:?} vs {want:?}");
                 }
             }
         }
-        assert!(!Kernels::Scalar.attend_group_f16(&[0.0; 8], 8, &[], &[], (8, 0), 0, 1.0, &mut [0.0; 8]));
+        assert!(!Kernels::SCALAR.attend_group_f16(&[0.0; 8], 8, &[], &[], (8, 0), 0, 1.0, &mut [0.0; 8]));
     }
 
     #[test]

@@ -262,3 +262,24 @@ fn any_thread_count_is_taken_and_capped() {
     }
     assert!(start.elapsed() < std::time::Duration::from_secs(5), "{:?}", start.elapsed());
 }
+
+/// Every kernel set this CPU runs gives the scalar reference's logits bit for
+/// bit, on a prompt long enough to be multiplied in several passes of
+/// activation rows (with a remainder that is not a multiple of four), in both
+/// orders of summation.
+#[test]
+fn every_kernel_set_gives_the_reference_logits_on_a_long_prompt() {
+    let mut m = tied_model();
+    let tokens: Vec<u32> = (0..150).map(|i| (i * 7 % 47) as u32).collect();
+    for sums in [SumOrder::LlamaCpp, SumOrder::BatchInvariant] {
+        m.sum_order = sums;
+        m.kernels = Kernels::SCALAR;
+        let want = m.forward(&tokens, &mut m.new_cache(256), Logits::All).unwrap();
+        for k in Kernels::available() {
+            m.kernels = k;
+            let got = m.forward(&tokens, &mut m.new_cache(256), Logits::All).unwrap();
+            let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{} kernels, {sums:?}: logits differ from the scalar reference", k.name());
+        }
+    }
+}

@@ -361,7 +361,7 @@ impl Check for FastVsReference {
     type Params = ToleranceParams;
 
     fn run(p: &ToleranceParams, cx: &mut Context) -> Result<Outcome, Unmet> {
-        if cx.model(&p.model)?.model.kernels == crate::kernels::Kernels::Scalar {
+        if cx.model(&p.model)?.model.kernels == crate::kernels::Kernels::SCALAR {
             return Err(Unmet::Missing(
                 "this host runs only the scalar kernels (no AVX2, FMA and F16C): there is no fast path to compare \
                  with the scalar reference"

@@ -284,7 +284,7 @@ pub fn judge_op(op: Op, kernels: Kernels, (cases, bad): (usize, Vec<String>)) ->
     if let Some(e) = out.evidence.as_mut() {
         e.details.push(match (op, kernels) {
             (Op::Rmsnorm, _) => "the model calls the scalar RMSNorm itself; checked against the f64 definition".into(),
-            (_, Kernels::Scalar) => {
+            (_, Kernels::SCALAR) => {
                 "this CPU runs the scalar reference kernels: the bit comparison is the reference against itself".into()
             }
             _ => format!("the {} kernels the engine runs, against the scalar reference bit for bit", kernels.name()),

@@ -459,7 +459,7 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             let mut m = crate::model::tests::tied_model();
             let tokens = [3u32, 17, 42, 5, 9, 30, 1, 44];
             let fast = crate::agreement::fast_vs_reference(&mut m, &tokens).unwrap();
-            m.kernels = crate::kernels::Kernels::FlipBit(16);
+            m.kernels = crate::kernels::Kernels::flip_bit(16);
             let broken = crate::agreement::fast_vs_reference(&mut m, &tokens).unwrap();
             (agreement::judge_fast(&p, &fast, "fast"), agreement::judge_fast(&p, &broken, "flip-bit"))
         }),
@@ -548,7 +548,7 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
         ("op_reference", || {
             // The engine's RoPE kernel, then one whose every output differs in the last bit.
             let (op, engine) = (reference::Op::Rope, reference::Subject::engine());
-            let broken = reference::Subject { kernels: crate::kernels::Kernels::FlipBit(0), ..engine };
+            let broken = reference::Subject { kernels: crate::kernels::Kernels::flip_bit(0), ..engine };
             (
                 reference::judge_op(op, engine.kernels, reference::op_violations(op, engine, 500, 1)),
                 reference::judge_op(op, broken.kernels, reference::op_violations(op, broken, 500, 1)),
@@ -1089,14 +1089,14 @@ fn every_op_reference_catches_a_broken_implementation() {
         x.iter_mut().zip(w).for_each(|(v, w)| *v = *v / ms.sqrt() * w);
     }
     let engine = Subject::engine();
-    let flipped = Subject { kernels: crate::kernels::Kernels::FlipBit(0), ..engine };
+    let flipped = Subject { kernels: crate::kernels::Kernels::flip_bit(0), ..engine };
     for op in [RefOp::Rope, RefOp::Softmax, RefOp::Swiglu, RefOp::Rmsnorm] {
         let (n, bad) = op_violations(op, engine, 300, 7);
         assert!(n == 300 && bad.is_empty(), "{op:?}: {bad:?}");
     }
     assert_eq!(op_violations(RefOp::Swiglu, flipped, 300, 7).1.len(), 300);
     // The fast attention kernel exists only where the CPU has AVX2.
-    if engine.kernels != crate::kernels::Kernels::Scalar {
+    if engine.kernels != crate::kernels::Kernels::SCALAR {
         assert_eq!(op_violations(RefOp::Softmax, flipped, 300, 7).1.len(), 300);
     }
     assert!(!op_violations(RefOp::Rmsnorm, Subject { rms_norm: bad_norm, ..engine }, 300, 7).1.is_empty());
