@@ -34,7 +34,7 @@ pub struct Engine {
     pub git_dirty: Option<bool>,
     /// `release` or `debug`.
     pub profile: String,
-    /// Compute kernels in use (those detected for this CPU).
+    /// The kernel set in use: the process's one (`--kernels`, else the fastest this CPU runs).
     pub kernels: Vec<String>,
 }
 
@@ -99,12 +99,13 @@ pub fn cpu_features() -> Vec<String> {
     let mut f = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
-        let checks: [(&str, bool); 6] = [
+        let checks: [(&str, bool); 7] = [
             ("avx2", is_x86_feature_detected!("avx2")),
             ("fma", is_x86_feature_detected!("fma")),
             ("f16c", is_x86_feature_detected!("f16c")),
             ("avx512f", is_x86_feature_detected!("avx512f")),
             ("avx512bw", is_x86_feature_detected!("avx512bw")),
+            ("avx512vl", is_x86_feature_detected!("avx512vl")),
             ("avx512vnni", is_x86_feature_detected!("avx512vnni")),
         ];
         f.extend(checks.iter().filter(|c| c.1).map(|c| c.0.to_owned()));

@@ -26,7 +26,7 @@ fn hsum(v: __m256) -> f32 {
 /// Loads 32 bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load(b: &[u8]) -> __m256i {
+pub(super) fn load(b: &[u8]) -> __m256i {
     assert!(b.len() >= 32);
     // SAFETY: the assertion above guarantees 32 readable bytes; loadu has no alignment requirement.
     unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
@@ -35,7 +35,7 @@ fn load(b: &[u8]) -> __m256i {
 /// Loads 16 bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load128(b: &[u8]) -> __m128i {
+pub(super) fn load128(b: &[u8]) -> __m128i {
     assert!(b.len() >= 16);
     // SAFETY: the assertion above guarantees 16 readable bytes; loadu has no alignment requirement.
     unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
@@ -153,7 +153,7 @@ pub fn tile_dot(
 /// ((a1 + a5) + (a3 + a7))`, all eight rows at once.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn lane_total(a: [__m256; 8]) -> __m256 {
+pub(super) fn lane_total(a: [__m256; 8]) -> __m256 {
     let even = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
     let odd = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
     _mm256_add_ps(even, odd)
@@ -368,7 +368,7 @@ fn dup_pair(second: bool) -> __m256i {
 /// `p + at` must have 4 readable bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn bcast4(p: *const u8, at: usize) -> __m256i {
+pub(super) unsafe fn bcast4(p: *const u8, at: usize) -> __m256i {
     // SAFETY: the caller guarantees 4 readable bytes at `p + at`.
     unsafe { _mm256_set1_epi32(p.add(at).cast::<i32>().read_unaligned()) }
 }
@@ -521,7 +521,7 @@ pub fn tile_dot_q6k<const N: usize>(
 /// The accumulators of `N` activation rows as eight rows' results each.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn store_rows<const N: usize>(acc: [__m256; N]) -> [[f32; super::packed::TILE_ROWS]; N] {
+pub(super) fn store_rows<const N: usize>(acc: [__m256; N]) -> [[f32; super::packed::TILE_ROWS]; N] {
     let mut out = [[0.0f32; super::packed::TILE_ROWS]; N];
     for t in 0..N {
         // SAFETY: `out[t]` is 8 writable f32; storeu needs no alignment.
@@ -636,13 +636,22 @@ pub fn attend_group_f16<const L: usize>(
 }
 
 /// Σ a[i]·b[i] over unsigned × signed bytes (each `a[i]` ≤ 127, so no pair sum
-/// saturates), 128 bytes per step into four independent accumulators: the
-/// multiply-add throughput the quantized kernels are built on, for measuring
-/// the int8 compute peak. The length must be a multiple of 128.
+/// saturates) by `maddubs` and `madd`: the multiply-add throughput the
+/// quantized kernels are built on, for measuring the int8 compute peak. The
+/// length must be a multiple of 128.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub fn dot_u8_i8(a: &[u8], b: &[i8]) -> i32 {
-    assert!(a.len() == b.len() && a.len().is_multiple_of(128), "dot_u8_i8 needs equal lengths, a multiple of 128");
     let ones = _mm256_set1_epi16(1);
+    sum_byte_products(a, b, |s, u, v| _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(u, v), ones)))
+}
+
+/// Σ a[i]·b[i] of unsigned × signed bytes, 128 bytes a step into four
+/// independent accumulators, `step(acc, u, v)` adding the products of 32 byte
+/// pairs to `acc`'s eight lanes. Lengths must be equal and a multiple of 128.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn sum_byte_products(a: &[u8], b: &[i8], step: impl Fn(__m256i, __m256i, __m256i) -> __m256i) -> i32 {
+    assert!(a.len() == b.len() && a.len().is_multiple_of(128), "dot_u8_i8 needs equal lengths, a multiple of 128");
     let mut acc = [_mm256_setzero_si256(); 4];
     for (x, y) in a.chunks_exact(128).zip(b.chunks_exact(128)) {
         for (k, s) in acc.iter_mut().enumerate() {
@@ -650,7 +659,7 @@ pub fn dot_u8_i8(a: &[u8], b: &[i8]) -> i32 {
             let (u, v) = unsafe {
                 (_mm256_loadu_si256(x[32 * k..].as_ptr().cast()), _mm256_loadu_si256(y[32 * k..].as_ptr().cast()))
             };
-            *s = _mm256_add_epi32(*s, _mm256_madd_epi16(_mm256_maddubs_epi16(u, v), ones));
+            *s = step(*s, u, v);
         }
     }
     let all = _mm256_add_epi32(_mm256_add_epi32(acc[0], acc[1]), _mm256_add_epi32(acc[2], acc[3]));

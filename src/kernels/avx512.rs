@@ -15,24 +15,14 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use super::avx2::{bcast4, lane_total, load, load128, store_rows};
 use super::packed::{ActRow, PackedFormat, TILE_ROWS};
-
-/// Loads 32 bytes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn load(b: &[u8]) -> __m256i {
-    assert!(b.len() >= 32);
-    // SAFETY: the assertion above guarantees 32 readable bytes; loadu has no alignment requirement.
-    unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
-}
 
 /// Eight f16 scales at the start of `b`, as f32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn scales(b: &[u8]) -> __m256 {
-    assert!(b.len() >= 16);
-    // SAFETY: the assertion above guarantees 16 readable bytes; loadu has no alignment requirement.
-    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(b.as_ptr().cast()) })
+    _mm256_cvtph_ps(load128(b))
 }
 
 /// The 32-bit value at index `at` of `p`, in every lane.
@@ -44,30 +34,6 @@ fn scales(b: &[u8]) -> __m256 {
 unsafe fn bcast_i32(p: *const i32, at: usize) -> __m256i {
     // SAFETY: the caller guarantees 4 readable bytes at `p + at`.
     unsafe { _mm256_set1_epi32(p.add(at).read_unaligned()) }
-}
-
-/// Four bytes of a row of quants from element `at`, in every 32-bit lane.
-///
-/// # Safety
-/// `p + at` must have 4 readable bytes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn bcast4(p: *const u8, at: usize) -> __m256i {
-    // SAFETY: the caller guarantees 4 readable bytes at `p + at`.
-    unsafe { _mm256_set1_epi32(p.add(at).cast::<i32>().read_unaligned()) }
-}
-
-/// The eight lane accumulators of one activation row added up as
-/// [`crate::quant::Lanes::sum`] adds a row's lanes, all eight rows at once.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn lane_total(a: [__m256; 8]) -> [f32; TILE_ROWS] {
-    let even = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
-    let odd = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
-    let mut out = [0.0f32; TILE_ROWS];
-    // SAFETY: `out` is 8 writable f32; storeu needs no alignment.
-    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(even, odd)) };
-    out
 }
 
 /// Checks an activation row of Q8_0 blocks for `blocks` blocks.
@@ -124,7 +90,7 @@ pub fn tile_dot(format: PackedFormat, tile: &[u8], blocks: usize, act: &ActRow) 
             PackedFormat::Q4K | PackedFormat::Q6K => panic!("K-quant tiles go to the K-quant kernels"),
         }
     }
-    lane_total(acc)
+    store_rows([lane_total(acc)])[0]
 }
 
 /// [`tile_dot`] for a Q5_0 tile already unpacked by
@@ -158,28 +124,13 @@ pub fn tile_gemm_q5_0<const N: usize>(
             }
         }
     }
-    acc.map(|a| lane_total(a))
+    store_rows(acc.map(|a| lane_total(a)))
 }
 
-/// Σ a[i]·b[i] of unsigned × signed bytes by `vpdpbusd`, 128 bytes a step
-/// into four independent accumulators: the int8 peak of these kernels, for
-/// the compute probe. Lengths must be equal and a multiple of 128.
+/// Σ a[i]·b[i] of unsigned × signed bytes by `vpdpbusd`: the int8 peak of
+/// these kernels, for the compute probe. Lengths must be equal and a multiple
+/// of 128.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub fn dot_u8_i8(a: &[u8], b: &[i8]) -> i32 {
-    assert!(a.len() == b.len() && a.len().is_multiple_of(128), "dot_u8_i8 needs equal lengths, a multiple of 128");
-    let mut acc = [_mm256_setzero_si256(); 4];
-    for (x, y) in a.chunks_exact(128).zip(b.chunks_exact(128)) {
-        for (k, s) in acc.iter_mut().enumerate() {
-            // SAFETY: each chunk holds 128 bytes, so bytes 32k..32k+32 are in bounds; loadu needs no alignment.
-            let (u, v) = unsafe {
-                (_mm256_loadu_si256(x[32 * k..].as_ptr().cast()), _mm256_loadu_si256(y[32 * k..].as_ptr().cast()))
-            };
-            *s = _mm256_dpbusd_epi32(*s, u, v);
-        }
-    }
-    let all = _mm256_add_epi32(_mm256_add_epi32(acc[0], acc[1]), _mm256_add_epi32(acc[2], acc[3]));
-    let mut lanes = [0i32; 8];
-    // SAFETY: `lanes` is 32 writable bytes; storeu needs no alignment.
-    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), all) };
-    lanes.iter().fold(0i32, |s, &x| s.wrapping_add(x))
+    super::avx2::sum_byte_products(a, b, |s, u, v| _mm256_dpbusd_epi32(s, u, v))
 }
