@@ -388,12 +388,41 @@ pub fn tile_dot_q4k<const N: usize>(
     acts: [&super::packed::ActRow; N],
     per_pair: bool,
 ) -> [[f32; super::packed::TILE_ROWS]; N] {
+    let (dup_lo, dup_hi) = (dup_pair(false), dup_pair(true));
+    q4k_tiles(
+        tile,
+        blocks,
+        acts,
+        per_pair,
+        |sums, w, a| _mm256_add_epi16(sums, _mm256_maddubs_epi16(w, a)),
+        |lo, hi, pair| {
+            let (sl, sh) = (_mm256_shuffle_epi8(pair, dup_lo), _mm256_shuffle_epi8(pair, dup_hi));
+            _mm256_add_epi32(_mm256_madd_epi16(lo, sl), _mm256_madd_epi16(hi, sh))
+        },
+    )
+}
+
+/// The Q4_K tile product of [`tile_dot_q4k`], its integer steps given:
+/// `products(sums, w, a)` adds the products of unsigned quants `w` and
+/// activations `a` (four per 32-bit lane, a row per lane) to the sub-block's
+/// running `sums`; `scaled(lo, hi, pair)` turns the sums of sub-blocks 2c
+/// (`lo`) and 2c + 1 (`hi`) into one 32-bit total per row, each times its
+/// scale (`pair`: row `r`'s two scales in 16-bit halves of lane `r`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q4k_tiles<const N: usize>(
+    tile: &[u8],
+    blocks: usize,
+    acts: [&super::packed::ActRow; N],
+    per_pair: bool,
+    products: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
+    scaled: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
+) -> [[f32; super::packed::TILE_ROWS]; N] {
     use super::packed::q4k_chunk;
     let bb = super::packed::PackedFormat::Q4K.block_bytes();
     check_k_tile(tile, bb, blocks, &acts);
     let q: [*const u8; N] = std::array::from_fn(|t| acts[t].q.as_ptr().cast());
     let low = _mm256_set1_epi8(0x0F);
-    let (dup_lo, dup_hi) = (dup_pair(false), dup_pair(true));
     let (mut acc, mut acc_min) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
     for b in 0..blocks {
         let blk = &tile[b * bb..][..bb];
@@ -402,7 +431,7 @@ pub fn tile_dot_q4k<const N: usize>(
         let (mut isum, mut msum) = ([_mm256_setzero_si256(); N], [_mm256_setzero_si256(); N]);
         for c in 0..4 {
             // Sub-block 2c in the low nibbles, 2c + 1 in the high nibbles.
-            let (mut lo16, mut hi16) = ([_mm256_setzero_si256(); N], [_mm256_setzero_si256(); N]);
+            let (mut lo_sums, mut hi_sums) = ([_mm256_setzero_si256(); N], [_mm256_setzero_si256(); N]);
             for v in 0..8 {
                 let n = load(&blk[q4k_chunk(c) + 32 + 32 * v..]);
                 let (lo, hi) = (_mm256_and_si256(n, low), _mm256_and_si256(_mm256_srli_epi16(n, 4), low));
@@ -410,16 +439,14 @@ pub fn tile_dot_q4k<const N: usize>(
                 for t in 0..N {
                     // SAFETY: elements at..at + 36 of the row are in bounds (checked by check_k_tile).
                     let (al, ah) = unsafe { (bcast4(q[t], at), bcast4(q[t], at + 32)) };
-                    lo16[t] = _mm256_add_epi16(lo16[t], _mm256_maddubs_epi16(lo, al));
-                    hi16[t] = _mm256_add_epi16(hi16[t], _mm256_maddubs_epi16(hi, ah));
+                    lo_sums[t] = products(lo_sums[t], lo, al);
+                    hi_sums[t] = products(hi_sums[t], hi, ah);
                 }
             }
             let pair = _mm256_cvtepu8_epi16(load128(&blk[q4k_chunk(c)..]));
-            let (sl, sh) = (_mm256_shuffle_epi8(pair, dup_lo), _mm256_shuffle_epi8(pair, dup_hi));
             let mins = _mm256_cvtepu8_epi16(load128(&blk[q4k_chunk(c) + 16..]));
             for t in 0..N {
-                let s = _mm256_add_epi32(_mm256_madd_epi16(lo16[t], sl), _mm256_madd_epi16(hi16[t], sh));
-                isum[t] = _mm256_add_epi32(isum[t], s);
+                isum[t] = _mm256_add_epi32(isum[t], scaled(lo_sums[t], hi_sums[t], pair));
                 // The mins of sub-blocks 2c, 2c + 1 times their activation sums, as 16-bit pairs.
                 let (s0, s1) = (acts[t].sum32[8 * b + 2 * c], acts[t].sum32[8 * b + 2 * c + 1]);
                 let sums = _mm256_set1_epi32((s0 & 0xFFFF) | (s1 << 16));

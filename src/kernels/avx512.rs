@@ -134,3 +134,28 @@ pub fn tile_gemm_q5_0<const N: usize>(
 pub fn dot_u8_i8(a: &[u8], b: &[i8]) -> i32 {
     super::avx2::sum_byte_products(a, b, |s, u, v| _mm256_dpbusd_epi32(s, u, v))
 }
+
+/// The eight rows of a packed Q4_K tile · `N` Q8_K activation rows, equal bit
+/// for bit to [`super::packed::tile_dot_scalar`] as [`super::avx2::tile_dot_q4k`]
+/// is: the same integer sums, each sub-block's products summed in 32 bits by
+/// `vpdpbusd` (no 16-bit sums to add up), then multiplied by its scale.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn tile_dot_q4k<const N: usize>(
+    tile: &[u8],
+    blocks: usize,
+    acts: [&ActRow; N],
+    per_pair: bool,
+) -> [[f32; TILE_ROWS]; N] {
+    let low_half = _mm256_set1_epi32(0xFFFF);
+    super::avx2::q4k_tiles(
+        tile,
+        blocks,
+        acts,
+        per_pair,
+        |sums, w, a| _mm256_dpbusd_epi32(sums, w, a),
+        |lo, hi, pair| {
+            let (sl, sh) = (_mm256_and_si256(pair, low_half), _mm256_srli_epi32(pair, 16));
+            _mm256_add_epi32(_mm256_mullo_epi32(lo, sl), _mm256_mullo_epi32(hi, sh))
+        },
+    )
+}

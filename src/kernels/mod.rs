@@ -328,8 +328,8 @@ impl Kernels {
                             acts,
                             out,
                             // SAFETY (both): the set exists only where the CPU supports it (`Kernels::supported`).
-                            |a| unsafe { avx2_k_tile_dot(w.format, data, w.blocks, a, four) },
-                            |a| unsafe { avx2_k_tile_dot(w.format, data, w.blocks, a, one) },
+                            |a| unsafe { x86_k_tile_dot(wide, w.format, data, w.blocks, a, four) },
+                            |a| unsafe { x86_k_tile_dot(wide, w.format, data, w.blocks, a, one) },
                         );
                     }
                 }
@@ -502,13 +502,16 @@ fn by_groups<const N: usize>(
     }
 }
 
-/// The AVX2 kernel for a K-quant tile's format, summing in `order`.
+/// The x86 kernel for a K-quant tile's format, summing in `order`: AVX-512
+/// VNNI's when `wide`, else AVX2's.
 ///
 /// # Safety
-/// The CPU must support AVX2, FMA and F16C (`avx2_available()`).
+/// The CPU must support AVX2, FMA and F16C (`avx2_available()`), and AVX-512
+/// F/BW/VL/VNNI when `wide` (`avx512_available()`).
 #[cfg(target_arch = "x86_64")]
 #[inline]
-unsafe fn avx2_k_tile_dot<const N: usize>(
+unsafe fn x86_k_tile_dot<const N: usize>(
+    wide: bool,
     format: packed::PackedFormat,
     tile: &[u8],
     blocks: usize,
@@ -519,10 +522,11 @@ unsafe fn avx2_k_tile_dot<const N: usize>(
     let batch = order == quant::Order::Batch;
     // SAFETY: the caller guarantees the CPU features these kernels enable.
     unsafe {
-        match format {
-            PackedFormat::Q4K => avx2::tile_dot_q4k(tile, blocks, acts, batch),
-            PackedFormat::Q6K => avx2::tile_dot_q6k(tile, blocks, acts, batch),
-            PackedFormat::Q5_0 | PackedFormat::Q8_0 => unreachable!("Q5_0 and Q8_0 tiles go to avx2::tile_dot"),
+        match (format, wide) {
+            (PackedFormat::Q4K, true) => avx512::tile_dot_q4k(tile, blocks, acts, batch),
+            (PackedFormat::Q4K, false) => avx2::tile_dot_q4k(tile, blocks, acts, batch),
+            (PackedFormat::Q6K, _) => avx2::tile_dot_q6k(tile, blocks, acts, batch),
+            (PackedFormat::Q5_0 | PackedFormat::Q8_0, _) => unreachable!("Q5_0 and Q8_0 tiles go to tile_dot"),
         }
     }
 }
