@@ -57,42 +57,88 @@ pub enum PackedFormat {
     Q6K,
 }
 
+/// Each packed format's facts, one row per format: the one table a new
+/// format adds a row to (its packing, scalar decoding and kernels aside).
+struct FormatFacts {
+    /// The format.
+    format: PackedFormat,
+    /// The GGUF tensor type it is packed from.
+    tensor_type: TensorType,
+    /// The type of the activations it multiplies.
+    act_type: TensorType,
+    /// Elements per block.
+    block_elements: usize,
+    /// Bytes of one row's block in the GGUF file.
+    file_block_bytes: usize,
+    /// Bytes of one row's block in a tile.
+    tile_block_bytes: usize,
+}
+
+/// The facts of every packed format.
+const FORMATS: [FormatFacts; 4] = [
+    FormatFacts {
+        format: PackedFormat::Q5_0,
+        tensor_type: TensorType::Q5_0,
+        act_type: TensorType::Q8_0,
+        block_elements: QK,
+        file_block_bytes: 22,
+        tile_block_bytes: 22,
+    },
+    FormatFacts {
+        format: PackedFormat::Q8_0,
+        tensor_type: TensorType::Q8_0,
+        act_type: TensorType::Q8_0,
+        block_elements: QK,
+        file_block_bytes: 34,
+        tile_block_bytes: 34,
+    },
+    FormatFacts {
+        format: PackedFormat::Q4K,
+        tensor_type: TensorType::Q4K,
+        act_type: TensorType::Q8K,
+        block_elements: QK_K,
+        file_block_bytes: 144,
+        tile_block_bytes: 148,
+    },
+    FormatFacts {
+        format: PackedFormat::Q6K,
+        tensor_type: TensorType::Q6K,
+        act_type: TensorType::Q8K,
+        block_elements: QK_K,
+        file_block_bytes: 210,
+        tile_block_bytes: 210,
+    },
+];
+
 impl PackedFormat {
+    /// This format's row of [`FORMATS`] (rows in the order of the variants).
+    fn facts(self) -> &'static FormatFacts {
+        &FORMATS[self as usize]
+    }
+
+    /// The packed format of GGUF tensor type `ty`, if it has one.
+    pub fn of(ty: TensorType) -> Option<PackedFormat> {
+        FORMATS.iter().find(|f| f.tensor_type == ty).map(|f| f.format)
+    }
+
     /// Bytes of one block of a tile (all its rows).
     pub fn block_bytes(self) -> usize {
-        TILE_ROWS
-            * match self {
-                PackedFormat::Q5_0 => 22,
-                PackedFormat::Q8_0 => 34,
-                PackedFormat::Q4K => 148,
-                PackedFormat::Q6K => 210,
-            }
+        TILE_ROWS * self.facts().tile_block_bytes
     }
 
     /// Elements per block.
     pub fn block_elements(self) -> usize {
-        match self {
-            PackedFormat::Q5_0 | PackedFormat::Q8_0 => QK,
-            PackedFormat::Q4K | PackedFormat::Q6K => QK_K,
-        }
+        self.facts().block_elements
     }
 
     /// The GGUF tensor type it was packed from.
     pub fn tensor_type(self) -> TensorType {
-        match self {
-            PackedFormat::Q5_0 => TensorType::Q5_0,
-            PackedFormat::Q8_0 => TensorType::Q8_0,
-            PackedFormat::Q4K => TensorType::Q4K,
-            PackedFormat::Q6K => TensorType::Q6K,
-        }
+        self.facts().tensor_type
     }
 
     /// The format of the activations it multiplies.
     pub fn act_type(self) -> TensorType {
-        match self {
-            PackedFormat::Q5_0 | PackedFormat::Q8_0 => TensorType::Q8_0,
-            PackedFormat::Q4K | PackedFormat::Q6K => TensorType::Q8K,
-        }
+        self.facts().act_type
     }
 }
 
@@ -123,13 +169,8 @@ impl PackedMatrix {
     /// [`PackedMatrix::pack`], or the system's error when it refuses the
     /// memory for the tiles (a model's load reports it).
     pub fn try_pack(ty: TensorType, rows: usize, cols: usize, bytes: &[u8]) -> std::io::Result<Option<PackedMatrix>> {
-        let (format, src_block) = match ty {
-            TensorType::Q5_0 => (PackedFormat::Q5_0, 22),
-            TensorType::Q8_0 => (PackedFormat::Q8_0, 34),
-            TensorType::Q4K => (PackedFormat::Q4K, 144),
-            TensorType::Q6K => (PackedFormat::Q6K, 210),
-            _ => return Ok(None),
-        };
+        let Some(format) = PackedFormat::of(ty) else { return Ok(None) };
+        let src_block = format.facts().file_block_bytes;
         let blocks = cols / format.block_elements();
         let tile_bytes = blocks * format.block_bytes();
         let data = super::HugeBytes::zeroed(rows.div_ceil(TILE_ROWS) * tile_bytes)?;
@@ -487,6 +528,15 @@ mod tests {
                 assert_eq!(got[r].to_bits(), quant::dot(ty, &w[r * row..][..row], &a).to_bits(), "{ty} row {r}");
             }
         }
+    }
+
+    #[test]
+    fn the_format_table_has_a_row_per_format_in_order() {
+        for (i, f) in FORMATS.iter().enumerate() {
+            assert_eq!(f.format as usize, i);
+            assert_eq!(PackedFormat::of(f.tensor_type), Some(f.format));
+        }
+        assert_eq!(PackedFormat::of(TensorType::F32), None);
     }
 
     #[test]
