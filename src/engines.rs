@@ -457,6 +457,23 @@ mod tests {
     }
 
     #[test]
+    fn a_claims_file_may_declare_the_engines_its_claims_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mine.toml");
+        let text = "[[engine]]\nname = \"mine\"\nurl = \"http://127.0.0.1:9/v1\"\n\n[[claim]]\nid = \"X1\"\n\
+                    title = \"t\"\ncategory = \"performance\"\ncheck = \"serving\"\nsource = \"s\"\n[claim.params]\n\
+                    model = \"0.5b\"\na = \"mine\"\nconcurrency = 1\nmetric = \"throughput_ratio\"\nop = \">=\"\n\
+                    threshold = 1.0\n";
+        std::fs::write(&file, text).unwrap();
+        let registry = crate::claims::checks::Registry::builtin();
+        let set = crate::claims::ClaimSet::load(std::slice::from_ref(&file), &registry, false).unwrap();
+        assert_eq!(set.claims.len(), 1);
+        let mut e = Engines::builtin();
+        assert_eq!(e.add_file(&file).unwrap(), 1);
+        assert!(e.add_file(&dir.path().join("none.toml")).unwrap_err().contains("none.toml"));
+    }
+
+    #[test]
     fn malformed_engine_tables_are_named_at_line_and_column() {
         let cases = [
             ("[[engine]]\nname = \"a\"\nurl = 3\n", "mine.toml:3:7"),

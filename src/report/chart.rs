@@ -1010,4 +1010,62 @@ mod tests {
         assert_eq!(b.values.len(), 2 * crate::model::Brick::ALL.len());
         assert!(b.title.contains("most time in lm_head") && b.title.contains("largest excess"), "{}", b.title);
     }
+
+    #[test]
+    fn served_load_is_drawn_for_falsify_load_and_in_the_run_report() {
+        use crate::load::metrics::{across_runs, RequestRecord, RunSummary, Slo};
+        use crate::load::{LevelResult, Load, Plan};
+        let run = |ttft: f64| {
+            let r = RequestRecord::from_times(0, 0.0, &[ttft, ttft + 20.0, ttft + 45.0], ttft + 60.0, None);
+            RunSummary::of(&[r], &Slo::default())
+        };
+        let levels: Vec<LevelResult> = [1, 4]
+            .into_iter()
+            .map(|streams| {
+                let runs = vec![run(100.0 * streams as f64), run(110.0 * streams as f64)];
+                LevelResult { load: Load::Concurrency { streams }, across: across_runs(&runs), runs }
+            })
+            .collect();
+        let plan = Plan {
+            levels: levels.iter().map(|l| l.load).collect(),
+            requests: 1,
+            runs: 2,
+            warmup: 0,
+            slo: Slo::default(),
+            seed: 0,
+        };
+        let s = LoadSummary {
+            engine: "llama-server".into(),
+            base: "http://127.0.0.1:1/v1".into(),
+            model: "m".into(),
+            prompts: "generated".into(),
+            plan,
+            levels,
+        };
+        let mut r = sample_report();
+        assert!(serving(&r).unwrap().is_empty(), "no load served, no serving chart");
+        let series = |name: &str, unit: &str, samples: Vec<f64>| crate::record::SampleSeries {
+            name: name.into(),
+            unit: unit.into(),
+            warmup: 1,
+            samples,
+        };
+        r.series.push(series("serving 0.5b c=4 llama-server ttft_ms_p99", "ms", vec![400.0, 440.0]));
+        r.series.push(series("serving 0.5b c=4 falsify-server output_tok_s", "tok/s", vec![30.0, 31.0]));
+        let served = serving(&r).unwrap();
+        assert_eq!(served.iter().map(|c| c.name).collect::<Vec<_>>(), ["serving_latency", "serving_throughput"]);
+        assert_eq!(all(&r, &[]).unwrap().len(), 9);
+        let charts = [load_latency(&s).unwrap(), load_throughput(&s).unwrap()];
+        assert_eq!(charts[0].values.len(), 2 * 4);
+        let p99 = charts[0].values.iter().find(|v| v.label == "concurrency 4 · ttft_ms_p99");
+        assert_eq!(p99.map(|v| v.value), Some(420.0), "{:?}", charts[0].values);
+        for c in charts.iter().chain(&served) {
+            let back = crate::report::svg::read(&c.svg).unwrap();
+            assert_eq!(back.data.as_ref(), Some(&c.values), "{}", c.name);
+            assert_eq!(crate::report::svg::missing_values(&back, &c.values), Vec::<String>::new(), "{}", c.name);
+            assert_eq!(texts_outside_the_view_box(&c.svg), Vec::<String>::new(), "{}", c.name);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(write_load(dir.path(), &s).unwrap().len(), 2);
+    }
 }

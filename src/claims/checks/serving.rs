@@ -227,3 +227,41 @@ impl Check for Serving {
         judge_serving(p, &obs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Settings;
+
+    fn params(a: &str, metric: &str) -> ServingParams {
+        let text = format!(
+            "model = \"0.5b\"\na = \"{a}\"\nconcurrency = 2\nmetric = \"{metric}\"\nop = \">=\"\nthreshold = 1.0\n"
+        );
+        super::super::parse(&toml::from_str(&text).unwrap()).unwrap()
+    }
+
+    fn context() -> Context {
+        Context::new(env!("CARGO_MANIFEST_DIR"), Settings { threads: 1, runs: 2, warmup: 0 })
+    }
+
+    #[test]
+    fn an_unknown_engine_is_an_error_naming_the_known_ones() {
+        match Serving::run(&params("vllm", "throughput_ratio"), &mut context()) {
+            Err(Unmet::Failed(m)) => assert!(m.contains("unknown engine `vllm`") && m.contains("llama-server"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn without_a_serving_falsify_the_claim_is_skipped_and_goodput_needs_an_slo() {
+        // No falsify binary is known to this context: falsify-server is missing here, never a pass.
+        match Serving::run(&params("falsify-server", "throughput_ratio"), &mut context()) {
+            Err(Unmet::Missing(m)) => assert!(m.contains("falsify") || m.contains("model:0.5b"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        match Serving::run(&params("falsify-server", "goodput_ratio"), &mut context()) {
+            Err(Unmet::Failed(m)) => assert!(m.contains("needs an slo"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
