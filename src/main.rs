@@ -143,7 +143,8 @@ enum Command {
         /// Directory of claims files (every *.toml but gate.toml).
         #[arg(long, default_value = "claims")]
         claims: PathBuf,
-        /// Extra claims files with your own ids.
+        /// Extra files with your own claims (their own ids) and `[[engine]]` tables
+        /// declaring engines those claims may name (see `falsify load --help`).
         #[arg(long = "add")]
         extra: Vec<PathBuf>,
         /// Only claims whose "ID title" contains this text.
@@ -161,6 +162,69 @@ enum Command {
         /// Threads for the engine and the baselines.
         #[arg(long, short = 't', default_value_t = 2)]
         threads: usize,
+    },
+    /// Drive an engine's OpenAI-compatible server with streamed requests and measure it.
+    ///
+    /// Every request streams with ignore_eos, so it yields exactly --max-tokens tokens;
+    /// each is timed at the client: time to first token (TTFT), every inter-token gap
+    /// (ITL), time per output token (TPOT) and end-to-end. Each load level gets
+    /// p50/p90/p99/p99.9, output tok/s, requests/s and goodput under --slo, with 95%
+    /// CIs across --runs. Engines: falsify-server and llama-server (started on
+    /// loopback and stopped), ollama ($OLLAMA_HOST), or one declared in an --engines
+    /// file: `[[engine]] name = "mine"` with `url = "http://host:port/v1"` (optional
+    /// `model`, `api_key_env`) or `command = ["./srv", "--port", "{port}", "-m", "{model}"]`
+    /// (optional `ready` URL, default http://127.0.0.1:{port}/health).
+    Load {
+        /// The engine to load.
+        #[arg(long)]
+        engine: String,
+        /// TOML files declaring more engines ([[engine]] tables).
+        #[arg(long = "engines")]
+        engine_files: Vec<PathBuf>,
+        #[command(flatten)]
+        model: ModelArg,
+        /// Threads a started server computes with.
+        #[arg(long, short = 't', default_value_t = 2)]
+        threads: usize,
+        /// Keep this many requests in flight (the default: 1).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Send requests at this many a second instead, whatever is in flight.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// With --rate: exponential gaps (a Poisson process, seeded by --seed).
+        #[arg(long)]
+        poisson: bool,
+        /// Sweep over these concurrencies, e.g. 1,2,4.
+        #[arg(long, value_delimiter = ',')]
+        sweep: Vec<usize>,
+        /// Requests per run at each load level.
+        #[arg(long, default_value_t = 16)]
+        requests: usize,
+        /// Runs at each load level (2 or more give confidence intervals).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Requests sent one at a time and discarded first.
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// Tokens of each generated prompt.
+        #[arg(long, default_value_t = 32)]
+        prompt_tokens: usize,
+        /// Output tokens of each request (and the default of a --prompts line).
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+        /// A JSONL file of prompts, one {"prompt": ..., "max_tokens": ...} a line, instead of generated ones.
+        #[arg(long)]
+        prompts: Option<PathBuf>,
+        /// Latency targets of goodput, e.g. ttft_ms=500,tpot_ms=100 (also e2e_ms).
+        #[arg(long)]
+        slo: Option<String>,
+        /// Seed of the generated prompts and the Poisson arrivals.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Directory for requests.jsonl (one line per request) and summary.json.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Re-render the exports of an existing run report, measuring nothing.
     ///
@@ -417,6 +481,54 @@ fn run(cli: Cli) -> Result<()> {
             }
             let settings = falsify::record::Settings { threads: usable_threads(threads), runs, warmup };
             run_claims(&claims, &extra, filter.as_deref(), &out, settings)
+        }
+        Command::Load {
+            engine,
+            engine_files,
+            model,
+            threads,
+            concurrency,
+            rate,
+            poisson,
+            sweep,
+            requests,
+            runs,
+            warmup,
+            prompt_tokens,
+            max_tokens,
+            prompts,
+            slo,
+            seed,
+            out,
+        } => {
+            let options = falsify::load::command::Options {
+                engine,
+                engine_files,
+                model: model.path(),
+                threads: usable_threads(threads),
+                concurrency,
+                rate,
+                poisson,
+                sweep,
+                requests,
+                runs,
+                warmup,
+                prompt_tokens,
+                max_tokens,
+                prompts,
+                slo,
+                seed,
+                out,
+                falsify_exe: std::env::current_exe().ok(),
+            };
+            falsify::util::children::handle_stop_signals(falsify::util::children::FirstSignal::Exit)?;
+            let summary = falsify::load::command::run(&options, true)?;
+            if let Some(out) = &options.out {
+                for path in falsify::report::chart::write_load(out, &summary)? {
+                    eprintln!("wrote {}", path.display());
+                }
+            }
+            Ok(())
         }
         Command::Gate { report, policy } => gate(&report, &policy),
         Command::Report { report, out, format } => {
@@ -801,6 +913,9 @@ fn run_claims(
     let output = falsify::report::output::OutputDir::take(out, "run")?;
     let root = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).to_path_buf();
     let mut cx = Context::new(root, settings);
+    for file in extra {
+        cx.engines.add_file(file)?;
+    }
     cx.falsify_exe = std::env::current_exe().ok();
     let latest = out.join("latest.json");
     cx.previous_report = latest.is_file().then(|| latest.clone());

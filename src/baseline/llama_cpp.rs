@@ -465,6 +465,11 @@ impl LlamaServer {
         resp.into_json().map_err(|e| BaselineError::BadResponse { from: url, message: e.to_string() })
     }
 
+    /// Its base URL, `http://127.0.0.1:PORT` (OpenAI's API lives under `/v1`).
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -1,5 +1,5 @@
 //! What checks measure with: the models, llama.cpp and its server, Ollama,
-//! host facts, and the run's cache, so that a measurement several claims need
+//! the declared engines and their servers, host facts, and the run's cache, so that a measurement several claims need
 //! (one interleaved benchmark serves F084, F120, F109, F085, F088) is taken once,
 //! and the registry of every sample series the run's checks took (F110, F085
 //! and F086 are judged on it).
@@ -16,6 +16,7 @@ use crate::baseline::ollama::Ollama;
 use crate::bench::bricks::BrickProfile;
 use crate::bench::roofline::HostProbe;
 use crate::bench::{self, Baseline, BenchResult, LlamaBench, OllamaGenerate, Protocol};
+use crate::engines::{Endpoint, Engines, ServeWith, Unavailable};
 use crate::kernels::Kernels;
 use crate::model::Model;
 use crate::provenance::{ModelFile, Provenance};
@@ -51,7 +52,10 @@ pub struct Context {
     pub full_run: Option<Vec<ClaimResult>>,
     /// Print progress of long measurements to stderr.
     pub progress: bool,
+    /// The engines claims may name: the built-ins and those `--add` files declare.
+    pub engines: Engines,
     models: HashMap<String, Loaded>,
+    endpoints: HashMap<String, Result<Endpoint, Unmet>>,
     llama: Option<Result<LlamaCpp, String>>,
     servers: HashMap<String, LlamaServer>,
     ollama: Option<Result<Ollama, crate::baseline::BaselineError>>,
@@ -70,7 +74,9 @@ impl Context {
             previous_report: None,
             full_run: None,
             progress: true,
+            engines: Engines::builtin(),
             models: HashMap::new(),
+            endpoints: HashMap::new(),
             llama: None,
             servers: HashMap::new(),
             ollama: None,
@@ -194,6 +200,51 @@ impl Context {
         let loaded = self.models.get_mut(size).expect("loaded above");
         Ok((loaded, &self.servers[size]))
     }
+
+    /// The OpenAI-compatible endpoint of engine `name` serving the model of
+    /// `size`, started once per run (with room for at least
+    /// [`Context::SERVING_SLOTS`] concurrent requests, more when `streams` asks).
+    /// An unknown engine, or one with no HTTP endpoint, is an error; one
+    /// missing on this host is a skip.
+    pub fn endpoint(&mut self, name: &str, size: &str, streams: usize) -> Result<&Endpoint, Unmet> {
+        let slots = streams.max(Self::SERVING_SLOTS);
+        let key = format!("{name} {size} {slots}");
+        if !self.endpoints.contains_key(&key) {
+            let engine = self.engines.get(name).map_err(Unmet::Failed)?.clone();
+            let with = ServeWith {
+                model: self.model_path(size)?,
+                threads: self.settings.threads,
+                slots,
+                falsify_exe: self.falsify_exe.clone(),
+                ready_timeout: Duration::from_secs(180),
+            };
+            self.say(format_args!("starting engine `{name}` for the {size} model ({slots} slots)"));
+            let started = engine.serve(&with).map_err(|e| match e {
+                Unavailable::Missing(m) => Unmet::Missing(m),
+                Unavailable::Failed(m) => Unmet::Failed(m),
+            });
+            self.endpoints.insert(key.clone(), started);
+        }
+        self.endpoints[&key].as_ref().map_err(Unmet::clone)
+    }
+
+    /// The endpoints of engines `a` and `b` (see [`Context::endpoint`]).
+    pub fn endpoint_pair(
+        &mut self,
+        a: &str,
+        b: &str,
+        size: &str,
+        streams: usize,
+    ) -> Result<(&Endpoint, &Endpoint), Unmet> {
+        self.endpoint(a, size, streams)?;
+        self.endpoint(b, size, streams)?;
+        let slots = streams.max(Self::SERVING_SLOTS);
+        let get = |name: &str| self.endpoints[&format!("{name} {size} {slots}")].as_ref().map_err(Unmet::clone);
+        Ok((get(a)?, get(b)?))
+    }
+
+    /// Concurrent requests every started server can take at least.
+    pub const SERVING_SLOTS: usize = 4;
 
     /// The Ollama server, probed once.
     pub fn ollama(&mut self) -> Result<&Ollama, Unmet> {

@@ -1,5 +1,6 @@
 //! The report's charts, drawn as SVG with plotters: throughput, ratio vs
-//! target, brick budget, latency distribution, scoreboard and history.
+//! target, brick budget, latency distribution, scoreboard and history, and
+//! the latency and throughput of served load (`falsify load`, the serving claims).
 //!
 //! Every chart has a title, axis labels with units and a legend, and writes
 //! each number it plots twice: as a visible text label next to the mark, and
@@ -12,6 +13,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::{Deserialize, Serialize};
 
+use crate::load::LoadSummary;
 use crate::record::RunReport;
 use crate::record::Verdict;
 
@@ -708,9 +710,109 @@ pub fn history(r: &RunReport, past: &[RunReport]) -> Result<Chart, ChartError> {
     Ok(Chart { name: NAME, title: "History".into(), svg: with_data(svg, &values), values })
 }
 
+/// A bar of the mean of `values` (one per run) with its 95% CI, coloured by
+/// whether `engine` is falsify's own.
+fn runs_bar(label: String, engine: &str, values: &[f64]) -> Bar {
+    let summary = crate::stats::Summary::of(values).ok().filter(|s| s.n >= 2);
+    let ours = engine.starts_with("falsify");
+    Bar {
+        label,
+        value: values.iter().sum::<f64>() / values.len().max(1) as f64,
+        ci: summary.map(|s| (s.mean_ci95.lo, s.mean_ci95.hi)),
+        color: if ours { LIVE } else { BASELINE },
+        group: if ours { "falsify" } else { "other engine" },
+        threshold: None,
+    }
+}
+
+/// The latency and throughput bars of a load test, one row per level and figure.
+fn load_rows(s: &LoadSummary, figures: &[&str]) -> Vec<Bar> {
+    let mut rows = Vec::new();
+    for level in &s.levels {
+        for f in figures {
+            if let Some(a) = level.figure(f) {
+                rows.push(runs_bar(format!("{} · {}", level.load, f), &s.engine, &a.values));
+            }
+        }
+    }
+    rows
+}
+
+/// Latency against load (`falsify load`): TTFT and ITL p50 and p99 at each
+/// level, mean across runs with its 95% CI.
+pub fn load_latency(s: &LoadSummary) -> Result<Chart, ChartError> {
+    let title = format!("{}: latency against load, mean of {} runs with 95% CI", s.engine, s.plan.runs);
+    let text =
+        BarText { title: &title, x_desc: "milliseconds (ms)", notes: &[], empty: "The load test measured no latency." };
+    bars("load_latency", &text, &load_rows(s, &["ttft_ms_p50", "ttft_ms_p99", "itl_ms_p50", "itl_ms_p99"]), Vec::new())
+}
+
+/// Throughput against concurrency (`falsify load`): output tok/s at each
+/// level, mean across runs with its 95% CI.
+pub fn load_throughput(s: &LoadSummary) -> Result<Chart, ChartError> {
+    let title = format!("{}: output throughput against load, mean of {} runs with 95% CI", s.engine, s.plan.runs);
+    let text =
+        BarText { title: &title, x_desc: "output tokens per second (tok/s)", notes: &[], empty: "No throughput." };
+    bars("load_throughput", &text, &load_rows(s, &["output_tok_s"]), Vec::new())
+}
+
+/// Writes [`load_latency`] and [`load_throughput`] as SVG files into `out`; returns their paths.
+pub fn write_load(out: &std::path::Path, s: &LoadSummary) -> Result<Vec<std::path::PathBuf>, String> {
+    let mut files = Vec::new();
+    for c in [load_latency(s), load_throughput(s)] {
+        let c = c.map_err(|e| e.to_string())?;
+        let path = out.join(format!("{}.svg", c.name));
+        crate::util::write_atomic(&path, c.svg.as_bytes()).map_err(|e| e.to_string())?;
+        files.push(path);
+    }
+    Ok(files)
+}
+
+/// The serving claims' load (series `serving MODEL c=N ENGINE FIGURE`, one
+/// value per run): latency against load and throughput against concurrency,
+/// or nothing when the run served no load.
+pub fn serving(r: &RunReport) -> Result<Vec<Chart>, ChartError> {
+    let rows = |unit: &str| -> Vec<Bar> {
+        r.series
+            .iter()
+            .filter(|s| s.unit == unit && !s.samples.is_empty())
+            .filter_map(|s| {
+                let rest = s.name.strip_prefix("serving ")?;
+                let engine = rest.split(' ').nth(2)?;
+                Some(runs_bar(rest.to_owned(), engine, &s.samples))
+            })
+            .collect()
+    };
+    let (latency, tput) = (rows("ms"), rows("tok/s"));
+    let mut charts = Vec::new();
+    if !latency.is_empty() {
+        let text = BarText {
+            title: "Serving: latency against load (mean of the runs, 95% CI)",
+            x_desc: "milliseconds (ms)",
+            notes: &[],
+            empty: "",
+        };
+        charts.push(bars("serving_latency", &text, &latency, Vec::new())?);
+    }
+    if !tput.is_empty() {
+        let text = BarText {
+            title: "Serving: output throughput against concurrency (mean of the runs, 95% CI)",
+            x_desc: "output tokens per second (tok/s)",
+            notes: &[],
+            empty: "",
+        };
+        charts.push(bars("serving_throughput", &text, &tput, Vec::new())?);
+    }
+    Ok(charts)
+}
+
 /// Every chart of a report; `past` are the reports kept in `reports/history/`.
+/// The serving charts come last, only when the run served load.
 pub fn all(r: &RunReport, past: &[RunReport]) -> Result<Vec<Chart>, ChartError> {
-    Ok(vec![scoreboard(r)?, throughput(r)?, recorded(r)?, ratios(r)?, bricks(r)?, latency(r)?, history(r, past)?])
+    let mut charts =
+        vec![scoreboard(r)?, throughput(r)?, recorded(r)?, ratios(r)?, bricks(r)?, latency(r)?, history(r, past)?];
+    charts.extend(serving(r)?);
+    Ok(charts)
 }
 
 #[cfg(test)]
@@ -907,5 +1009,63 @@ mod tests {
         let b = bricks(&r).unwrap();
         assert_eq!(b.values.len(), 2 * crate::model::Brick::ALL.len());
         assert!(b.title.contains("most time in lm_head") && b.title.contains("largest excess"), "{}", b.title);
+    }
+
+    #[test]
+    fn served_load_is_drawn_for_falsify_load_and_in_the_run_report() {
+        use crate::load::metrics::{across_runs, RequestRecord, RunSummary, Slo};
+        use crate::load::{LevelResult, Load, Plan};
+        let run = |ttft: f64| {
+            let r = RequestRecord::from_times(0, 0.0, &[ttft, ttft + 20.0, ttft + 45.0], ttft + 60.0, None);
+            RunSummary::of(&[r], &Slo::default())
+        };
+        let levels: Vec<LevelResult> = [1, 4]
+            .into_iter()
+            .map(|streams| {
+                let runs = vec![run(100.0 * streams as f64), run(110.0 * streams as f64)];
+                LevelResult { load: Load::Concurrency { streams }, across: across_runs(&runs), runs }
+            })
+            .collect();
+        let plan = Plan {
+            levels: levels.iter().map(|l| l.load).collect(),
+            requests: 1,
+            runs: 2,
+            warmup: 0,
+            slo: Slo::default(),
+            seed: 0,
+        };
+        let s = LoadSummary {
+            engine: "llama-server".into(),
+            base: "http://127.0.0.1:1/v1".into(),
+            model: "m".into(),
+            prompts: "generated".into(),
+            plan,
+            levels,
+        };
+        let mut r = sample_report();
+        assert!(serving(&r).unwrap().is_empty(), "no load served, no serving chart");
+        let series = |name: &str, unit: &str, samples: Vec<f64>| crate::record::SampleSeries {
+            name: name.into(),
+            unit: unit.into(),
+            warmup: 1,
+            samples,
+        };
+        r.series.push(series("serving 0.5b c=4 llama-server ttft_ms_p99", "ms", vec![400.0, 440.0]));
+        r.series.push(series("serving 0.5b c=4 falsify-server output_tok_s", "tok/s", vec![30.0, 31.0]));
+        let served = serving(&r).unwrap();
+        assert_eq!(served.iter().map(|c| c.name).collect::<Vec<_>>(), ["serving_latency", "serving_throughput"]);
+        assert_eq!(all(&r, &[]).unwrap().len(), 9);
+        let charts = [load_latency(&s).unwrap(), load_throughput(&s).unwrap()];
+        assert_eq!(charts[0].values.len(), 2 * 4);
+        let p99 = charts[0].values.iter().find(|v| v.label == "concurrency 4 · ttft_ms_p99");
+        assert_eq!(p99.map(|v| v.value), Some(420.0), "{:?}", charts[0].values);
+        for c in charts.iter().chain(&served) {
+            let back = crate::report::svg::read(&c.svg).unwrap();
+            assert_eq!(back.data.as_ref(), Some(&c.values), "{}", c.name);
+            assert_eq!(crate::report::svg::missing_values(&back, &c.values), Vec::<String>::new(), "{}", c.name);
+            assert_eq!(texts_outside_the_view_box(&c.svg), Vec::<String>::new(), "{}", c.name);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(write_load(dir.path(), &s).unwrap().len(), 2);
     }
 }

@@ -13,6 +13,7 @@ pub mod meta;
 pub mod perf;
 pub mod reference;
 pub mod resources;
+pub mod serving;
 #[cfg(test)]
 mod tests;
 pub mod top;
@@ -91,6 +92,7 @@ impl Registry {
         kinds.extend(bricks::kinds());
         kinds.extend(exports::kinds());
         kinds.extend(top::kinds());
+        kinds.extend(serving::kinds());
         Registry { kinds }
     }
 

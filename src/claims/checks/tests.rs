@@ -2,8 +2,10 @@
 //! pass and a counterexample it must falsify. A kind missing here fails
 //! `every_kind_is_audited`, so no kind ships unable to fail.
 
+use std::time::Duration;
+
 use super::judge::{self, Quantity};
-use super::{agreement, bricks, exports, layout, meta, perf, reference, resources, top, Registry};
+use super::{agreement, bricks, exports, layout, meta, perf, reference, resources, serving, top, Registry};
 use crate::bench::{BenchResult, Comparison, Protocol, Series};
 use crate::claims::{Outcome, Verdict};
 use crate::provenance::Provenance;
@@ -266,6 +268,24 @@ fn quality(metric: perf::QualityMetric, op: Op, threshold: f64, cx: &mut crate::
     use super::Check;
     let p = perf::QualityParams { benches: Vec::new(), metric, op, threshold };
     perf::BenchQuality::run(&p, cx).unwrap()
+}
+
+/// A `serving` claim at concurrency 2: 3 runs of 4 requests, 8 prompt and 3 output tokens.
+fn serving_params(metric: serving::ServingMetric, op: Op, threshold: f64) -> serving::ServingParams {
+    serving::ServingParams {
+        model: "0.5b".into(),
+        a: "a".into(),
+        b: "b".into(),
+        concurrency: 2,
+        requests: Some(4),
+        runs: 3,
+        prompt: 8,
+        gen: 3,
+        slo: crate::load::metrics::Slo::default(),
+        metric,
+        op,
+        threshold,
+    }
 }
 
 fn audit_cases() -> Vec<(&'static str, Case)> {
@@ -1036,6 +1056,17 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             let cheap: Vec<f64> = (0..12).map(|i| 0.002 + 0.0005 * (i % 3) as f64).collect();
             let costly: Vec<f64> = (0..12).map(|i| 0.04 + 0.001 * (i % 3) as f64).collect();
             (bricks::judge_overhead(&p, &cheap), bricks::judge_overhead(&p, &costly))
+        }),
+        ("serving", || {
+            // The same stub server against itself, then one whose first token comes 5x later.
+            let p = serving_params(serving::ServingMetric::TtftP99Ratio, Op::Le, 2.0);
+            let fast = crate::load::stub::start(Duration::from_millis(60), Duration::from_millis(2));
+            let twin = crate::load::stub::start(Duration::from_millis(60), Duration::from_millis(2));
+            let slow = crate::load::stub::start(Duration::from_millis(300), Duration::from_millis(2));
+            let at = |name: &str, s: &crate::load::stub::Stub| crate::engines::Endpoint::at(name, &s.base, "m");
+            let same = serving::observe(&p, &at("a", &fast), &at("b", &twin)).unwrap();
+            let inflated = serving::observe(&p, &at("a", &slow), &at("b", &twin)).unwrap();
+            (serving::judge_serving(&p, &same).unwrap(), serving::judge_serving(&p, &inflated).unwrap())
         }),
         ("grade_scale", || {
             fn lenient(s: f64) -> &'static str {
