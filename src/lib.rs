@@ -24,6 +24,7 @@ pub mod record;
 pub mod report;
 pub mod rng;
 pub mod sample;
+pub mod serve;
 pub mod stats;
 #[cfg(test)]
 mod testing;
