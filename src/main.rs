@@ -590,19 +590,12 @@ fn run(cli: Cli) -> Result<()> {
             }
             let opts = GenerateOptions { max_tokens: n, sampler, ignore_eos, time_bricks: json || bricks };
             let mut stdout = std::io::stdout();
-            let mut pending = Vec::new();
+            let mut text = engine::TextStream::default();
             let gen = engine::generate(&m, &tok, &prompt_tokens, &opts, |t| {
                 if !json {
                     // Print whole UTF-8 characters as they complete.
-                    pending.extend(tok.token_bytes(t));
-                    let valid = match std::str::from_utf8(&pending) {
-                        Ok(_) => pending.len(),
-                        Err(e) if e.error_len().is_none() => e.valid_up_to(),
-                        Err(_) => pending.len(),
-                    };
-                    let _ = stdout.write_all(&pending[..valid]);
+                    let _ = stdout.write_all(text.push(&tok, t).as_bytes());
                     let _ = stdout.flush();
-                    pending.drain(..valid);
                 }
             })?;
             if json {
@@ -613,7 +606,7 @@ fn run(cli: Cli) -> Result<()> {
                 v["peak_rss_bytes"] = falsify::util::peak_rss_bytes().into();
                 emit(&format!("{v}\n"))?;
             } else {
-                let _ = stdout.write_all(&pending);
+                let _ = stdout.write_all(text.finish().as_bytes());
                 println!();
                 if gen.stopped_at_context {
                     eprintln!("note: stopped at the model's context length of {} tokens", m.config.context_length);

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use falsify::gguf::{GgufWriter, TensorType, Value};
+use falsify::gguf::{GgufWriter, Value};
 
 /// A tiny Qwen2 model in F32 (hidden 64, 4 heads, 2 KV heads, FFN 128, a
 /// vocabulary of the letters and an end token), written to `path`.
@@ -29,16 +29,21 @@ fn write_tiny_model(path: &Path) {
             })
             .collect()
     };
-    let mut w = GgufWriter::new(3)
-        .meta("general.architecture", Value::String("qwen2".into()))
-        .meta("qwen2.block_count", Value::U32(1))
-        .meta("qwen2.embedding_length", Value::U32(d as u32))
-        .meta("qwen2.feed_forward_length", Value::U32(ff as u32))
-        .meta("qwen2.attention.head_count", Value::U32(4))
-        .meta("qwen2.attention.head_count_kv", Value::U32(2))
+    let mut w = GgufWriter::new(3).meta("general.architecture", Value::String("qwen2".into()));
+    let sizes = [
+        ("block_count", 1),
+        ("embedding_length", d as u32),
+        ("feed_forward_length", ff as u32),
+        ("attention.head_count", 4),
+        ("attention.head_count_kv", 2),
+        ("context_length", 512),
+    ];
+    for (key, value) in sizes {
+        w = w.meta(&format!("qwen2.{key}"), Value::U32(value));
+    }
+    w = w
         .meta("qwen2.rope.freq_base", Value::F32(10_000.0))
         .meta("qwen2.attention.layer_norm_rms_epsilon", Value::F32(1e-6))
-        .meta("qwen2.context_length", Value::U32(512))
         .meta("tokenizer.ggml.model", Value::String("gpt2".into()))
         .meta("tokenizer.ggml.tokens", Value::Array(letters.into_iter().map(Value::String).collect()))
         .meta("tokenizer.ggml.token_type", Value::Array(types))
@@ -71,7 +76,6 @@ fn write_tiny_model(path: &Path) {
     ] {
         w = vector(w, name, n, base);
     }
-    let _ = TensorType::F32;
     std::fs::write(path, w.to_bytes()).unwrap();
 }
 
