@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::model::{Breakdown, BrickTimes, Logits, Model, ModelError};
+use crate::model::{Breakdown, BrickTimes, KvCache, Logits, Model, ModelError};
 use crate::sample::{Sampler, SamplerConfig};
 use crate::tokenizer::Tokenizer;
 
@@ -76,6 +76,94 @@ fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
 
+/// One generation between forward passes: its KV cache, its sampler and the
+/// tokens chosen so far. [`generate`] runs one; a server steps many together
+/// ([`Model::forward_batch`]), each choosing its own tokens.
+#[derive(Debug)]
+pub struct Sequence {
+    /// The prompt's and the chosen tokens' keys and values.
+    pub cache: KvCache,
+    sampler: Sampler,
+    tokens: Vec<u32>,
+    /// Most tokens to choose: the tokens asked for, capped where the context is full.
+    max_tokens: usize,
+    /// Whether the tokens asked for were capped by the context.
+    capped: bool,
+    ignore_eos: bool,
+    stopped_at_eos: bool,
+}
+
+/// Why a [`Sequence`] stopped choosing tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// An end-of-generation token was chosen.
+    EndOfGeneration,
+    /// The tokens asked for were chosen.
+    MaxTokens,
+    /// The prompt and the tokens chosen fill the model's context length.
+    Context,
+}
+
+impl Sequence {
+    /// A sequence that will choose up to `opts.max_tokens` tokens after a
+    /// prompt of `prompt_len` tokens, with a cache that holds them all. As
+    /// llama.cpp's does at its context size, it stops where the prompt and
+    /// its tokens fill `context` positions (at most the model's context
+    /// length); a prompt longer than that, or a sampling parameter out of its
+    /// range, is an error.
+    pub fn new(
+        model: &Model,
+        prompt_len: usize,
+        opts: &GenerateOptions,
+        context: usize,
+    ) -> Result<Sequence, ModelError> {
+        opts.sampler.validate()?;
+        let context = context.min(model.config.context_length);
+        let Some(room) = context.checked_sub(prompt_len) else {
+            let what = format!("a prompt of {prompt_len} tokens");
+            return Err(ModelError::ContextLength { what, needed: prompt_len, context });
+        };
+        let max_tokens = opts.max_tokens.min(room);
+        Ok(Sequence {
+            cache: model.try_new_cache(prompt_len + max_tokens)?,
+            sampler: Sampler::new(opts.sampler),
+            tokens: Vec::with_capacity(max_tokens),
+            max_tokens,
+            capped: max_tokens < opts.max_tokens,
+            ignore_eos: opts.ignore_eos,
+            stopped_at_eos: false,
+        })
+    }
+
+    /// Chooses the next token from `logits` (of the last position run): the
+    /// token, or `None` when it ends generation (an end-of-generation token,
+    /// unless told to ignore them). Call only while [`Sequence::finish`] is `None`.
+    pub fn choose(&mut self, logits: &[f32], tokenizer: &Tokenizer) -> Option<u32> {
+        let token = self.sampler.sample(logits);
+        if !self.ignore_eos && tokenizer.end_of_generation.contains(&token) {
+            self.stopped_at_eos = true;
+            return None;
+        }
+        self.tokens.push(token);
+        Some(token)
+    }
+
+    /// The tokens chosen so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Why generation is over, or `None` while it goes on.
+    pub fn finish(&self) -> Option<Finish> {
+        match (self.stopped_at_eos, self.tokens.len() >= self.max_tokens) {
+            (true, _) => Some(Finish::EndOfGeneration),
+            (false, true) if self.capped => Some(Finish::Context),
+            (false, true) => Some(Finish::MaxTokens),
+            (false, false) => None,
+        }
+    }
+}
+
 /// Generates up to `opts.max_tokens` tokens after `prompt`, calling `on_token`
 /// with each token as it is chosen. As llama.cpp's does at its context size,
 /// generation stops when the prompt and the tokens generated fill the model's
@@ -88,18 +176,8 @@ pub fn generate(
     opts: &GenerateOptions,
     mut on_token: impl FnMut(u32),
 ) -> Result<Generation, ModelError> {
-    opts.sampler.validate()?;
-    let context = model.config.context_length;
-    let Some(room) = context.checked_sub(prompt.len()) else {
-        let what = format!("a prompt of {} tokens", prompt.len());
-        return Err(ModelError::ContextLength { what, needed: prompt.len(), context });
-    };
-    let max_tokens = opts.max_tokens.min(room);
-    let mut cache = model.try_new_cache(prompt.len() + max_tokens)?;
-    let mut sampler = Sampler::new(opts.sampler);
+    let mut seq = Sequence::new(model, prompt.len(), opts, model.config.context_length)?;
     let mut timings = Timings { prompt_tokens: prompt.len(), ..Timings::default() };
-    let mut tokens = Vec::with_capacity(max_tokens);
-    let mut stopped_at_eos = false;
 
     let (mut prefill_bricks, mut decode_bricks) = (BrickTimes::default(), BrickTimes::default());
 
@@ -107,32 +185,30 @@ pub fn generate(
     let mut logits = Vec::new();
     model.forward_into(
         prompt,
-        &mut cache,
+        &mut seq.cache,
         Logits::Last,
         opts.time_bricks.then_some(&mut prefill_bricks),
         &mut logits,
     )?;
     timings.prefill_ms = ms(start);
-    for i in 0..max_tokens {
+    while seq.finish().is_none() {
         let step = Instant::now();
-        if i > 0 {
+        let first = seq.tokens.is_empty();
+        if let Some(&last) = seq.tokens.last() {
             let times = opts.time_bricks.then_some(&mut decode_bricks);
-            model.forward_into(&tokens[i - 1..i], &mut cache, Logits::Last, times, &mut logits)?;
+            model.forward_into(&[last], &mut seq.cache, Logits::Last, times, &mut logits)?;
         }
-        let token = sampler.sample(&logits);
-        if i == 0 {
+        let token = seq.choose(&logits, tokenizer);
+        if first {
             timings.ttft_ms = ms(start);
         } else {
             timings.decode_token_ms.push(ms(step));
         }
-        if !opts.ignore_eos && tokenizer.end_of_generation.contains(&token) {
-            stopped_at_eos = true;
-            break;
+        if let Some(token) = token {
+            on_token(token);
         }
-        tokens.push(token);
-        on_token(token);
     }
-    let stopped_at_context = !stopped_at_eos && max_tokens < opts.max_tokens;
+    let stopped_at_context = seq.finish() == Some(Finish::Context);
     timings.decode_tokens = timings.decode_token_ms.len();
     timings.decode_ms = timings.decode_token_ms.iter().sum();
     if timings.decode_tokens > 0 {
@@ -143,8 +219,46 @@ pub fn generate(
         timings.prefill_bricks = Some(prefill_bricks.breakdown(prompt.len(), timings.prefill_ms));
         timings.decode_bricks = Some(decode_bricks.breakdown(timings.decode_tokens, timings.decode_ms));
     }
+    let tokens = seq.tokens;
     let text = tokenizer.decode(&tokens);
-    Ok(Generation { prompt_tokens: prompt.to_vec(), tokens, text, stopped_at_eos, stopped_at_context, timings })
+    Ok(Generation {
+        prompt_tokens: prompt.to_vec(),
+        tokens,
+        text,
+        stopped_at_eos: seq.stopped_at_eos,
+        stopped_at_context,
+        timings,
+    })
+}
+
+/// Turns tokens into text as they come: a token may end in the middle of a
+/// UTF-8 character, whose bytes wait for the tokens that complete it.
+#[derive(Debug, Default)]
+pub struct TextStream {
+    pending: Vec<u8>,
+}
+
+impl TextStream {
+    /// The whole characters `token` completes (empty when it only starts one).
+    pub fn push(&mut self, tokenizer: &Tokenizer, token: u32) -> String {
+        self.pending.extend(tokenizer.token_bytes(token));
+        let whole = match std::str::from_utf8(&self.pending) {
+            Ok(_) => self.pending.len(),
+            // An incomplete character at the end waits; invalid bytes go out as U+FFFD.
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => self.pending.len(),
+        };
+        let text = String::from_utf8_lossy(&self.pending[..whole]).into_owned();
+        self.pending.drain(..whole);
+        text
+    }
+
+    /// What is left at the end (an unfinished character as U+FFFD).
+    pub fn finish(&mut self) -> String {
+        let text = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        text
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! decodes their tensor formats (the scalar reference) and [`kernels`] computes
 //! with them fast, [`model`] runs the Qwen2 transformer, [`tokenizer`] and
 //! [`sample`] turn text into tokens and back, and [`engine`] drives generation
-//! with timings. [`baseline`] runs the engines compared against, [`agreement`]
+//! with timings; [`serve`] puts the engine behind an OpenAI-compatible HTTP
+//! API. [`baseline`] runs the engines compared against, [`agreement`]
 //! and [`bench`](mod@bench) measure against them, using [`stats`]; [`provenance`] says
 //! where every result came from and [`report`] writes results.
 
@@ -26,6 +27,7 @@ pub mod record;
 pub mod report;
 pub mod rng;
 pub mod sample;
+pub mod serve;
 pub mod stats;
 #[cfg(test)]
 mod testing;

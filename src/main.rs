@@ -365,6 +365,52 @@ enum Command {
         #[arg(long, requires = "ci")]
         throughput: Option<f64>,
     },
+    /// Serve the embedded engine over an OpenAI-compatible HTTP API.
+    ///
+    /// Endpoints: POST /v1/completions and /v1/chat/completions (streaming as
+    /// server-sent events), GET /v1/models and /health. Requests that arrive
+    /// together are decoded in one batched step. Prints `listening on
+    /// http://HOST:PORT` once it takes requests; SIGINT or SIGTERM stops it.
+    Serve {
+        #[command(flatten)]
+        model: ModelArg,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port to listen on (0: any free port, printed on start).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Worker threads for the model [default: all cores].
+        #[arg(long, short = 't')]
+        threads: Option<usize>,
+        /// Most requests decoded in one batched step; more wait their turn.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+        max_batch: u64,
+        /// Most positions (prompt and generated tokens) of one request, at most the model's context length.
+        #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+        ctx: u64,
+    },
+    /// Chat with the model in the terminal: each line you type is a message, the
+    /// answer streams back; the conversation is kept. /exit or end of input quits.
+    Chat {
+        #[command(flatten)]
+        model: ModelArg,
+        /// Worker threads [default: all cores].
+        #[arg(long, short = 't')]
+        threads: Option<usize>,
+        /// Most tokens per answer.
+        #[arg(short = 'n', long = "n-predict", default_value_t = 512)]
+        n: usize,
+        /// Temperature; 0 is greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temp: f32,
+        /// Random seed for sampling.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// The system message [default: Qwen's].
+        #[arg(long)]
+        system: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -589,6 +635,35 @@ fn run(cli: Cli) -> Result<()> {
                 emit(&format!("{}\n", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")))
             }
         }
+        Command::Serve { model, host, port, threads, max_batch, ctx } => {
+            let mut m = open_model(&model)?;
+            if let Some(t) = threads {
+                set_threads(&mut m, t);
+            }
+            let tok = Tokenizer::from_header(&m.file.header)?;
+            let model_id = model.path().file_stem().map_or("model".into(), |s| s.to_string_lossy().into_owned());
+            let options = falsify::serve::ServeOptions {
+                host,
+                port,
+                max_batch: usize::try_from(max_batch).unwrap_or(usize::MAX),
+                context: usize::try_from(ctx).unwrap_or(usize::MAX),
+                model_id,
+            };
+            Ok(falsify::serve::serve(m, tok, &options)?)
+        }
+        Command::Chat { model, threads, n, temp, seed, system } => {
+            let sampler = SamplerConfig { temperature: temp, seed, ..SamplerConfig::default() };
+            sampler.validate()?;
+            let mut m = open_model(&model)?;
+            if let Some(t) = threads {
+                set_threads(&mut m, t);
+            }
+            let tok = Tokenizer::from_header(&m.file.header)?;
+            let generate = GenerateOptions { max_tokens: n, sampler, ignore_eos: false, time_bricks: false };
+            let options = falsify::serve::chat::ChatOptions { generate, system };
+            falsify::serve::chat::run_in_terminal(&m, &tok, &options)?;
+            Ok(())
+        }
         Command::Generate {
             model,
             prompt,
@@ -634,19 +709,12 @@ fn run(cli: Cli) -> Result<()> {
             }
             let opts = GenerateOptions { max_tokens: n, sampler, ignore_eos, time_bricks: json || bricks };
             let mut stdout = std::io::stdout();
-            let mut pending = Vec::new();
+            let mut text = engine::TextStream::default();
             let gen = engine::generate(&m, &tok, &prompt_tokens, &opts, |t| {
                 if !json {
                     // Print whole UTF-8 characters as they complete.
-                    pending.extend(tok.token_bytes(t));
-                    let valid = match std::str::from_utf8(&pending) {
-                        Ok(_) => pending.len(),
-                        Err(e) if e.error_len().is_none() => e.valid_up_to(),
-                        Err(_) => pending.len(),
-                    };
-                    let _ = stdout.write_all(&pending[..valid]);
+                    let _ = stdout.write_all(text.push(&tok, t).as_bytes());
                     let _ = stdout.flush();
-                    pending.drain(..valid);
                 }
             })?;
             if json {
@@ -657,7 +725,7 @@ fn run(cli: Cli) -> Result<()> {
                 v["peak_rss_bytes"] = falsify::util::peak_rss_bytes().into();
                 emit(&format!("{v}\n"))?;
             } else {
-                let _ = stdout.write_all(&pending);
+                let _ = stdout.write_all(text.finish().as_bytes());
                 println!();
                 if gen.stopped_at_context {
                     eprintln!("note: stopped at the model's context length of {} tokens", m.config.context_length);

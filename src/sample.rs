@@ -103,10 +103,14 @@ impl Sampler {
         cand.extend(
             logits.iter().enumerate().filter(|(_, v)| !v.is_nan()).map(|(i, &v)| (i as u32, v / c.temperature)),
         );
-        cand.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        if c.top_k > 0 {
+        // Most likely first, ties by id: a total order, so taking the top k
+        // first and sorting only them gives what sorting everything would.
+        let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if c.top_k > 0 && c.top_k < cand.len() {
+            cand.select_nth_unstable_by(c.top_k - 1, order);
             cand.truncate(c.top_k);
         }
+        cand.sort_unstable_by(order);
         let Some(&(first, max)) = cand.first() else {
             return argmax(logits);
         };

@@ -578,20 +578,54 @@ impl Model {
         times: Option<&mut BrickTimes>,
         logits: &mut Vec<f32>,
     ) -> Result<(), ModelError> {
+        self.forward_sequences(&mut [(tokens, cache)], which, times, logits)
+    }
+
+    /// One decode step of several sequences at once: each `(token, cache)`
+    /// runs `token` at position `cache.len()` of its own cache. Every matrix
+    /// product multiplies all the sequences' rows together (the weights are
+    /// read once for the whole step); RoPE, the KV rows and attention are each
+    /// sequence's own. `logits` gets `vocab` values per sequence, in order.
+    /// With [`SumOrder::BatchInvariant`] each sequence's logits equal those of
+    /// its own [`Model::forward_into`] bit for bit.
+    pub fn forward_batch(&self, steps: &mut [(u32, &mut KvCache)], logits: &mut Vec<f32>) -> Result<(), ModelError> {
+        let mut sequences: Vec<(&[u32], &mut KvCache)> =
+            steps.iter_mut().map(|(token, cache)| (std::slice::from_ref(&*token), &mut **cache)).collect();
+        self.forward_sequences(&mut sequences, Logits::Last, None, logits)
+    }
+
+    /// The forward pass of [`Model::forward_into`] and [`Model::forward_batch`]:
+    /// every sequence's `tokens` (at positions `cache.len()..` of its cache)
+    /// as rows of one batch, back to back. `Logits::Last` gives the last row of
+    /// each sequence, `Logits::All` every row. Nothing is changed when a
+    /// sequence does not fit.
+    fn forward_sequences(
+        &self,
+        sequences: &mut [(&[u32], &mut KvCache)],
+        which: Logits,
+        times: Option<&mut BrickTimes>,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
         let mut sw = Stopwatch::start(times);
         let c = &self.config;
-        let (d, kv, hd, n) = (c.n_embd, c.kv_dim(), c.head_dim, tokens.len());
-        if n == 0 {
+        let (d, kv, hd) = (c.n_embd, c.kv_dim(), c.head_dim);
+        if sequences.is_empty() {
             return Err(ModelError::Empty);
         }
-        let p0 = cache.len();
-        if p0 + n > c.context_length {
-            let what = format!("a batch of {n} tokens after {p0} cached");
-            return Err(ModelError::ContextLength { what, needed: p0 + n, context: c.context_length });
+        for (tokens, cache) in sequences.iter() {
+            let (n, p0) = (tokens.len(), cache.len());
+            if n == 0 {
+                return Err(ModelError::Empty);
+            }
+            if p0 + n > c.context_length {
+                let what = format!("a batch of {n} tokens after {p0} cached");
+                return Err(ModelError::ContextLength { what, needed: p0 + n, context: c.context_length });
+            }
+            if p0 + n > cache.capacity() {
+                return Err(ModelError::ContextFull { needed: p0 + n, capacity: cache.capacity() });
+            }
         }
-        if p0 + n > cache.capacity() {
-            return Err(ModelError::ContextFull { needed: p0 + n, capacity: cache.capacity() });
-        }
+        let n: usize = sequences.iter().map(|(tokens, _)| tokens.len()).sum();
         sw.begin(Brick::Embed);
         sw.stage(Stage::EmbedLookup);
         let mut buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
@@ -611,14 +645,16 @@ impl Model {
             resized(&mut b.up, n, ff),
         );
         let (cos, sin) = (resized(&mut b.cos, n, half), resized(&mut b.sin, n, half));
-        for (&t, row) in tokens.iter().zip(x.chunks_exact_mut(d)) {
+        let all_tokens = sequences.iter().flat_map(|(tokens, _)| tokens.iter());
+        for (&t, row) in all_tokens.zip(x.chunks_exact_mut(d)) {
             self.embed(t, row)?;
         }
         let scale = 1.0 / (hd as f32).sqrt();
         sw.begin(Brick::Rope);
         sw.stage(Stage::RopeAngles);
-        for (t, (cs, sn)) in cos.chunks_exact_mut(hd / 2).zip(sin.chunks_exact_mut(hd / 2)).enumerate() {
-            ops::rope_angles(p0 + t, hd, c.rope_base, cs, sn);
+        let positions = sequences.iter().flat_map(|(tokens, cache)| cache.len()..cache.len() + tokens.len());
+        for (p, (cs, sn)) in positions.zip(cos.chunks_exact_mut(hd / 2).zip(sin.chunks_exact_mut(hd / 2))) {
+            ops::rope_angles(p, hd, c.rope_base, cs, sn);
         }
         sw.end();
 
@@ -642,9 +678,19 @@ impl Model {
             }
             sw.begin(Brick::Attention);
             sw.stage(Stage::KvWrite);
-            cache.write(li, p0, k, v);
+            let mut row = 0;
+            for (tokens, cache) in sequences.iter_mut() {
+                let rows = row..row + tokens.len();
+                cache.write(li, cache.len(), &k[rows.start * kv..rows.end * kv], &v[rows.start * kv..rows.end * kv]);
+                row = rows.end;
+            }
             sw.stage(Stage::Attend);
-            self.attend_all(q, cache, li, p0, scale, attn);
+            let mut row = 0;
+            for (tokens, cache) in sequences.iter() {
+                let rows = row * d..(row + tokens.len()) * d;
+                self.attend_all(&q[rows.clone()], cache, li, cache.len(), scale, &mut attn[rows]);
+                row += tokens.len();
+            }
             sw.begin(Brick::OProj);
             sw.stage(Stage::OMatmul);
             self.matmul(&l.wo, attn, o);
@@ -653,10 +699,13 @@ impl Model {
             sw.end();
 
             // As llama.cpp does, the last layer's feed-forward runs only on the
-            // rows whose logits are wanted (the batch size picks its kernels).
-            let from = if li + 1 == self.layers.len() && which == Logits::Last { n - 1 } else { 0 };
-            let m = n - from;
-            let (xs, h, o) = (&mut x[from * d..], &mut h[..m * d], &mut o[..m * d]);
+            // rows whose logits are wanted (the batch size picks its kernels):
+            // with `Logits::Last`, each sequence's last row, moved to the front.
+            let m = match li + 1 == self.layers.len() && which == Logits::Last {
+                true => keep_last_rows(x, d, sequences),
+                false => n,
+            };
+            let (xs, h, o) = (&mut x[..m * d], &mut h[..m * d], &mut o[..m * d]);
             let (gate, up) = (&mut gate[..m * ff], &mut up[..m * ff]);
             sw.begin(Brick::FfnNorm);
             sw.stage(Stage::FfnNorm);
@@ -672,10 +721,12 @@ impl Model {
             self.par_zip(xs, o, d, &add_into);
             sw.end();
         }
-        cache.advance(n);
+        for (tokens, cache) in sequences.iter_mut() {
+            cache.advance(tokens.len());
+        }
 
         let rows: &mut [f32] = match which {
-            Logits::Last => &mut x[(n - 1) * d..],
+            Logits::Last => &mut x[..sequences.len() * d],
             Logits::All => x,
         };
         sw.begin(Brick::OutputNorm);
@@ -688,6 +739,18 @@ impl Model {
         sw.finish();
         Ok(())
     }
+}
+
+/// Moves each sequence's last row of `x` (rows of `d`) to row `i` for the
+/// `i`-th sequence, and returns how many rows that is.
+fn keep_last_rows(x: &mut [f32], d: usize, sequences: &[(&[u32], &mut KvCache)]) -> usize {
+    let mut end = 0;
+    for (i, (tokens, _)) in sequences.iter().enumerate() {
+        end += tokens.len();
+        // Row end - 1 >= i: every row moved is read before it is written over.
+        x.copy_within((end - 1) * d..end * d, i * d);
+    }
+    sequences.len()
 }
 
 /// A matrix's work units: `count` units of `bytes` bytes each.

@@ -283,3 +283,70 @@ fn every_kernel_set_gives_the_reference_logits_on_a_long_prompt() {
         }
     }
 }
+
+/// Prefills one cache per prompt and returns them with each one's next token.
+fn prefilled(m: &Model, prompts: &[&[u32]]) -> Vec<(u32, KvCache)> {
+    prompts
+        .iter()
+        .map(|p| {
+            let mut cache = m.new_cache(16);
+            let logits = m.forward(p, &mut cache, Logits::Last).unwrap();
+            (crate::sample::argmax(&logits), cache)
+        })
+        .collect()
+}
+
+#[test]
+fn a_batched_decode_step_equals_each_sequence_alone_bit_for_bit() {
+    let mut m = tied_model();
+    m.sum_order = SumOrder::BatchInvariant;
+    let prompts: [&[u32]; 5] = [&[1, 2, 3], &[40], &[7, 7, 7, 7, 7, 7], &[9, 30], &[2, 4, 8, 16, 32]];
+    let vocab = m.config.vocab_size;
+    for threads in [1, 3] {
+        m.set_threads(threads);
+        let mut alone = prefilled(&m, &prompts);
+        let mut batched = alone.clone();
+        for step in 0..4 {
+            let want: Vec<f32> = alone
+                .iter_mut()
+                .flat_map(|(token, cache)| m.forward(&[*token], cache, Logits::Last).unwrap())
+                .collect();
+            let mut steps: Vec<(u32, &mut KvCache)> = batched.iter_mut().map(|(t, c)| (*t, c)).collect();
+            let mut got = Vec::new();
+            m.forward_batch(&mut steps, &mut got).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "step {step}, {threads} threads");
+            for (i, ((t, c), (bt, bc))) in alone.iter_mut().zip(batched.iter_mut()).enumerate() {
+                assert_eq!(c.len(), bc.len());
+                *t = crate::sample::argmax(&want[i * vocab..(i + 1) * vocab]);
+                *bt = *t;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_batched_step_in_llama_cpp_order_stays_close_to_each_sequence_alone() {
+    let m = tied_model();
+    let mut alone = prefilled(&m, &[&[1, 2, 3], &[5, 6], &[7, 8, 9, 10], &[11], &[12, 13]]);
+    let mut batched = alone.clone();
+    let want: Vec<f32> =
+        alone.iter_mut().flat_map(|(token, cache)| m.forward(&[*token], cache, Logits::Last).unwrap()).collect();
+    let mut steps: Vec<(u32, &mut KvCache)> = batched.iter_mut().map(|(t, c)| (*t, c)).collect();
+    let mut got = Vec::new();
+    m.forward_batch(&mut steps, &mut got).unwrap();
+    assert_close(&got, &want, "a batch of 5 in llama.cpp's order");
+}
+
+#[test]
+fn a_batched_step_that_does_not_fit_changes_no_cache() {
+    let m = tied_model();
+    let mut a = m.new_cache(4);
+    let mut full = m.new_cache(2);
+    m.forward(&[1, 2], &mut full, Logits::Last).unwrap();
+    let mut logits = Vec::new();
+    let err = m.forward_batch(&mut [(3, &mut a), (4, &mut full)], &mut logits).unwrap_err();
+    assert_eq!(err.to_string(), "context full: 3 positions needed, the KV cache holds 2");
+    assert_eq!((a.len(), full.len()), (0, 2));
+    assert!(matches!(m.forward_batch(&mut [], &mut logits), Err(ModelError::Empty)));
+}

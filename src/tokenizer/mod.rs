@@ -303,10 +303,13 @@ impl Tokenizer {
     /// Renders a single-turn chat prompt in the Qwen format, with the
     /// model's default system message, ending where the assistant's answer begins.
     pub fn chat_prompt(user: &str, system: Option<&str>) -> String {
-        let system = system.unwrap_or("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
+        let system = system.unwrap_or(DEFAULT_SYSTEM_PROMPT);
         format!("<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n")
     }
 }
+
+/// The system message of Qwen's chat template when a conversation has none.
+pub const DEFAULT_SYSTEM_PROMPT: &str = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
 
 enum Fragment<'t> {
     Text(&'t str),
