@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::model::{Breakdown, BrickTimes, Logits, Model, ModelError};
+use crate::model::{Breakdown, BrickTimes, KvUsage, Logits, Model, ModelError};
 use crate::sample::{Sampler, SamplerConfig};
 use crate::tokenizer::Tokenizer;
 
@@ -70,6 +70,8 @@ pub struct Generation {
     pub stopped_at_context: bool,
     /// Timings.
     pub timings: Timings,
+    /// The KV cache's bytes at the end (held, at most, compressed).
+    pub kv: KvUsage,
 }
 
 fn ms(since: Instant) -> f64 {
@@ -144,7 +146,8 @@ pub fn generate(
         timings.decode_bricks = Some(decode_bricks.breakdown(timings.decode_tokens, timings.decode_ms));
     }
     let text = tokenizer.decode(&tokens);
-    Ok(Generation { prompt_tokens: prompt.to_vec(), tokens, text, stopped_at_eos, stopped_at_context, timings })
+    let kv = cache.usage();
+    Ok(Generation { prompt_tokens: prompt.to_vec(), tokens, text, stopped_at_eos, stopped_at_context, timings, kv })
 }
 
 #[cfg(test)]
