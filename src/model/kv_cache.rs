@@ -113,6 +113,8 @@ pub struct KvUsage {
     pub compressed_pages: usize,
     /// Pages stored as one repeated value.
     pub same_fill_pages: usize,
+    /// Pages the budget tried to compress that LZ4 does not shrink (kept as they are).
+    pub incompressible_pages: usize,
 }
 
 impl KvUsage {
@@ -121,8 +123,17 @@ impl KvUsage {
         self.resident_bytes + self.compressed_bytes
     }
 
-    /// The compressed pages' bytes over their compressed size (`None` before any is compressed).
+    /// The bytes of every page the budget made cold or tried to, over the
+    /// bytes they take: a compressed page its LZ4 bytes, an incompressible
+    /// one its own, a same-fill one its 8-byte value (`None` before any).
     pub fn compression_ratio(&self) -> Option<f64> {
+        let pages = self.compressed_pages + self.incompressible_pages + self.same_fill_pages;
+        let stored = self.compressed_bytes + self.incompressible_pages * self.page_bytes + 8 * self.same_fill_pages;
+        (pages > 0).then(|| (pages * self.page_bytes) as f64 / stored as f64)
+    }
+
+    /// LZ4's ratio over the pages it shrank (`None` before any).
+    pub fn lz4_ratio(&self) -> Option<f64> {
         (self.compressed_bytes > 0)
             .then(|| (self.compressed_pages * self.page_bytes) as f64 / self.compressed_bytes as f64)
     }
@@ -252,7 +263,8 @@ impl Store {
                     usage.compressed_pages -= 1;
                     usage.hold(0, -(packed.len() as isize));
                 }
-                Page::Resident | Page::Incompressible => {}
+                Page::Incompressible => usage.incompressible_pages -= 1,
+                Page::Resident => {}
             }
         }
         let bytes = &mut self.map[l.at(layer, pos)..l.at(layer, pos + n)];
@@ -294,7 +306,7 @@ impl Store {
                 usage.compressed_pages += 1;
                 usage.hold(0, packed.len() as isize);
             }
-            _ => {}
+            _ => usage.incompressible_pages += 1,
         }
         let frozen = cold.is_cold();
         self.pages[page] = cold;
@@ -736,5 +748,51 @@ mod tests {
         tight.write(1, 200, &rows(1, 64, 0.3), &rows(1, 64, 0.4)).unwrap();
         free.write(1, 200, &rows(1, 64, 0.3), &rows(1, 64, 0.4)).unwrap();
         assert_eq!(tight.f16_layer(1).unwrap(), free.f16_layer(1).unwrap());
+    }
+
+    #[test]
+    fn a_decode_step_without_a_budget_allocates_nothing() {
+        use crate::model::Logits;
+        let m = crate::model::tests::tied_model();
+        let mut cache = m.new_cache(200);
+        let mut logits = Vec::new();
+        m.forward_into(&[1, 2, 3], &mut cache, Logits::Last, None, &mut logits).unwrap();
+        m.forward_into(&[4], &mut cache, Logits::Last, None, &mut logits).unwrap();
+        // 150 steps cross two page boundaries: a page's memory comes from the system, not the heap.
+        let stats = crate::kernels::test_alloc::counting(|| {
+            let region = stats_alloc::Region::new(&stats_alloc::INSTRUMENTED_SYSTEM);
+            for t in 0..150 {
+                m.forward_into(&[t % 40], &mut cache, Logits::Last, None, &mut logits).unwrap();
+            }
+            region.change()
+        });
+        assert_eq!(stats.allocations, 0, "{stats:?}");
+        assert_eq!(cache.usage().resident_bytes, 2 * 2 * 3 * cache.usage().page_bytes, "three pages per layer");
+    }
+
+    #[test]
+    fn q8_0_needs_heads_of_whole_blocks_and_runs_the_real_model() {
+        let mut m = crate::model::tests::tied_model();
+        m.kv_type = KvType::Q8_0;
+        let err = m.try_new_cache(8).unwrap_err().to_string();
+        assert_eq!(err, "KV cache: a q8_0 cache needs heads of whole 32-element blocks; this model's are 16");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
+        if !path.exists() {
+            eprintln!("skipped the real model's q8_0 run: {} is absent", path.display());
+            return;
+        }
+        let mut m = crate::model::Model::load(&path).unwrap();
+        let tokens: Vec<u32> = (0..24).map(|i| 300 + 17 * i).collect();
+        let top1 = |m: &crate::model::Model| {
+            let all = m.forward(&tokens, &mut m.new_cache(tokens.len()), crate::model::Logits::All).unwrap();
+            all.chunks_exact(m.config.vocab_size).map(crate::sample::argmax).collect::<Vec<_>>()
+        };
+        m.kv_type = KvType::F32;
+        let full = top1(&m);
+        m.kv_type = KvType::Q8_0;
+        let q8 = top1(&m);
+        let agree = full.iter().zip(&q8).filter(|(a, b)| a == b).count();
+        assert!(agree >= 22, "q8_0 agrees with f32 at {agree} of 24 positions");
     }
 }

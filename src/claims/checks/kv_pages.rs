@@ -297,12 +297,13 @@ pub fn compression_run(
     })
 }
 
-/// Judges the LZ4 ratio of a budgeted generation; one whose logits differ
+/// Judges the compression ratio of a budgeted generation's cold pages
+/// ([`KvUsage::compression_ratio`]); one whose logits differ
 /// from the unbudgeted run's lost data, and counts as no compression (0).
 pub fn judge_compression(p: &CompressionParams, r: &CompressionRun) -> Outcome {
     let u = &r.usage;
     let ratio = if r.differing.is_empty() { u.compression_ratio().unwrap_or(f64::NAN) } else { 0.0 };
-    let mut q = Quantity::new("kv_lz4_ratio", "x", ratio)
+    let mut q = Quantity::new("kv_compression_ratio", "x", ratio)
         .detail(format!(
             "a real generation through {} positions; budget {} bytes ({} of the cache's {} at full capacity); the \
              unbudgeted cache held {} bytes, the budgeted one at most {}",
@@ -314,8 +315,14 @@ pub fn judge_compression(p: &CompressionParams, r: &CompressionRun) -> Outcome {
             u.peak_bytes
         ))
         .detail(format!(
-            "{} pages of {} bytes LZ4-compressed into {} bytes; {} stored as one value",
-            u.compressed_pages, u.page_bytes, u.compressed_bytes, u.same_fill_pages
+            "pages of {} bytes the budget made cold or tried to: {} LZ4-compressed into {} bytes (LZ4 ratio {}), {} \
+             incompressible (kept as they are), {} stored as one value",
+            u.page_bytes,
+            u.compressed_pages,
+            u.compressed_bytes,
+            u.lz4_ratio().map_or("none".into(), judge::num),
+            u.incompressible_pages,
+            u.same_fill_pages
         ));
     q = match r.differing.first() {
         None => q.detail(format!("every step's logits equal the unbudgeted run's bit for bit ({} steps)", r.positions)),
@@ -326,12 +333,13 @@ pub fn judge_compression(p: &CompressionParams, r: &CompressionRun) -> Outcome {
     judge::quantity(q, p.op, p.threshold)
 }
 
-/// `kv_compression`: the LZ4 ratio of a real generation's KV pages under a memory budget, losslessly.
+/// `kv_compression`: the compression ratio of a real generation's KV pages under a memory budget, losslessly.
 pub struct KvCompression;
 
 impl Check for KvCompression {
     const NAME: &'static str = "kv_compression";
-    const DOC: &'static str = "LZ4 compression ratio of a real generation's cold KV pages under a memory budget \
+    const DOC: &'static str =
+        "compression ratio (LZ4, same-fill) of a real generation's cold KV pages under a memory budget \
          (into the JSON report), with every step's logits equal to an unbudgeted run's";
     const PARAMS: &'static str = "model, prompt, tokens, budget_fraction, op, threshold";
     type Params = CompressionParams;

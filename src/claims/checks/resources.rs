@@ -321,8 +321,7 @@ pub fn judge_kv_bytes(p: &KvMemoryParams, b: &KvBytes) -> Outcome {
 
 /// Judges the context run at a fixed KV budget.
 pub fn judge_kv_budget(p: &KvMemoryParams, r: &BudgetRun) -> Outcome {
-    let ratio =
-        r.usage.compression_ratio().map_or("none compressed".into(), |x| format!("LZ4 ratio {}", judge::num(x)));
+    let ratio = r.usage.compression_ratio().map_or("none made cold".into(), |x| format!("ratio {}", judge::num(x)));
     let q = Quantity::new("context_ratio_at_budget", "x", r.ratio())
         .detail(format!(
             "budget {} bytes (an f32 cache of {} positions of the forward pass); the f16 cache held at most {} bytes \
@@ -338,8 +337,8 @@ pub fn judge_kv_budget(p: &KvMemoryParams, r: &BudgetRun) -> Outcome {
             100.0 * r.min_agreement
         ))
         .detail(format!(
-            "pages of {} bytes: {} compressed ({ratio}), {} stored as one value",
-            r.usage.page_bytes, r.usage.compressed_pages, r.usage.same_fill_pages
+            "pages of {} bytes: {} compressed, {} incompressible, {} stored as one value ({ratio})",
+            r.usage.page_bytes, r.usage.compressed_pages, r.usage.incompressible_pages, r.usage.same_fill_pages
         ));
     judge::quantity(q, p.op, p.threshold)
 }
