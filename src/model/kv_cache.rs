@@ -733,9 +733,8 @@ mod tests {
             tight.write(layer, n, &rows(1, 64, 0.3), &rows(1, 64, 0.4)).unwrap();
             free.write(layer, n, &rows(1, 64, 0.3), &rows(1, 64, 0.4)).unwrap();
             for p in 0..=n {
-                for (x, y) in [(tight.key(layer, p, 0, 64), free.key(layer, p, 0, 64))] {
-                    assert_eq!(x.as_f32(&mut a), y.as_f32(&mut b), "layer {layer} key {p}");
-                }
+                let (x, y) = (tight.key(layer, p, 0, 64), free.key(layer, p, 0, 64));
+                assert_eq!(x.as_f32(&mut a), y.as_f32(&mut b), "layer {layer} key {p}");
                 assert_eq!(tight.value(layer, p, 0, 64).as_f32(&mut a), free.value(layer, p, 0, 64).as_f32(&mut b));
             }
             assert_eq!(tight.f16_layer(layer).unwrap(), free.f16_layer(layer).unwrap());

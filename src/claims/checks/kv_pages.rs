@@ -286,7 +286,7 @@ pub fn compression_run(
         if let Some(i) = a.iter().zip(&b).position(|(x, y)| x.to_bits() != y.to_bits()) {
             differing.push(format!("step {step}: logit {i} is {} with the budget, {} without", b[i], a[i]));
         }
-        batch = vec![argmax(&a) as u32];
+        batch = vec![argmax(&a)];
     }
     Ok(CompressionRun {
         positions: free.len(),

@@ -365,7 +365,7 @@ pub fn fill_by_forward(
         }
         if which == Logits::All {
             let rows = logits.chunks_exact(vocab).enumerate().filter(|(i, _)| at + i >= top1_from);
-            top1.extend(rows.map(|(_, row)| argmax(row) as u32));
+            top1.extend(rows.map(|(_, row)| argmax(row)));
         }
     }
     Ok(top1)
