@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::model::{Breakdown, BrickTimes, KvCache, Logits, Model, ModelError};
+use crate::model::{Breakdown, BrickTimes, KvCache, KvUsage, Logits, Model, ModelError};
 use crate::sample::{Sampler, SamplerConfig};
 use crate::tokenizer::Tokenizer;
 
@@ -70,6 +70,8 @@ pub struct Generation {
     pub stopped_at_context: bool,
     /// Timings.
     pub timings: Timings,
+    /// The KV cache's bytes at the end (held, at most, compressed).
+    pub kv: KvUsage,
 }
 
 fn ms(since: Instant) -> f64 {
@@ -221,6 +223,7 @@ pub fn generate(
     }
     let tokens = seq.tokens;
     let text = tokenizer.decode(&tokens);
+    let kv = seq.cache.usage();
     Ok(Generation {
         prompt_tokens: prompt.to_vec(),
         tokens,
@@ -228,6 +231,7 @@ pub fn generate(
         stopped_at_eos: seq.stopped_at_eos,
         stopped_at_context,
         timings,
+        kv,
     })
 }
 

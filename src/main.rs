@@ -13,7 +13,7 @@ use falsify::bench::{Baseline, LlamaBench, OllamaGenerate, Protocol};
 use falsify::engine::{self, GenerateOptions};
 use falsify::gguf::GgufFile;
 use falsify::kernels::Kernels;
-use falsify::model::{Model, ModelConfig};
+use falsify::model::{KvType, Model, ModelConfig};
 use falsify::provenance::{ModelFile, Provenance};
 use falsify::sample::SamplerConfig;
 use falsify::tokenizer::Tokenizer;
@@ -130,9 +130,16 @@ enum Command {
         /// Compute backend: cpu, cuda, or auto (the best usable one).
         #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
         backend: String,
-        /// Print JSON: prompt_tokens, tokens, text, timings, peak_rss_bytes.
+        /// Print JSON: prompt_tokens, tokens, text, timings, kv (the KV cache's bytes), peak_rss_bytes.
         #[arg(long)]
         json: bool,
+        /// KV cache element type: f16, f32 or q8_0 (as llama.cpp's -ctk/-ctv).
+        #[arg(long, default_value = "f16")]
+        kv_type: KvType,
+        /// KV cache memory budget in MiB: beyond it the oldest pages are stored
+        /// compressed (LZ4, or as one value) and restored when used [default: none].
+        #[arg(long)]
+        kv_budget_mib: Option<u64>,
     },
     /// Evaluate the claims and write the reports: report.json, latest.json, history/, report.html, report.csv, charts/*.svg, summary.md, junit.xml.
     ///
@@ -680,6 +687,8 @@ fn run(cli: Cli) -> Result<()> {
             bricks,
             backend,
             json,
+            kv_type,
+            kv_budget_mib,
         } => {
             if backend == "cuda" {
                 let devices = falsify::util::cuda_devices();
@@ -700,6 +709,8 @@ fn run(cli: Cli) -> Result<()> {
             if reference {
                 m.kernels = Kernels::SCALAR;
             }
+            m.kv_type = kv_type;
+            m.kv_budget = kv_budget_mib.map(|mib| usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX));
             let tok = Tokenizer::from_header(&m.file.header)?;
             let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
             let text = if chat { Tokenizer::chat_prompt(&prompt, None) } else { prompt };

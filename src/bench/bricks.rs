@@ -137,7 +137,7 @@ pub fn costs_per_brick(model: &Model, ctx: usize) -> [BrickCost; Brick::ALL.len(
         add(Brick::Rope, f32s(2 * (c.n_embd + c.kv_dim())), 3 * (c.n_embd + c.kv_dim()) as u64);
         add(
             Brick::Attention,
-            (2 * c.kv_dim() * ctx * model.kv_type.bytes()) as u64,
+            (2 * model.kv_type.row_bytes(c.kv_dim()) * ctx) as u64,
             (c.n_head * ctx * (4 * c.head_dim + 5)) as u64,
         );
         add(Brick::OProj, size(&l.wo), macs(&l.wo) + c.n_embd as u64);

@@ -196,7 +196,7 @@ pub fn bytes_per_token(model: &Model, ctx: usize) -> u64 {
         .map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down].map(size).iter().sum::<u64>())
         .sum();
     let c = &model.config;
-    let kv = (2 * c.n_layer * c.kv_dim() * ctx * model.kv_type.bytes()) as u64;
+    let kv = (2 * c.n_layer * model.kv_type.row_bytes(c.kv_dim()) * ctx) as u64;
     layers + size(&model.lm_head) + model.token_embd.row_bytes as u64 + kv
 }
 

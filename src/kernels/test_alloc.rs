@@ -17,8 +17,17 @@ fn counted() -> bool {
     COUNTED.try_with(Cell::get).unwrap_or(false)
 }
 
-/// Runs `f` with this thread's allocations counted.
+/// One counting window at a time in the whole process: the counts are global,
+/// so two tests counting at once would add to each other's.
+static ONE_WINDOW: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `f` with this thread's allocations counted, no other thread's
+/// window open meanwhile (a window inside a window is the outer one).
 pub fn counting<T>(f: impl FnOnce() -> T) -> T {
+    if counted() {
+        return f();
+    }
+    let _window = ONE_WINDOW.lock().unwrap_or_else(|e| e.into_inner());
     COUNTED.set(true);
     let out = f();
     COUNTED.set(false);

@@ -188,7 +188,7 @@ mod tests {
     fn cache(ty: KvType, keys: &[Vec<f32>], values: &[Vec<f32>]) -> KvCache {
         let mut c = KvCache::new(ty, 1, keys[0].len(), keys.len());
         for (p, (k, v)) in keys.iter().zip(values).enumerate() {
-            c.write(0, p, k, v);
+            c.write(0, p, k, v).unwrap();
         }
         c.advance(keys.len());
         c

@@ -10,10 +10,11 @@ pub mod attention;
 pub mod bricks;
 mod config;
 mod kv_cache;
+pub mod kv_pages;
 
 pub use bricks::{Breakdown, Brick, BrickRow, BrickTimes, Stage, StageRow, StageTrace, Window};
 pub use config::ModelConfig;
-pub use kv_cache::{KvCache, KvType};
+pub use kv_cache::{KvCache, KvType, KvUsage};
 
 use std::path::Path;
 
@@ -109,6 +110,9 @@ pub enum ModelError {
         /// The system's error.
         source: std::io::Error,
     },
+    /// The KV cache cannot take a type or restore a page.
+    #[error("KV cache: {0}")]
+    KvCache(String),
     /// A sampling parameter is out of its range.
     #[error(transparent)]
     Sampler(#[from] crate::sample::InvalidSampler),
@@ -176,6 +180,8 @@ pub struct Model {
     pool: Pool,
     /// Element type of the caches [`Model::new_cache`] makes.
     pub kv_type: KvType,
+    /// Memory budget (bytes) of the caches [`Model::new_cache`] makes: none by default.
+    pub kv_budget: Option<usize>,
     /// Dot-product implementation (fast by default; `Kernels::Scalar` is the reference).
     pub kernels: Kernels,
     /// How each product's order of summation is chosen (llama.cpp's by default).
@@ -326,6 +332,7 @@ impl Model {
             lm_head,
             pool,
             kv_type: KvType::default(),
+            kv_budget: None,
             kernels,
             sum_order: SumOrder::default(),
             scratch: Mutex::default(),
@@ -357,10 +364,20 @@ impl Model {
         self.try_new_cache(capacity).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// [`Model::new_cache`], or [`ModelError::OutOfMemory`] when the system refuses the memory.
+    /// [`Model::new_cache`], or [`ModelError::OutOfMemory`] when the system
+    /// refuses the memory, or [`ModelError::KvCache`] when a head is not a
+    /// whole number of the cache type's blocks.
     pub fn try_new_cache(&self, capacity: usize) -> Result<KvCache, ModelError> {
         let c = &self.config;
-        KvCache::try_new(self.kv_type, c.n_layer, c.kv_dim(), capacity.min(c.context_length))
+        if !c.head_dim.is_multiple_of(self.kv_type.block()) {
+            let (ty, block) = (self.kv_type.name(), self.kv_type.block());
+            let what =
+                format!("a {ty} cache needs heads of whole {block}-element blocks; this model's are {}", c.head_dim);
+            return Err(ModelError::KvCache(what));
+        }
+        let mut cache = KvCache::try_new(self.kv_type, c.n_layer, c.kv_dim(), capacity.min(c.context_length))?;
+        cache.set_budget(self.kv_budget);
+        Ok(cache)
     }
 
     fn rows(&self, m: &Matrix) -> &[u8] {
@@ -681,7 +698,7 @@ impl Model {
             let mut row = 0;
             for (tokens, cache) in sequences.iter_mut() {
                 let rows = row..row + tokens.len();
-                cache.write(li, cache.len(), &k[rows.start * kv..rows.end * kv], &v[rows.start * kv..rows.end * kv]);
+                cache.write(li, cache.len(), &k[rows.start * kv..rows.end * kv], &v[rows.start * kv..rows.end * kv])?;
                 row = rows.end;
             }
             sw.stage(Stage::Attend);

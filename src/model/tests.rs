@@ -304,8 +304,7 @@ fn a_batched_decode_step_equals_each_sequence_alone_bit_for_bit() {
     let vocab = m.config.vocab_size;
     for threads in [1, 3] {
         m.set_threads(threads);
-        let mut alone = prefilled(&m, &prompts);
-        let mut batched = alone.clone();
+        let (mut alone, mut batched) = (prefilled(&m, &prompts), prefilled(&m, &prompts));
         for step in 0..4 {
             let want: Vec<f32> = alone
                 .iter_mut()
@@ -328,8 +327,8 @@ fn a_batched_decode_step_equals_each_sequence_alone_bit_for_bit() {
 #[test]
 fn a_batched_step_in_llama_cpp_order_stays_close_to_each_sequence_alone() {
     let m = tied_model();
-    let mut alone = prefilled(&m, &[&[1, 2, 3], &[5, 6], &[7, 8, 9, 10], &[11], &[12, 13]]);
-    let mut batched = alone.clone();
+    let prompts: [&[u32]; 5] = [&[1, 2, 3], &[5, 6], &[7, 8, 9, 10], &[11], &[12, 13]];
+    let (mut alone, mut batched) = (prefilled(&m, &prompts), prefilled(&m, &prompts));
     let want: Vec<f32> =
         alone.iter_mut().flat_map(|(token, cache)| m.forward(&[*token], cache, Logits::Last).unwrap()).collect();
     let mut steps: Vec<(u32, &mut KvCache)> = batched.iter_mut().map(|(t, c)| (*t, c)).collect();

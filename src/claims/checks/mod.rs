@@ -8,6 +8,7 @@ pub mod agreement;
 pub mod bricks;
 pub mod exports;
 pub mod judge;
+pub mod kv_pages;
 pub mod layout;
 pub mod meta;
 pub mod perf;
@@ -87,6 +88,7 @@ impl Registry {
         kinds.extend(agreement::kinds());
         kinds.extend(reference::kinds());
         kinds.extend(resources::kinds());
+        kinds.extend(kv_pages::kinds());
         kinds.extend(layout::kinds());
         kinds.extend(meta::kinds());
         kinds.extend(bricks::kinds());

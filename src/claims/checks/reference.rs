@@ -206,7 +206,9 @@ fn softmax_case(k: Kernels, rng: &mut SplitMix64) -> Option<String> {
     for p in 0..ctx {
         let key: Vec<f32> = (0..2 * hd).map(|_| uniform(rng, ks)).collect();
         let value: Vec<f32> = (0..2 * hd).map(|_| uniform(rng, 1.0)).collect();
-        cache.write(0, p, &key, &value);
+        if let Err(e) = cache.write(0, p, &key, &value) {
+            return Some(e.to_string());
+        }
         values.extend(value.iter().map(|&v| half::f16::from_f32(v).to_f32()));
     }
     cache.advance(ctx);

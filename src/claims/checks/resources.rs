@@ -146,10 +146,12 @@ impl Check for MemoryGrowth {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KvMetric {
-    /// Heap bytes an f16 cache allocates over those of an f32 cache of the same capacity.
+    /// Bytes an f16 cache as large as the model's context commits for
+    /// `positions` positions, over those of an f32 cache of `positions`.
     F16BytesRatio,
-    /// Positions an f16 cache holds and the model really fills within the
-    /// bytes an f32 cache of `positions` allocates, over `positions`.
+    /// Positions an f16 cache really runs (the forward pass, keeping top-1
+    /// agreement with an f32 run) within the bytes an f32 cache of
+    /// `positions` commits, over `positions`.
     ContextRatioAtBudget,
 }
 
@@ -163,6 +165,9 @@ pub struct KvMemoryParams {
     pub metric: KvMetric,
     /// Positions of the caches compared (for the budget: of the f32 cache that sets it).
     pub positions: usize,
+    /// For the budget: the least top-1 agreement with the f32 run that counts as running.
+    #[serde(default)]
+    pub min_agreement: Option<f64>,
     /// Operator.
     pub op: Op,
     /// Threshold.
@@ -188,118 +193,214 @@ fn least_heap_bytes<T>(mut f: impl FnMut() -> T) -> Result<usize, Unmet> {
 /// Makes an empty KV cache of a type and capacity (the engine's, or a broken one in the audit).
 pub type NewCache<'a> = &'a dyn Fn(KvType, usize) -> KvCache;
 
-/// Heap bytes of an (f16, f32) cache of `positions` positions, as the allocator counts them.
-pub fn kv_heap_bytes(new_cache: NewCache, positions: usize) -> Result<(usize, usize), Unmet> {
-    Ok((
-        least_heap_bytes(|| new_cache(KvType::F16, positions))?,
-        least_heap_bytes(|| new_cache(KvType::F32, positions))?,
-    ))
-}
-
-/// A real run at a fixed KV byte budget.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BudgetRun {
-    /// The budget: heap bytes of an f32 cache of `f32_positions`.
-    pub budget: usize,
-    /// Positions of the f32 cache that sets the budget.
-    pub f32_positions: usize,
-    /// Positions of the f16 cache made to fit the budget (from its measured bytes per position).
-    pub f16_positions: usize,
-    /// Heap bytes that f16 cache allocated.
+/// The bytes two caches committed for the same positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvBytes {
+    /// Positions written to each.
+    pub positions: usize,
+    /// Capacity of the f16 cache (the model's context).
+    pub capacity: usize,
+    /// Bytes the f16 cache committed, counted page by page.
     pub f16_bytes: usize,
-    /// Positions the forward pass filled it with.
-    pub filled: usize,
+    /// Bytes the f32 cache of `positions` committed.
+    pub f32_bytes: usize,
 }
 
-impl BudgetRun {
-    /// Positions held within the budget over the f32 cache's: the filled
-    /// positions when the f16 cache kept to the budget, else none.
-    pub fn ratio(&self) -> f64 {
-        let held = if self.f16_bytes <= self.budget { self.filled } else { 0 };
-        held as f64 / self.f32_positions as f64
-    }
-}
-
-/// Sets the budget as the heap bytes of an f32 cache of `positions`, makes the
-/// largest f16 cache its measured bytes per position fit in it, and fills
-/// that cache through `fill` (the model's forward pass).
-pub fn kv_budget_run(
-    new_cache: NewCache,
-    positions: usize,
-    fill: &mut dyn FnMut(&mut KvCache) -> Result<(), Unmet>,
-) -> Result<BudgetRun, Unmet> {
-    let (f16_bytes, budget) = kv_heap_bytes(new_cache, positions)?;
-    // The estimate from the measured bytes per position (rounded down, so a
-    // cache's fixed overhead cannot cost a position), then the largest cache
-    // at or below it whose measured bytes fit the budget.
-    let mut f16_positions = budget / (f16_bytes / positions.max(1)).max(1);
-    while f16_positions > 1 && least_heap_bytes(|| new_cache(KvType::F16, f16_positions))? > budget {
-        f16_positions -= 1;
-    }
-    let (mut cache, s) = heap_activity(|| new_cache(KvType::F16, f16_positions))?;
-    fill(&mut cache)?;
-    Ok(BudgetRun { budget, f32_positions: positions, f16_positions, f16_bytes: s.bytes_allocated, filled: cache.len() })
-}
-
-/// Judges the f16 over f32 heap bytes of caches of `positions` positions.
-pub fn judge_kv_bytes(p: &KvMemoryParams, (f16_bytes, f32_bytes): (usize, usize)) -> Outcome {
-    let q = Quantity::new("f16_kv_bytes_ratio", "x", f16_bytes as f64 / f32_bytes as f64).detail(format!(
-        "{} positions: the f16 cache allocated {f16_bytes} heap bytes, the f32 cache {f32_bytes} (counting allocator)",
-        p.positions
-    ));
-    judge::quantity(q, p.op, p.threshold)
-}
-
-/// Judges the context held at a fixed KV budget.
-pub fn judge_kv_budget(p: &KvMemoryParams, r: &BudgetRun) -> Outcome {
-    let q = Quantity::new("context_ratio_at_budget", "x", r.ratio()).detail(format!(
-        "budget {} bytes (an f32 cache of {} positions); an f16 cache of {} positions allocated {} bytes and the \
-         forward pass filled {} of them",
-        r.budget, r.f32_positions, r.f16_positions, r.f16_bytes, r.filled
-    ));
-    judge::quantity(q, p.op, p.threshold)
-}
-
-/// Fills `cache` to capacity through the model's forward pass, `chunk` tokens
-/// at a time, cycling through `tokens`.
-fn fill_by_forward(model: &crate::model::Model, tokens: &[u32], cache: &mut KvCache) -> Result<(), Unmet> {
+/// Writes `positions` positions into every layer of `cache` (rows of a
+/// fixed pattern: the bytes committed do not depend on the values).
+fn write_positions(cache: &mut KvCache, positions: usize) -> Result<(), Unmet> {
     const CHUNK: usize = 256;
-    let mut logits = Vec::new();
-    let mut next = tokens.iter().copied().cycle();
-    while cache.len() < cache.capacity() {
-        let batch: Vec<u32> = next.by_ref().take(CHUNK.min(cache.capacity() - cache.len())).collect();
-        model.forward_into(&batch, cache, Logits::Last, None, &mut logits).map_err(Unmet::failed)?;
-    }
-    if logits.iter().any(|v| !v.is_finite()) {
-        return Err(Unmet::Failed("the forward pass at the full f16 cache gave non-finite logits".into()));
+    let kv_dim = cache.kv_dim();
+    let rows: Vec<f32> = (0..CHUNK * kv_dim).map(|i| ((i % 97) as f32 - 48.0) / 16.0).collect();
+    while cache.len() < positions {
+        let n = CHUNK.min(positions - cache.len());
+        for layer in 0..cache.layers() {
+            let r = &rows[..n * kv_dim];
+            cache.write(layer, cache.len(), r, r).map_err(Unmet::failed)?;
+        }
+        cache.advance(n);
     }
     Ok(())
 }
 
-/// `kv_memory`: the reduced-precision KV cache's size against the f32 one, as allocated and as run.
+/// The bytes an f16 cache of `capacity` positions and an f32 cache of
+/// `positions` commit once `positions` positions of every layer are written.
+pub fn kv_committed_bytes(new_cache: NewCache, capacity: usize, positions: usize) -> Result<KvBytes, Unmet> {
+    let committed = |ty, capacity| -> Result<usize, Unmet> {
+        let mut cache = new_cache(ty, capacity);
+        write_positions(&mut cache, positions)?;
+        Ok(cache.usage().peak_bytes)
+    };
+    Ok(KvBytes {
+        positions,
+        capacity,
+        f16_bytes: committed(KvType::F16, capacity)?,
+        f32_bytes: committed(KvType::F32, positions)?,
+    })
+}
+
+/// Fills a cache through the model's forward pass up to a position, giving
+/// the top-1 token of every position from a given one on.
+pub type Fill<'a> = &'a mut dyn FnMut(&mut KvCache, usize, usize) -> Result<Vec<u32>, Unmet>;
+
+/// A real run at a fixed KV byte budget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetRun {
+    /// The budget: bytes an f32 cache of `f32_positions` committed.
+    pub budget: usize,
+    /// Positions of the f32 cache that sets the budget.
+    pub f32_positions: usize,
+    /// The most bytes the f16 cache held (its pages, compressed or not).
+    pub f16_peak: usize,
+    /// Positions the forward pass filled the f16 cache with.
+    pub filled: usize,
+    /// Positions past `f32_positions` whose top-1 agrees with the f32 run.
+    pub agree: usize,
+    /// Positions past `f32_positions` compared.
+    pub compared: usize,
+    /// The least agreement that counts as running.
+    pub min_agreement: f64,
+    /// The f16 cache's compression figures.
+    pub usage: crate::model::KvUsage,
+}
+
+impl BudgetRun {
+    /// Top-1 agreement with the f32 run past the f32 cache's positions.
+    pub fn agreement(&self) -> f64 {
+        self.agree as f64 / self.compared.max(1) as f64
+    }
+
+    /// Positions run within the budget over the f32 cache's: the filled
+    /// positions when the f16 cache kept to the budget and to the agreement, else none.
+    pub fn ratio(&self) -> f64 {
+        let ran = self.f16_peak <= self.budget && self.compared > 0 && self.agreement() >= self.min_agreement;
+        (if ran { self.filled } else { 0 }) as f64 / self.f32_positions as f64
+    }
+}
+
+/// Sets the budget as the bytes an f32 cache commits for `positions`
+/// positions of the forward pass, runs an f16 cache held to that budget
+/// (compressing cold pages beyond it) to twice as many positions, and
+/// compares its top-1 tokens past `positions` with the f32 run's.
+pub fn kv_budget_run(
+    new_cache: NewCache,
+    positions: usize,
+    min_agreement: f64,
+    fill: Fill,
+) -> Result<BudgetRun, Unmet> {
+    let twice = 2 * positions;
+    let mut full = new_cache(KvType::F32, twice);
+    fill(&mut full, positions, twice)?;
+    let budget = full.usage().peak_bytes;
+    let want = fill(&mut full, twice, positions)?;
+    drop(full);
+    let mut half = new_cache(KvType::F16, twice);
+    half.set_budget(Some(budget));
+    let got = fill(&mut half, twice, positions)?;
+    Ok(BudgetRun {
+        budget,
+        f32_positions: positions,
+        f16_peak: half.usage().peak_bytes,
+        filled: half.len(),
+        agree: want.iter().zip(&got).filter(|(a, b)| a == b).count(),
+        compared: want.len().min(got.len()),
+        min_agreement,
+        usage: half.usage(),
+    })
+}
+
+/// Judges the f16 over f32 bytes committed for the same positions.
+pub fn judge_kv_bytes(p: &KvMemoryParams, b: &KvBytes) -> Outcome {
+    let q = Quantity::new("f16_kv_bytes_ratio", "x", b.f16_bytes as f64 / b.f32_bytes.max(1) as f64).detail(format!(
+        "{} positions written to every layer: an f16 cache with room for {} committed {} bytes, an f32 cache of {} \
+         positions {} (bytes of the pages first written, counted page by page)",
+        b.positions, b.capacity, b.f16_bytes, b.positions, b.f32_bytes
+    ));
+    judge::quantity(q, p.op, p.threshold)
+}
+
+/// Judges the context run at a fixed KV budget.
+pub fn judge_kv_budget(p: &KvMemoryParams, r: &BudgetRun) -> Outcome {
+    let ratio = r.usage.compression_ratio().map_or("none made cold".into(), |x| format!("ratio {}", judge::num(x)));
+    let q = Quantity::new("context_ratio_at_budget", "x", r.ratio())
+        .detail(format!(
+            "budget {} bytes (an f32 cache of {} positions of the forward pass); the f16 cache held at most {} bytes \
+             over {} positions",
+            r.budget, r.f32_positions, r.f16_peak, r.filled
+        ))
+        .detail(format!(
+            "top-1 agreement with the f32 run past position {}: {}/{} ({:.2}%, at least {:.2}% counts as running)",
+            r.f32_positions,
+            r.agree,
+            r.compared,
+            100.0 * r.agreement(),
+            100.0 * r.min_agreement
+        ))
+        .detail(format!(
+            "pages of {} bytes: {} compressed, {} incompressible, {} stored as one value ({ratio})",
+            r.usage.page_bytes, r.usage.compressed_pages, r.usage.incompressible_pages, r.usage.same_fill_pages
+        ));
+    judge::quantity(q, p.op, p.threshold)
+}
+
+/// Fills `cache` through the model's forward pass up to position `until`,
+/// cycling through `tokens`, and gives the top-1 token of every position
+/// from `top1_from` on.
+pub fn fill_by_forward(
+    model: &crate::model::Model,
+    tokens: &[u32],
+    cache: &mut KvCache,
+    until: usize,
+    top1_from: usize,
+) -> Result<Vec<u32>, Unmet> {
+    const CHUNK: usize = 64;
+    let (vocab, mut logits, mut top1) = (model.config.vocab_size, Vec::new(), Vec::new());
+    while cache.len() < until {
+        let at = cache.len();
+        let batch: Vec<u32> = (at..until.min(at + CHUNK)).map(|i| tokens[i % tokens.len()]).collect();
+        let which = if at + batch.len() > top1_from { Logits::All } else { Logits::Last };
+        model.forward_into(&batch, cache, which, None, &mut logits).map_err(Unmet::failed)?;
+        if logits.iter().any(|v| !v.is_finite()) {
+            return Err(Unmet::Failed(format!("the forward pass at position {at} gave non-finite logits")));
+        }
+        if which == Logits::All {
+            let rows = logits.chunks_exact(vocab).enumerate().filter(|(i, _)| at + i >= top1_from);
+            top1.extend(rows.map(|(_, row)| argmax(row)));
+        }
+    }
+    Ok(top1)
+}
+
+/// `kv_memory`: the reduced-precision KV cache's size against the f32 one, as committed and as run.
 pub struct KvMemory;
 
 impl Check for KvMemory {
     const NAME: &'static str = "kv_memory";
-    const DOC: &'static str = "heap bytes the f16 KV cache allocates against the f32 one (counting allocator), or \
-         the positions the model fills in an f16 cache within an f32 cache's bytes";
-    const PARAMS: &'static str = "model, metric (f16_bytes_ratio|context_ratio_at_budget), positions, op, threshold";
+    const DOC: &'static str = "bytes the f16 KV cache (as large as the model's context) commits for some positions \
+         against an f32 cache of those positions, counted page by page; or the positions the model runs in an f16 \
+         cache held to an f32 cache's bytes, agreeing with the f32 run's top-1";
+    const PARAMS: &'static str =
+        "model, metric (f16_bytes_ratio|context_ratio_at_budget), positions, min_agreement (budget), op, threshold";
     type Params = KvMemoryParams;
 
     fn run(p: &KvMemoryParams, cx: &mut Context) -> Result<Outcome, Unmet> {
         if p.metric == KvMetric::ContextRatioAtBudget {
-            cx.say(format_args!("filling an f16 KV cache at twice {} positions", p.positions));
+            cx.say(format_args!("running f32 and budgeted f16 KV caches to twice {} positions", p.positions));
         }
+        let text = std::fs::read_to_string(cx.fixture("perplexity.txt")).map_err(Unmet::failed)?;
         let loaded = cx.model(&p.model)?;
         let (model, tok) = (&loaded.model, &loaded.tokenizer);
         let c = &model.config;
         let new_cache = |ty, positions| KvCache::new(ty, c.n_layer, c.kv_dim(), positions);
         Ok(match p.metric {
-            KvMetric::F16BytesRatio => judge_kv_bytes(p, kv_heap_bytes(&new_cache, p.positions)?),
+            KvMetric::F16BytesRatio => {
+                judge_kv_bytes(p, &kv_committed_bytes(&new_cache, c.context_length, p.positions)?)
+            }
             KvMetric::ContextRatioAtBudget => {
-                let tokens = tok.encode("def quicksort(arr):\n    if len(arr) <= 1:\n        return arr\n", true);
-                let run = kv_budget_run(&new_cache, p.positions, &mut |cache| fill_by_forward(model, &tokens, cache))?;
-                judge_kv_budget(p, &run)
+                let tokens = tok.encode(&text, true);
+                let min = p.min_agreement.unwrap_or(1.0);
+                let mut fill = |cache: &mut KvCache, until, from| fill_by_forward(model, &tokens, cache, until, from);
+                judge_kv_budget(p, &kv_budget_run(&new_cache, p.positions, min, &mut fill)?)
             }
         })
     }
@@ -330,7 +431,7 @@ pub fn attention_heap_bytes(attend: Attend, heads: attention::Heads, context: us
     let mut rng = SplitMix64(3);
     let mut random = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.next_f64() as f32 - 0.5).collect() };
     for pos in 0..context {
-        cache.write(0, pos, &random(kv_dim), &random(kv_dim));
+        cache.write(0, pos, &random(kv_dim), &random(kv_dim)).map_err(Unmet::failed)?;
     }
     cache.advance(context);
     let q = random(context * heads.query * heads.dim);

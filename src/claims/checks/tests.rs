@@ -588,46 +588,86 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             (resources::judge_growth(&p, &s(1000, 1000)), resources::judge_growth(&p, &s(90_000, 1000)))
         }),
         ("kv_memory", || {
-            // The allocator's count of the engine's cache, then of a cache that
-            // stores f32 when asked for f16, at a budget the small model really fills.
+            // The engine's paged cache, then one that commits every page up front
+            // (bytes), and one that stores f32 when asked for f16 (budget), on the small model.
             let m = crate::model::tests::tied_model();
             let c = m.config.clone();
             let engine = |ty, n| crate::model::KvCache::new(ty, c.n_layer, c.kv_dim(), n);
+            let up_front = |ty, n| {
+                let mut cache = crate::model::KvCache::new(ty, c.n_layer, c.kv_dim(), n);
+                let zeros = vec![0.0; n * c.kv_dim()];
+                (0..c.n_layer).for_each(|l| cache.write(l, 0, &zeros, &zeros).unwrap());
+                cache
+            };
             let f32_always = |_, n| crate::model::KvCache::new(crate::model::KvType::F32, c.n_layer, c.kv_dim(), n);
             let p = |metric, op, threshold| resources::KvMemoryParams {
                 model: "0.5b".into(),
                 metric,
-                positions: 24,
+                positions: 128,
+                min_agreement: Some(0.9),
                 op,
                 threshold,
             };
             let bytes = p(resources::KvMetric::F16BytesRatio, Op::Le, 0.5);
-            assert_eq!(
-                resources::judge_kv_bytes(&bytes, resources::kv_heap_bytes(&engine, 24).unwrap()).verdict,
-                Verdict::Pass
-            );
-            let mut fill = |cache: &mut crate::model::KvCache| {
-                while cache.len() < cache.capacity() {
-                    m.forward(
-                        &[7, 3, 11, 5][..4.min(cache.capacity() - cache.len())],
-                        cache,
-                        crate::model::Logits::Last,
-                    )
-                    .unwrap();
-                }
-                Ok(())
+            let committed = |new: resources::NewCache| resources::kv_committed_bytes(new, 1024, 128).unwrap();
+            assert_eq!(resources::judge_kv_bytes(&bytes, &committed(&engine)).verdict, Verdict::Pass);
+            assert_eq!(resources::judge_kv_bytes(&bytes, &committed(&up_front)).verdict, Verdict::Falsified);
+            let tokens: Vec<u32> = (0..256).map(|i| (i * 7 + 3) % 47).collect();
+            let mut fill = |cache: &mut crate::model::KvCache, until, from| {
+                resources::fill_by_forward(&m, &tokens, cache, until, from)
             };
             let budget = p(resources::KvMetric::ContextRatioAtBudget, Op::Ge, 2.0);
-            let broken = resources::kv_budget_run(&f32_always, 24, &mut fill).unwrap();
-            assert_eq!(broken.filled, broken.f16_positions, "{broken:?}");
-            assert_eq!(
-                resources::judge_kv_bytes(&bytes, resources::kv_heap_bytes(&f32_always, 24).unwrap()).verdict,
-                Verdict::Falsified
-            );
-            (
-                resources::judge_kv_budget(&budget, &resources::kv_budget_run(&engine, 24, &mut fill).unwrap()),
-                resources::judge_kv_budget(&budget, &broken),
-            )
+            let run = |new: resources::NewCache, fill: resources::Fill| {
+                resources::kv_budget_run(new, 128, 0.9, fill).unwrap()
+            };
+            let (good, broken) = (run(&engine, &mut fill), run(&f32_always, &mut fill));
+            assert_eq!(broken.filled, 256, "{broken:?}");
+            (resources::judge_kv_budget(&budget, &good), resources::judge_kv_budget(&budget, &broken))
+        }),
+        ("same_fill_scan", || {
+            // The engine's detector on a small model's real pages, then one that
+            // compares only the first and last words of a page.
+            use super::kv_pages::{self as kp, Residency};
+            let m = crate::model::tests::tied_model();
+            let tokens: Vec<u32> = (0..64).map(|i| (i * 7 + 3) % 47).collect();
+            let (pages, page) = kp::real_pages(&m, &tokens, 64).unwrap();
+            let p = kp::ScanParams {
+                model: "0.5b".into(),
+                positions: 64,
+                residency: Residency::L2,
+                samples: 3,
+                op: Op::Gt,
+                threshold: 0.01,
+            };
+            let ends: kp::Detector = |b| {
+                let first = u64::from_ne_bytes(b.get(..8)?.try_into().ok()?);
+                (u64::from_ne_bytes(b[b.len() - 8..].try_into().ok()?) == first).then_some(first)
+            };
+            let good = kp::scan(crate::model::kv_pages::same_fill, &pages, page, Residency::L2, 3);
+            assert!(good.pages.1 > 0 && good.pages.1 < good.pages.0, "{good:?}");
+            let bad = kp::scan(ends, &pages, page, Residency::L2, 3);
+            (kp::judge_scan(&p, &good, None), kp::judge_scan(&p, &bad, None))
+        }),
+        ("kv_compression", || {
+            // A generation under a budget, then one whose compressor flips a bit in a page.
+            use super::kv_pages as kp;
+            let m = crate::model::tests::tied_model();
+            let prompt: Vec<u32> = (0..70).map(|i| (i * 7 + 3) % 47).collect();
+            let p = kp::CompressionParams {
+                model: "0.5b".into(),
+                prompt: String::new(),
+                tokens: 60,
+                budget_fraction: 0.5,
+                op: Op::Gt,
+                threshold: 1.0,
+            };
+            let good = kp::compression_run(&m, &prompt, 60, 0.5, &mut |_| {}).unwrap();
+            assert!(good.usage.compressed_pages > 0, "{good:?}");
+            let flipped = kp::compression_run(&m, &prompt, 60, 0.5, &mut |c| {
+                c.flip_a_compressed_bit();
+            })
+            .unwrap();
+            (kp::judge_compression(&p, &good), kp::judge_compression(&p, &flipped))
         }),
         ("attention_memory", || {
             // The engine's prefill attention, then one that first materializes every head's seq² scores.
