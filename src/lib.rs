@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod agreement;
+pub mod apr;
 pub mod baseline;
 pub mod bench;
 pub mod claims;

@@ -5,6 +5,7 @@
 //! feed each kind a counterexample without hardware and see it fail.
 
 pub mod agreement;
+pub mod apr;
 pub mod bricks;
 pub mod exports;
 pub mod judge;
@@ -91,6 +92,7 @@ impl Registry {
         kinds.extend(bricks::kinds());
         kinds.extend(exports::kinds());
         kinds.extend(top::kinds());
+        kinds.extend(apr::kinds());
         Registry { kinds }
     }
 

@@ -3,7 +3,7 @@
 //! `every_kind_is_audited`, so no kind ships unable to fail.
 
 use super::judge::{self, Quantity};
-use super::{agreement, bricks, exports, layout, meta, perf, reference, resources, top, Registry};
+use super::{agreement, apr, bricks, exports, layout, meta, perf, reference, resources, top, Registry};
 use crate::bench::{BenchResult, Comparison, Protocol, Series};
 use crate::claims::{Outcome, Verdict};
 use crate::provenance::Provenance;
@@ -270,6 +270,10 @@ fn quality(metric: perf::QualityMetric, op: Op, threshold: f64, cx: &mut crate::
 
 fn audit_cases() -> Vec<(&'static str, Case)> {
     vec![
+        ("apr_integrity", apr::audit::integrity),
+        ("apr_version", apr::audit::version),
+        ("apr_preserved", apr::audit::preserved),
+        ("apr_parity", apr::audit::parity),
         ("bench", || {
             let p = bench_params("decode_ratio", ">=", 2.0);
             (
