@@ -1,6 +1,9 @@
-//! Feeds arbitrary bytes to the GGUF parser, and anything it accepts to the
-//! model-config and tokenizer readers: none may panic or allocate without
-//! bound.
+//! Feeds arbitrary bytes to the GGUF parser, or (when they start with
+//! `APR\0`) to the APR parser, both as given and with the header checksum
+//! made to match so that the fields behind it are reached; anything accepted
+//! goes to the model-config and tokenizer readers. None may panic or allocate
+//! without bound. Every GGUF header accepted is also written as APR and must
+//! read back with the same metadata and tensor table.
 //!
 //! libFuzzer's `-malloc_limit_mb` needs a sanitizer's allocator hooks, which
 //! `--sanitizer none` lacks, so this target enforces it itself: when
@@ -12,6 +15,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use falsify::apr::{self, AprHeader};
 use falsify::gguf::GgufHeader;
 use falsify::model::ModelConfig;
 use falsify::tokenizer::Tokenizer;
@@ -58,12 +62,38 @@ fuzz_target!(
         }
     },
     |data: &[u8]| {
-        if let Ok(header) = GgufHeader::parse(data) {
-            let _ = ModelConfig::from_header(&header);
-            if let Ok(tok) = Tokenizer::from_header(&header) {
-                let ids = tok.encode("hello <|im_start|> world 123", true);
-                let _ = tok.decode(&ids);
+        if data.starts_with(apr::MAGIC) {
+            let mut sealed = data.to_vec();
+            apr::seal_header(&mut sealed);
+            for bytes in [data, &sealed[..]] {
+                if let Ok(h) = AprHeader::parse(bytes) {
+                    for i in 0..h.model.tensors.len() {
+                        let _ = h.verify_tensor(bytes, i);
+                    }
+                    read_model(&h.model);
+                }
             }
+        } else if let Ok(header) = GgufHeader::parse(data) {
+            read_model(&header);
+            let tensors: Vec<&[u8]> =
+                header.tensors.iter().map(|t| &data[t.offset as usize..(t.offset + t.size) as usize]).collect();
+            let mut written = Vec::new();
+            apr::write_apr(&mut written, &header, &tensors, &mut |_| {}).expect("writing to memory cannot fail");
+            let back = AprHeader::parse(&written).expect("an APR file just written reads back");
+            assert_eq!(back.model.metadata.len(), header.metadata.len());
+            for (a, g) in back.model.tensors.iter().zip(&header.tensors) {
+                assert_eq!((&a.name, &a.dims, a.ty, a.size), (&g.name, &g.dims, g.ty, g.size));
+            }
+            assert_eq!(back.model.tensors.len(), header.tensors.len());
         }
     }
 );
+
+/// The model-config and tokenizer readers on a parsed header.
+fn read_model(header: &GgufHeader) {
+    let _ = ModelConfig::from_header(header);
+    if let Ok(tok) = Tokenizer::from_header(header) {
+        let ids = tok.encode("hello <|im_start|> world 123", true);
+        let _ = tok.decode(&ids);
+    }
+}

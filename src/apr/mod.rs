@@ -380,13 +380,20 @@ fn check_no_overlap(tensors: &[TensorInfo]) -> Result<(), AprError> {
 }
 
 /// Rewrites the header checksum of the APR file in `bytes` to match its
-/// header, so a test can change a field and see what the reader makes of it
-/// beyond the checksum.
-#[cfg(test)]
-pub(crate) fn reseal(bytes: &mut [u8]) {
-    let data_offset = u64::from_le_bytes(field(bytes, 16)) as usize;
-    let checksum = header_checksum(bytes, data_offset);
+/// header, so a tool (a test, the fuzzer) can change a field and see what the
+/// reader makes of it beyond the checksum. False, changing nothing, when the
+/// fixed header is incomplete or its data offset lies outside `bytes`.
+pub fn seal_header(bytes: &mut [u8]) -> bool {
+    if bytes.len() < FIXED_HEADER_BYTES {
+        return false;
+    }
+    let data_offset = u64::from_le_bytes(field(bytes, 16));
+    if data_offset < FIXED_HEADER_BYTES as u64 || data_offset > bytes.len() as u64 {
+        return false;
+    }
+    let checksum = header_checksum(bytes, data_offset as usize);
     bytes[CHECKSUM_AT..CHECKSUM_AT + 4].copy_from_slice(&checksum.to_le_bytes());
+    true
 }
 
 /// `gguf` (a whole GGUF file) converted to APR in memory, its header

@@ -22,7 +22,7 @@ fn entry_fields(apr: &[u8], name: &str) -> (usize, usize, usize, usize) {
 }
 
 fn parse_err(bytes: &[u8]) -> AprError {
-    AprHeader::parse(bytes).err().expect("the reader must refuse it")
+    AprHeader::parse(bytes).expect_err("the reader must refuse it")
 }
 
 #[test]
@@ -102,7 +102,7 @@ fn hostile_fields_with_a_valid_checksum_get_typed_errors() {
     let edited = |edit: &dyn Fn(&mut Vec<u8>)| {
         let mut b = apr.clone();
         edit(&mut b);
-        reseal(&mut b);
+        assert!(seal_header(&mut b));
         parse_err(&b)
     };
     let put_u64 = |b: &mut Vec<u8>, at: usize, v: u64| b[at..at + 8].copy_from_slice(&v.to_le_bytes());
@@ -159,7 +159,9 @@ fn convert_writes_atomically_and_verifies() {
     let out = dir.path().join("tiny.apr");
     let mut last = (0, 0);
     let c = convert(&gguf, &out, true, &mut |done, total| last = (done, total)).unwrap();
-    assert!(c.verified && c.apr_bytes == std::fs::metadata(&out).unwrap().len());
+    let meta = std::fs::metadata(&out).unwrap();
+    assert!(c.verified && c.apr_bytes == meta.len());
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o444, 0o444, "readable by all");
     assert_eq!(last.0, last.1, "the progress reaches its total");
     let file = TensorFile::open(&out).unwrap();
     assert_eq!(file.format_name(), "APR 1.0.0");

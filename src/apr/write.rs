@@ -141,9 +141,11 @@ pub fn convert(
         _ => Path::new("."),
     };
     let name = out.file_name().ok_or_else(|| write_error(io::Error::other("the path has no file name")))?;
+    // Readable by all, as a model file is (the process umask still applies), not a temporary file's 0600.
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{}.", name.to_string_lossy()))
         .suffix(".tmp")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .tempfile_in(dir)
         .map_err(write_error)?;
     let data: Vec<&[u8]> = gguf.header.tensors.iter().map(|t| gguf.tensor_data(t)).collect();

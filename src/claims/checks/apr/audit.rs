@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::apr::{convert_bytes, reseal};
+use crate::apr::{convert_bytes, seal_header};
 use crate::gguf::{GgufHeader, TensorType};
 use crate::model::tests::{synthetic_model, Synthetic};
 
@@ -41,7 +41,7 @@ pub fn version() -> (Outcome, Outcome) {
     let good = convert_bytes(&tiny_gguf(), |_| {});
     let mut old = good.clone();
     old[4..10].copy_from_slice(&[0, 0, 9, 0, 0, 0]);
-    reseal(&mut old);
+    assert!(seal_header(&mut old));
     let min = parse_version("1.0.0").unwrap();
     (
         observe_version(&put(dir.path(), "good.apr", &good), min).judge("v"),
