@@ -1,7 +1,7 @@
-//! Feeds arbitrary bytes to the GGUF parser, or (when they start with
-//! `APR\0`) to the APR parser, both as given and with the header checksum
-//! made to match so that the fields behind it are reached; anything accepted
-//! goes to the model-config and tokenizer readers. None may panic or allocate
+//! Feeds arbitrary bytes to the GGUF parser and to the APR parser (as given,
+//! and with the APR magic and header checksum made to match so that the
+//! fields behind them are reached); anything accepted goes to the
+//! model-config and tokenizer readers. None may panic or allocate
 //! without bound. Every GGUF header accepted is also written as APR and must
 //! read back with the same metadata and tensor table.
 //!
@@ -62,18 +62,7 @@ fuzz_target!(
         }
     },
     |data: &[u8]| {
-        if data.starts_with(apr::MAGIC) {
-            let mut sealed = data.to_vec();
-            apr::seal_header(&mut sealed);
-            for bytes in [data, &sealed[..]] {
-                if let Ok(h) = AprHeader::parse(bytes) {
-                    for i in 0..h.model.tensors.len() {
-                        let _ = h.verify_tensor(bytes, i);
-                    }
-                    read_model(&h.model);
-                }
-            }
-        } else if let Ok(header) = GgufHeader::parse(data) {
+        if let Ok(header) = GgufHeader::parse(data) {
             read_model(&header);
             let tensors: Vec<&[u8]> =
                 header.tensors.iter().map(|t| &data[t.offset as usize..(t.offset + t.size) as usize]).collect();
@@ -85,6 +74,21 @@ fuzz_target!(
                 assert_eq!((&a.name, &a.dims, a.ty, a.size), (&g.name, &g.dims, g.ty, g.size));
             }
             assert_eq!(back.model.tensors.len(), header.tensors.len());
+        }
+        // The APR reader on the bytes as given, and with the magic and the
+        // header checksum made right, so that mutations reach the fields behind them.
+        let mut as_apr = data.to_vec();
+        if let Some(magic) = as_apr.get_mut(..4) {
+            magic.copy_from_slice(apr::MAGIC);
+        }
+        apr::seal_header(&mut as_apr);
+        for bytes in [data, &as_apr[..]] {
+            if let Ok(h) = AprHeader::parse(bytes) {
+                for i in 0..h.model.tensors.len() {
+                    let _ = h.verify_tensor(bytes, i);
+                }
+                read_model(&h.model);
+            }
         }
     }
 );
