@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod agreement;
+pub mod apr;
 pub mod baseline;
 pub mod bench;
 pub mod claims;

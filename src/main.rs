@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
+use falsify::apr::{self, TensorFile};
 use falsify::baseline::llama_cpp::LlamaCpp;
 use falsify::baseline::ollama::Ollama;
 use falsify::bench::{Baseline, LlamaBench, OllamaGenerate, Protocol};
 use falsify::engine::{self, GenerateOptions};
-use falsify::gguf::GgufFile;
 use falsify::kernels::Kernels;
 use falsify::model::{KvType, Model, ModelConfig};
 use falsify::provenance::{ModelFile, Provenance};
@@ -38,7 +38,7 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct ModelArg {
-    /// GGUF model file [default: $FALSIFY_MODEL, else models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf]
+    /// GGUF or APR model file (told apart by content) [default: $FALSIFY_MODEL, else models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf]
     #[arg(long, short = 'm')]
     model: Option<PathBuf>,
 }
@@ -65,13 +65,23 @@ enum ReportFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show a GGUF model's architecture, hyperparameters and tensor table.
+    /// Show a GGUF or APR model's format, architecture, hyperparameters and tensor table (an APR file's checksums checked).
     Inspect {
-        /// GGUF model file.
+        /// GGUF or APR model file.
         model: PathBuf,
         /// Print every metadata entry too.
         #[arg(long)]
         metadata: bool,
+    },
+    /// Convert a GGUF model into an APR file (same tensors, bytes and metadata; checksummed, 256-byte aligned).
+    Convert {
+        /// The GGUF model file to read.
+        model: PathBuf,
+        /// The APR file to write (replaced only once complete).
+        out: PathBuf,
+        /// Read the written file back and compare every tensor's bytes, type and shape, the metadata and the checksums.
+        #[arg(long)]
+        verify: bool,
     },
     /// Print the token ids of a text, space-separated.
     Tokenize {
@@ -463,6 +473,9 @@ fn run(cli: Cli) -> Result<()> {
     }
     match cli.command {
         Command::Inspect { model, metadata } => inspect(&model, metadata),
+        Command::Convert { model, out, verify } => {
+            emit(&format!("{}\n", apr::convert_with_progress_bar(&model, &out, verify)?))
+        }
         Command::Top {
             model,
             threads,
@@ -631,7 +644,7 @@ fn run(cli: Cli) -> Result<()> {
             )
         }
         Command::Tokenize { model, text, no_parse_special, json } => {
-            let file = GgufFile::open(model.path())?;
+            let file = TensorFile::open(model.path())?;
             let tok = Tokenizer::from_header(&file.header)?;
             let ids = tok.encode(&text, !no_parse_special);
             if json {
@@ -913,18 +926,26 @@ fn bench(
 
 fn inspect(path: &PathBuf, metadata: bool) -> Result<()> {
     use std::fmt::Write as _;
-    let file = GgufFile::open(path)?;
+    let file = TensorFile::open(path)?;
     let h = &file.header;
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "file: {} ({} bytes, GGUF v{}, {} tensors, {} metadata keys)",
+        "file: {} ({} bytes, {}, {} tensors, {} metadata keys)",
         path.display(),
         file.len(),
-        h.version,
+        file.format_name(),
         h.tensors.len(),
         h.metadata.len()
     );
+    if let apr::Format::Apr { header_checksum, .. } = &file.format {
+        file.verify_checksums(&mut |_| {})?;
+        let _ = writeln!(
+            o,
+            "checksums: header {header_checksum:#010x} ok; every tensor's data ok; converted from GGUF v{}; data at byte {}, {}-byte aligned",
+            h.version, h.data_offset, h.alignment
+        );
+    }
     match ModelConfig::from_header(h) {
         Ok(c) => {
             let _ = writeln!(

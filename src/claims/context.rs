@@ -37,6 +37,20 @@ pub struct Loaded {
     pub path: PathBuf,
 }
 
+/// The model of one size converted to APR once per run, in a temporary
+/// directory removed when the run's context is dropped.
+#[derive(Debug, Clone)]
+pub struct ConvertedApr {
+    /// The `.apr` file.
+    pub path: PathBuf,
+    /// The GGUF file it was converted from.
+    pub source: PathBuf,
+    /// What the conversion did and took.
+    pub conversion: crate::apr::Conversion,
+    /// Keeps the directory (and the file) while a copy of this lives.
+    _dir: std::sync::Arc<tempfile::TempDir>,
+}
+
 /// Everything a check can measure with, cached across the claims of one run.
 pub struct Context {
     /// The project root (models/, tests/fixtures/, baselines/).
@@ -129,7 +143,6 @@ impl Context {
                     Err(format!("{r}: this host's GPUs are {}", gpus.join(", ")))
                 }
             }
-            Requirement::Apr => Err("apr: no .apr model file exists (the APR converter is not built)".into()),
             Requirement::Tool(name) => {
                 if on_path(name) {
                     Ok(())
@@ -319,6 +332,19 @@ impl Context {
             let per_token: Vec<f64> = p.decode.windows.iter().map(|w| w.wall_ms / w.tokens.max(1) as f64).collect();
             cx.record_series(format!("brick profile {size} decode ms/token"), "ms", 1, &per_token);
             Ok(p)
+        })
+    }
+
+    /// The model of `size` converted to APR (`falsify convert`'s code, with
+    /// no verification: the claims check the file themselves), once per run.
+    pub fn apr(&mut self, size: &str) -> Result<ConvertedApr, Unmet> {
+        self.memo(&format!("apr:{size}"), |cx| {
+            let source = cx.model_path(size)?;
+            let dir = tempfile::Builder::new().prefix("falsify-apr-").tempdir().map_err(Unmet::failed)?;
+            let path = dir.path().join(format!("qwen2.5-coder-{size}-instruct-q4_k_m.apr"));
+            cx.say(format_args!("converting {} to {}", source.display(), path.display()));
+            let conversion = crate::apr::convert(&source, &path, false, &mut |_, _| {}).map_err(Unmet::failed)?;
+            Ok(ConvertedApr { path, source, conversion, _dir: std::sync::Arc::new(dir) })
         })
     }
 

@@ -20,8 +20,6 @@ pub enum Requirement {
     Cuda,
     /// A GPU whose name contains this text (`gpu:RTX 4090`).
     Gpu(String),
-    /// An `.apr` model file converted from the GGUF.
-    Apr,
     /// A program on `PATH` (`tool:strace`).
     Tool(String),
     /// The results of the whole run (only `falsify run` has them).
@@ -36,7 +34,7 @@ pub const MODEL_SIZES: [&str; 4] = ["0.5b", "1.5b", "7b", "32b"];
 impl Requirement {
     /// The vocabulary, for hints.
     pub const VOCABULARY: &'static str = "known requirements: model:0.5b, model:1.5b, model:7b, model:32b, llama.cpp, \
-         ollama, cuda, gpu:<name>, apr, tool:<program>, full-run, previous-report";
+         ollama, cuda, gpu:<name>, tool:<program>, full-run, previous-report";
 }
 
 impl FromStr for Requirement {
@@ -47,7 +45,6 @@ impl FromStr for Requirement {
             "llama.cpp" => Requirement::LlamaCpp,
             "ollama" => Requirement::Ollama,
             "cuda" => Requirement::Cuda,
-            "apr" => Requirement::Apr,
             "full-run" => Requirement::FullRun,
             "previous-report" => Requirement::PreviousReport,
             _ => match s.split_once(':') {
@@ -71,7 +68,6 @@ impl fmt::Display for Requirement {
             Requirement::Ollama => f.write_str("ollama"),
             Requirement::Cuda => f.write_str("cuda"),
             Requirement::Gpu(name) => write!(f, "gpu:{name}"),
-            Requirement::Apr => f.write_str("apr"),
             Requirement::Tool(name) => write!(f, "tool:{name}"),
             Requirement::FullRun => f.write_str("full-run"),
             Requirement::PreviousReport => f.write_str("previous-report"),
@@ -96,10 +92,10 @@ mod tests {
 
     #[test]
     fn the_vocabulary_parses_and_prints_back() {
-        for w in ["model:0.5b", "model:32b", "llama.cpp", "ollama", "cuda", "gpu:RTX 4090", "apr", "tool:strace"] {
+        for w in ["model:0.5b", "model:32b", "llama.cpp", "ollama", "cuda", "gpu:RTX 4090", "tool:strace"] {
             assert_eq!(w.parse::<Requirement>().unwrap().to_string(), w);
         }
-        for bad in ["model:3b", "tool:", "llama", "gpu: ", ""] {
+        for bad in ["model:3b", "tool:", "llama", "gpu: ", "apr", ""] {
             assert!(bad.parse::<Requirement>().is_err(), "{bad}");
         }
     }

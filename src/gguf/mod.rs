@@ -13,6 +13,7 @@ mod writer;
 
 pub use types::TensorType;
 pub use writer::GgufWriter;
+pub(crate) use writer::{put_string, put_value, value_type};
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashSet};
@@ -36,11 +37,12 @@ const MAX_DIMS: u32 = 4;
 /// tokens and 151,387 merges, takes 16.7 MiB of it as counted here.
 pub const MAX_HEADER_MEMORY: u64 = 256 << 20;
 /// Memory one metadata entry takes besides its key's and strings' bytes.
-const METADATA_ENTRY_MEMORY: u64 = (size_of::<String>() + size_of::<Value>()) as u64;
+pub(crate) const METADATA_ENTRY_MEMORY: u64 = (size_of::<String>() + size_of::<Value>()) as u64;
 /// Memory one tensor-table entry takes besides its name's bytes: the entry,
 /// its dimensions and (with a hash table's spare room) its place in the
 /// duplicate-name check.
-const TENSOR_ENTRY_MEMORY: u64 = (size_of::<TensorInfo>() + MAX_DIMS as usize * 8 + 3 * size_of::<&str>()) as u64;
+pub(crate) const TENSOR_ENTRY_MEMORY: u64 =
+    (size_of::<TensorInfo>() + MAX_DIMS as usize * 8 + 3 * size_of::<&str>()) as u64;
 
 /// Why a GGUF file could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -310,14 +312,21 @@ pub struct GgufHeader {
 }
 
 /// A bounds-checked reader over the input bytes that also keeps count of the
-/// memory the parsed header may still take.
-struct Cursor<'a> {
+/// memory the parsed header may still take. The APR reader reads its header
+/// with it too, so both formats share one set of guards.
+pub(crate) struct Cursor<'a> {
     bytes: &'a [u8],
-    pos: usize,
+    /// Where the next read starts.
+    pub(crate) pos: usize,
     memory_left: u64,
 }
 
 impl<'a> Cursor<'a> {
+    /// A reader over `bytes` starting at `pos`, allowed [`MAX_HEADER_MEMORY`] bytes of parsed header.
+    pub(crate) fn new(bytes: &'a [u8], pos: usize) -> Cursor<'a> {
+        Cursor { bytes, pos, memory_left: MAX_HEADER_MEMORY }
+    }
+
     fn remaining(&self) -> u64 {
         (self.bytes.len() - self.pos) as u64
     }
@@ -336,23 +345,28 @@ impl<'a> Cursor<'a> {
         Ok(&self.bytes[start..self.pos])
     }
 
-    fn array<const N: usize>(&mut self, what: &dyn Fn() -> String) -> Result<[u8; N], GgufError> {
+    pub(crate) fn array<const N: usize>(&mut self, what: &dyn Fn() -> String) -> Result<[u8; N], GgufError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N as u64, what)?);
         Ok(out)
     }
 
-    fn u32(&mut self, what: &dyn Fn() -> String) -> Result<u32, GgufError> {
+    pub(crate) fn u32(&mut self, what: &dyn Fn() -> String) -> Result<u32, GgufError> {
         self.array(what).map(u32::from_le_bytes)
     }
 
-    fn u64(&mut self, what: &dyn Fn() -> String) -> Result<u64, GgufError> {
+    pub(crate) fn u64(&mut self, what: &dyn Fn() -> String) -> Result<u64, GgufError> {
         self.array(what).map(u64::from_le_bytes)
     }
 
     /// Reads a count, checks that `count * min_item_bytes` fits in the rest of
     /// the input, and reserves `count * item_memory` bytes of the memory budget.
-    fn count(&mut self, min_item_bytes: u64, item_memory: u64, what: &dyn Fn() -> String) -> Result<u64, GgufError> {
+    pub(crate) fn count(
+        &mut self,
+        min_item_bytes: u64,
+        item_memory: u64,
+        what: &dyn Fn() -> String,
+    ) -> Result<u64, GgufError> {
         let offset = self.pos as u64;
         let n = self.u64(what)?;
         let remaining = self.remaining();
@@ -368,15 +382,52 @@ impl<'a> Cursor<'a> {
     }
 
     /// Reads a length-prefixed UTF-8 string, borrowed from the input.
-    fn str(&mut self, what: &dyn Fn() -> String) -> Result<&'a str, GgufError> {
+    pub(crate) fn str(&mut self, what: &dyn Fn() -> String) -> Result<&'a str, GgufError> {
         let len = self.count(1, 1, &|| format!("{} (string length)", what()))?;
         let offset = self.pos as u64;
         let raw = self.take(len, what)?;
         std::str::from_utf8(raw).map_err(|_| GgufError::BadUtf8 { offset })
     }
 
-    fn string(&mut self, what: &dyn Fn() -> String) -> Result<String, GgufError> {
+    pub(crate) fn string(&mut self, what: &dyn Fn() -> String) -> Result<String, GgufError> {
         self.str(what).map(str::to_owned)
+    }
+
+    /// Reads `n_kv` metadata entries (key, type id, value), refusing a repeated key.
+    pub(crate) fn metadata(&mut self, n_kv: u64) -> Result<BTreeMap<String, Value>, GgufError> {
+        let mut metadata = BTreeMap::new();
+        for i in 0..n_kv {
+            let key = self.string(&|| format!("metadata key #{i}"))?;
+            let type_id = self.u32(&|| format!("value type of {key:?}"))?;
+            let value = self.value(type_id, &key, 0)?;
+            match metadata.entry(key) {
+                Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                Entry::Occupied(slot) => {
+                    return Err(GgufError::Duplicate { what: "metadata key", name: slot.key().clone() })
+                }
+            }
+        }
+        Ok(metadata)
+    }
+
+    /// Reads the start of tensor-table entry `i`: its name, dimensions and type.
+    pub(crate) fn tensor_entry(&mut self, i: u64) -> Result<(&'a str, Vec<u64>, TensorType), GgufError> {
+        let name = self.str(&|| format!("name of tensor #{i}"))?;
+        let n_dims = self.u32(&|| format!("dimension count of {name:?}"))?;
+        if n_dims == 0 || n_dims > MAX_DIMS {
+            return Err(GgufError::BadTensor {
+                name: name.to_owned(),
+                reason: format!("{n_dims} dimensions (1..={MAX_DIMS} allowed)"),
+            });
+        }
+        let mut dims = Vec::with_capacity(n_dims as usize);
+        for d in 0..n_dims {
+            dims.push(self.u64(&|| format!("dimension {d} of {name:?}"))?);
+        }
+        let ty = TensorType::from_id(self.u32(&|| format!("type of {name:?}"))?);
+        Ok((name, dims, ty))
     }
 
     fn value(&mut self, type_id: u32, key: &str, depth: u32) -> Result<Value, GgufError> {
@@ -450,20 +501,7 @@ impl GgufHeader {
         // A metadata entry is at least 8 (key) + 4 (type) + 1 (value) bytes.
         let n_kv = c.count(13, METADATA_ENTRY_MEMORY, &|| "metadata count".into())?;
 
-        let mut metadata = BTreeMap::new();
-        for i in 0..n_kv {
-            let key = c.string(&|| format!("metadata key #{i}"))?;
-            let type_id = c.u32(&|| format!("value type of {key:?}"))?;
-            let value = c.value(type_id, &key, 0)?;
-            match metadata.entry(key) {
-                Entry::Vacant(slot) => {
-                    slot.insert(value);
-                }
-                Entry::Occupied(slot) => {
-                    return Err(GgufError::Duplicate { what: "metadata key", name: slot.key().clone() })
-                }
-            }
-        }
+        let metadata = c.metadata(n_kv)?;
         let alignment = match metadata.get("general.alignment") {
             None => DEFAULT_ALIGNMENT,
             Some(Value::U32(a)) if a.is_power_of_two() => u64::from(*a),
@@ -474,19 +512,7 @@ impl GgufHeader {
         let mut tensors = Vec::with_capacity(n_tensors as usize);
         let mut names = HashSet::new();
         for i in 0..n_tensors {
-            let name = c.str(&|| format!("name of tensor #{i}"))?;
-            let n_dims = c.u32(&|| format!("dimension count of {name:?}"))?;
-            if n_dims == 0 || n_dims > MAX_DIMS {
-                return Err(GgufError::BadTensor {
-                    name: name.to_owned(),
-                    reason: format!("{n_dims} dimensions (1..={MAX_DIMS} allowed)"),
-                });
-            }
-            let mut dims = Vec::with_capacity(n_dims as usize);
-            for d in 0..n_dims {
-                dims.push(c.u64(&|| format!("dimension {d} of {name:?}"))?);
-            }
-            let ty = TensorType::from_id(c.u32(&|| format!("type of {name:?}"))?);
+            let (name, dims, ty) = c.tensor_entry(i)?;
             // Relative to the data section until its start is known, below.
             let offset = c.u64(&|| format!("offset of {name:?}"))?;
             if !names.insert(name) {
@@ -537,7 +563,7 @@ impl GgufHeader {
 
 /// Byte size of a tensor, checking that its row length is a whole number of blocks
 /// and that nothing overflows.
-fn tensor_bytes(name: &str, dims: &[u64], ty: TensorType) -> Result<u64, GgufError> {
+pub(crate) fn tensor_bytes(name: &str, dims: &[u64], ty: TensorType) -> Result<u64, GgufError> {
     let bad = |reason: String| GgufError::BadTensor { name: name.to_owned(), reason };
     let (block, block_bytes) = ty.block_geometry().ok_or_else(|| bad(format!("unsupported tensor type {ty}")))?;
     let (block, block_bytes) = (block as u64, block_bytes as u64);
@@ -551,23 +577,23 @@ fn tensor_bytes(name: &str, dims: &[u64], ty: TensorType) -> Result<u64, GgufErr
     (n / block).checked_mul(block_bytes).ok_or_else(|| bad(format!("shape {dims:?} overflows")))
 }
 
-/// A memory-mapped GGUF file with its parsed header.
-pub struct GgufFile {
+/// A read-only memory map of a model file, watched for truncation while it
+/// lives ([`fault_guard`]). Both model formats (GGUF, and APR in
+/// `crate::apr`) read their bytes through it.
+pub struct MappedFile {
     /// Where the file was read from.
     pub path: PathBuf,
-    /// The parsed header.
-    pub header: GgufHeader,
     /// Names `path` if a read of `mmap` faults because the file was truncated
     /// (declared first, so it stops watching before the map is unmapped).
     _fault_guard: fault_guard::FaultGuard,
     mmap: Mmap,
 }
 
-impl GgufFile {
-    /// Maps and parses a GGUF file. Every error names the path. A path that is
-    /// not a regular file (a directory, a FIFO, a device) is refused before it
-    /// is read, so a FIFO cannot block the caller.
-    pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
+impl MappedFile {
+    /// Maps the regular file at `path`. A path that is not a regular file (a
+    /// directory, a FIFO, a device) is refused before it is read, so a FIFO
+    /// cannot block the caller.
+    pub fn open(path: impl AsRef<Path>) -> Result<MappedFile, GgufError> {
         let path = path.as_ref().to_path_buf();
         let file = open_regular_file(&path)?;
         // SAFETY: the map is read-only and never written through. Another
@@ -576,12 +602,15 @@ impl GgufFile {
         // turns into an error naming the file (watched before the first read).
         let mmap = unsafe { Mmap::map(&file) }.map_err(|source| GgufError::Io { path: path.clone(), source })?;
         let fault_guard = fault_guard::FaultGuard::watch(&mmap, &path);
-        let header =
-            GgufHeader::parse(&mmap).map_err(|e| GgufError::Invalid { path: path.clone(), source: Box::new(e) })?;
-        Ok(GgufFile { path, header, _fault_guard: fault_guard, mmap })
+        Ok(MappedFile { path, _fault_guard: fault_guard, mmap })
     }
 
-    /// The raw bytes of a tensor (already bounds-checked at parse time).
+    /// The whole file.
+    pub fn bytes(&self) -> &[u8] {
+        &self.mmap
+    }
+
+    /// The raw bytes of a tensor whose table entry was bounds-checked against this file.
     pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
         &self.mmap[info.offset as usize..(info.offset + info.size) as usize]
     }
@@ -606,9 +635,45 @@ impl GgufFile {
         self.mmap.len() as u64
     }
 
-    /// Whether the file is empty (never true for a parsed file).
+    /// Whether the file is empty.
     pub fn is_empty(&self) -> bool {
         self.mmap.is_empty()
+    }
+}
+
+/// A memory-mapped GGUF file with its parsed header.
+pub struct GgufFile {
+    /// Where the file was read from.
+    pub path: PathBuf,
+    /// The parsed header.
+    pub header: GgufHeader,
+    map: MappedFile,
+}
+
+impl GgufFile {
+    /// Maps and parses a GGUF file. Every error names the path; a path that
+    /// is not a regular file is refused unread ([`MappedFile::open`]).
+    pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
+        let map = MappedFile::open(path)?;
+        let path = map.path.clone();
+        let header = GgufHeader::parse(map.bytes())
+            .map_err(|e| GgufError::Invalid { path: path.clone(), source: Box::new(e) })?;
+        Ok(GgufFile { path, header, map })
+    }
+
+    /// The raw bytes of a tensor (already bounds-checked at parse time).
+    pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
+        self.map.tensor_data(info)
+    }
+
+    /// The file's size in bytes.
+    pub fn len(&self) -> u64 {
+        self.map.len()
+    }
+
+    /// Whether the file is empty (never true for a parsed file).
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 }
 

@@ -72,13 +72,14 @@ impl GgufWriter {
     }
 }
 
-fn put_string(out: &mut Vec<u8>, s: &str) {
+/// Appends a GGUF string: its length (u64) and its UTF-8 bytes.
+pub(crate) fn put_string(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u64).to_le_bytes());
     out.extend_from_slice(s.as_bytes());
 }
 
 /// The GGUF type id of a value.
-pub fn value_type(v: &Value) -> u32 {
+pub(crate) fn value_type(v: &Value) -> u32 {
     match v {
         Value::U8(_) => 0,
         Value::I8(_) => 1,
@@ -96,7 +97,8 @@ pub fn value_type(v: &Value) -> u32 {
     }
 }
 
-fn put_value(out: &mut Vec<u8>, v: &Value) {
+/// Appends a metadata value in GGUF's encoding (without its type id).
+pub(crate) fn put_value(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::U8(x) => out.push(*x),
         Value::I8(x) => out.push(*x as u8),

@@ -18,7 +18,8 @@ pub use kv_cache::{KvCache, KvType, KvUsage};
 
 use std::path::Path;
 
-use crate::gguf::{GgufError, GgufFile, TensorInfo, TensorType};
+use crate::apr::{AprError, TensorFile};
+use crate::gguf::{TensorInfo, TensorType};
 use std::sync::Mutex;
 
 use crate::kernels::packed::{ActRow, PackedMatrix, TILE_ROWS};
@@ -29,9 +30,9 @@ use bricks::Stopwatch;
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    /// The file is not a readable GGUF file.
+    /// The file is not a readable model file (GGUF or APR).
     #[error(transparent)]
-    Gguf(#[from] GgufError),
+    File(#[from] AprError),
     /// The architecture is not Qwen2.
     #[error("unsupported architecture {0:?} (this engine runs qwen2)")]
     UnsupportedArch(String),
@@ -164,8 +165,8 @@ pub struct Layer {
 
 /// A loaded Qwen2 model.
 pub struct Model {
-    /// The mapped file.
-    pub file: GgufFile,
+    /// The mapped file (GGUF or APR).
+    pub file: TensorFile,
     /// Hyperparameters.
     pub config: ModelConfig,
     /// Token embedding (`token_embd.weight`).
@@ -256,9 +257,10 @@ pub enum Logits {
 }
 
 impl Model {
-    /// Maps a GGUF file and locates and checks every tensor the forward pass needs.
+    /// Maps a model file (GGUF or APR, told apart by its magic) and locates
+    /// and checks every tensor the forward pass needs.
     pub fn load(path: impl AsRef<Path>) -> Result<Model, ModelError> {
-        let file = GgufFile::open(path)?;
+        let file = TensorFile::open(path)?;
         let config = ModelConfig::from_header(&file.header)?;
         let c = &config;
         let (d, kv, ff) = (c.n_embd, c.kv_dim(), c.n_ff);
@@ -798,7 +800,7 @@ fn split_by_bytes(units: &[Units], parts: usize, bounds: &mut Vec<usize>) {
 }
 
 /// Repacks every matrix whose format has a packed layout, spread over `threads` threads.
-fn pack_all(file: &GgufFile, matrices: &mut [&mut Matrix], threads: usize) -> Result<(), ModelError> {
+fn pack_all(file: &TensorFile, matrices: &mut [&mut Matrix], threads: usize) -> Result<(), ModelError> {
     let share = matrices.len().div_ceil(threads.max(1)).max(1);
     let pack = |part: &mut [&mut Matrix]| -> Result<(), ModelError> {
         for m in part.iter_mut() {

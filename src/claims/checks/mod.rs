@@ -5,6 +5,7 @@
 //! feed each kind a counterexample without hardware and see it fail.
 
 pub mod agreement;
+pub mod apr;
 pub mod bricks;
 pub mod exports;
 pub mod judge;
@@ -95,6 +96,7 @@ impl Registry {
         kinds.extend(exports::kinds());
         kinds.extend(top::kinds());
         kinds.extend(serving::kinds());
+        kinds.extend(apr::kinds());
         Registry { kinds }
     }
 

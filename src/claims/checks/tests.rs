@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::judge::{self, Quantity};
-use super::{agreement, bricks, exports, layout, meta, perf, reference, resources, serving, top, Registry};
+use super::{agreement, apr, bricks, exports, layout, meta, perf, reference, resources, serving, top, Registry};
 use crate::bench::{BenchResult, Comparison, Protocol, Series};
 use crate::claims::{Outcome, Verdict};
 use crate::provenance::Provenance;
@@ -290,6 +290,10 @@ fn serving_params(metric: serving::ServingMetric, op: Op, threshold: f64) -> ser
 
 fn audit_cases() -> Vec<(&'static str, Case)> {
     vec![
+        ("apr_integrity", apr::audit::integrity),
+        ("apr_version", apr::audit::version),
+        ("apr_preserved", apr::audit::preserved),
+        ("apr_parity", apr::audit::parity),
         ("bench", || {
             let p = bench_params("decode_ratio", ">=", 2.0);
             (
