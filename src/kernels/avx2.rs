@@ -713,3 +713,22 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let quad = |i: usize| _mm256_add_ps(_mm256_add_ps(acc[i], acc[i + 1]), _mm256_add_ps(acc[i + 2], acc[i + 3]));
     hsum(_mm256_add_ps(quad(0), quad(4)))
 }
+
+/// Whether any 8-byte word of `bytes` (a multiple of 8 bytes) is not `word`:
+/// 256 bytes a step, eight 32-byte loads each compared with the word and
+/// gathered into one vector, stopping at the first step that differs.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn differs_from_word(bytes: &[u8], word: u64) -> bool {
+    let w = _mm256_set1_epi64x(word as i64);
+    let mut steps = bytes.chunks_exact(256);
+    for step in &mut steps {
+        let mut acc = _mm256_setzero_si256();
+        for k in 0..8 {
+            acc = _mm256_or_si256(acc, _mm256_xor_si256(load(&step[32 * k..]), w));
+        }
+        if _mm256_testz_si256(acc, acc) == 0 {
+            return true;
+        }
+    }
+    steps.remainder().chunks_exact(8).any(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes")) != word)
+}

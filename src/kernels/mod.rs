@@ -288,25 +288,26 @@ impl Kernels {
                 // prefill), and their order does not depend on the batch.
                 let wide = self.0 == Set::Avx512;
                 match w.format {
-                    Q5_0 if acts.len() >= UNPACK_FROM_ROWS => UNPACKED.with_borrow_mut(|quants| {
-                        quants.resize(w.blocks * avx2::Q5_0_UNPACKED, 0);
-                        // SAFETY (every call): a set above the scalar one exists only where the CPU
-                        // supports it (`Kernels::supported`), AVX-512 VNNI for `wide`.
-                        unsafe { avx2::unpack_q5_0(data, w.blocks, quants) };
-                        if wide {
-                            // Two rows at a time: their sixteen accumulators fit AVX-512's 32 registers.
-                            by_groups::<2>(
-                                acts,
-                                out,
-                                |a| unsafe { avx512::tile_gemm_q5_0(data, quants, w.blocks, a) },
-                                |a| unsafe { avx512::tile_gemm_q5_0(data, quants, w.blocks, a) },
-                            );
-                            return;
-                        }
-                        for (a, o) in acts.iter().zip(out.chunks_exact_mut(TILE_ROWS)) {
-                            o.copy_from_slice(&unsafe { avx2::tile_gemm_q5_0(data, quants, w.blocks, a) });
-                        }
-                    }),
+                    Q5_0 if acts.len() >= if wide { WIDE_UNPACK_FROM_ROWS } else { UNPACK_FROM_ROWS } => UNPACKED
+                        .with_borrow_mut(|quants| {
+                            quants.resize(w.blocks * avx2::Q5_0_UNPACKED, 0);
+                            // SAFETY (every call): a set above the scalar one exists only where the CPU
+                            // supports it (`Kernels::supported`), AVX-512 VNNI for `wide`.
+                            unsafe { avx2::unpack_q5_0(data, w.blocks, quants) };
+                            if wide {
+                                // Two rows at a time: their sixteen accumulators fit AVX-512's 32 registers.
+                                by_groups::<2>(
+                                    acts,
+                                    out,
+                                    |a| unsafe { avx512::tile_gemm_q5_0(data, quants, w.blocks, a) },
+                                    |a| unsafe { avx512::tile_gemm_q5_0(data, quants, w.blocks, a) },
+                                );
+                                return;
+                            }
+                            for (a, o) in acts.iter().zip(out.chunks_exact_mut(TILE_ROWS)) {
+                                o.copy_from_slice(&unsafe { avx2::tile_gemm_q5_0(data, quants, w.blocks, a) });
+                            }
+                        }),
                     Q5_0 | Q8_0 => {
                         for (a, o) in acts.iter().zip(out.chunks_exact_mut(TILE_ROWS)) {
                             // SAFETY: a set above the scalar one exists only where the CPU supports
@@ -457,6 +458,18 @@ impl Kernels {
         }
     }
 
+    /// [`ops::same_fill`]: the word `bytes` repeats when it is all one value.
+    pub fn same_fill(self, bytes: &[u8]) -> Option<u64> {
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            Set::Avx2 | Set::Avx512 => {
+                // SAFETY: a set above the scalar one exists only where the CPU supports it (`Kernels::supported`).
+                ops::same_fill_by(bytes, &|words, word| unsafe { avx2::differs_from_word(words, word) })
+            }
+            _ => ops::same_fill(bytes),
+        }
+    }
+
     /// Wrapping sum of `words`: a streaming read that measures read bandwidth.
     pub fn sum_words(self, words: &[u64]) -> u64 {
         match self.0 {
@@ -474,6 +487,12 @@ impl Kernels {
 /// (prefill) rather than as the kernel goes (decode).
 #[cfg(target_arch = "x86_64")]
 const UNPACK_FROM_ROWS: usize = 8;
+
+/// [`UNPACK_FROM_ROWS`] for the AVX-512 kernels, which take two rows per pass
+/// of the unpacked tile: from two rows (a batched decode step of two
+/// sequences) the tile is unpacked once, not once per row.
+#[cfg(target_arch = "x86_64")]
+const WIDE_UNPACK_FROM_ROWS: usize = 2;
 
 #[cfg(target_arch = "x86_64")]
 thread_local! {

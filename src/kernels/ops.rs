@@ -102,6 +102,39 @@ pub fn rope_neox(x: &mut [f32], dim: usize, cos: &[f32], sin: &[f32]) {
     }
 }
 
+/// Words of a same-fill scan compared per step: 32 words (256 bytes) OR-ed
+/// together without a branch, which the compiler turns into vector compares.
+const WORDS_PER_STEP: usize = 32;
+
+/// The 8-byte word `bytes` repeats when every word of it is the same (a page
+/// that is all one value, zeros included), else `None` (also for no bytes):
+/// the reference of [`crate::kernels::Kernels::same_fill`]. Scans 256 bytes per
+/// step and stops at the first step that differs.
+pub fn same_fill(bytes: &[u8]) -> Option<u64> {
+    same_fill_by(bytes, &|words: &[u8], first: u64| {
+        let (words, _) = words.as_chunks::<8>();
+        let differs = |ws: &[[u8; 8]]| ws.iter().fold(0u64, |acc, w| acc | (u64::from_ne_bytes(*w) ^ first)) != 0;
+        let (steps, rest) = words.as_chunks::<WORDS_PER_STEP>();
+        steps.iter().any(|s| differs(s)) || differs(rest)
+    })
+}
+
+/// [`same_fill`] with the scan of the whole words given: `differs(words,
+/// first)` tells whether any 8-byte word of `words` (a multiple of 8 bytes)
+/// is not `first`.
+pub fn same_fill_by(bytes: &[u8], differs: &dyn Fn(&[u8], u64) -> bool) -> Option<u64> {
+    let (words, tail) = bytes.as_chunks::<8>();
+    let first = *words.first()?;
+    if tail.iter().zip(first).any(|(&a, b)| a != b) {
+        return None;
+    }
+    let word = u64::from_ne_bytes(first);
+    match differs(&bytes[..8 * words.len()], word) {
+        true => None,
+        false => Some(word),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

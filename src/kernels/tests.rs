@@ -213,3 +213,24 @@ fn kernel_sets_are_named_and_refused_where_the_cpu_lacks_them() {
         assert!(matches!(Kernels::choose("scalar"), Err(KernelsError::AlreadyChosen(_))));
     }
 }
+
+#[test]
+fn every_same_fill_scan_finds_what_the_reference_finds() {
+    for len in [0usize, 3, 8, 16, 256, 264, 4096, 4104, 16384 + 3] {
+        let mut page = vec![0x3cu8; len];
+        let mut cases = vec![page.clone()];
+        for at in [0, len / 2, len.saturating_sub(1), len.saturating_sub(9)] {
+            if let Some(b) = page.get_mut(at) {
+                *b ^= 0x10;
+                cases.push(page.clone());
+                page[at] ^= 0x10;
+            }
+        }
+        for case in &cases {
+            let want = ops::same_fill(case);
+            for k in fast_sets() {
+                assert_eq!(k.same_fill(case), want, "{} len {len}", k.name());
+            }
+        }
+    }
+}

@@ -2,6 +2,8 @@
 //! memory, one repeated value, or its LZ4-compressed bytes), the same-fill
 //! detector and the page compressor.
 
+use crate::kernels::Kernels;
+
 /// Where a page's bytes are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Page {
@@ -24,26 +26,11 @@ impl Page {
     }
 }
 
-/// Words compared per step of [`same_fill`]: 32 words (256 bytes) OR-ed
-/// together without a branch, which the compiler turns into vector compares.
-const WORDS_PER_STEP: usize = 32;
-
 /// The 8-byte word `bytes` repeats when every word of it is the same (a page
-/// that is all one value, zeros included), else `None` (also for no bytes).
-/// Scans 256 bytes per step and stops at the first step that differs.
+/// that is all one value, zeros included), else `None` (also for no bytes),
+/// by the process's kernels ([`Kernels::same_fill`]).
 pub fn same_fill(bytes: &[u8]) -> Option<u64> {
-    let (words, tail) = bytes.as_chunks::<8>();
-    let first = *words.first()?;
-    if tail.iter().zip(first).any(|(&a, b)| a != b) {
-        return None;
-    }
-    let first = u64::from_ne_bytes(first);
-    let differs = |ws: &[[u8; 8]]| ws.iter().fold(0u64, |acc, w| acc | (u64::from_ne_bytes(*w) ^ first)) != 0;
-    let (steps, rest) = words.as_chunks::<WORDS_PER_STEP>();
-    if steps.iter().any(|s| differs(s)) || differs(rest) {
-        return None;
-    }
-    Some(first)
+    Kernels::detect().same_fill(bytes)
 }
 
 /// Fills `bytes` with the word `word` repeated (the inverse of [`same_fill`]).
