@@ -255,6 +255,15 @@ pub fn expected_values(r: &RunReport) -> Vec<(&'static str, String, f64)> {
             out.push(("bricks", format!("{} budget", b.name), b.budget_us));
         }
     }
+    // The serving claims' series: a row per series, the mean of its runs.
+    for s in r.series.iter().filter(|s| !s.samples.is_empty()) {
+        let Some(label) = s.name.strip_prefix("serving ") else { continue };
+        match s.unit.as_str() {
+            "ms" => out.push(("serving_latency", label.to_owned(), mean(&s.samples))),
+            "tok/s" => out.push(("serving_throughput", label.to_owned(), mean(&s.samples))),
+            _ => {}
+        }
+    }
     if let Some(s) = r.benches.iter().find_map(|b| b.result.series.iter().find(|s| s.metric == "itl_ms")) {
         let mut sorted = s.samples.clone();
         sorted.sort_by(f64::total_cmp);

@@ -1251,3 +1251,24 @@ fn chart_values_are_read_from_the_drawing() {
     let out = exports::judge_chart_values(&tampered, &r);
     assert_eq!(out.verdict, Verdict::Falsified, "{}", out.sentence);
 }
+
+/// The serving charts draw the mean of each serving series' runs, and F118
+/// finds each of them in the report (a run with serving claims once failed it).
+#[test]
+fn serving_charts_show_the_reports_own_values() {
+    let mut r = crate::record::tests::sample_report();
+    let series = |name: &str, unit: &str, samples: Vec<f64>| crate::record::SampleSeries {
+        name: name.into(),
+        unit: unit.into(),
+        warmup: 1,
+        samples,
+    };
+    r.series.push(series("serving 0.5b c=4 llama-server itl_ms_p50", "ms", vec![60.0, 61.3]));
+    r.series.push(series("serving 0.5b c=4 falsify-server output_tok_s", "tok/s", vec![90.0, 99.0]));
+    let charts = crate::report::chart::all(&r, &[]).unwrap();
+    let out = exports::judge_chart_values(&charts, &r);
+    assert_eq!(out.verdict, Verdict::Pass, "{}", out.sentence);
+    r.series.last_mut().unwrap().samples = vec![80.0, 99.0];
+    let out = exports::judge_chart_values(&charts, &r);
+    assert_eq!(out.verdict, Verdict::Falsified, "a chart of other runs: {}", out.sentence);
+}
