@@ -349,25 +349,16 @@ pub fn table(s: &LoadSummary) -> String {
         "{} at {} ({} runs of {} requests per level; prompts: {})\n",
         s.engine, s.base, s.plan.runs, s.plan.requests, s.prompts
     );
-    let cols = [
-        "output_tok_s",
-        "requests_per_s",
-        "goodput_req_s",
-        "ttft_ms_p50",
-        "ttft_ms_p99",
-        "itl_ms_p50",
-        "itl_ms_p99",
-        "tpot_ms_p50",
-        "e2e_ms_p99",
-    ];
+    // Every figure but the median end-to-end time, which the p99 column stands for.
+    let cols: Vec<&str> = metrics::FIGURES.iter().copied().filter(|f| *f != "e2e_ms_p50").collect();
     out += &format!("{:<18}", "load");
-    for c in cols {
+    for c in &cols {
         out += &format!(" {c:>17}");
     }
     out.push('\n');
     for l in &s.levels {
         out += &format!("{:<18}", l.load.to_string());
-        for c in cols {
+        for c in &cols {
             let cell = match l.figure(c) {
                 Some(a) => match a.ci95 {
                     Some(ci) => format!("{:.1} ±{:.1}", a.mean, (ci.hi - ci.lo) / 2.0),
