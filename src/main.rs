@@ -192,56 +192,10 @@ enum Command {
     /// `model`, `api_key_env`) or `command = ["./srv", "--port", "{port}", "-m", "{model}"]`
     /// (optional `ready` URL, default http://127.0.0.1:{port}/health).
     Load {
-        /// The engine to load.
-        #[arg(long)]
-        engine: String,
-        /// TOML files declaring more engines ([[engine]] tables).
-        #[arg(long = "engines")]
-        engine_files: Vec<PathBuf>,
+        #[command(flatten)]
+        options: falsify::load::command::Options,
         #[command(flatten)]
         model: ModelArg,
-        /// Threads a started server computes with.
-        #[arg(long, short = 't', default_value_t = 2)]
-        threads: usize,
-        /// Keep this many requests in flight (the default: 1).
-        #[arg(long)]
-        concurrency: Option<usize>,
-        /// Send requests at this many a second instead, whatever is in flight.
-        #[arg(long)]
-        rate: Option<f64>,
-        /// With --rate: exponential gaps (a Poisson process, seeded by --seed).
-        #[arg(long)]
-        poisson: bool,
-        /// Sweep over these concurrencies, e.g. 1,2,4.
-        #[arg(long, value_delimiter = ',')]
-        sweep: Vec<usize>,
-        /// Requests per run at each load level.
-        #[arg(long, default_value_t = 16)]
-        requests: usize,
-        /// Runs at each load level (2 or more give confidence intervals).
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        /// Requests sent one at a time and discarded first.
-        #[arg(long, default_value_t = 1)]
-        warmup: usize,
-        /// Tokens of each generated prompt.
-        #[arg(long, default_value_t = 32)]
-        prompt_tokens: usize,
-        /// Output tokens of each request (and the default of a --prompts line).
-        #[arg(long, default_value_t = 64)]
-        max_tokens: usize,
-        /// A JSONL file of prompts, one {"prompt": ..., "max_tokens": ...} a line, instead of generated ones.
-        #[arg(long)]
-        prompts: Option<PathBuf>,
-        /// Latency targets of goodput, e.g. ttft_ms=500,tpot_ms=100 (also e2e_ms).
-        #[arg(long)]
-        slo: Option<String>,
-        /// Seed of the generated prompts and the Poisson arrivals.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Directory for requests.jsonl (one line per request) and summary.json.
-        #[arg(long)]
-        out: Option<PathBuf>,
     },
     /// Re-render the exports of an existing run report, measuring nothing.
     ///
@@ -548,45 +502,10 @@ fn run(cli: Cli) -> Result<()> {
             let settings = falsify::record::Settings { threads: usable_threads(threads), runs, warmup };
             run_claims(&claims, &extra, filter.as_deref(), &out, settings)
         }
-        Command::Load {
-            engine,
-            engine_files,
-            model,
-            threads,
-            concurrency,
-            rate,
-            poisson,
-            sweep,
-            requests,
-            runs,
-            warmup,
-            prompt_tokens,
-            max_tokens,
-            prompts,
-            slo,
-            seed,
-            out,
-        } => {
-            let options = falsify::load::command::Options {
-                engine,
-                engine_files,
-                model: model.path(),
-                threads: usable_threads(threads),
-                concurrency,
-                rate,
-                poisson,
-                sweep,
-                requests,
-                runs,
-                warmup,
-                prompt_tokens,
-                max_tokens,
-                prompts,
-                slo,
-                seed,
-                out,
-                falsify_exe: std::env::current_exe().ok(),
-            };
+        Command::Load { mut options, model } => {
+            options.model = model.path();
+            options.threads = usable_threads(options.threads);
+            options.falsify_exe = std::env::current_exe().ok();
             falsify::util::children::handle_stop_signals(falsify::util::children::FirstSignal::Exit)?;
             let summary = falsify::load::command::run(&options, true)?;
             if let Some(out) = &options.out {

@@ -8,44 +8,62 @@ use super::metrics::Slo;
 use super::{prompts, Load, LoadSummary, Plan};
 use crate::engines::{Engines, ServeWith};
 
-/// `falsify load`'s options.
-#[derive(Debug, Clone)]
+/// `falsify load`'s options, as its command line gives them.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// The engine's name.
+    /// The engine to load.
+    #[arg(long)]
     pub engine: String,
-    /// Files declaring more engines.
+    /// TOML files declaring more engines ([[engine]] tables).
+    #[arg(long = "engines")]
     pub engine_files: Vec<PathBuf>,
-    /// The model file a started server loads.
-    pub model: PathBuf,
     /// Threads a started server computes with.
+    #[arg(long, short = 't', default_value_t = 2)]
     pub threads: usize,
-    /// Fixed concurrency.
+    /// Keep this many requests in flight (the default: 1).
+    #[arg(long)]
     pub concurrency: Option<usize>,
-    /// Arrival rate, requests per second.
+    /// Send requests at this many a second instead, whatever is in flight.
+    #[arg(long)]
     pub rate: Option<f64>,
-    /// Poisson arrivals at `rate` instead of evenly spaced ones.
+    /// With --rate: exponential gaps (a Poisson process, seeded by --seed).
+    #[arg(long)]
     pub poisson: bool,
-    /// Concurrencies to sweep over.
+    /// Sweep over these concurrencies, e.g. 1,2,4.
+    #[arg(long, value_delimiter = ',')]
     pub sweep: Vec<usize>,
-    /// Requests per run at each level.
+    /// Requests per run at each load level.
+    #[arg(long, default_value_t = 16)]
     pub requests: usize,
-    /// Runs at each level.
+    /// Runs at each load level (2 or more give confidence intervals).
+    #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Warmup requests.
+    /// Requests sent one at a time and discarded first.
+    #[arg(long, default_value_t = 1)]
     pub warmup: usize,
     /// Tokens of each generated prompt.
+    #[arg(long, default_value_t = 32)]
     pub prompt_tokens: usize,
-    /// Output tokens of each request (the default of a JSONL file's lines).
+    /// Output tokens of each request (and the default of a --prompts line).
+    #[arg(long, default_value_t = 64)]
     pub max_tokens: usize,
-    /// A JSONL file of prompts instead of generated ones.
+    /// A JSONL file of prompts, one {"prompt": ..., "max_tokens": ...} a line, instead of generated ones.
+    #[arg(long)]
     pub prompts: Option<PathBuf>,
-    /// Latency targets, `ttft_ms=…,tpot_ms=…`.
+    /// Latency targets of goodput, e.g. ttft_ms=500,tpot_ms=100 (also e2e_ms).
+    #[arg(long)]
     pub slo: Option<String>,
     /// Seed of the generated prompts and the Poisson arrivals.
+    #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Where requests.jsonl and summary.json go.
+    /// Directory for requests.jsonl (one line per request) and summary.json.
+    #[arg(long)]
     pub out: Option<PathBuf>,
+    /// The model file a started server loads (the command's --model).
+    #[arg(skip)]
+    pub model: PathBuf,
     /// This binary, for `falsify-server`.
+    #[arg(skip)]
     pub falsify_exe: Option<PathBuf>,
 }
 

@@ -30,6 +30,11 @@ fn claim(id: &str, category: &str, points: u32, outcome: Outcome) -> ClaimResult
 /// A report shaped like a real run's: a ratio claim with CI and baseline,
 /// a falsified count, a skip; one interleaved benchmark; a brick profile;
 /// a recorded figure.
+/// A series of measured runs (one warmup discarded), for tests.
+pub(crate) fn sample_series(name: &str, unit: &str, samples: Vec<f64>) -> crate::record::SampleSeries {
+    crate::record::SampleSeries { name: name.into(), unit: unit.into(), warmup: 1, samples }
+}
+
 pub(crate) fn sample_report() -> RunReport {
     let ours_decode = vec![26.1, 26.6, 26.3, 25.9, 26.4, 26.2];
     let theirs_decode = vec![43.1, 43.9, 43.5, 43.6, 44.0, 43.2];

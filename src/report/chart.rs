@@ -1044,12 +1044,7 @@ mod tests {
         };
         let mut r = sample_report();
         assert!(serving(&r).unwrap().is_empty(), "no load served, no serving chart");
-        let series = |name: &str, unit: &str, samples: Vec<f64>| crate::record::SampleSeries {
-            name: name.into(),
-            unit: unit.into(),
-            warmup: 1,
-            samples,
-        };
+        let series = crate::record::tests::sample_series;
         r.series.push(series("serving 0.5b c=4 llama-server ttft_ms_p99", "ms", vec![400.0, 440.0]));
         r.series.push(series("serving 0.5b c=4 falsify-server output_tok_s", "tok/s", vec![30.0, 31.0]));
         let served = serving(&r).unwrap();

@@ -1257,12 +1257,7 @@ fn chart_values_are_read_from_the_drawing() {
 #[test]
 fn serving_charts_show_the_reports_own_values() {
     let mut r = crate::record::tests::sample_report();
-    let series = |name: &str, unit: &str, samples: Vec<f64>| crate::record::SampleSeries {
-        name: name.into(),
-        unit: unit.into(),
-        warmup: 1,
-        samples,
-    };
+    let series = crate::record::tests::sample_series;
     r.series.push(series("serving 0.5b c=4 llama-server itl_ms_p50", "ms", vec![60.0, 61.3]));
     r.series.push(series("serving 0.5b c=4 falsify-server output_tok_s", "tok/s", vec![90.0, 99.0]));
     let charts = crate::report::chart::all(&r, &[]).unwrap();
