@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
 use super::roofline::HostProbe;
-use crate::model::{Breakdown, Brick, BrickTimes, Logits, Matrix, Model, ModelError, Window};
+use crate::model::{Breakdown, Brick, BrickTimes, Logits, Model, ModelError, Window};
 
 /// The allowance over the roofline that a brick's budget grants: the
 /// catalog's "actual ≤ 1.5 × roofline budget".
@@ -18,26 +18,7 @@ pub const DEFAULT_ALLOWANCE: f64 = 1.5;
 /// every brick's time per token.
 pub const WINDOW_TOKENS: usize = 8;
 
-/// Which compute peak bounds a brick.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Compute {
-    /// int8 multiply-adds: quantized weights against quantized activations.
-    Int8,
-    /// f32 arithmetic.
-    F32,
-}
-
-/// What one brick must do per decoded token.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BrickCost {
-    /// Bytes read (weights, norms, biases, vectors, KV cache).
-    pub bytes: u64,
-    /// Arithmetic operations (a multiply and an add count as two).
-    pub ops: u64,
-    /// The peak those operations run against.
-    pub compute: Compute,
-}
+pub use crate::model::{BrickCost, Compute};
 
 /// One brick's roofline and budget, with the derivation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,61 +83,24 @@ pub fn largest_excess(pairs: impl IntoIterator<Item = (f64, f64)>) -> Option<usi
         .map(|(i, _)| i)
 }
 
-/// The peak a product with `m` runs against: int8 when its weights are block-quantized.
-fn matrix_compute(m: &Matrix) -> Compute {
-    match crate::quant::dot_type(m.info.ty) {
-        Ok(crate::gguf::TensorType::Q8_0 | crate::gguf::TensorType::Q8K) => Compute::Int8,
-        _ => Compute::F32,
-    }
-}
-
 /// What each brick must do per decoded token at context length `ctx`, in
-/// [`Brick::ALL`] order. Bytes: weights, norms, biases, rotated vectors and
-/// the KV cache. Operations: 2 per weight (multiply, add), 4 per normalized
-/// element, 6 per rotated pair, 4 per head dimension and cached position in
-/// attention plus 5 per score (softmax), 5 per SwiGLU element, 1 per residual
-/// or bias element, 2 per embedding element (dequantized).
+/// [`Brick::ALL`] order: each registered brick's own cost
+/// ([`crate::model::BrickSpec::cost`]), summed over the layers for the
+/// bricks that run once per layer.
 pub fn costs_per_brick(model: &Model, ctx: usize) -> [BrickCost; Brick::ALL.len()] {
-    let c = &model.config;
-    let size = |m: &Matrix| (m.rows * m.row_bytes) as u64;
-    let macs = |m: &Matrix| 2 * (m.rows * m.cols) as u64;
-    let f32s = |n: usize| (n * 4) as u64;
-    let mut cost = [BrickCost { bytes: 0, ops: 0, compute: Compute::F32 }; Brick::ALL.len()];
-    let mut add = |b: Brick, bytes: u64, ops: u64| {
-        cost[b as usize].bytes += bytes;
-        cost[b as usize].ops += ops;
-    };
-    for l in &model.layers {
-        let biases = l.bq.len() + l.bk.len() + l.bv.len();
-        add(Brick::AttnNorm, f32s(l.attn_norm.len()), 4 * l.attn_norm.len() as u64);
-        add(
-            Brick::Qkv,
-            size(&l.wq) + size(&l.wk) + size(&l.wv) + f32s(biases),
-            macs(&l.wq) + macs(&l.wk) + macs(&l.wv) + biases as u64,
-        );
-        add(Brick::Rope, f32s(2 * (c.n_embd + c.kv_dim())), 3 * (c.n_embd + c.kv_dim()) as u64);
-        add(
-            Brick::Attention,
-            (2 * model.kv_type.row_bytes(c.kv_dim()) * ctx) as u64,
-            (c.n_head * ctx * (4 * c.head_dim + 5)) as u64,
-        );
-        add(Brick::OProj, size(&l.wo), macs(&l.wo) + c.n_embd as u64);
-        add(Brick::FfnNorm, f32s(l.ffn_norm.len()), 4 * l.ffn_norm.len() as u64);
-        add(
-            Brick::Ffn,
-            size(&l.w_gate) + size(&l.w_up) + size(&l.w_down),
-            macs(&l.w_gate) + macs(&l.w_up) + macs(&l.w_down) + 5 * c.n_ff as u64 + c.n_embd as u64,
-        );
+    let mut cost = [BrickCost::ZERO; Brick::ALL.len()];
+    for brick in model.bricks() {
+        let id = brick.id();
+        let layers: Vec<Option<usize>> = match id.per_layer() {
+            true => (0..model.layers.len()).map(Some).collect(),
+            false => vec![None],
+        };
+        let c = &mut cost[id as usize];
+        for layer in layers {
+            let one = brick.cost(model, layer, ctx);
+            (c.bytes, c.ops, c.compute) = (c.bytes + one.bytes, c.ops + one.ops, one.compute);
+        }
     }
-    add(Brick::Embed, model.token_embd.row_bytes as u64, 2 * c.n_embd as u64);
-    add(Brick::OutputNorm, f32s(model.output_norm.len()), 4 * model.output_norm.len() as u64);
-    add(Brick::LmHead, size(&model.lm_head), macs(&model.lm_head));
-    if let Some(l) = model.layers.first() {
-        cost[Brick::Qkv as usize].compute = matrix_compute(&l.wq);
-        cost[Brick::OProj as usize].compute = matrix_compute(&l.wo);
-        cost[Brick::Ffn as usize].compute = matrix_compute(&l.w_down);
-    }
-    cost[Brick::LmHead as usize].compute = matrix_compute(&model.lm_head);
     cost
 }
 

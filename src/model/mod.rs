@@ -9,12 +9,17 @@
 pub mod attention;
 pub mod bricks;
 mod config;
+pub mod contract;
 mod kv_cache;
 pub mod kv_pages;
+pub mod pipeline;
+pub mod probe;
 
 pub use bricks::{Breakdown, Brick, BrickRow, BrickTimes, Stage, StageRow, StageTrace, Window};
 pub use config::ModelConfig;
+pub use contract::{BrickCost, BrickError, BrickSpec, Compute, Roofline};
 pub use kv_cache::{KvCache, KvType, KvUsage};
+pub use pipeline::{ComputeBrick, Pipeline, Verification};
 
 use std::path::Path;
 
@@ -26,6 +31,7 @@ use crate::kernels::packed::{ActRow, PackedMatrix, TILE_ROWS};
 use crate::kernels::{available_cores, ops, usable_threads, BatchPart, Kernels, Pool};
 use crate::quant::{self, Q8_0Rounding, QuantError, SumOrder};
 use bricks::Stopwatch;
+use pipeline::Pass;
 
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +123,18 @@ pub enum ModelError {
     /// A sampling parameter is out of its range.
     #[error(transparent)]
     Sampler(#[from] crate::sample::InvalidSampler),
+    /// A brick of the forward pass refused its input.
+    #[error(transparent)]
+    Brick(Box<BrickError>),
+}
+
+impl From<BrickError> for ModelError {
+    fn from(e: BrickError) -> ModelError {
+        match e {
+            BrickError::Model(e) => e,
+            other => ModelError::Brick(Box::new(other)),
+        }
+    }
 }
 
 /// A 2-D weight in the file: `rows` rows of `cols` elements of type `ty`.
@@ -187,6 +205,8 @@ pub struct Model {
     pub kernels: Kernels,
     /// How each product's order of summation is chosen (llama.cpp's by default).
     pub sum_order: SumOrder,
+    /// The forward pass's bricks, in pass order.
+    pub pipeline: Pipeline,
     /// Buffers the matrix products reuse.
     scratch: Mutex<Scratch>,
     /// The activations of a forward pass, reused by the next.
@@ -325,6 +345,7 @@ impl Model {
             all.push(&mut lm_head);
             pack_all(&file, &mut all, pool.threads())?;
         }
+        let pipeline = Pipeline::new(&config);
         Ok(Model {
             file,
             config,
@@ -337,6 +358,7 @@ impl Model {
             kv_budget: None,
             kernels,
             sum_order: SumOrder::default(),
+            pipeline,
             scratch: Mutex::default(),
             buffers: Mutex::default(),
         })
@@ -567,14 +589,6 @@ impl Model {
         });
     }
 
-    /// Causal attention of every head of every query row in `q` (rows at
-    /// positions `p0..`) over layer `li` of the cache, into `out`.
-    fn attend_all(&self, q: &[f32], cache: &KvCache, li: usize, p0: usize, scale: f32, out: &mut [f32]) {
-        let c = &self.config;
-        let heads = attention::Heads { query: c.n_head, kv: c.n_head_kv, dim: c.head_dim };
-        attention::attend_all(&self.pool, self.kernels, heads, q, cache, li, p0, scale, out);
-    }
-
     /// Runs `tokens` (at positions `cache.len()..`) through the model, appending
     /// their keys and values to `cache`. Returns logits for the last position
     /// (`Logits::Last`, `vocab` values) or for every position (`Logits::All`,
@@ -597,7 +611,25 @@ impl Model {
         times: Option<&mut BrickTimes>,
         logits: &mut Vec<f32>,
     ) -> Result<(), ModelError> {
-        self.forward_sequences(&mut [(tokens, cache)], which, times, logits)
+        self.forward_sequences(&mut [(tokens, cache)], which, times, None, logits)
+    }
+
+    /// [`Model::forward_into`] with every brick run verified against the
+    /// assertions its brick declares, into `verification`.
+    pub fn forward_verified(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        which: Logits,
+        verification: &mut Verification,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
+        self.forward_sequences(&mut [(tokens, cache)], which, None, Some(verification), logits)
+    }
+
+    /// The bricks the forward pass runs, in pass order: the engine's registry.
+    pub fn bricks(&self) -> [&dyn BrickSpec; Brick::ALL.len()] {
+        self.pipeline.specs()
     }
 
     /// One decode step of several sequences at once: each `(token, cache)`
@@ -610,7 +642,7 @@ impl Model {
     pub fn forward_batch(&self, steps: &mut [(u32, &mut KvCache)], logits: &mut Vec<f32>) -> Result<(), ModelError> {
         let mut sequences: Vec<(&[u32], &mut KvCache)> =
             steps.iter_mut().map(|(token, cache)| (std::slice::from_ref(&*token), &mut **cache)).collect();
-        self.forward_sequences(&mut sequences, Logits::Last, None, logits)
+        self.forward_sequences(&mut sequences, Logits::Last, None, None, logits)
     }
 
     /// The forward pass of [`Model::forward_into`] and [`Model::forward_batch`]:
@@ -618,16 +650,15 @@ impl Model {
     /// as rows of one batch, back to back. `Logits::Last` gives the last row of
     /// each sequence, `Logits::All` every row. Nothing is changed when a
     /// sequence does not fit.
-    fn forward_sequences(
+    fn forward_sequences<'b>(
         &self,
-        sequences: &mut [(&[u32], &mut KvCache)],
+        sequences: &mut [(&'b [u32], &'b mut KvCache)],
         which: Logits,
         times: Option<&mut BrickTimes>,
+        verification: Option<&mut Verification>,
         logits: &mut Vec<f32>,
     ) -> Result<(), ModelError> {
-        let mut sw = Stopwatch::start(times);
         let c = &self.config;
-        let (d, kv, hd) = (c.n_embd, c.kv_dim(), c.head_dim);
         if sequences.is_empty() {
             return Err(ModelError::Empty);
         }
@@ -643,133 +674,48 @@ impl Model {
             if p0 + n > cache.capacity() {
                 return Err(ModelError::ContextFull { needed: p0 + n, capacity: cache.capacity() });
             }
+            if cache.layers() != self.layers.len() {
+                return Err(ModelError::KvCache(format!(
+                    "the cache holds {} layers, the model has {}",
+                    cache.layers(),
+                    self.layers.len()
+                )));
+            }
         }
-        let n: usize = sequences.iter().map(|(tokens, _)| tokens.len()).sum();
-        sw.begin(Brick::Embed);
-        sw.stage(Stage::EmbedLookup);
         let mut buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
-        let b = &mut *buffers;
-        let (ff, half) = (c.n_ff, hd / 2);
-        let (x, h, q, attn, o) = (
-            resized(&mut b.x, n, d),
-            resized(&mut b.h, n, d),
-            resized(&mut b.q, n, d),
-            resized(&mut b.attn, n, d),
-            resized(&mut b.o, n, d),
-        );
-        let (k, v, gate, up) = (
-            resized(&mut b.k, n, kv),
-            resized(&mut b.v, n, kv),
-            resized(&mut b.gate, n, ff),
-            resized(&mut b.up, n, ff),
-        );
-        let (cos, sin) = (resized(&mut b.cos, n, half), resized(&mut b.sin, n, half));
-        let all_tokens = sequences.iter().flat_map(|(tokens, _)| tokens.iter());
-        for (&t, row) in all_tokens.zip(x.chunks_exact_mut(d)) {
-            self.embed(t, row)?;
-        }
-        let scale = 1.0 / (hd as f32).sqrt();
-        sw.begin(Brick::Rope);
-        sw.stage(Stage::RopeAngles);
-        let positions = sequences.iter().flat_map(|(tokens, cache)| cache.len()..cache.len() + tokens.len());
-        for (p, (cs, sn)) in positions.zip(cos.chunks_exact_mut(hd / 2).zip(sin.chunks_exact_mut(hd / 2))) {
-            ops::rope_angles(p, hd, c.rope_base, cs, sn);
-        }
-        sw.end();
-
+        let Buffers { x, h, q, k, v, attn, o, gate, up, cos, sin } = &mut *buffers;
+        let p = &self.pipeline;
+        let mut pass = Pass::new(self, sequences, Stopwatch::start(times), verification);
+        let mut hidden = pass.apply(&p.embed, None, (x,))?;
+        let angles = p.rope.angles(&mut pass, cos, sin)?;
         for (li, l) in self.layers.iter().enumerate() {
-            sw.begin(Brick::AttnNorm);
-            sw.stage(Stage::AttnNorm);
-            self.par_zip(h, x, d, &|h, x| norm_rows(h, x, &l.attn_norm, c.rms_eps));
-            sw.begin(Brick::Qkv);
-            sw.stage(Stage::QkvMatmul);
-            self.matmul_group(&[&l.wq, &l.wk, &l.wv], h, &mut [q, k, v]);
-            sw.stage(Stage::QkvBias);
-            self.par_zip(q, &[], d, &|q, _| add_bias(q, &l.bq));
-            add_bias(k, &l.bk);
-            add_bias(v, &l.bv);
-            sw.begin(Brick::Rope);
-            sw.stage(Stage::RopeRotate);
-            for t in 0..n {
-                let (cs, sn) = (&cos[t * hd / 2..][..hd / 2], &sin[t * hd / 2..][..hd / 2]);
-                self.kernels.rope_neox(&mut q[t * d..][..d], hd, cs, sn);
-                self.kernels.rope_neox(&mut k[t * kv..][..kv], hd, cs, sn);
-            }
-            sw.begin(Brick::Attention);
-            sw.stage(Stage::KvWrite);
-            let mut row = 0;
-            for (tokens, cache) in sequences.iter_mut() {
-                let rows = row..row + tokens.len();
-                cache.write(li, cache.len(), &k[rows.start * kv..rows.end * kv], &v[rows.start * kv..rows.end * kv])?;
-                row = rows.end;
-            }
-            sw.stage(Stage::Attend);
-            let mut row = 0;
-            for (tokens, cache) in sequences.iter() {
-                let rows = row * d..(row + tokens.len()) * d;
-                self.attend_all(&q[rows.clone()], cache, li, cache.len(), scale, &mut attn[rows]);
-                row += tokens.len();
-            }
-            sw.begin(Brick::OProj);
-            sw.stage(Stage::OMatmul);
-            self.matmul(&l.wo, attn, o);
-            sw.stage(Stage::OResidual);
-            self.par_zip(x, o, d, &add_into);
-            sw.end();
-
+            let normed = pass.apply(&p.attn_norm, Some(li), (hidden.view(), &l.attn_norm[..], &mut *h))?;
+            let projections = pass.apply(&p.qkv, Some(li), (normed, l, &mut *q, &mut *k, &mut *v))?;
+            let rotated = pass.apply(&p.rope, Some(li), (projections, angles))?;
+            let mixed = pass.apply(&p.attention, Some(li), (rotated, li, &mut *attn))?;
+            hidden = pass.apply(&p.o_proj, Some(li), (mixed, &l.wo, &mut *o, hidden))?;
+            pass.watch.end();
             // As llama.cpp does, the last layer's feed-forward runs only on the
             // rows whose logits are wanted (the batch size picks its kernels):
             // with `Logits::Last`, each sequence's last row, moved to the front.
-            let m = match li + 1 == self.layers.len() && which == Logits::Last {
-                true => keep_last_rows(x, d, sequences),
-                false => n,
-            };
-            let (xs, h, o) = (&mut x[..m * d], &mut h[..m * d], &mut o[..m * d]);
-            let (gate, up) = (&mut gate[..m * ff], &mut up[..m * ff]);
-            sw.begin(Brick::FfnNorm);
-            sw.stage(Stage::FfnNorm);
-            self.par_zip(h, xs, d, &|h, x| norm_rows(h, x, &l.ffn_norm, c.rms_eps));
-            sw.begin(Brick::Ffn);
-            sw.stage(Stage::GateUp);
-            self.matmul_group(&[&l.w_gate, &l.w_up], h, &mut [gate, up]);
-            sw.stage(Stage::Swiglu);
-            self.par_zip(gate, up, ff, &|g, u| self.kernels.swiglu(g, u, ff));
-            sw.stage(Stage::Down);
-            self.matmul(&l.w_down, gate, o);
-            sw.stage(Stage::FfnResidual);
-            self.par_zip(xs, o, d, &add_into);
-            sw.end();
+            if li + 1 == self.layers.len() && which == Logits::Last {
+                hidden = pass.keep_last_rows(hidden);
+            }
+            let normed = pass.apply(&p.ffn_norm, Some(li), (hidden.view(), &l.ffn_norm[..], &mut *h))?;
+            hidden = pass.apply(&p.ffn, Some(li), (normed, l, &mut *gate, &mut *up, &mut *o, hidden))?;
+            pass.watch.end();
         }
-        for (tokens, cache) in sequences.iter_mut() {
+        if which == Logits::Last && pass.rows != pass.sequences.len() {
+            hidden = pass.keep_last_rows(hidden);
+        }
+        for (tokens, cache) in pass.sequences.iter_mut() {
             cache.advance(tokens.len());
         }
-
-        let rows: &mut [f32] = match which {
-            Logits::Last => &mut x[..sequences.len() * d],
-            Logits::All => x,
-        };
-        sw.begin(Brick::OutputNorm);
-        sw.stage(Stage::OutputNorm);
-        rows.chunks_exact_mut(d).for_each(|r| ops::rms_norm(r, &self.output_norm, c.rms_eps));
-        sw.begin(Brick::LmHead);
-        sw.stage(Stage::Logits);
-        logits.resize(rows.len() / d * c.vocab_size, 0.0);
-        self.matmul(&self.lm_head, rows, logits);
-        sw.finish();
+        let normed = pass.apply(&p.output_norm, None, (hidden, &self.output_norm[..]))?;
+        pass.apply(&p.lm_head, None, (normed, logits))?;
+        pass.watch.finish();
         Ok(())
     }
-}
-
-/// Moves each sequence's last row of `x` (rows of `d`) to row `i` for the
-/// `i`-th sequence, and returns how many rows that is.
-fn keep_last_rows(x: &mut [f32], d: usize, sequences: &[(&[u32], &mut KvCache)]) -> usize {
-    let mut end = 0;
-    for (i, (tokens, _)) in sequences.iter().enumerate() {
-        end += tokens.len();
-        // Row end - 1 >= i: every row moved is read before it is written over.
-        x.copy_within((end - 1) * d..end * d, i * d);
-    }
-    sequences.len()
 }
 
 /// A matrix's work units: `count` units of `bytes` bytes each.
@@ -830,13 +776,6 @@ fn pack_all(file: &TensorFile, matrices: &mut [&mut Matrix], threads: usize) -> 
         }
         mine
     })
-}
-
-/// `buffer` resized to `n` rows of `len` values (their contents are stale:
-/// every stage writes its whole output).
-fn resized(buffer: &mut Vec<f32>, n: usize, len: usize) -> &mut [f32] {
-    buffer.resize(n * len, 0.0);
-    buffer
 }
 
 /// `out` = RMSNorm of each row of `x` (rows as long as `weight`).

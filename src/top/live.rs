@@ -8,7 +8,6 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
 use crate::bench::bricks::BrickBudget;
 use crate::bench::roofline::HostProbe;
@@ -68,41 +67,8 @@ impl TokenBudget {
     }
 }
 
-/// Why a brick-checked decode stopped.
-#[derive(Debug, Error)]
-pub enum BrickError {
-    /// Strict mode: a brick took longer than its budget.
-    #[error(
-        "brick {brick} exceeded its budget at token {token}: expected ≤ {budget} µs, actual {actual} µs ({gap:.2}× budget); hint: {hint}",
-        budget = us(*budget_us),
-        actual = us(*actual_us),
-        gap = actual_us / budget_us
-    )]
-    BudgetExceeded {
-        /// The brick.
-        brick: String,
-        /// The token's index.
-        token: u64,
-        /// Its budget, µs.
-        budget_us: f64,
-        /// Its measured time, µs.
-        actual_us: f64,
-        /// What bounds the brick and how far it is from that bound.
-        hint: String,
-    },
-    /// The forward pass failed.
-    #[error(transparent)]
-    Model(#[from] ModelError),
-}
-
-/// A time in µs with three significant digits or one decimal, whichever shows more.
-fn us(x: f64) -> String {
-    if x.abs() >= 100.0 {
-        format!("{x:.1}")
-    } else {
-        format!("{x:.3}")
-    }
-}
+use crate::model::contract::micros as us;
+pub use crate::model::BrickError;
 
 /// A count with an SI prefix: 1792 → "1.79 k", 3000000 → "3.00 M".
 fn si(n: u64) -> String {

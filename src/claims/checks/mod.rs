@@ -7,6 +7,7 @@
 pub mod agreement;
 pub mod apr;
 pub mod bricks;
+pub mod contract;
 pub mod exports;
 pub mod judge;
 pub mod kv_pages;
@@ -19,6 +20,7 @@ pub mod serving;
 #[cfg(test)]
 mod tests;
 pub mod top;
+pub mod wiring;
 
 use serde::de::DeserializeOwned;
 use toml::Table;
@@ -93,6 +95,8 @@ impl Registry {
         kinds.extend(layout::kinds());
         kinds.extend(meta::kinds());
         kinds.extend(bricks::kinds());
+        kinds.extend(contract::kinds());
+        kinds.extend(wiring::kinds());
         kinds.extend(exports::kinds());
         kinds.extend(top::kinds());
         kinds.extend(serving::kinds());
