@@ -349,3 +349,87 @@ fn a_batched_step_that_does_not_fit_changes_no_cache() {
     assert_eq!((a.len(), full.len()), (0, 2));
     assert!(matches!(m.forward_batch(&mut [], &mut logits), Err(ModelError::Empty)));
 }
+
+#[test]
+fn bricks_refuse_bad_input_and_never_panic_on_thousands_of_seeded_cases() {
+    use super::probe::{ending, run_case, Case, Ending};
+    let m = tied_model();
+    let mut rng = SplitMix64(2006);
+    let mut by_variant = std::collections::BTreeMap::new();
+    for _ in 0..3000 {
+        let case = Case::draw(&mut rng);
+        let end = ending(&|c| run_case(&m, c), &case);
+        let want = case.defect.expected();
+        match (&end, want) {
+            (Ending::Ran, None) => {}
+            (Ending::Refused { variant }, Some(w)) if variant == w => *by_variant.entry(w).or_insert(0) += 1,
+            _ => panic!("{case:?} ended {end:?}, expected {want:?}"),
+        }
+    }
+    assert_eq!(by_variant.keys().copied().collect::<Vec<_>>(), ["empty", "model", "non_finite", "shape"]);
+}
+
+#[test]
+fn every_brick_error_variant_but_the_budget_is_produced_here() {
+    use super::probe::{run_case, Case, Defect};
+    // BudgetExceeded comes from strict mode: top::live's tests produce it.
+    let m = tied_model();
+    let case = |brick, defect| run_case(&m, &Case { brick, rows: 2, tensor: 1, defect }).unwrap_err();
+    let shape = case(Brick::Attention, Defect::Short { by: 3 });
+    assert!(matches!(shape, BrickError::Shape { brick: "attention", tensor: "rotated_key", .. }), "{shape}");
+    let empty = case(Brick::LmHead, Defect::Empty);
+    assert!(matches!(empty, BrickError::Empty { brick: "lm_head", .. }), "{empty}");
+    let nan = case(Brick::Ffn, Defect::Nan);
+    assert!(matches!(nan, BrickError::NonFinite { brick: "ffn", tensor: "hidden", .. }), "{nan}");
+    let token = case(Brick::Embed, Defect::BadToken);
+    assert!(matches!(token, BrickError::Model(ModelError::TokenOutOfRange { id: 48, .. })), "{token}");
+    let produced = [&shape, &empty, &nan, &token].map(|e| e.variant());
+    let left: Vec<_> = BrickError::VARIANTS.iter().filter(|v| !produced.contains(v)).collect();
+    assert_eq!(left, [&"budget_exceeded"]);
+}
+
+#[test]
+fn a_verified_pass_evaluates_every_assertion_and_changes_no_logit() {
+    let m = tied_model();
+    let tokens = [3, 1, 4, 1, 5];
+    let plain = m.forward(&tokens, &mut m.new_cache(8), Logits::All).unwrap();
+    // A host so slow that every budget holds: only a broken assertion can fail.
+    let slow = Roofline { read_gb_s: 1e-9, int8_gops: 1e-9, f32_gflops: 1e-9 };
+    let mut v = Verification::keeping_outputs(slow, 1.5);
+    let mut logits = Vec::new();
+    m.forward_verified(&tokens, &mut m.new_cache(8), Logits::All, &mut v, &mut logits).unwrap();
+    assert_eq!(logits, plain);
+    assert!(v.failures.is_empty(), "{:?}", v.failures);
+    let per_pass: usize =
+        m.bricks().iter().map(|b| b.assertions().len() * if b.id().per_layer() { 2 } else { 1 }).sum();
+    assert_eq!((v.runs, v.evaluated), (3 + 7 * 2, per_pass));
+    assert_eq!(v.first_seen.iter().map(|(b, _)| *b).collect::<Vec<_>>(), Brick::ALL);
+    let head = v.outputs.unwrap().pop().unwrap();
+    assert_eq!((head.brick, head.values), (Brick::LmHead, plain));
+}
+
+#[test]
+fn the_registry_is_the_pass_order_with_unique_names_and_broken_runs_are_reported() {
+    use super::contract::{Observation, Seen};
+    let m = tied_model();
+    let ids: Vec<Brick> = m.bricks().iter().map(|b| b.id()).collect();
+    assert_eq!(ids, Brick::ALL);
+    let qkv = m.bricks()[2];
+    let seen = |tensor: &str, len, width, non_finite| Seen { tensor: tensor.into(), len, width, non_finite };
+    let run = Observation {
+        rows: 2,
+        tensors: vec![
+            seen("normed", 128, 64, 0),
+            seen("query", 128, 64, 1),
+            seen("key", 64, 32, 0),
+            seen("value", 60, 32, 0),
+        ],
+        elapsed_us: 10.0,
+        budget_us: 5.0,
+    };
+    let failed: Vec<String> = qkv.verify(&run).iter().map(|f| f.assertion.describe()).collect();
+    assert_eq!(
+        failed,
+        ["query is finite", "value has one row of 32 values per row of the pass", "the run is within its budget"]
+    );
+}

@@ -489,3 +489,6 @@ impl Check for BrickDeterminism {
         Ok(judge_determinism(&first, &repeats, model.threads()))
     }
 }
+
+#[cfg(test)]
+pub(super) mod audit;

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use super::judge::{self, Quantity};
-use super::{agreement, apr, bricks, exports, layout, meta, perf, reference, resources, serving, top, Registry};
+use super::{
+    agreement, apr, bricks, contract, exports, layout, meta, perf, reference, resources, serving, top, Registry,
+};
 use crate::bench::{BenchResult, Comparison, Protocol, Series};
 use crate::claims::{Outcome, Verdict};
 use crate::provenance::Provenance;
@@ -294,6 +296,17 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
         ("apr_version", apr::audit::version),
         ("apr_preserved", apr::audit::preserved),
         ("apr_parity", apr::audit::parity),
+        ("brick_registry", contract::audit::assertions),
+        ("brick_registry", contract::audit::verify),
+        ("brick_registry", contract::audit::budgets),
+        ("brick_registry", contract::audit::names),
+        ("brick_cases", contract::audit::no_panic),
+        ("brick_cases", contract::audit::shape_errors),
+        ("brick_errors", contract::audit::errors),
+        ("brick_reference", contract::audit::reference),
+        ("brick_determinism", contract::audit::determinism),
+        ("brick_wiring", contract::audit::wiring),
+        ("brick_send_sync", contract::audit::send_sync),
         ("bench", || {
             let p = bench_params("decode_ratio", ">=", 2.0);
             (
