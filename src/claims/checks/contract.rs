@@ -408,7 +408,7 @@ pub fn judge_reference(fast: &[BrickOutput], reference: &[BrickOutput], toleranc
         let d = relative_difference(&a.values, &b.values);
         worst = worst.max(d);
         exact += usize::from(a.values.iter().map(|x| x.to_bits()).eq(b.values.iter().map(|x| x.to_bits())));
-        if !(d <= tolerance) || a.brick != b.brick {
+        if d.is_nan() || d > tolerance || a.brick != b.brick {
             let at = a.layer.map_or(String::new(), |l| format!(" (layer {l})"));
             violations.push(format!("brick {}{at}: relative difference {d:.3e} > {tolerance:e}", a.brick.name()));
         }
