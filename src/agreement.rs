@@ -478,10 +478,6 @@ pub struct KlDivergence {
     pub worst: (usize, usize),
     /// Positions where both distributions have the same most likely token.
     pub same_top1: usize,
-    /// Perplexity of the text's next tokens over these positions by llama.cpp's stored distributions.
-    pub ppl_llama: f64,
-    /// The same by the engine's.
-    pub ppl_ours: f64,
 }
 
 impl KlDivergence {
@@ -533,7 +529,6 @@ pub fn kl_of<R: Read>(
 ) -> Result<KlDivergence, AgreementError> {
     let (vocab, ctx, first) = (base.n_vocab, base.n_ctx, base.first_scored());
     let (mut values, mut worst, mut worst_kl, mut same_top1) = (Vec::new(), (0, 0), f64::NEG_INFINITY, 0);
-    let (mut nll_llama, mut nll_ours) = (0.0f64, 0.0f64);
     for c in 0..base.n_chunk {
         let rows = base.next_chunk()?;
         let mut input = base.chunk_tokens(c).to_vec();
@@ -559,9 +554,6 @@ pub fn kl_of<R: Read>(
             // llama.cpp's top-1: the first of the largest stored entries.
             let top = p.q.iter().copied().max().unwrap_or(0);
             same_top1 += usize::from(p.q.iter().position(|&q| q == top) == Some(argmax(row) as usize));
-            let next = input[pos + 1] as usize;
-            nll_llama -= p.log_prob(next);
-            nll_ours += log_sum_exp(row) - f64::from(row[next]);
         }
     }
     let n = values.len().max(1) as f64;
@@ -576,8 +568,6 @@ pub fn kl_of<R: Read>(
         values,
         worst,
         same_top1,
-        ppl_llama: (nll_llama / n).exp(),
-        ppl_ours: (nll_ours / n).exp(),
     })
 }
 
@@ -737,8 +727,8 @@ mod tests {
         assert_eq!((r.positions(), r.chunks, r.worst), (4, 2, (1, 3)));
         assert!(r.values[0].abs() < 1e-6 && r.values[2] > 0.5, "{:?}", r.values);
         assert!((r.mean - r.values.iter().sum::<f64>() / 4.0).abs() < 1e-12 && r.max == r.values[2]);
-        // Uniform rows: both perplexities are the vocabulary size on the uniform positions.
-        assert!((r.ppl_ours - 3.0).abs() < 1e-9);
+        // Uniform logits pick token 0; llama.cpp's top-1 is token 0 on every row.
+        assert_eq!(r.same_top1, 4);
         // NaN logits are no distribution: an infinite divergence, not a NaN that reads as unmeasured.
         let mut base = KlBase::read(Cursor::new(&bytes[..]), bytes.len() as u64).unwrap();
         let r = kl_of(&mut base, None, |_| Ok(vec![f32::NAN; ctx * vocab])).unwrap();
