@@ -436,6 +436,27 @@ mod tests {
         assert!(positive.contains("largest log-probability decodes to"), "{positive}");
     }
 
+    /// Reads every chunk of `bytes` (told its true length, or a wrong one), stopping at the first error.
+    fn read_all(bytes: &[u8], len: u64) -> Result<usize, KlBaseError> {
+        let mut base = KlBase::read(Cursor::new(bytes), len)?;
+        (0..base.n_chunk).try_fold(0, |n, _| Ok(n + base.next_chunk()?.len()))
+    }
+
+    #[test]
+    fn no_corruption_or_cut_panics() {
+        let (_, _, bytes) = sample();
+        assert_eq!(read_all(&bytes, bytes.len() as u64).unwrap(), 6);
+        for i in 0..bytes.len() {
+            for v in [0x00, 0x7f, 0x80, 0xff] {
+                let mut b = bytes.clone();
+                b[i] = v;
+                let _ = read_all(&b, b.len() as u64);
+            }
+            let _ = read_all(&bytes[..i], i as u64);
+            let _ = read_all(&bytes[..i], bytes.len() as u64);
+        }
+    }
+
     #[test]
     fn a_missing_file_is_an_io_error() {
         let err = KlBase::open(std::path::Path::new("/nonexistent/kl-base.bin")).unwrap_err();
