@@ -1,15 +1,18 @@
 //! Agreement of the engine with llama.cpp on a real model: tokenization,
-//! teacher-forced next-token choice, greedy text and KV-cache consistency.
+//! teacher-forced next-token choice, greedy text, full next-token
+//! distributions (KL divergence) and KV-cache consistency.
 //! Each function measures and reports; the caller (the agreement tests, the
 //! claims) decides against its threshold. The comparisons themselves are
 //! functions of their inputs (ids, texts, logits, a forward pass given as a
 //! closure), so the falsifiability audit runs the same code on a broken
 //! subject without the model or llama.cpp.
 
+use std::io::Read;
 use std::path::Path;
 
 use serde::Serialize;
 
+use crate::baseline::kl_base::{KlBase, KlBaseError, LogProbRow};
 use crate::baseline::llama_cpp::{LlamaCpp, LlamaServer, TokenProbs};
 use crate::baseline::BaselineError;
 use crate::engine::{self, GenerateOptions};
@@ -27,6 +30,9 @@ pub enum AgreementError {
     /// llama.cpp failed.
     #[error(transparent)]
     Baseline(#[from] BaselineError),
+    /// llama-perplexity's distribution file is unreadable.
+    #[error("llama-perplexity --kl-divergence-base file: {0}")]
+    KlBase(#[from] KlBaseError),
     /// llama.cpp's answer cannot be compared.
     #[error("{0}")]
     Reference(String),
@@ -448,6 +454,123 @@ pub fn perplexity(model: &Model, tokens: &[u32], ctx: usize) -> Result<f64, Agre
     Ok((nll / count as f64).exp())
 }
 
+/// Log-probabilities at or below this are not summed: llama-perplexity's
+/// file clips everything more than 16 nats below a row's maximum, and its own
+/// `--kl-divergence` sums over the same tokens.
+pub const KL_LOG_PROB_FLOOR: f64 = -16.0;
+
+/// KL(P_llama.cpp ‖ P_engine) at every position llama-perplexity scored.
+#[derive(Debug, Clone, Serialize)]
+pub struct KlDivergence {
+    /// Chunk length, tokens.
+    pub n_ctx: usize,
+    /// Chunks compared.
+    pub chunks: usize,
+    /// KL at each position, nats, chunk by chunk.
+    pub values: Vec<f64>,
+    /// Mean KL, nats.
+    pub mean: f64,
+    /// 99th percentile, nats.
+    pub p99: f64,
+    /// Largest, nats.
+    pub max: f64,
+    /// Chunk and position of the largest.
+    pub worst: (usize, usize),
+    /// Positions where both distributions have the same most likely token.
+    pub same_top1: usize,
+}
+
+impl KlDivergence {
+    /// Positions compared.
+    pub fn positions(&self) -> usize {
+        self.values.len()
+    }
+}
+
+/// KL(P ‖ Q) in nats, in f64, of llama.cpp's stored distribution `p` and
+/// the engine's `logits` (Q = their softmax), summed over the tokens whose
+/// stored log-probability is above [`KL_LOG_PROB_FLOOR`], as llama.cpp's own
+/// `--kl-divergence` sums it.
+pub fn position_kl(p: &LogProbRow, logits: &[f32]) -> f64 {
+    let log_z = log_sum_exp(logits);
+    (0..logits.len())
+        .map(|i| (p.log_prob(i), f64::from(logits[i]) - log_z))
+        .filter(|&(lp, _)| lp > KL_LOG_PROB_FLOOR)
+        .map(|(lp, lq)| lp.exp() * (lp - lq))
+        .sum()
+}
+
+/// Scores the engine (its default kernels and sum order, one forward pass
+/// per chunk from an empty cache, logits at every position) at the positions
+/// llama-perplexity wrote to `base`, on the tokens read from the file itself;
+/// each chunk's first token becomes `bos` when the model adds one, as
+/// llama-perplexity does.
+pub fn kl_divergence<R: Read>(
+    model: &Model,
+    bos: Option<u32>,
+    base: &mut KlBase<R>,
+) -> Result<KlDivergence, AgreementError> {
+    let vocab = model.config.vocab_size;
+    if base.n_vocab != vocab {
+        return Err(AgreementError::Reference(format!(
+            "llama-perplexity's distributions have {} entries, the model's vocabulary {vocab}",
+            base.n_vocab
+        )));
+    }
+    kl_of(base, bos, |chunk| Ok(model.forward(chunk, &mut model.new_cache(chunk.len()), Logits::All)?))
+}
+
+/// [`kl_divergence`] of any forward pass: `forward(chunk)` gives the logits
+/// of every position of `chunk` (`n_vocab` each) from an empty cache.
+pub fn kl_of<R: Read>(
+    base: &mut KlBase<R>,
+    bos: Option<u32>,
+    mut forward: impl FnMut(&[u32]) -> Result<Vec<f32>, AgreementError>,
+) -> Result<KlDivergence, AgreementError> {
+    let (vocab, ctx, first) = (base.n_vocab, base.n_ctx, base.first_scored());
+    let (mut values, mut worst, mut worst_kl, mut same_top1) = (Vec::new(), (0, 0), f64::NEG_INFINITY, 0);
+    for c in 0..base.n_chunk {
+        let rows = base.next_chunk()?;
+        let mut input = base.chunk_tokens(c).to_vec();
+        if let Some(b) = bos {
+            input[0] = b;
+        }
+        let logits = forward(&input)?;
+        if logits.len() != ctx * vocab {
+            return Err(AgreementError::Reference(format!(
+                "the forward pass gave {} logits for {ctx} positions of {vocab}",
+                logits.len()
+            )));
+        }
+        for (r, p) in rows.iter().enumerate() {
+            let pos = first + r;
+            let row = &logits[pos * vocab..(pos + 1) * vocab];
+            // NaN logits give a NaN sum: no distribution at all, the farthest from llama.cpp's.
+            let kl = Some(position_kl(p, row)).filter(|k| !k.is_nan()).unwrap_or(f64::INFINITY);
+            if kl > worst_kl {
+                (worst, worst_kl) = ((c, pos), kl);
+            }
+            values.push(kl);
+            // llama.cpp's top-1: the first of the largest stored entries.
+            let top = p.q.iter().copied().max().unwrap_or(0);
+            same_top1 += usize::from(p.q.iter().position(|&q| q == top) == Some(argmax(row) as usize));
+        }
+    }
+    let n = values.len().max(1) as f64;
+    let mut sorted = values.clone();
+    sorted.sort_by(f64::total_cmp);
+    Ok(KlDivergence {
+        n_ctx: ctx,
+        chunks: base.n_chunk,
+        mean: values.iter().sum::<f64>() / n,
+        p99: if sorted.is_empty() { f64::NAN } else { crate::stats::quantile_sorted(&sorted, 0.99) },
+        max: worst_kl,
+        values,
+        worst,
+        same_top1,
+    })
+}
+
 /// Top-1 agreement between two runs of the same sequences through `model`,
 /// once with each KV cache element type.
 #[derive(Debug, Clone, Serialize)]
@@ -564,4 +687,55 @@ pub fn non_finite_of(
         }
     }
     Ok(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{kl_of, position_kl, AgreementError};
+    use crate::baseline::kl_base::{encode, KlBase, LogProbRow};
+    use std::io::Cursor;
+
+    #[test]
+    fn position_kl_is_the_hand_computed_divergence() {
+        // P = (1/2, 1/2), Q = (3/4, 1/4): ½ ln(2/3) + ½ ln 2.
+        let p = LogProbRow::quantize(&[0.0, 0.0]);
+        let kl = position_kl(&p, &[3f32.ln(), 0.0]);
+        assert!((kl - (0.5 * (2.0f64 / 3.0).ln() + 0.5 * 2f64.ln())).abs() < 1e-6, "{kl}");
+        let logits = [1.5f32, -0.25, 3.0, 0.0, -2.0];
+        assert!(position_kl(&LogProbRow::quantize(&logits), &logits).abs() < 1e-4);
+        // A token clipped in llama.cpp's file is left out of the sum, however Q weighs it.
+        let clipped = LogProbRow::quantize(&[0.0, -30.0]);
+        assert!(position_kl(&clipped, &[0.0, -30.0]).abs() < 1e-6);
+    }
+
+    #[test]
+    fn kl_of_feeds_the_file_tokens_with_bos_and_scores_the_second_half() {
+        let (ctx, vocab) = (6, 3);
+        let tokens: Vec<u32> = vec![1, 2, 0, 1, 2, 0, 2, 2, 1, 0, 0, 1];
+        // Rows for positions 3 and 4 of each chunk; position 3 of chunk 1 is far from uniform.
+        let rows =
+            [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [5.0, 0.0, 0.0], [0.0, 0.0, 0.0]].map(|l| LogProbRow::quantize(&l));
+        let bytes = encode(ctx, vocab, &tokens, &rows);
+        let mut base = KlBase::read(Cursor::new(&bytes[..]), bytes.len() as u64).unwrap();
+        let mut seen = Vec::new();
+        let r = kl_of(&mut base, Some(2), |chunk| {
+            seen.push(chunk.to_vec());
+            Ok(vec![0.0; ctx * vocab])
+        })
+        .unwrap();
+        assert_eq!(seen, [vec![2, 2, 0, 1, 2, 0], vec![2, 2, 1, 0, 0, 1]]);
+        assert_eq!((r.positions(), r.chunks, r.worst), (4, 2, (1, 3)));
+        assert!(r.values[0].abs() < 1e-6 && r.values[2] > 0.5, "{:?}", r.values);
+        assert!((r.mean - r.values.iter().sum::<f64>() / 4.0).abs() < 1e-12 && r.max == r.values[2]);
+        // Uniform logits pick token 0; llama.cpp's top-1 is token 0 on every row.
+        assert_eq!(r.same_top1, 4);
+        // NaN logits are no distribution: an infinite divergence, not a NaN that reads as unmeasured.
+        let mut base = KlBase::read(Cursor::new(&bytes[..]), bytes.len() as u64).unwrap();
+        let r = kl_of(&mut base, None, |_| Ok(vec![f32::NAN; ctx * vocab])).unwrap();
+        assert_eq!(r.mean, f64::INFINITY);
+        // A forward pass of the wrong width is an error.
+        let mut base = KlBase::read(Cursor::new(&bytes[..]), bytes.len() as u64).unwrap();
+        let err = kl_of(&mut base, None, |_| Ok(vec![0.0; 5])).unwrap_err();
+        assert!(matches!(err, AgreementError::Reference(m) if m.contains("5 logits for 6 positions")));
+    }
 }

@@ -1,5 +1,6 @@
 //! Agreement with llama.cpp on the real models: tokenization, teacher-forced
-//! next-token choice, greedy text, KV cache, and a killed server. Run with
+//! next-token choice, full next-token distributions (KL divergence), greedy
+//! text, KV cache, and a killed server. Run with
 //! `make agree` (`cargo test --release --test agreement`). A trial whose model
 //! or llama.cpp build is absent is reported as ignored, with the reason in its
 //! kind and on stderr: never as a pass.
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use falsify::agreement;
+use falsify::baseline::kl_base::KlBase;
 use falsify::baseline::llama_cpp::{LlamaCpp, LlamaServer};
 use falsify::gguf::GgufFile;
 use falsify::model::{KvType, Model};
@@ -66,6 +68,32 @@ fn round_trip(model: &Path) -> Result<(), Failed> {
     match bad.first() {
         None => Ok(()),
         Some(first) => Err(format!("{} strings do not round-trip, e.g. {first:?}", bad.len()).into()),
+    }
+}
+
+/// F054: mean KL(llama.cpp ‖ engine) of the full next-token distribution, on
+/// llama-perplexity's --kl-divergence-base file, below 0.01 nats.
+fn kl_divergence(model: &Path, llama: &LlamaCpp) -> Result<(), Failed> {
+    let (m, tok) = load(model)?;
+    let dir = tempfile::tempdir().map_err(fail)?;
+    let file = dir.path().join("kl-base.bin");
+    let text = root().join("tests/fixtures/perplexity.txt");
+    llama.kl_divergence_base(model, &text, 128, None, THREADS, &file).map_err(fail)?;
+    let mut base = KlBase::open(&file).map_err(fail)?;
+    let r = agreement::kl_divergence(&m, tok.add_bos, &mut base).map_err(fail)?;
+    eprintln!(
+        "KL(llama.cpp ‖ falsify) over {} positions: mean {:.6}, p99 {:.6}, max {:.6} nats; same top-1 {}/{}",
+        r.positions(),
+        r.mean,
+        r.p99,
+        r.max,
+        r.same_top1,
+        r.positions()
+    );
+    if r.mean < 0.01 {
+        Ok(())
+    } else {
+        Err(format!("mean KL {:.6} nats is not below 0.01", r.mean).into())
     }
 }
 
@@ -258,6 +286,7 @@ fn main() {
                 long_pretokens(&m, &l)
             }));
             trials.push(trial("teacher_forced_top1_0.5b", &both, |(m, l)| teacher_forced(&m, &l)));
+            trials.push(trial("kl_divergence_below_0.01_0.5b", &both, |(m, l)| kl_divergence(&m, &l)));
             trials.push(trial("llama_server_killed_mid_run_is_a_clean_error", &both, |(m, l)| {
                 server_killed_mid_run(&m, &l)
             }));

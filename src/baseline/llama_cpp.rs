@@ -128,6 +128,41 @@ impl LlamaCpp {
         parse_perplexity(&all)
     }
 
+    /// Runs `llama-perplexity` over `text` in `ctx`-token chunks (the first
+    /// `chunks` of them, or all) with `--kl-divergence-base out`: it writes
+    /// its full next-token distribution at every scored position to `out`
+    /// (read by [`super::kl_base::KlBase`]).
+    pub fn kl_divergence_base(
+        &self,
+        model: &Path,
+        text: &Path,
+        ctx: usize,
+        chunks: Option<usize>,
+        threads: usize,
+        out: &Path,
+    ) -> Result<(), BaselineError> {
+        let bin = self.binary("llama-perplexity")?;
+        let mut args = [
+            "-m",
+            &model.display().to_string(),
+            "-f",
+            &text.display().to_string(),
+            "-c",
+            &ctx.to_string(),
+            "-t",
+            &threads.to_string(),
+            "--kl-divergence-base",
+            &out.display().to_string(),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        if let Some(n) = chunks {
+            args.extend(["--chunks".to_owned(), n.to_string()]);
+        }
+        run_with_timeout_both(&bin, &args, Duration::from_secs(900))?;
+        Ok(())
+    }
+
     /// Greedy continuation of `prompt` by `llama-completion --temp 0`: the text
     /// it prints (without the prompt). It may end early at end-of-generation.
     pub fn complete_greedy(

@@ -1,5 +1,6 @@
 //! External engines the embedded one is compared with, run as real processes.
 
+pub mod kl_base;
 pub mod llama_cpp;
 pub mod ollama;
 pub mod recorded;

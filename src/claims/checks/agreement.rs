@@ -1,5 +1,6 @@
 //! Correctness checks on the real models: agreement with llama.cpp (tokens,
-//! teacher-forced top-1, greedy text, chat template, perplexity) and the
+//! teacher-forced top-1, greedy text, chat template, perplexity, KL divergence
+//! of the full next-token distribution) and the
 //! engine's own consistency (KV cache, fast vs scalar kernels, reduced-precision
 //! KV, causal mask, finite logits, reproducibility).
 
@@ -8,6 +9,8 @@ use serde::Deserialize;
 use super::judge::{self, Quantity};
 use super::{kind, Check, Kind};
 use crate::agreement;
+use crate::baseline::kl_base::KlBase;
+use crate::baseline::BaselineError;
 use crate::claims::{BaselineValue, Context, Outcome, Unmet};
 use crate::engine::{self, GenerateOptions};
 use crate::model::KvType;
@@ -25,6 +28,7 @@ pub fn kinds() -> Vec<Kind> {
         kind::<GreedyText>(),
         kind::<ChatTemplate>(),
         kind::<Perplexity>(),
+        kind::<KlDivergence>(),
         kind::<KvConsistency>(),
         kind::<FastVsReference>(),
         kind::<KvPrecision>(),
@@ -261,6 +265,85 @@ impl Check for Perplexity {
         let tokens = loaded.tokenizer.encode(&text, false);
         let ours = agreement::perplexity(&loaded.model, &tokens, p.ctx).map_err(map_err)?;
         Ok(judge_perplexity(p, ours, theirs, llama.provenance()))
+    }
+}
+
+/// Parameters of `kl_divergence`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KlParams {
+    /// Model size.
+    pub model: String,
+    /// Chunk length, tokens (llama-perplexity's `-c`).
+    pub ctx: usize,
+    /// Text file under tests/fixtures/.
+    pub text: String,
+    /// Chunks to score (llama-perplexity's `--chunks`; default: every whole chunk of the text).
+    #[serde(default)]
+    pub chunks: Option<usize>,
+    /// The mean KL must stay below this, nats.
+    pub threshold: f64,
+}
+
+/// Judges the KL divergence of the engine's next-token distributions from
+/// llama.cpp's: its mean (with a bootstrap CI over positions) below the threshold.
+pub fn judge_kl(p: &KlParams, r: &agreement::KlDivergence, provenance: Option<String>) -> Outcome {
+    let mut q = Quantity::new("mean_kl_divergence", "nats", r.mean);
+    q.n = r.positions();
+    q.ci = judge::bootstrap(&r.values, |xs| xs.iter().sum::<f64>() / xs.len() as f64);
+    let build = provenance
+        .as_deref()
+        .and_then(|t| t.lines().find(|l| l.trim_start().starts_with("version")))
+        .map(|l| format!(" ({})", l.trim()))
+        .unwrap_or_default();
+    let q = q
+        .detail(format!(
+            "KL(llama.cpp ‖ falsify) over {} positions (the second half of {} chunks of {} tokens): mean {:.6}, \
+             p99 {:.6}, max {:.6} nats (max at chunk {}, position {})",
+            r.positions(),
+            r.chunks,
+            r.n_ctx,
+            r.mean,
+            r.p99,
+            r.max,
+            r.worst.0,
+            r.worst.1
+        ))
+        .detail(format!(
+            "llama.cpp's distributions: llama-perplexity --kl-divergence-base{build} (its log-softmax of every \
+             token, 16-bit quantized per row; tokens below −16 nats clipped and left out of the sum, as its own \
+             --kl-divergence does); ours: Model::load with its default kernels and sum order, logits at every position"
+        ))
+        .detail(format!("same top-1 token at {}/{} positions", r.same_top1, r.positions()));
+    judge::quantity(q, Op::Lt, p.threshold)
+}
+
+/// `kl_divergence`: mean KL(llama.cpp ‖ engine) of the full next-token distribution below a threshold.
+pub struct KlDivergence;
+
+impl Check for KlDivergence {
+    const NAME: &'static str = "kl_divergence";
+    const DOC: &'static str = "mean KL divergence from llama-perplexity's full next-token distributions \
+         (--kl-divergence-base) to the engine's, over the same tokens and positions, below a threshold";
+    const PARAMS: &'static str = "model, ctx, text (under tests/fixtures), chunks (default all), threshold (nats)";
+    type Params = KlParams;
+
+    fn run(p: &KlParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let llama = cx.llama()?;
+        let text = cx.fixture(&p.text);
+        let threads = cx.settings.threads;
+        let path = cx.model_path(&p.model)?;
+        let dir = tempfile::tempdir().map_err(|e| Unmet::Failed(format!("a temporary directory: {e}")))?;
+        let file = dir.path().join("kl-base.bin");
+        cx.say("KL divergence: llama-perplexity --kl-divergence-base, then the engine on the same tokens");
+        llama.kl_divergence_base(&path, &text, p.ctx, p.chunks, threads, &file).map_err(|e| match e {
+            BaselineError::Missing { .. } => Unmet::Missing(e.to_string()),
+            e => Unmet::failed(e),
+        })?;
+        let mut base = KlBase::open(&file).map_err(|e| Unmet::Failed(format!("{}: {e}", file.display())))?;
+        let loaded = cx.model(&p.model)?;
+        let r = agreement::kl_divergence(&loaded.model, loaded.tokenizer.add_bos, &mut base).map_err(map_err)?;
+        Ok(judge_kl(p, &r, llama.provenance()))
     }
 }
 

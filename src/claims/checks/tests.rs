@@ -484,6 +484,36 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
                 agreement::PerplexityParams { model: "0.5b".into(), ctx: 128, text: "t".into(), max_rel_diff: 0.01 };
             (agreement::judge_perplexity(&p, 10.05, 10.0, None), agreement::judge_perplexity(&p, 10.5, 10.0, None))
         }),
+        ("kl_divergence", || {
+            // llama.cpp's distributions are the tiny model's own, stored as llama-perplexity
+            // stores them (2 chunks of 8 tokens, rows for positions 4..=6); the broken engine's
+            // logits are off by up to ±2 at every position. Both go through the real KL sum.
+            use crate::baseline::kl_base::{self, KlBase, LogProbRow};
+            let (m, _) = tiny();
+            let vocab = m.config.vocab_size;
+            let ctx = 8;
+            let tokens: Vec<u32> = (0..2 * ctx).map(|i| (i * 7 % vocab) as u32).collect();
+            let rows: Vec<LogProbRow> = tokens
+                .chunks(ctx)
+                .flat_map(|c| {
+                    let l = all_logits(&m, c);
+                    (ctx / 2..ctx - 1).map(move |pos| LogProbRow::quantize(&l[pos * vocab..(pos + 1) * vocab]))
+                })
+                .collect();
+            let bytes = kl_base::encode(ctx, vocab, &tokens, &rows);
+            let p = agreement::KlParams { model: "0.5b".into(), ctx, text: "t".into(), chunks: None, threshold: 0.01 };
+            let kl = |shift: f32| {
+                let mut base = KlBase::read(std::io::Cursor::new(&bytes[..]), bytes.len() as u64).unwrap();
+                let r = crate::agreement::kl_of(&mut base, None, |c| {
+                    let mut l = all_logits(&m, c);
+                    l.iter_mut().enumerate().for_each(|(i, x)| *x += shift * ((i % 5) as f32 - 2.0));
+                    Ok(l)
+                })
+                .unwrap();
+                agreement::judge_kl(&p, &r, None)
+            };
+            (kl(0.0), kl(1.0))
+        }),
         ("kv_consistency", || {
             let p = agreement::KvParams { model: "0.5b".into(), tolerance: 1e-3, sum_order: Default::default() };
             (agreement::judge_kv(&p, Ok(1e-5), 16), agreement::judge_kv(&p, Ok(0.5), 16))
