@@ -254,6 +254,9 @@ pub fn write(like: &str, seed: u64, path: &Path) -> Result<Written, String> {
     meta.write_streamed(&mut out, &table, |i| weights(&table[i], seed, i)).map_err(err)?;
     out.flush().map_err(err)?;
     let tmp = out.into_inner().map_err(|e| err(e.into_error()))?;
+    // A model file others may read, not the temporary file's owner-only mode.
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    tmp.as_file().set_permissions(mode).map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
     let bytes = std::fs::metadata(path).map_err(err)?.len();
     Ok(Written { tensors: table.len(), bytes })

@@ -1,4 +1,4 @@
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::*;
 use crate::gguf::GgufFile;
@@ -35,25 +35,14 @@ fn the_vocabulary_has_every_byte_the_specials_and_the_size() {
     }
 }
 
-/// The twin of 0.5b, written once for this test binary.
-fn twin() -> &'static Path {
-    static TWIN: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
-    &TWIN
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("twin-0.5b.gguf");
-            let w = write("0.5b", 7, &path).unwrap();
-            assert_eq!(w.tensors, 291);
-            (dir, path)
-        })
-        .1
-}
-
 #[test]
-fn the_twin_loads_tokenizes_and_generates() {
-    let path = twin();
-    let m = crate::model::Model::load(path).unwrap();
-    let file = GgufFile::open(path).unwrap();
+fn the_twin_loads_tokenizes_generates_and_llama_cpp_loads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("twin-0.5b.gguf");
+    let w = write("0.5b", 7, &path).unwrap();
+    assert_eq!(w.tensors, 291);
+    let m = crate::model::Model::load(&path).unwrap();
+    let file = GgufFile::open(&path).unwrap();
     let tok = crate::tokenizer::Tokenizer::from_header(&file.header).unwrap();
     let ids = tok.encode("def hello", false);
     assert!(!ids.is_empty());
@@ -66,6 +55,14 @@ fn the_twin_loads_tokenizes_and_generates() {
     };
     let a = crate::engine::generate(&m, &tok, &ids, &opts, |_| {}).unwrap();
     assert_eq!(a.tokens.len(), 3);
+    let Ok(bin) = crate::baseline::llama_cpp::LlamaCpp::locate().and_then(|l| l.binary("llama-completion")) else {
+        eprintln!("skipped (llama.cpp part): llama.cpp absent (make llama-cpp)");
+        return;
+    };
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.arg("-m").arg(&path).args(["-p", "def hello", "-n", "4", "-no-cnv", "--temp", "0", "-t", "2"]);
+    let out = crate::util::children::output(&mut cmd, Some(std::time::Duration::from_secs(120))).unwrap();
+    assert!(out.status.success(), "llama-completion failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -91,17 +88,4 @@ fn the_twins_tensor_table_equals_the_real_models() {
             header.tensors.iter().map(|t| (t.name.clone(), t.dims.clone(), t.ty)).collect();
         assert_eq!(tensor_table(size).unwrap(), real_table, "{size}");
     }
-}
-
-#[test]
-fn llama_cpp_loads_the_twin() {
-    let Ok(bin) = crate::baseline::llama_cpp::LlamaCpp::locate().and_then(|l| l.binary("llama-completion")) else {
-        eprintln!("skipped: llama.cpp absent (make llama-cpp)");
-        return;
-    };
-    let mut cmd = std::process::Command::new(&bin);
-    cmd.arg("-m").arg(twin()).args(["-p", "def hello", "-n", "4", "-no-cnv", "--temp", "0", "-t", "2"]);
-    let out = crate::util::children::output(&mut cmd, Some(std::time::Duration::from_secs(120))).unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "llama-completion failed: {err}");
 }

@@ -256,9 +256,15 @@ fn emulated() -> Option<(tempfile::TempDir, PathBuf)> {
 }
 
 #[test]
-fn the_gemvs_emulated_on_the_cpu_equal_the_quant_reference() {
-    use crate::gguf::TensorType;
+fn the_kernels_emulated_on_the_cpu_match_the_reference_and_their_formulas() {
     let Some((_dir, exe)) = emulated() else { return };
+    gemvs_equal_the_quant_reference(&exe);
+    the_others_match_their_formulas(&exe);
+}
+
+/// The emulated GEMVs against `src/quant`'s dequantization times the kernel's int8 activations.
+fn gemvs_equal_the_quant_reference(exe: &Path) {
+    use crate::gguf::TensorType;
     let (rows, cols) = (8usize, 1024usize);
     let mut rng = crate::rng::SplitMix64(5);
     for (kernel, ty, scale) in [
@@ -275,7 +281,7 @@ fn the_gemvs_emulated_on_the_cpu_equal_the_quant_reference() {
         input.extend_from_slice(&(w.len() as u64).to_le_bytes());
         input.extend_from_slice(&w);
         input.extend(x.iter().flat_map(|v| v.to_le_bytes()));
-        let mut child = std::process::Command::new(&exe)
+        let mut child = std::process::Command::new(exe)
             .arg(kernel)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -306,10 +312,9 @@ fn the_gemvs_emulated_on_the_cpu_equal_the_quant_reference() {
     }
 }
 
-#[test]
-fn the_other_kernels_emulated_on_the_cpu_match_their_formulas() {
-    let Some((_dir, exe)) = emulated() else { return };
-    let out = std::process::Command::new(&exe).arg("misc").output().unwrap();
+/// The other emulated kernels against host formulas.
+fn the_others_match_their_formulas(exe: &Path) {
+    let out = std::process::Command::new(exe).arg("misc").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     let checked: Vec<&str> = text.lines().collect();
