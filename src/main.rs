@@ -12,6 +12,7 @@ use falsify::baseline::llama_cpp::LlamaCpp;
 use falsify::baseline::ollama::Ollama;
 use falsify::bench::{Baseline, LlamaBench, OllamaGenerate, Protocol};
 use falsify::engine::{self, GenerateOptions};
+use falsify::kernels::cuda::Backend;
 use falsify::kernels::Kernels;
 use falsify::model::{KvType, Model, ModelConfig};
 use falsify::provenance::{ModelFile, Provenance};
@@ -49,6 +50,21 @@ impl ModelArg {
             .clone()
             .or_else(|| std::env::var_os("FALSIFY_MODEL").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL))
+    }
+}
+
+#[derive(clap::Args)]
+struct BackendArg {
+    /// Compute backend: cpu, cuda, or auto (the best usable one: the CPU, as the CUDA
+    /// backend runs no forward pass yet; cuda fails naming why).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
+    backend: String,
+}
+
+impl BackendArg {
+    /// The backend chosen on this host (the driver probed only for `cuda`), or why none is.
+    fn resolve(&self) -> Result<Backend> {
+        Ok(falsify::kernels::cuda::choose(&self.backend, falsify::kernels::cuda::probe)?)
     }
 }
 
@@ -137,9 +153,8 @@ enum Command {
         /// (always on with --json, which reports it as timings.prefill_bricks / decode_bricks).
         #[arg(long)]
         bricks: bool,
-        /// Compute backend: cpu, cuda, or auto (the best usable one).
-        #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
-        backend: String,
+        #[command(flatten)]
+        backend: BackendArg,
         /// Print JSON: prompt_tokens, tokens, text, timings, kv (the KV cache's bytes), peak_rss_bytes.
         #[arg(long)]
         json: bool,
@@ -150,6 +165,20 @@ enum Command {
         /// compressed (LZ4, or as one value) and restored when used [default: none].
         #[arg(long)]
         kv_budget_mib: Option<u64>,
+    },
+    /// Write a "shape twin": a GGUF with the exact tensor names, shapes and quant types of
+    /// Qwen2.5-Coder 0.5B or 1.5B Q4_K_M, seeded random weights and a byte-level BPE
+    /// vocabulary of the same size (llama.cpp loads it). Speed depends on bytes and shapes,
+    /// not values, so a host without the real model can still measure it.
+    Synth {
+        /// The model to copy the shape of: 0.5b or 1.5b.
+        #[arg(long, value_parser = falsify::synth::LIKE)]
+        like: String,
+        /// The GGUF file to write (replaced only once complete).
+        out: PathBuf,
+        /// Seed of the random weights.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
     /// Evaluate the claims and write the reports: report.json, latest.json, history/, report.html, report.csv, charts/*.svg, summary.md, junit.xml.
     ///
@@ -179,6 +208,8 @@ enum Command {
         /// Threads for the engine and the baselines.
         #[arg(long, short = 't', default_value_t = 2)]
         threads: usize,
+        #[command(flatten)]
+        backend: BackendArg,
     },
     /// Drive an engine's OpenAI-compatible server with streamed requests and measure it.
     ///
@@ -269,6 +300,8 @@ enum Command {
         /// (Mann-Whitney p < 0.05 and a median change beyond 2%); exit 1 on a regression.
         #[arg(long)]
         compare: Option<PathBuf>,
+        #[command(flatten)]
+        backend: BackendArg,
     },
     /// Live brick profiler: decode continuously and show each brick's time per token
     /// against its roofline budget, its score, grade, and the bottleneck.
@@ -284,6 +317,8 @@ enum Command {
     Top {
         #[command(flatten)]
         model: ModelArg,
+        #[command(flatten)]
+        backend: BackendArg,
         /// Worker threads.
         #[arg(long, short = 't', default_value_t = 2)]
         threads: usize,
@@ -427,11 +462,21 @@ fn run(cli: Cli) -> Result<()> {
     }
     match cli.command {
         Command::Inspect { model, metadata } => inspect(&model, metadata),
+        Command::Synth { like, out, seed } => {
+            let w = falsify::synth::write(&like, seed, &out)?;
+            emit(&format!(
+                "{}: shape twin of qwen2.5-coder-{like}-instruct-q4_k_m, seed {seed}: {} tensors, {} bytes\n",
+                out.display(),
+                w.tensors,
+                w.bytes
+            ))
+        }
         Command::Convert { model, out, verify } => {
             emit(&format!("{}\n", apr::convert_with_progress_bar(&model, &out, verify)?))
         }
         Command::Top {
             model,
+            backend,
             threads,
             prompt,
             window,
@@ -450,6 +495,7 @@ fn run(cli: Cli) -> Result<()> {
             brick_score,
             throughput,
         } => {
+            backend.resolve()?;
             if !(allowance.is_finite() && allowance > 0.0) {
                 return Err(format!("--allowance must be a positive number, not {allowance}").into());
             }
@@ -495,7 +541,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Run { claims, extra, filter, out, runs, warmup, threads } => {
+        Command::Run { claims, extra, filter, out, runs, warmup, threads, backend } => {
+            backend.resolve()?;
             if runs < 2 {
                 return Err("need at least 2 measured runs (--runs) for a confidence interval".into());
             }
@@ -542,7 +589,20 @@ fn run(cli: Cli) -> Result<()> {
             let (old, new) = (read_report(&old, false)?, read_report(&new, false)?);
             emit(&falsify::report::diff::diff(&old, &new, min_change).to_string())
         }
-        Command::Bench { model, n_prompt, n_gen, runs, warmup, threads, baseline, ollama_model, json, compare } => {
+        Command::Bench {
+            model,
+            n_prompt,
+            n_gen,
+            runs,
+            warmup,
+            threads,
+            baseline,
+            ollama_model,
+            json,
+            compare,
+            backend,
+        } => {
+            backend.resolve()?;
             if runs < 2 {
                 return Err("need at least 2 measured repetitions (-r) for a confidence interval".into());
             }
@@ -622,14 +682,7 @@ fn run(cli: Cli) -> Result<()> {
             kv_type,
             kv_budget_mib,
         } => {
-            if backend == "cuda" {
-                let devices = falsify::util::cuda_devices();
-                return Err(format!(
-                    "--backend cuda: this build has no CUDA backend ({}); use --backend cpu or auto",
-                    if devices.is_empty() { "and no CUDA device is visible".to_owned() } else { devices.join(", ") }
-                )
-                .into());
-            }
+            let backend = backend.resolve()?;
             // Checked again by engine::generate; here before the model's load, to fail at once.
             let sampler = SamplerConfig { temperature: temp, top_k, top_p, min_p, seed };
             sampler.validate()?;
@@ -665,6 +718,7 @@ fn run(cli: Cli) -> Result<()> {
                 v["timings"]["load_ms"] = load_ms.into();
                 v["timings"]["threads"] = m.threads().into();
                 v["timings"]["kernels"] = m.kernels.name().into();
+                v["timings"]["backend"] = backend.name().into();
                 v["peak_rss_bytes"] = falsify::util::peak_rss_bytes().into();
                 emit(&format!("{v}\n"))?;
             } else {
@@ -675,8 +729,8 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 let t = &gen.timings;
                 eprintln!(
-                    "prefill: {} tokens in {:.1} ms ({:.1} tok/s) | decode: {} tokens in {:.1} ms ({:.2} tok/s) | ttft {:.1} ms | {} threads, {} kernels",
-                    t.prompt_tokens, t.prefill_ms, t.prefill_tok_per_s, t.decode_tokens, t.decode_ms, t.decode_tok_per_s, t.ttft_ms, m.threads(), m.kernels.name()
+                    "prefill: {} tokens in {:.1} ms ({:.1} tok/s) | decode: {} tokens in {:.1} ms ({:.2} tok/s) | ttft {:.1} ms | {} backend, {} threads, {} kernels",
+                    t.prompt_tokens, t.prefill_ms, t.prefill_tok_per_s, t.decode_tokens, t.decode_ms, t.decode_tok_per_s, t.ttft_ms, backend.name(), m.threads(), m.kernels.name()
                 );
                 for (phase, b) in [("prefill", &t.prefill_bricks), ("decode", &t.decode_bricks)] {
                     if let Some(b) = b {

@@ -147,9 +147,13 @@ impl Context {
                 if on_path(name) {
                     Ok(())
                 } else {
-                    Err(format!("tool:{name}: `{name}` is not on PATH; install it (`make deps` installs strace)"))
+                    Err(format!(
+                        "tool:{name}: `{name}` is not on PATH; install it (`make deps` installs strace; `make tools` \
+                         installs ptxas and cuobjdump into .tools/bin, which `make falsify` puts on PATH)"
+                    ))
                 }
             }
+            Requirement::Nvrtc => crate::kernels::cuda::find_nvrtc(&self.root).map(|_| ()),
             Requirement::FullRun => match self.full_run {
                 Some(_) => Ok(()),
                 None => Err(

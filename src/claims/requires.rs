@@ -22,6 +22,8 @@ pub enum Requirement {
     Gpu(String),
     /// A program on `PATH` (`tool:strace`).
     Tool(String),
+    /// NVIDIA's NVRTC library (`lib:nvrtc`), as `make tools` installs it.
+    Nvrtc,
     /// The results of the whole run (only `falsify run` has them).
     FullRun,
     /// A report from an earlier run to compare with.
@@ -34,7 +36,7 @@ pub const MODEL_SIZES: [&str; 4] = ["0.5b", "1.5b", "7b", "32b"];
 impl Requirement {
     /// The vocabulary, for hints.
     pub const VOCABULARY: &'static str = "known requirements: model:0.5b, model:1.5b, model:7b, model:32b, llama.cpp, \
-         ollama, cuda, gpu:<name>, tool:<program>, full-run, previous-report";
+         ollama, cuda, gpu:<name>, tool:<program>, lib:nvrtc, full-run, previous-report";
 }
 
 impl FromStr for Requirement {
@@ -45,6 +47,7 @@ impl FromStr for Requirement {
             "llama.cpp" => Requirement::LlamaCpp,
             "ollama" => Requirement::Ollama,
             "cuda" => Requirement::Cuda,
+            "lib:nvrtc" => Requirement::Nvrtc,
             "full-run" => Requirement::FullRun,
             "previous-report" => Requirement::PreviousReport,
             _ => match s.split_once(':') {
@@ -69,6 +72,7 @@ impl fmt::Display for Requirement {
             Requirement::Cuda => f.write_str("cuda"),
             Requirement::Gpu(name) => write!(f, "gpu:{name}"),
             Requirement::Tool(name) => write!(f, "tool:{name}"),
+            Requirement::Nvrtc => f.write_str("lib:nvrtc"),
             Requirement::FullRun => f.write_str("full-run"),
             Requirement::PreviousReport => f.write_str("previous-report"),
         }
@@ -92,10 +96,11 @@ mod tests {
 
     #[test]
     fn the_vocabulary_parses_and_prints_back() {
-        for w in ["model:0.5b", "model:32b", "llama.cpp", "ollama", "cuda", "gpu:RTX 4090", "tool:strace"] {
+        for w in ["model:0.5b", "model:32b", "llama.cpp", "ollama", "cuda", "gpu:RTX 4090", "tool:strace", "lib:nvrtc"]
+        {
             assert_eq!(w.parse::<Requirement>().unwrap().to_string(), w);
         }
-        for bad in ["model:3b", "tool:", "llama", "gpu: ", "apr", ""] {
+        for bad in ["model:3b", "tool:", "llama", "gpu: ", "apr", "lib:cublas", ""] {
             assert!(bad.parse::<Requirement>().is_err(), "{bad}");
         }
     }

@@ -36,16 +36,73 @@ impl GgufWriter {
 
     /// Serializes the file.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let alignment = self
-            .metadata
+        let mut out =
+            self.header(self.tensors.iter().map(|(n, d, t, data)| (n.as_str(), d.as_slice(), *t, data.len())));
+        // Padding goes before each tensor's data, never after the last one.
+        for (_, _, _, data) in &self.tensors {
+            out.resize(out.len().next_multiple_of(self.alignment()), 0);
+            out.extend_from_slice(data);
+        }
+        out
+    }
+
+    /// Writes the file with this writer's metadata and the tensors of `table`
+    /// (name, dims, type), whose data `data(i)` makes one at a time as the file
+    /// is written, so a file larger than memory can be written. The tensors
+    /// added with [`GgufWriter::tensor`] are left out. Each tensor's data must
+    /// have the size its type and dims give.
+    pub fn write_streamed(
+        &self,
+        out: &mut impl std::io::Write,
+        table: &[(String, Vec<u64>, TensorType)],
+        mut data: impl FnMut(usize) -> Vec<u8>,
+    ) -> std::io::Result<()> {
+        let mut sizes = Vec::with_capacity(table.len());
+        for (name, dims, ty) in table {
+            let n = dims.iter().product::<u64>();
+            let bytes = usize::try_from(n).ok().and_then(|n| ty.row_bytes(n)).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{name}: {n} elements are not whole {ty} blocks"),
+                )
+            })?;
+            sizes.push(bytes);
+        }
+        let header = self.header(table.iter().zip(&sizes).map(|((n, d, t), &b)| (n.as_str(), d.as_slice(), *t, b)));
+        out.write_all(&header)?;
+        let mut at = header.len();
+        for (i, &size) in sizes.iter().enumerate() {
+            let pad = at.next_multiple_of(self.alignment()) - at;
+            out.write_all(&vec![0u8; pad])?;
+            let bytes = data(i);
+            if bytes.len() != size {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{}: {} bytes of data for a {size}-byte tensor", table[i].0, bytes.len()),
+                ));
+            }
+            out.write_all(&bytes)?;
+            at += pad + size;
+        }
+        Ok(())
+    }
+
+    /// The alignment of tensor data (`general.alignment`, else the default).
+    fn alignment(&self) -> usize {
+        self.metadata
             .iter()
             .find(|(k, _)| k == "general.alignment")
             .and_then(|(_, v)| v.as_u64())
-            .unwrap_or(DEFAULT_ALIGNMENT) as usize;
+            .unwrap_or(DEFAULT_ALIGNMENT) as usize
+    }
+
+    /// The magic, version, counts, metadata and tensor table of `tensors`
+    /// (name, dims, type, data bytes), up to where the data begins.
+    fn header<'a>(&'a self, tensors: impl Iterator<Item = (&'a str, &'a [u64], TensorType, usize)> + Clone) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.version.to_le_bytes());
-        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(tensors.clone().count() as u64).to_le_bytes());
         out.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
         for (key, value) in &self.metadata {
             put_string(&mut out, key);
@@ -53,7 +110,7 @@ impl GgufWriter {
             put_value(&mut out, value);
         }
         let mut offset = 0usize;
-        for (name, dims, ty, data) in &self.tensors {
+        for (name, dims, ty, len) in tensors {
             put_string(&mut out, name);
             out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
             for d in dims {
@@ -61,12 +118,7 @@ impl GgufWriter {
             }
             out.extend_from_slice(&ty.id().to_le_bytes());
             out.extend_from_slice(&(offset as u64).to_le_bytes());
-            offset = (offset + data.len()).next_multiple_of(alignment);
-        }
-        // Padding goes before each tensor's data, never after the last one.
-        for (_, _, _, data) in &self.tensors {
-            out.resize(out.len().next_multiple_of(alignment), 0);
-            out.extend_from_slice(data);
+            offset = (offset + len).next_multiple_of(self.alignment());
         }
         out
     }

@@ -5,6 +5,7 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+pub mod cuda;
 pub mod ops;
 pub mod packed;
 mod pool;

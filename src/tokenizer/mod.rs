@@ -103,7 +103,7 @@ pub struct Tokenizer {
 
 /// GPT-2's map from bytes to printable characters: printable Latin-1 bytes map
 /// to themselves, the other 68 bytes to U+0100 onwards, in byte order.
-fn byte_alphabet() -> [char; 256] {
+pub fn byte_alphabet() -> [char; 256] {
     let mut map = ['\0'; 256];
     let mut next = 256u32;
     for b in 0..=255u8 {

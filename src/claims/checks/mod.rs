@@ -8,6 +8,7 @@ pub mod agreement;
 pub mod apr;
 pub mod bricks;
 pub mod contract;
+pub mod cuda;
 pub mod exports;
 pub mod judge;
 pub mod kv_pages;
@@ -101,6 +102,7 @@ impl Registry {
         kinds.extend(top::kinds());
         kinds.extend(serving::kinds());
         kinds.extend(apr::kinds());
+        kinds.extend(cuda::kinds());
         Registry { kinds }
     }
 

@@ -707,17 +707,35 @@ pub struct BackendParams {
     pub model: String,
 }
 
-/// Judges (`--backend cuda` exit, `--backend auto` exit) where no CUDA backend is usable.
-pub fn judge_backend(cuda: &Exit, auto: &Exit) -> Outcome {
+/// Judges `--backend cuda` and `--backend auto` on a host where no CUDA backend
+/// runs: `cuda` must end with an exit code (not a signal or a panic) and an
+/// error naming CUDA and why; `auto` must succeed, its JSON saying it ran on
+/// the CPU (`auto_backend`, its `timings.backend`).
+pub fn judge_backend(cuda: &Exit, auto: &Exit, auto_backend: Option<&str>) -> Outcome {
     let mut bad = Vec::new();
     let cuda_msg = cuda.stderr.to_lowercase();
-    if cuda.code == Some(0) || !cuda_msg.contains("cuda") || !cuda_msg.contains("error") {
-        bad.push(format!("--backend cuda: exit {:?}, stderr {:?}", cuda.code, cuda.stderr.trim()));
+    if cuda.code.is_none_or(|c| c == 0)
+        || !cuda_msg.contains("--backend cuda")
+        || !cuda_msg.contains("error")
+        || cuda_msg.contains("panicked")
+    {
+        bad.push(format!(
+            "--backend cuda: exit {:?}, signal {:?}, stderr {:?}",
+            cuda.code,
+            cuda.signal,
+            cuda.stderr.trim()
+        ));
     }
     if auto.code != Some(0) {
         bad.push(format!("--backend auto: exit {:?}, stderr {:?}", auto.code, auto.stderr.trim()));
+    } else if auto_backend != Some("cpu") {
+        bad.push(format!("--backend auto: ran on {auto_backend:?}, not the CPU, where no CUDA backend runs"));
     }
-    judge::no_violations("backend_choice_violations", 2, bad)
+    let mut out = judge::no_violations("backend_choice_violations", 2, bad);
+    if let Some(e) = out.evidence.as_mut() {
+        e.details.push(format!("--backend cuda said: {}", cuda.stderr.trim()));
+    }
+    out
 }
 
 /// `backend_choice`: `--backend cuda` without a usable device fails clearly; `auto` falls back to the CPU.
@@ -725,18 +743,21 @@ pub struct BackendChoice;
 
 impl Check for BackendChoice {
     const NAME: &'static str = "backend_choice";
-    const DOC: &'static str =
-        "`--backend cuda` without a usable CUDA backend fails clearly, and `--backend auto` runs on the CPU";
+    const DOC: &'static str = "`falsify generate --backend cuda` without a usable CUDA backend fails with an error \
+         saying why (the driver probed), and `--backend auto` runs, its JSON naming the CPU backend";
     const PARAMS: &'static str = "model";
     type Params = BackendParams;
 
     fn run(p: &BackendParams, cx: &mut Context) -> Result<Outcome, Unmet> {
         let model = cx.model_path(&p.model)?;
-        let run = |backend: &str| -> Result<Exit, Unmet> {
-            let args = ["generate", "-p", "hi", "-n", "2", "--backend", backend, "--model"].map(OsStr::new);
-            Ok(Exit::of(&cx.run_falsify(&[&args[..], &[model.as_os_str()]].concat())?))
+        let run = |backend: &str| -> Result<std::process::Output, Unmet> {
+            let args = ["generate", "--json", "-p", "hi", "-n", "2", "--backend", backend, "--model"].map(OsStr::new);
+            cx.run_falsify(&[&args[..], &[model.as_os_str()]].concat())
         };
-        Ok(judge_backend(&run("cuda")?, &run("auto")?))
+        let (cuda, auto) = (run("cuda")?, run("auto")?);
+        let json: Option<serde_json::Value> = serde_json::from_slice(&auto.stdout).ok();
+        let backend = json.as_ref().and_then(|v| v["timings"]["backend"].as_str());
+        Ok(judge_backend(&Exit::of(&cuda), &Exit::of(&auto), backend))
     }
 }
 

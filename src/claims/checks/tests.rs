@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::judge::{self, Quantity};
 use super::{
-    agreement, apr, bricks, contract, exports, layout, meta, perf, reference, resources, serving, top, Registry,
+    agreement, apr, bricks, contract, cuda, exports, layout, meta, perf, reference, resources, serving, top, Registry,
 };
 use crate::bench::{BenchResult, Comparison, Protocol, Series};
 use crate::claims::{Outcome, Verdict};
@@ -290,8 +290,70 @@ fn serving_params(metric: serving::ServingMetric, op: Op, threshold: f64) -> ser
     }
 }
 
+/// One kernel as ptxas and cuobjdump would report it on sm_90, for the CUDA audits.
+fn kernel_build(name: &'static str, registers: u32, block: u32, int8_dots: usize) -> cuda::KernelBuild {
+    let arch = crate::kernels::cuda::Arch::named("sm_90").unwrap();
+    let kernel = crate::kernels::cuda::Kernel { name, unit: "gemv", block, gemv: name.starts_with("gemv") };
+    let resources = crate::kernels::cuda::Resources {
+        kernel: name.into(),
+        registers,
+        ..crate::kernels::cuda::Resources::default()
+    };
+    cuda::KernelBuild { arch, kernel, resources: Some(resources), int8_dots: Some(int8_dots) }
+}
+
+/// The gemv unit compiled for sm_90: PTX defining every kernel of the unit, or `error`.
+fn unit_build(error: Option<&str>) -> Vec<cuda::UnitBuild> {
+    use crate::kernels::cuda::{Arch, KERNELS};
+    let ptx: String =
+        KERNELS.iter().filter(|k| k.unit == "gemv").map(|k| format!(".visible .entry {}(\n", k.name)).collect();
+    let arch = Arch::named("sm_90").unwrap();
+    vec![cuda::UnitBuild { arch, unit: "gemv".into(), ptx: error.map_or(Ok(ptx), |e| Err(e.to_owned())) }]
+}
+
 fn audit_cases() -> Vec<(&'static str, Case)> {
     vec![
+        ("cuda_compile", || {
+            // A unit with a syntax error: NVRTC's log instead of PTX.
+            let kernels = crate::kernels::cuda::KERNELS;
+            let broken = unit_build(Some("gemv.cu(40): error: expected a \";\""));
+            (cuda::judge_compile(&unit_build(None), &kernels), cuda::judge_compile(&broken, &kernels))
+        }),
+        ("cuda_compile", || {
+            // PTX that compiled but lacks a kernel the table launches.
+            let kernels = crate::kernels::cuda::KERNELS;
+            let mut missing = unit_build(None);
+            missing[0].ptx = missing[0].ptx.clone().map(|p| p.replace(".entry gemv_q6_k(", ".entry gemv_q6_k_v2("));
+            (cuda::judge_compile(&unit_build(None), &kernels), cuda::judge_compile(&missing, &kernels))
+        }),
+        ("cuda_sass", || {
+            // A GEMV written without dp4a: no IDP4A in its SASS.
+            let good = [kernel_build("gemv_q4_k", 40, 128, 16), kernel_build("gemv_q8_0", 32, 128, 8)];
+            let plain = [kernel_build("gemv_q4_k", 40, 128, 0), kernel_build("gemv_q8_0", 32, 128, 8)];
+            (cuda::judge_sass(&good), cuda::judge_sass(&plain))
+        }),
+        ("cuda_registers", || {
+            // 255 registers a thread in a 1024-thread block: 261,120 registers, over an SM's 65,536.
+            let good = [kernel_build("argmax", 24, 1024, 0), kernel_build("gemv_q4_k", 40, 128, 16)];
+            let over = [kernel_build("argmax", 255, 1024, 0), kernel_build("gemv_q4_k", 40, 128, 16)];
+            (cuda::judge_registers(&good), cuda::judge_registers(&over))
+        }),
+        ("cuda_registers", || {
+            // Spills to local memory: the kernel did not fit its registers.
+            let good = [kernel_build("gemv_q6_k", 48, 128, 16)];
+            let mut spilled = [kernel_build("gemv_q6_k", 48, 128, 16)];
+            if let Some(r) = spilled[0].resources.as_mut() {
+                r.spill_stores = 16;
+            }
+            (cuda::judge_registers(&good), cuda::judge_registers(&spilled))
+        }),
+        ("cuda_occupancy", || {
+            // 128 registers a thread: 16 of sm_90's 64 warps, 25%.
+            let p = cuda::OccupancyParams { archs: vec!["sm_90".into()], op: Op::Ge, threshold: 0.5 };
+            let good = [kernel_build("gemv_q4_k", 32, 128, 16), kernel_build("argmax", 32, 1024, 0)];
+            let heavy = [kernel_build("gemv_q4_k", 128, 128, 16), kernel_build("argmax", 32, 1024, 0)];
+            (cuda::judge_occupancy(&p, &good), cuda::judge_occupancy(&p, &heavy))
+        }),
         ("apr_integrity", apr::audit::integrity),
         ("apr_version", apr::audit::version),
         ("apr_preserved", apr::audit::preserved),
@@ -805,10 +867,35 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             let failed = resources::Exit {
                 code: Some(1),
                 signal: None,
-                stderr: "error: --backend cuda: no CUDA backend".into(),
+                stderr: "error: --backend cuda: no usable CUDA device: no CUDA driver".into(),
             };
             let ok = resources::Exit { code: Some(0), signal: None, stderr: String::new() };
-            (resources::judge_backend(&failed, &ok), resources::judge_backend(&ok, &ok))
+            (resources::judge_backend(&failed, &ok, Some("cpu")), resources::judge_backend(&ok, &ok, Some("cpu")))
+        }),
+        ("backend_choice", || {
+            // `auto` succeeding on a backend that cannot run here is no fallback.
+            let failed = resources::Exit {
+                code: Some(1),
+                signal: None,
+                stderr: "error: --backend cuda: no usable CUDA device: no CUDA driver".into(),
+            };
+            let ok = resources::Exit { code: Some(0), signal: None, stderr: String::new() };
+            (resources::judge_backend(&failed, &ok, Some("cpu")), resources::judge_backend(&failed, &ok, Some("cuda")))
+        }),
+        ("backend_choice", || {
+            // A panic is not a clear failure.
+            let clear = resources::Exit {
+                code: Some(1),
+                signal: None,
+                stderr: "error: --backend cuda: no usable CUDA device: the CUDA driver sees no device".into(),
+            };
+            let panicked = resources::Exit {
+                code: Some(101),
+                signal: None,
+                stderr: "thread 'main' panicked: --backend cuda error: Unable to dynamically load".into(),
+            };
+            let ok = resources::Exit { code: Some(0), signal: None, stderr: String::new() };
+            (resources::judge_backend(&clear, &ok, Some("cpu")), resources::judge_backend(&panicked, &ok, Some("cpu")))
         }),
         ("peak_rss", || {
             let p = resources::RssParams { model: "0.5b".into(), tokens: 64, op: Op::Le, threshold: 1.1 };
