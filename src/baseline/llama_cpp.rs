@@ -25,6 +25,12 @@ pub struct LlamaCpp {
     dir: PathBuf,
 }
 
+/// `llama-perplexity`'s arguments for `model` over `text` in `ctx`-token chunks on `threads` threads.
+fn perplexity_args(model: &Path, text: &Path, ctx: usize, threads: usize) -> Vec<String> {
+    let (model, text) = (model.display().to_string(), text.display().to_string());
+    ["-m", &model, "-f", &text, "-c", &ctx.to_string(), "-t", &threads.to_string()].map(str::to_owned).to_vec()
+}
+
 impl LlamaCpp {
     /// Finds the build in `$FALSIFY_LLAMA_CPP`, else in `baselines/llama.cpp`
     /// (relative to the current directory, then to this crate's source tree),
@@ -112,17 +118,7 @@ impl LlamaCpp {
         threads: usize,
     ) -> Result<(f64, f64), BaselineError> {
         let bin = self.binary("llama-perplexity")?;
-        let args = [
-            "-m",
-            &model.display().to_string(),
-            "-f",
-            &text.display().to_string(),
-            "-c",
-            &ctx.to_string(),
-            "-t",
-            &threads.to_string(),
-        ]
-        .map(str::to_owned);
+        let args = perplexity_args(model, text, ctx, threads);
         let (out, err) = run_with_timeout_both(&bin, &args, Duration::from_secs(900))?;
         let all = format!("{}{}", String::from_utf8_lossy(&out), err);
         parse_perplexity(&all)
@@ -142,20 +138,8 @@ impl LlamaCpp {
         out: &Path,
     ) -> Result<(), BaselineError> {
         let bin = self.binary("llama-perplexity")?;
-        let mut args = [
-            "-m",
-            &model.display().to_string(),
-            "-f",
-            &text.display().to_string(),
-            "-c",
-            &ctx.to_string(),
-            "-t",
-            &threads.to_string(),
-            "--kl-divergence-base",
-            &out.display().to_string(),
-        ]
-        .map(str::to_owned)
-        .to_vec();
+        let mut args = perplexity_args(model, text, ctx, threads);
+        args.extend(["--kl-divergence-base".to_owned(), out.display().to_string()]);
         if let Some(n) = chunks {
             args.extend(["--chunks".to_owned(), n.to_string()]);
         }

@@ -357,6 +357,19 @@ impl Pipeline {
     }
 }
 
+/// The [`BrickSpec`] methods every brick states the same way: its id, and
+/// the assertions it was built with.
+macro_rules! declared {
+    ($id:expr) => {
+        fn id(&self) -> Brick {
+            $id
+        }
+        fn assertions(&self) -> &[Assertion] {
+            &self.assertions
+        }
+    };
+}
+
 /// Bytes of a matrix's weights.
 fn matrix_bytes(m: &Matrix) -> u64 {
     (m.rows * m.row_bytes) as u64
@@ -394,12 +407,7 @@ pub struct Embed {
 }
 
 impl BrickSpec for Embed {
-    fn id(&self) -> Brick {
-        Brick::Embed
-    }
-    fn assertions(&self) -> &[Assertion] {
-        &self.assertions
-    }
+    declared!(Brick::Embed);
     /// One row of the embedding read, two operations per element to dequantize it.
     fn cost(&self, model: &Model, _: Option<usize>, _: usize) -> BrickCost {
         BrickCost { bytes: model.token_embd.row_bytes as u64, ops: 2 * self.width as u64, compute: Compute::F32 }
@@ -478,12 +486,7 @@ pub struct Qkv {
 }
 
 impl BrickSpec for Qkv {
-    fn id(&self) -> Brick {
-        Brick::Qkv
-    }
-    fn assertions(&self) -> &[Assertion] {
-        &self.assertions
-    }
+    declared!(Brick::Qkv);
     /// The three matrices and their biases.
     fn cost(&self, model: &Model, layer: Option<usize>, _: usize) -> BrickCost {
         let Some(l) = layer_of(model, layer) else { return BrickCost::ZERO };
@@ -564,12 +567,7 @@ impl Rope {
 }
 
 impl BrickSpec for Rope {
-    fn id(&self) -> Brick {
-        Brick::Rope
-    }
-    fn assertions(&self) -> &[Assertion] {
-        &self.assertions
-    }
+    declared!(Brick::Rope);
     /// Q and K read and written, six operations per rotated pair.
     fn cost(&self, _: &Model, _: Option<usize>, _: usize) -> BrickCost {
         let n = self.width + self.kv_width;
@@ -622,12 +620,7 @@ pub struct Attention {
 }
 
 impl BrickSpec for Attention {
-    fn id(&self) -> Brick {
-        Brick::Attention
-    }
-    fn assertions(&self) -> &[Assertion] {
-        &self.assertions
-    }
+    declared!(Brick::Attention);
     /// Keys and values of `ctx` positions read; four operations per head
     /// dimension and position, five per score (softmax).
     fn cost(&self, model: &Model, _: Option<usize>, ctx: usize) -> BrickCost {
@@ -703,12 +696,7 @@ pub struct OProj {
 }
 
 impl BrickSpec for OProj {
-    fn id(&self) -> Brick {
-        Brick::OProj
-    }
-    fn assertions(&self) -> &[Assertion] {
-        &self.assertions
-    }
+    declared!(Brick::OProj);
     /// The matrix; one operation per residual element.
     fn cost(&self, model: &Model, layer: Option<usize>, _: usize) -> BrickCost {
         let Some(l) = layer_of(model, layer) else { return BrickCost::ZERO };
@@ -759,12 +747,7 @@ pub struct Ffn {
 }
 
 impl BrickSpec for Ffn {
-    fn id(&self) -> Brick {
-        Brick::Ffn
-    }
-    fn assertions(&self) -> &[Assertion] {
-        &self.assertions
-    }
+    declared!(Brick::Ffn);
     /// The three matrices; five operations per SwiGLU element, one per residual element.
     fn cost(&self, model: &Model, layer: Option<usize>, _: usize) -> BrickCost {
         let Some(l) = layer_of(model, layer) else { return BrickCost::ZERO };
@@ -821,12 +804,7 @@ pub struct OutputNorm {
 }
 
 impl BrickSpec for OutputNorm {
-    fn id(&self) -> Brick {
-        Brick::OutputNorm
-    }
-    fn assertions(&self) -> &[Assertion] {
-        &self.assertions
-    }
+    declared!(Brick::OutputNorm);
     /// The weight read, four operations per element.
     fn cost(&self, _: &Model, _: Option<usize>, _: usize) -> BrickCost {
         BrickCost { bytes: f32_bytes(self.width), ops: 4 * self.width as u64, compute: Compute::F32 }
@@ -858,12 +836,7 @@ pub struct LmHead {
 }
 
 impl BrickSpec for LmHead {
-    fn id(&self) -> Brick {
-        Brick::LmHead
-    }
-    fn assertions(&self) -> &[Assertion] {
-        &self.assertions
-    }
+    declared!(Brick::LmHead);
     /// The head matrix.
     fn cost(&self, model: &Model, _: Option<usize>, _: usize) -> BrickCost {
         let m = &model.lm_head;

@@ -358,8 +358,10 @@ pub struct Roofline {
 /// Judges achieved bytes/s over measured read bandwidth. The interval carries
 /// both spreads: the decode rate's and the bandwidth probe's (bootstrap CIs
 /// of their medians, the low rate over the high bandwidth and back). A
-/// fraction above 1 is physically impossible (the probe under-measured the
-/// bandwidth): an error, never a pass.
+/// fraction above 1 beyond that spread (the interval's low end above 1) is
+/// physically impossible (the probe under-measured the bandwidth): an error,
+/// never a pass. A median above 1 whose interval reaches below 1 is within
+/// the two measurements' noise, and is judged on its interval like any other.
 pub fn judge_bandwidth(p: &BandwidthParams, o: &Roofline) -> Outcome {
     let bw = stats::median(&o.bandwidth_gb_s);
     let gb_per_token = o.bytes_per_token as f64 / 1e9;
@@ -383,9 +385,15 @@ pub fn judge_bandwidth(p: &BandwidthParams, o: &Roofline) -> Outcome {
             judge::num(bw_ci.hi)
         ),
     ];
-    let value = q.value;
+    let (value, low) = (q.value, q.ci.map_or(q.value, |ci| ci.lo));
+    if value > 1.0 && low <= 1.0 {
+        q.details.push(format!(
+            "the median fraction is above 1, but its interval reaches {}: within the decode rate's and the probe's noise",
+            judge::num(low)
+        ));
+    }
     let mut out = judge::quantity(q, p.op, p.threshold);
-    if value > 1.0 {
+    if low > 1.0 {
         out.verdict = Verdict::Error;
         out.sentence = format!(
             "bandwidth_fraction = {}: decode cannot read faster than the memory delivers, so the bandwidth probe under-measured ({} GB/s); no verdict on the claim",
