@@ -104,7 +104,7 @@ pub fn run(o: &Options, progress: bool) -> Result<LoadSummary, String> {
     let (requests, source) = match &o.prompts {
         Some(path) => (prompts::from_jsonl(path, o.max_tokens)?, path.display().to_string()),
         None => (
-            prompts::generated(o.requests.max(1), o.prompt_tokens, o.max_tokens, o.seed),
+            prompts::generated(plan.prompts_needed().max(1), o.prompt_tokens, o.max_tokens, o.seed),
             format!("generated, {} tokens each, seed {}", o.prompt_tokens, o.seed),
         ),
     };

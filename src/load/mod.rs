@@ -101,6 +101,19 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Prompts the plan sends in all: the warmup's, then every run's at every level.
+    pub fn prompts_needed(&self) -> usize {
+        self.warmup + self.levels.len() * self.runs * self.requests
+    }
+
+    /// Where run `run` at level `level` starts in the prompts: after the
+    /// warmup's and every earlier run's, so that with [`Plan::prompts_needed`]
+    /// prompts no server sees a prompt twice (a server's prompt cache would
+    /// otherwise answer a repeated prompt without prefilling it).
+    pub fn first_prompt(&self, level: usize, run: usize) -> usize {
+        self.warmup + (level * self.runs + run) * self.requests
+    }
+
     /// Refuses a plan that cannot measure anything, naming the flag.
     pub fn validate(&self) -> Result<(), String> {
         if self.levels.is_empty() {
@@ -169,12 +182,15 @@ struct Row<'a> {
     record: &'a RequestRecord,
 }
 
-/// Runs `requests` (cycled) once at `load` against `ep`, calling `done` as each
-/// request ends; the records come back in request order.
+/// Runs `count` of `requests` once at `load` against `ep`, from request
+/// `first` on (cycled), calling `done` as each request ends; the records come
+/// back in request order.
+#[allow(clippy::too_many_arguments)]
 pub fn run_once(
     agent: &ureq::Agent,
     ep: &Endpoint,
     requests: &[Request],
+    first: usize,
     count: usize,
     load: Load,
     seed: u64,
@@ -183,7 +199,7 @@ pub fn run_once(
     let records = Mutex::new(Vec::with_capacity(count));
     let start = Instant::now();
     let one = |i: usize| {
-        let r = client::send(agent, ep, &requests[i % requests.len()], i, start);
+        let r = client::send(agent, ep, &requests[(first + i) % requests.len()], i, start);
         records.lock().unwrap_or_else(|p| p.into_inner()).push(r);
         done();
     };
@@ -261,7 +277,8 @@ pub fn run_paired(
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for side in order {
             let ep = [a, b][side];
-            let records = run_once(&agent, ep, requests, plan.requests, load, plan.seed + round as u64, &|| {});
+            let first = plan.first_prompt(0, round);
+            let records = run_once(&agent, ep, requests, first, plan.requests, load, plan.seed + round as u64, &|| {});
             summarize(ep, load, &records, &plan.slo)?;
             runs[side].push(records);
         }
@@ -301,14 +318,16 @@ pub fn run(
     bar.inc(plan.warmup as u64);
     let mut lines = String::new();
     let mut levels = Vec::new();
-    for &load in &plan.levels {
+    for (level, &load) in plan.levels.iter().enumerate() {
         let mut runs = Vec::new();
         for run in 0..plan.runs {
             if let Some(signal) = crate::util::children::stop_signal() {
                 return Err(format!("interrupted by {signal}"));
             }
             bar.set_message(format!("{}: {load}, run {}/{}", ep.engine, run + 1, plan.runs));
-            let records = run_once(&agent, ep, requests, plan.requests, load, plan.seed + run as u64, &|| bar.inc(1));
+            let first = plan.first_prompt(level, run);
+            let records =
+                run_once(&agent, ep, requests, first, plan.requests, load, plan.seed + run as u64, &|| bar.inc(1));
             for r in &records {
                 let row = Row { level: load.to_string(), run, record: r };
                 lines.push_str(&serde_json::to_string(&row).map_err(|e| e.to_string())?);

@@ -153,3 +153,26 @@ fn a_server_that_refuses_every_request_is_an_error_naming_it() {
     let err = run(&ep, &prompts::generated(1, 4, 2, 0), "generated", &plan, false).unwrap_err();
     assert!(err.contains("gone: every request of concurrency 1 failed"), "{err}");
 }
+
+#[test]
+fn every_request_of_a_plan_gets_a_prompt_of_its_own() {
+    let plan = Plan {
+        levels: vec![Load::Concurrency { streams: 1 }, Load::Concurrency { streams: 4 }],
+        requests: 5,
+        runs: 3,
+        warmup: 2,
+        slo: Slo::default(),
+        seed: 0,
+    };
+    assert_eq!(plan.prompts_needed(), 2 + 2 * 3 * 5);
+    let mut used: Vec<usize> = (0..2).collect();
+    for level in 0..2 {
+        for run in 0..3 {
+            used.extend((0..5).map(|i| plan.first_prompt(level, run) + i));
+        }
+    }
+    let n = used.len();
+    used.sort_unstable();
+    used.dedup();
+    assert_eq!((used.len(), n, used.last().copied()), (n, plan.prompts_needed(), Some(plan.prompts_needed() - 1)));
+}

@@ -138,7 +138,8 @@ impl Paired {
 
 /// Measures `p`'s plan on two endpoints, interleaved.
 pub fn observe(p: &ServingParams, a: &crate::engines::Endpoint, b: &crate::engines::Endpoint) -> Result<Paired, Unmet> {
-    let requests = load::prompts::generated(8, p.prompt, p.gen, 0x5eed);
+    // A prompt of its own for every request: a repeated prompt is answered from a prompt cache.
+    let requests = load::prompts::generated(p.plan().prompts_needed(), p.prompt, p.gen, 0x5eed);
     let load = Load::Concurrency { streams: p.concurrency };
     let [ra, rb] = load::run_paired(a, b, &requests, load, &p.plan()).map_err(Unmet::Failed)?;
     Ok(Paired { a: (a.engine.clone(), ra), b: (b.engine.clone(), rb) })
