@@ -91,12 +91,8 @@ pub fn costs_per_brick(model: &Model, ctx: usize) -> [BrickCost; Brick::ALL.len(
     let mut cost = [BrickCost::ZERO; Brick::ALL.len()];
     for brick in model.bricks() {
         let id = brick.id();
-        let layers: Vec<Option<usize>> = match id.per_layer() {
-            true => (0..model.layers.len()).map(Some).collect(),
-            false => vec![None],
-        };
         let c = &mut cost[id as usize];
-        for layer in layers {
+        for layer in model.brick_layers(id) {
             let one = brick.cost(model, layer, ctx);
             (c.bytes, c.ops, c.compute) = (c.bytes + one.bytes, c.ops + one.ops, one.compute);
         }

@@ -632,6 +632,14 @@ impl Model {
         self.pipeline.specs()
     }
 
+    /// Where `brick` runs in one pass: in every layer (`Some(i)`) for a
+    /// per-layer brick, else once outside the layers (`None`).
+    pub fn brick_layers(&self, brick: Brick) -> impl Iterator<Item = Option<usize>> {
+        let per_layer = brick.per_layer();
+        let runs = if per_layer { self.layers.len() } else { 1 };
+        (0..runs).map(move |l| per_layer.then_some(l))
+    }
+
     /// One decode step of several sequences at once: each `(token, cache)`
     /// runs `token` at position `cache.len()` of its own cache. Every matrix
     /// product multiplies all the sequences' rows together (the weights are

@@ -192,7 +192,6 @@ impl<'p, 'b> Pass<'p, 'b> {
 pub struct Angles<'a> {
     cos: &'a [f32],
     sin: &'a [f32],
-    half: usize,
 }
 
 impl Tensors for Angles<'_> {
@@ -293,7 +292,7 @@ impl Pipeline {
         let norm =
             |id| Norm { id, width: d, eps: c.rms_eps, assertions: contract(&[(Hidden::NAME, d), (Normed::NAME, d)]) };
         Pipeline {
-            embed: Embed { width: d, vocab: c.vocab_size, assertions: contract(&[(Hidden::NAME, d)]) },
+            embed: Embed { width: d, assertions: contract(&[(Hidden::NAME, d)]) },
             attn_norm: norm(Brick::AttnNorm),
             qkv: Qkv {
                 width: d,
@@ -402,7 +401,6 @@ fn layer_of(model: &Model, layer: Option<usize>) -> Option<&Layer> {
 #[derive(Debug, Clone)]
 pub struct Embed {
     width: usize,
-    vocab: usize,
     assertions: Vec<Assertion>,
 }
 
@@ -429,9 +427,6 @@ impl ComputeBrick for Embed {
         let mut hidden = Rows::<Hidden>::output(out, pass.rows, self.width);
         let tokens = pass.sequences.iter().flat_map(|(tokens, _)| tokens.iter());
         for (&t, row) in tokens.zip(hidden.values_mut().chunks_exact_mut(self.width)) {
-            if t as usize >= self.vocab {
-                return Err(super::ModelError::TokenOutOfRange { id: t, vocab: self.vocab }.into());
-            }
             pass.model.embed(t, row)?;
         }
         Ok(hidden)
@@ -562,7 +557,7 @@ impl Rope {
             ops::rope_angles(p, self.head_dim, self.base, cs, sn);
         }
         pass.watch.end();
-        Ok(Angles { cos, sin, half })
+        Ok(Angles { cos, sin })
     }
 }
 
@@ -584,21 +579,12 @@ impl ComputeBrick for Rope {
         (Projections { mut q, mut k, v }, angles): Self::Input<'i, 'o>,
     ) -> Result<Rotated<'o>, BrickError> {
         pass.watch.stage(Stage::RopeRotate);
-        let (d, kv, hd, n, half) = (self.width, self.kv_width, self.head_dim, pass.rows, angles.half);
+        let (d, kv, hd, n, half) = (self.width, self.kv_width, self.head_dim, pass.rows, self.head_dim / 2);
         contract::input::<Query>(self.name(), q.values(), q.width(), d, n)?;
         contract::input::<Key>(self.name(), k.values(), k.width(), kv, n)?;
         contract::input::<Value>(self.name(), v.values(), v.width(), kv, n)?;
         contract::shape(self.name(), "angles", angles.cos, half, n)?;
         contract::shape(self.name(), "angles", angles.sin, half, n)?;
-        if half * 2 != hd {
-            return Err(BrickError::Shape {
-                brick: self.name(),
-                tensor: "angles",
-                got: angles.cos.len(),
-                rows: n,
-                width: hd / 2,
-            });
-        }
         let kernels = pass.model.kernels;
         for t in 0..n {
             let (cs, sn) = (&angles.cos[t * half..][..half], &angles.sin[t * half..][..half]);

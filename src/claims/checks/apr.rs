@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::judge::{self, Quantity};
-use super::{kind, Check, Kind};
+use super::{kind, Check, Kind, ModelParams};
 use crate::apr::{AprVersion, Format, TensorFile, ALIGNMENT, MAGIC};
 use crate::claims::{Context, Outcome, Unmet};
 use crate::engine::{self, GenerateOptions};
@@ -19,14 +19,6 @@ use crate::tokenizer::Tokenizer;
 /// The kinds of this module.
 pub fn kinds() -> Vec<Kind> {
     vec![kind::<AprIntegrity>(), kind::<AprVersionCheck>(), kind::<AprPreserved>(), kind::<AprParity>()]
-}
-
-/// Parameters naming only the model converted.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelParams {
-    /// Model size converted.
-    pub model: String,
 }
 
 /// What was checked and what failed.

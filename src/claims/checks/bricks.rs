@@ -9,7 +9,7 @@
 use serde::Deserialize;
 
 use super::judge::{self, Quantity};
-use super::{kind, Check, Kind};
+use super::{kind, Check, Kind, ModelParams};
 use crate::bench::bricks::BrickProfile;
 use crate::claims::{Context, Outcome, Unmet};
 use crate::model::{Brick, Stage};
@@ -24,14 +24,6 @@ pub fn kinds() -> Vec<Kind> {
         kind::<Bottleneck>(),
         kind::<InstrumentationOverhead>(),
     ]
-}
-
-/// Parameters naming the profiled model.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelParams {
-    /// Model size.
-    pub model: String,
 }
 
 /// `bricks_timed`: every stage the forward pass traced ran inside a registered brick's span.

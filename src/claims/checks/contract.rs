@@ -9,7 +9,7 @@
 use serde::Deserialize;
 
 use super::judge;
-use super::{kind, Check, Kind};
+use super::{kind, Check, Kind, ModelParams};
 use crate::claims::{Context, Outcome, Unmet};
 use crate::kernels::Kernels;
 use crate::model::contract::{Assertion, Observation};
@@ -29,7 +29,7 @@ pub fn kinds() -> Vec<Kind> {
     ]
 }
 
-/// A short prompt of real token ids (a fixed byte text).
+/// A fixed prompt of `n` token ids spread over the vocabulary.
 fn prompt(model: &Model, n: usize) -> Vec<u32> {
     let vocab = model.config.vocab_size as u32;
     (0..n as u32).map(|i| (1000 + 37 * i) % vocab).collect()
@@ -126,11 +126,7 @@ pub fn judge_budgets(model: &Model, bricks: &[&dyn BrickSpec], roofline: &Roofli
     let mut violations = Vec::new();
     let mut checked = 0;
     for b in bricks {
-        let layers: Vec<Option<usize>> = match b.id().per_layer() {
-            true => (0..model.layers.len()).map(Some).collect(),
-            false => vec![None],
-        };
-        for layer in layers {
+        for layer in model.brick_layers(b.id()) {
             checked += 1;
             let budget = b.budget_us(model, layer, 512, roofline, allowance);
             if !(budget.is_finite() && budget > 0.0) {
@@ -282,14 +278,6 @@ impl Check for BrickCases {
     }
 }
 
-/// Parameters naming the model.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelParams {
-    /// Model size.
-    pub model: String,
-}
-
 /// `brick_errors`: every [`BrickError`] variant is produced by a real case.
 pub struct BrickErrors;
 
@@ -374,6 +362,7 @@ pub struct BrickReference;
 pub fn outputs_on(model: &mut Model, kernels: Kernels, tokens: &[u32]) -> Result<Vec<BrickOutput>, Unmet> {
     let saved = model.kernels;
     model.kernels = kernels;
+    // Only the outputs are wanted: the budgets' roofline is immaterial here.
     let mut v = Verification::keeping_outputs(Roofline { read_gb_s: 1.0, int8_gops: 1.0, f32_gflops: 1.0 }, 1.0);
     let result = verified_pass(model, tokens, &mut v);
     model.kernels = saved;

@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::judge::{self, Quantity};
-use super::{kind, Check, Kind};
+use super::{kind, Check, Kind, NoParams};
 use crate::claims::{Context, Outcome, Unmet, Verdict};
 use crate::record::RunReport;
 use crate::report::{chart, csv, schema, svg, write_exports};
@@ -30,11 +30,6 @@ fn draft(cx: &mut Context) -> Result<RunReport, Unmet> {
         .ok_or_else(|| Unmet::Missing("full-run: judged on the run's own report; `falsify run` evaluates it".into()))?;
     Ok(crate::claims::runner::assemble_report(cx, Vec::new(), None, 0.0, results))
 }
-
-/// No parameters.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NoParams {}
 
 /// `report_schema`: the run's report validates against `reports/schema/report-v2.json`.
 pub struct ReportSchema;

@@ -24,9 +24,23 @@ pub mod top;
 pub mod wiring;
 
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use toml::Table;
 
 use super::{Context, Outcome, Unmet};
+
+/// Parameters naming only a model (its size: `0.5b`, `1.5b`, …).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelParams {
+    /// Model size.
+    pub model: String,
+}
+
+/// No parameters.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
 
 /// A check kind: a name, what its parameters look like, and how it runs.
 pub trait Check {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::judge::{self, Quantity};
 use super::resources::Exit;
-use super::{kind, Check, Kind};
+use super::{kind, Check, Kind, ModelParams};
 use crate::bench::bricks::{BrickProfile, Compute};
 use crate::bench::score;
 use crate::claims::{Context, Outcome, Unmet};
@@ -38,14 +38,6 @@ pub fn kinds() -> Vec<Kind> {
         kind::<StrictMode>(),
         kind::<TokenMetrics>(),
     ]
-}
-
-/// Parameters naming a model.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelParams {
-    /// Model size.
-    pub model: String,
 }
 
 /// What `falsify top --headless --json --quality` did.

@@ -6,10 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
 use super::judge;
-use super::{kind, Check, Kind};
+use super::{kind, Check, Kind, ModelParams, NoParams};
 use crate::claims::{Context, Outcome, Unmet};
 
 /// The kinds of this module.
@@ -137,11 +135,6 @@ pub fn judge_wiring(wired: &Compiled, miswired: &[Compiled]) -> Outcome {
 /// `brick_wiring`: bricks wired out of pass order do not compile.
 pub struct BrickWiring;
 
-/// No parameters.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NoParams {}
-
 impl Check for BrickWiring {
     const NAME: &'static str = "brick_wiring";
     const DOC: &'static str = "the attention half of a layer wired in pass order (tests/wiring/wired.rs) type-checks against the built library, and each of its mis-wirings fails with a type mismatch (E0308)";
@@ -182,14 +175,6 @@ pub fn judge_send_sync(compiled: &Compiled, types: &[&str]) -> Outcome {
 
 /// `brick_send_sync`: every brick type in the engine's registry is `Send + Sync`.
 pub struct BrickSendSync;
-
-/// Parameters naming the model whose registry is read.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelParams {
-    /// Model size.
-    pub model: String,
-}
 
 impl Check for BrickSendSync {
     const NAME: &'static str = "brick_send_sync";
