@@ -14,6 +14,7 @@ use falsify::bench::{Baseline, LlamaBench, OllamaGenerate, Protocol};
 use falsify::engine::{self, GenerateOptions};
 use falsify::kernels::cuda::Backend;
 use falsify::kernels::Kernels;
+use falsify::quant::SumOrder;
 use falsify::model::{KvType, Model, ModelConfig};
 use falsify::provenance::{ModelFile, Provenance};
 use falsify::sample::SamplerConfig;
@@ -33,6 +34,13 @@ struct Cli {
     /// (AVX-512 VNNI) [default: $FALSIFY_KERNELS, else the fastest this CPU runs].
     #[arg(long, global = true, value_parser = ["scalar", "avx2", "avx512"])]
     kernels: Option<String>,
+    /// Order of summation of every matrix product: llama-cpp (llama.cpp's
+    /// kernels' order for each batch size; logits equal llama.cpp's bit for
+    /// bit), batch-invariant (every row as a one-row product) or blocks (one
+    /// exact integer sum and one multiply-add per block: the fewest float
+    /// operations, batch-invariant) [default: $FALSIFY_SUMS, else llama-cpp].
+    #[arg(long, global = true, value_parser = ["llama-cpp", "batch-invariant", "blocks"])]
+    sums: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -459,6 +467,9 @@ fn open_model(arg: &ModelArg) -> Result<Model> {
 fn run(cli: Cli) -> Result<()> {
     if let Some(name) = cli.kernels.or_else(|| std::env::var("FALSIFY_KERNELS").ok()) {
         Kernels::choose(&name)?;
+    }
+    if let Some(name) = cli.sums.or_else(|| std::env::var("FALSIFY_SUMS").ok()) {
+        SumOrder::choose(&name)?;
     }
     match cli.command {
         Command::Inspect { model, metadata } => inspect(&model, metadata),

@@ -326,6 +326,91 @@ pub fn tile_gemm_q5_0(
     store_rows([lane_total(acc)])[0]
 }
 
+/// The eight rows of a packed Q5_0 or Q8_0 tile · `N` activation rows in
+/// whole blocks ([`crate::quant::Order::Batch`]): per block, the eight weight
+/// vectors are decoded once for all `N` rows, vector `v` holding elements
+/// `4v..4v + 4` of each of the eight rows (Q5_0's as unsigned quants 0..32,
+/// Q8_0's as stored, then each passed through `adjust`), `block_sum(w, row, b)` each
+/// row's exact integer sum of the block's 32 products (one 32-bit lane per
+/// weight row), and one fused multiply-add per block adds it as the scalar
+/// reference does, `acc = fma(isum, d_w · d_a, acc)`: equal bit for bit.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q0_tiles_whole<const N: usize>(
+    format: super::packed::PackedFormat,
+    tile: &[u8],
+    blocks: usize,
+    acts: [&super::packed::ActRow; N],
+    adjust: impl Fn(__m256i) -> __m256i,
+    block_sum: impl Fn(&[__m256i; 8], &super::packed::ActRow, usize) -> __m256i,
+) -> [[f32; super::packed::TILE_ROWS]; N] {
+    let bb = format.block_bytes();
+    assert!(tile.len() >= bb * blocks, "tile shorter than its blocks");
+    for a in acts {
+        assert!(a.q.len() >= 32 * blocks && a.abs.len() >= 32 * blocks && a.d.len() >= blocks && a.sum32.len() >= blocks);
+    }
+    let mut acc = [_mm256_setzero_ps(); N];
+    for b in 0..blocks {
+        let blk = &tile[b * bb..][..bb];
+        prefetch_ahead(blk.as_ptr(), bb);
+        let mut w = [_mm256_setzero_si256(); 8];
+        if format == super::packed::PackedFormat::Q5_0 {
+            let mut bits = q5_0_plane_bits(load(&blk[16..]));
+            for p in 0..4 {
+                (w[p], w[p + 4]) = q5_0_pair(load(&blk[48 + 32 * p..]), &mut bits);
+            }
+        } else {
+            for (v, x) in w.iter_mut().enumerate() {
+                *x = adjust(load(&blk[16 + 32 * v..]));
+            }
+        }
+        let sw = _mm256_cvtph_ps(load128(blk));
+        for (a, row) in acc.iter_mut().zip(acts) {
+            let ds = _mm256_mul_ps(sw, _mm256_set1_ps(row.d[b]));
+            *a = _mm256_fmadd_ps(ds, _mm256_cvtepi32_ps(block_sum(&w, row, b)), *a);
+        }
+    }
+    store_rows(acc)
+}
+
+/// [`q0_tiles_whole`] on AVX2: Q5_0's four unsigned × signed pair sums of
+/// 16 bits added before widening (each under 2·31·127, so four fit), the
+/// offset of 16 taken off once per block; Q8_0's |a| times w with a's sign.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn tile_dot_whole<const N: usize>(
+    format: super::packed::PackedFormat,
+    tile: &[u8],
+    blocks: usize,
+    acts: [&super::packed::ActRow; N],
+) -> [[f32; super::packed::TILE_ROWS]; N] {
+    let ones = _mm256_set1_epi16(1);
+    let q5 = format == super::packed::PackedFormat::Q5_0;
+    q0_tiles_whole(
+        format,
+        tile,
+        blocks,
+        acts,
+        |v| v,
+        |w, row, b| {
+            let (q, abs): (*const u8, *const u8) = (row.q.as_ptr().cast(), row.abs.as_ptr());
+            // SAFETY (every read): elements 32b..32b + 32 of the row are in bounds (asserted by q0_tiles_whole).
+            let a = |v: usize| unsafe { bcast4(q, 32 * b + 4 * v) };
+            if q5 {
+                let half = |h: usize| {
+                    let p = |v: usize| _mm256_maddubs_epi16(w[v], a(v));
+                    _mm256_madd_epi16(_mm256_add_epi16(_mm256_add_epi16(p(h), p(h + 1)), _mm256_add_epi16(p(h + 2), p(h + 3))), ones)
+                };
+                return _mm256_add_epi32(_mm256_add_epi32(half(0), half(4)), _mm256_set1_epi32(-16 * row.sum32[b]));
+            }
+            (0..8).fold(_mm256_setzero_si256(), |s, v| {
+                // SAFETY: as above.
+                let sa = unsafe { bcast4(abs, 32 * b + 4 * v) };
+                _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(sa, _mm256_sign_epi8(w[v], a(v))), ones))
+            })
+        },
+    )
+}
+
 /// Bits `2m..2m + 2` of every byte moved to bits 4..6, the rest cleared.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]

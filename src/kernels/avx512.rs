@@ -127,6 +127,37 @@ pub fn tile_gemm_q5_0<const N: usize>(
     store_rows(acc.map(|a| lane_total(a)))
 }
 
+/// The eight rows of a packed Q5_0 or Q8_0 tile · `N` activation rows in
+/// whole blocks ([`super::avx2::q0_tiles_whole`]), each block's 32 products
+/// of a row summed by eight chained `vpdpbusd`s from its offset: Q5_0's
+/// unsigned quants less 16 times the activations' block sum, Q8_0's weights
+/// turned unsigned by adding 128 (flipping the top bit, once for all rows)
+/// less 128 times it. Exact in 32 bits, so equal bit for bit to the reference.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn tile_dot_whole<const N: usize>(
+    format: PackedFormat,
+    tile: &[u8],
+    blocks: usize,
+    acts: [&ActRow; N],
+) -> [[f32; TILE_ROWS]; N] {
+    let top = _mm256_set1_epi8(i8::MIN);
+    let offset = if format == PackedFormat::Q5_0 { -16 } else { -128 };
+    super::avx2::q0_tiles_whole(
+        format,
+        tile,
+        blocks,
+        acts,
+        |v| _mm256_xor_si256(v, top),
+        |w, row, b| {
+            let q: *const u8 = row.q.as_ptr().cast();
+            (0..8).fold(_mm256_set1_epi32(offset * row.sum32[b]), |s, v| {
+                // SAFETY: elements 32b..32b + 32 of the row are in bounds (asserted by q0_tiles_whole).
+                _mm256_dpbusd_epi32(s, w[v], unsafe { bcast4(q, 32 * b + 4 * v) })
+            })
+        },
+    )
+}
+
 /// Σ a[i]·b[i] of unsigned × signed bytes by `vpdpbusd`: the int8 peak of
 /// these kernels, for the compute probe. Lengths must be equal and a multiple
 /// of 128.

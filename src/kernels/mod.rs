@@ -289,6 +289,18 @@ impl Kernels {
                 // prefill), and their order does not depend on the batch.
                 let wide = self.0 == Set::Avx512;
                 match w.format {
+                    // Whole blocks: the weights are decoded once per block for four rows
+                    // (two for a remainder of two or three).
+                    Q5_0 | Q8_0 if order(0) == quant::Order::Batch => {
+                        let fours = acts.len() / 4 * 4;
+                        let (out4, rest) = out.split_at_mut(fours * TILE_ROWS);
+                        // SAFETY (all three): the set exists only where the CPU supports it (`Kernels::supported`).
+                        let one = |a: [&packed::ActRow; 1]| unsafe { x86_q0_tile_whole(wide, w.format, data, w.blocks, a) };
+                        let four = |a: [&packed::ActRow; 4]| unsafe { x86_q0_tile_whole(wide, w.format, data, w.blocks, a) };
+                        let two = |a: [&packed::ActRow; 2]| unsafe { x86_q0_tile_whole(wide, w.format, data, w.blocks, a) };
+                        by_groups(&acts[..fours], out4, four, one);
+                        by_groups(&acts[fours..], rest, two, one);
+                    }
                     Q5_0 if acts.len() >= if wide { WIDE_UNPACK_FROM_ROWS } else { UNPACK_FROM_ROWS } => UNPACKED
                         .with_borrow_mut(|quants| {
                             quants.resize(w.blocks * avx2::Q5_0_UNPACKED, 0);
@@ -519,6 +531,30 @@ fn by_groups<const N: usize>(
     let rest = outs.into_remainder();
     for (a, o) in groups.remainder().iter().zip(rest.chunks_exact_mut(TILE_ROWS)) {
         o.copy_from_slice(&one([a])[0]);
+    }
+}
+
+/// The x86 whole-block kernel for a Q5_0 or Q8_0 tile
+/// ([`crate::quant::Order::Batch`]): AVX-512 VNNI's when `wide`, else AVX2's.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C (`avx2_available()`), and AVX-512
+/// F/BW/VL/VNNI when `wide` (`avx512_available()`).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+unsafe fn x86_q0_tile_whole<const N: usize>(
+    wide: bool,
+    format: packed::PackedFormat,
+    tile: &[u8],
+    blocks: usize,
+    acts: [&packed::ActRow; N],
+) -> [[f32; packed::TILE_ROWS]; N] {
+    // SAFETY: the caller guarantees the CPU features these kernels enable.
+    unsafe {
+        match wide {
+            true => avx512::tile_dot_whole(format, tile, blocks, acts),
+            false => avx2::tile_dot_whole(format, tile, blocks, acts),
+        }
     }
 }
 

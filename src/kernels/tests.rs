@@ -100,7 +100,7 @@ fn packed_kernels_equal_the_reference_bit_for_bit() {
             let act_rows: Vec<ActRow> = acts.iter().map(|a| ActRow::of(quant::dot_type(ty).unwrap(), a)).collect();
             let src_row = ty.row_bytes(cols).unwrap();
             let runs = Kernels::available().into_iter().flat_map(|k| [(k, 7), (k, 11)]);
-            for ((k, n), sums) in runs.flat_map(|r| [(r, SumOrder::LlamaCpp), (r, SumOrder::BatchInvariant)]) {
+            for ((k, n), sums) in runs.flat_map(|r| SumOrder::ALL.map(|o| (r, o))) {
                 for tile in 0..p.tiles() {
                     let mut out = vec![f32::NAN; n * TILE_ROWS];
                     k.tile_dot_many(&p, tile, &act_rows[..n], sums, &mut out);

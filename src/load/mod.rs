@@ -255,18 +255,26 @@ fn summarize(ep: &Endpoint, load: Load, records: &[RequestRecord], slo: &Slo) ->
     }
 }
 
-/// Runs `load` against two endpoints in interleaved rounds (a then b, then b
+/// Runs `plan` against two endpoints in interleaved rounds (a then b, then b
 /// then a, …) after `plan.warmup` requests to each, so that drift in the
-/// machine falls on both alike; returns each one's records, run by run.
+/// machine falls on both alike; returns each one's records, run by run. With
+/// one level both run it on the same prompts; with two, a runs the first and
+/// b the second, each on prompts of its own (so one engine can be compared
+/// with itself under two loads).
 pub fn run_paired(
     a: &Endpoint,
     b: &Endpoint,
     requests: &[Request],
-    load: Load,
     plan: &Plan,
 ) -> Result<[Vec<Vec<RequestRecord>>; 2], String> {
     plan.validate()?;
-    let agent = client::agent(load.streams());
+    let level = |side: usize| match plan.levels.len() {
+        1 => 0,
+        2 => side,
+        n => unreachable!("a paired plan has one or two levels, not {n}"),
+    };
+    let streams = plan.levels.iter().map(Load::streams).max().unwrap_or(1);
+    let agent = client::agent(streams);
     warm_up(&agent, a, requests, plan.warmup)?;
     warm_up(&agent, b, requests, plan.warmup)?;
     let mut runs = [Vec::new(), Vec::new()];
@@ -276,8 +284,8 @@ pub fn run_paired(
         }
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for side in order {
-            let ep = [a, b][side];
-            let first = plan.first_prompt(0, round);
+            let (ep, load) = ([a, b][side], plan.levels[level(side)]);
+            let first = plan.first_prompt(level(side), round);
             let records = run_once(&agent, ep, requests, first, plan.requests, load, plan.seed + round as u64, &|| {});
             summarize(ep, load, &records, &plan.slo)?;
             runs[side].push(records);

@@ -13,13 +13,27 @@ pub struct Stub {
     pub base: String,
 }
 
-/// Starts a stub whose streams wait `ttft` for the first token and `gap` between tokens.
+/// Starts a stub whose streams wait `ttft` for the first token and `gap`
+/// between tokens, every request served at once on its own thread.
 pub fn start(ttft: Duration, gap: Duration) -> Stub {
+    launch(ttft, gap, true)
+}
+
+/// [`start`] for a server that does not batch: one request at a time, the
+/// others queued until it ends.
+pub fn start_serial(ttft: Duration, gap: Duration) -> Stub {
+    launch(ttft, gap, false)
+}
+
+fn launch(ttft: Duration, gap: Duration, concurrent: bool) -> Stub {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
-            std::thread::spawn(move || serve(conn, ttft, gap));
+            match concurrent {
+                true => drop(std::thread::spawn(move || serve(conn, ttft, gap))),
+                false => serve(conn, ttft, gap),
+            }
         }
     });
     Stub { base: format!("http://127.0.0.1:{port}/v1") }

@@ -357,7 +357,7 @@ impl Model {
             kv_type: KvType::default(),
             kv_budget: None,
             kernels,
-            sum_order: SumOrder::default(),
+            sum_order: SumOrder::process(),
             pipeline,
             scratch: Mutex::default(),
             buffers: Mutex::default(),
@@ -640,17 +640,21 @@ impl Model {
         (0..runs).map(move |l| per_layer.then_some(l))
     }
 
-    /// One decode step of several sequences at once: each `(token, cache)`
-    /// runs `token` at position `cache.len()` of its own cache. Every matrix
-    /// product multiplies all the sequences' rows together (the weights are
-    /// read once for the whole step); RoPE, the KV rows and attention are each
-    /// sequence's own. `logits` gets `vocab` values per sequence, in order.
-    /// With [`SumOrder::BatchInvariant`] each sequence's logits equal those of
+    /// One step of several sequences at once: each `(tokens, cache)` runs
+    /// `tokens` (one for a decoding sequence, a whole prompt for a new one) at
+    /// positions `cache.len()..` of its own cache. Every matrix product
+    /// multiplies all the sequences' rows together (the weights are read once
+    /// for the whole step); RoPE, the KV rows and attention are each
+    /// sequence's own. `logits` gets `vocab` values per sequence (its last
+    /// position), in order. With a batch-invariant order
+    /// ([`SumOrder::for_serving`]) each sequence's logits equal those of
     /// its own [`Model::forward_into`] bit for bit.
-    pub fn forward_batch(&self, steps: &mut [(u32, &mut KvCache)], logits: &mut Vec<f32>) -> Result<(), ModelError> {
-        let mut sequences: Vec<(&[u32], &mut KvCache)> =
-            steps.iter_mut().map(|(token, cache)| (std::slice::from_ref(&*token), &mut **cache)).collect();
-        self.forward_sequences(&mut sequences, Logits::Last, None, None, logits)
+    pub fn forward_batch<'b>(
+        &self,
+        steps: &mut [(&'b [u32], &'b mut KvCache)],
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
+        self.forward_sequences(steps, Logits::Last, None, None, logits)
     }
 
     /// The forward pass of [`Model::forward_into`] and [`Model::forward_batch`]:

@@ -271,7 +271,7 @@ fn any_thread_count_is_taken_and_capped() {
 fn every_kernel_set_gives_the_reference_logits_on_a_long_prompt() {
     let mut m = tied_model();
     let tokens: Vec<u32> = (0..150).map(|i| (i * 7 % 47) as u32).collect();
-    for sums in [SumOrder::LlamaCpp, SumOrder::BatchInvariant] {
+    for sums in SumOrder::ALL {
         m.sum_order = sums;
         m.kernels = Kernels::SCALAR;
         let want = m.forward(&tokens, &mut m.new_cache(256), Logits::All).unwrap();
@@ -299,10 +299,11 @@ fn prefilled(m: &Model, prompts: &[&[u32]]) -> Vec<(u32, KvCache)> {
 #[test]
 fn a_batched_decode_step_equals_each_sequence_alone_bit_for_bit() {
     let mut m = tied_model();
-    m.sum_order = SumOrder::BatchInvariant;
     let prompts: [&[u32]; 5] = [&[1, 2, 3], &[40], &[7, 7, 7, 7, 7, 7], &[9, 30], &[2, 4, 8, 16, 32]];
     let vocab = m.config.vocab_size;
-    for threads in [1, 3] {
+    for (threads, sums) in [(1, SumOrder::BatchInvariant), (3, SumOrder::BatchInvariant), (3, SumOrder::Blocks)] {
+        m.sum_order = sums;
+        m.set_threads(threads);
         m.set_threads(threads);
         let (mut alone, mut batched) = (prefilled(&m, &prompts), prefilled(&m, &prompts));
         for step in 0..4 {
@@ -310,17 +311,53 @@ fn a_batched_decode_step_equals_each_sequence_alone_bit_for_bit() {
                 .iter_mut()
                 .flat_map(|(token, cache)| m.forward(&[*token], cache, Logits::Last).unwrap())
                 .collect();
-            let mut steps: Vec<(u32, &mut KvCache)> = batched.iter_mut().map(|(t, c)| (*t, c)).collect();
-            let mut got = Vec::new();
-            m.forward_batch(&mut steps, &mut got).unwrap();
+            let got = batch_step(&m, &mut batched);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&got), bits(&want), "step {step}, {threads} threads");
+            assert_eq!(bits(&got), bits(&want), "step {step}, {threads} threads, {sums:?}");
             for (i, ((t, c), (bt, bc))) in alone.iter_mut().zip(batched.iter_mut()).enumerate() {
                 assert_eq!(c.len(), bc.len());
                 *t = crate::sample::argmax(&want[i * vocab..(i + 1) * vocab]);
                 *bt = *t;
             }
         }
+    }
+}
+
+/// One batched decode step of every `(token, cache)`: the logits.
+fn batch_step(m: &Model, seqs: &mut [(u32, KvCache)]) -> Vec<f32> {
+    let tokens: Vec<u32> = seqs.iter().map(|(t, _)| *t).collect();
+    let mut steps: Vec<(&[u32], &mut KvCache)> =
+        tokens.iter().zip(seqs.iter_mut()).map(|(t, (_, c))| (std::slice::from_ref(t), c)).collect();
+    let mut got = Vec::new();
+    m.forward_batch(&mut steps, &mut got).unwrap();
+    got
+}
+
+#[test]
+fn a_prompt_run_in_a_decode_step_gives_what_it_gives_alone() {
+    // A server's step: two sequences decoding, one new prompt beside them.
+    let mut m = tied_model();
+    let vocab = m.config.vocab_size;
+    for sums in [SumOrder::BatchInvariant, SumOrder::Blocks] {
+        m.sum_order = sums;
+        let decoded: [&[u32]; 2] = [&[1, 2, 3], &[9, 30]];
+        let prompt: &[u32] = &[5, 6, 7, 8, 9, 10, 11];
+        // Each alone: the two decode steps, and the prompt.
+        let mut alone = prefilled(&m, &decoded);
+        let mut want: Vec<Vec<f32>> =
+            alone.iter_mut().map(|(t, c)| m.forward(&[*t], c, Logits::Last).unwrap()).collect();
+        want.insert(1, m.forward(prompt, &mut m.new_cache(16), Logits::Last).unwrap());
+        // Together, the prompt between them.
+        let mut together = prefilled(&m, &decoded);
+        let tokens: Vec<u32> = together.iter().map(|(t, _)| *t).collect();
+        let mut one = m.new_cache(16);
+        let [(_, a), (_, b)] = &mut together[..] else { unreachable!("two sequences") };
+        let mut steps: Vec<(&[u32], &mut KvCache)> = vec![(&tokens[..1], a), (prompt, &mut one), (&tokens[1..], b)];
+        let mut got = Vec::new();
+        m.forward_batch(&mut steps, &mut got).unwrap();
+        assert_eq!(got.len(), 3 * vocab);
+        assert!(got.iter().zip(want.concat()).all(|(g, w)| g.to_bits() == w.to_bits()), "{sums:?}");
+        assert_eq!(one.len(), prompt.len());
     }
 }
 
@@ -331,9 +368,7 @@ fn a_batched_step_in_llama_cpp_order_stays_close_to_each_sequence_alone() {
     let (mut alone, mut batched) = (prefilled(&m, &prompts), prefilled(&m, &prompts));
     let want: Vec<f32> =
         alone.iter_mut().flat_map(|(token, cache)| m.forward(&[*token], cache, Logits::Last).unwrap()).collect();
-    let mut steps: Vec<(u32, &mut KvCache)> = batched.iter_mut().map(|(t, c)| (*t, c)).collect();
-    let mut got = Vec::new();
-    m.forward_batch(&mut steps, &mut got).unwrap();
+    let got = batch_step(&m, &mut batched);
     assert_close(&got, &want, "a batch of 5 in llama.cpp's order");
 }
 
@@ -344,7 +379,7 @@ fn a_batched_step_that_does_not_fit_changes_no_cache() {
     let mut full = m.new_cache(2);
     m.forward(&[1, 2], &mut full, Logits::Last).unwrap();
     let mut logits = Vec::new();
-    let err = m.forward_batch(&mut [(3, &mut a), (4, &mut full)], &mut logits).unwrap_err();
+    let err = m.forward_batch(&mut [(&[3], &mut a), (&[4], &mut full)], &mut logits).unwrap_err();
     assert_eq!(err.to_string(), "context full: 3 positions needed, the KV cache holds 2");
     assert_eq!((a.len(), full.len()), (0, 2));
     assert!(matches!(m.forward_batch(&mut [], &mut logits), Err(ModelError::Empty)));

@@ -183,7 +183,11 @@ pub enum Order {
     /// The batch kernels: the repacked gemm, four activation rows at a time
     /// (Q4_K: a fused multiply-add per pair of sub-blocks), and the tiled
     /// kernel for eight rows or more (Q6_K: per block `fma(d · isum, d_a,
-    /// acc)`). Q5_0 and Q8_0 batches (tinyBLAS) sum as [`Order::Row`] does.
+    /// acc)`). llama.cpp's Q4_0, Q5_0 and Q8_0 batches (tinyBLAS) sum as
+    /// [`Order::Row`] does, so [`SumOrder::LlamaCpp`] never picks this order
+    /// for them; in it ([`SumOrder::Blocks`]) each of their blocks is one exact
+    /// integer sum of its 32 products, added by one fused multiply-add:
+    /// `acc = fma(isum, d_w · d_a, acc)`.
     Batch,
 }
 
@@ -219,15 +223,80 @@ pub enum SumOrder {
     /// Every row as a one-row product ([`Order::Row`]), whatever the batch:
     /// a batched pass and a token-by-token decode give the same logits.
     BatchInvariant,
+    /// Every row in the batch kernels' order ([`Order::Batch`]), whatever the
+    /// batch: one fused multiply-add per block (Q4_K: per pair of
+    /// sub-blocks), the fewest float operations, and batch-invariant as
+    /// [`SumOrder::BatchInvariant`] is. No llama.cpp kernel sums Q5_0 or Q8_0
+    /// this way, so its logits differ from llama.cpp's in the last bits.
+    Blocks,
 }
 
+/// The order of this process's models, fixed by its first use.
+static CHOSEN_ORDER: std::sync::OnceLock<SumOrder> = std::sync::OnceLock::new();
+
 impl SumOrder {
+    /// Every way of choosing, the default first.
+    pub const ALL: [SumOrder; 3] = [SumOrder::LlamaCpp, SumOrder::BatchInvariant, SumOrder::Blocks];
+
+    /// The order named `name` (`llama-cpp`, `batch-invariant`, `blocks`).
+    pub fn named(name: &str) -> Result<SumOrder, String> {
+        SumOrder::ALL.into_iter().find(|o| o.name() == name).ok_or_else(|| {
+            let known: Vec<&str> = SumOrder::ALL.iter().map(|o| o.name()).collect();
+            format!("unknown order of summation {name:?}: one of {}", known.join(", "))
+        })
+    }
+
+    /// Fixes the order every model of this process loads with (`--sums`),
+    /// before any loads; choosing the order already in use is no error.
+    pub fn choose(name: &str) -> Result<SumOrder, String> {
+        let o = SumOrder::named(name)?;
+        match *CHOSEN_ORDER.get_or_init(|| o) {
+            got if got == o => Ok(o),
+            got => Err(format!("the {} order of summation was already chosen for this process", got.name())),
+        }
+    }
+
+    /// The order models of this process load with: the one
+    /// [`SumOrder::choose`] fixed, else the default (fixed then).
+    pub fn process() -> SumOrder {
+        *CHOSEN_ORDER.get_or_init(SumOrder::default)
+    }
+
+    /// The order a server sums in, whose results must not depend on how many
+    /// requests share a step: itself where they do not already, else (for
+    /// the default) [`SumOrder::Blocks`], the fastest batch-invariant order.
+    pub fn for_serving(self) -> SumOrder {
+        match self {
+            SumOrder::LlamaCpp => SumOrder::Blocks,
+            other => other,
+        }
+    }
+
+    /// Its name in claims and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            SumOrder::LlamaCpp => "llama-cpp",
+            SumOrder::BatchInvariant => "batch-invariant",
+            SumOrder::Blocks => "blocks",
+        }
+    }
+
+    /// What it does, in a few words for reports.
+    pub fn describe(self) -> &'static str {
+        match self {
+            SumOrder::LlamaCpp => "sums ordered as llama.cpp's kernels for each batch size",
+            SumOrder::BatchInvariant => "batch-invariant sums (every row as a one-row product)",
+            SumOrder::Blocks => "whole-block sums (one multiply-add per block, batch-invariant)",
+        }
+    }
+
     /// The order of activation row `row` of a product of `rows` rows with
     /// weights of type `ty`.
     pub fn of(self, ty: TensorType, row: usize, rows: usize) -> Order {
         match self {
             SumOrder::LlamaCpp => Order::of(ty, row, rows),
             SumOrder::BatchInvariant => Order::Row,
+            SumOrder::Blocks => Order::Batch,
         }
     }
 }
@@ -246,9 +315,9 @@ pub fn dot_in(ty: TensorType, w: &[u8], a: &[u8], order: Order) -> f32 {
         TensorType::F32 => float_dot(w, a, 4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
         TensorType::F16 => float_dot(w, a, 2, |c| f16::from_le_bytes([c[0], c[1]]).to_f32()),
         TensorType::BF16 => float_dot(w, a, 2, |c| bf16::from_le_bytes([c[0], c[1]]).to_f32()),
-        TensorType::Q4_0 => legacy::dot_q4_0_q8_0(w, a),
-        TensorType::Q5_0 => legacy::dot_q5_0_q8_0(w, a),
-        TensorType::Q8_0 => legacy::dot_q8_0_q8_0(w, a),
+        TensorType::Q4_0 => legacy::dot_q4_0_q8_0(w, a, batch),
+        TensorType::Q5_0 => legacy::dot_q5_0_q8_0(w, a, batch),
+        TensorType::Q8_0 => legacy::dot_q8_0_q8_0(w, a, batch),
         TensorType::Q4K => kquants::dot_q4k_q8k(w, a, batch),
         TensorType::Q5K => kquants::dot_q5k_q8k(w, a, batch),
         TensorType::Q6K => kquants::dot_q6k_q8k(w, a, batch),

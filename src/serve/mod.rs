@@ -5,11 +5,12 @@
 //! reads requests, hands them over and turns the tokens into responses or
 //! server-sent events.
 //!
-//! The server sums every product row by row ([`SumOrder::BatchInvariant`]):
-//! with llama.cpp's order the last bits of a request's logits would depend on
-//! how many other requests share its step, so the same seeded request could
-//! give different text under different load. Row by row, a request's tokens
-//! are those of `falsify generate` on its own, whatever else is served.
+//! The server sums every product in a batch-invariant order, by default
+//! whole blocks ([`crate::quant::SumOrder::for_serving`]): with llama.cpp's
+//! order the last bits of a request's logits would depend on how many other
+//! requests share its step, so the same seeded request could give different
+//! text under different load. So a request's tokens are those of `falsify
+//! --sums blocks generate` on its own, whatever else is served.
 
 pub mod api;
 pub mod chat;
@@ -36,10 +37,15 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::engine::TextStream;
 use crate::model::Model;
-use crate::quant::SumOrder;
 use crate::tokenizer::Tokenizer;
 use api::{BadRequest, Endpoint, Input, Reply, StopScan};
 use scheduler::{Event, Job, Limits};
+
+/// Most prompt tokens one scheduler step takes in beside the decoding
+/// requests' tokens: a 512-token prompt costs a decoding request about one
+/// prefill's time (about 2 s on 2 cores for the 0.5B model), a bound on its
+/// inter-token gap.
+const PREFILL_PER_STEP: usize = 512;
 
 /// How `falsify serve` serves.
 #[derive(Debug, Clone)]
@@ -118,11 +124,11 @@ impl Server {
         let listener = std::net::TcpListener::bind(&address).map_err(bind)?;
         listener.set_nonblocking(true).map_err(bind)?;
         let local = listener.local_addr().map_err(bind)?;
-        model.sum_order = SumOrder::BatchInvariant;
+        model.sum_order = model.sum_order.for_serving();
         let context = options.context.min(model.config.context_length);
         let (model, tokenizer) = (Arc::new(model), Arc::new(tokenizer));
         let (jobs, queue) = mpsc::channel();
-        let limits = Limits { max_batch: options.max_batch, context };
+        let limits = Limits { max_batch: options.max_batch, context, prefill_per_step: PREFILL_PER_STEP };
         let scheduler = scheduler::spawn(model, tokenizer.clone(), queue, limits)
             .map_err(|source| ServeError::Io { what: "cannot start the scheduler thread", source })?;
         let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());

@@ -1,8 +1,8 @@
-//! The scheduler: one OS thread that owns the model and decodes every active
-//! request in one batched step ([`Model::forward_batch`]). A new request's
-//! prompt is prefilled by its own forward pass, then it joins the batch at
-//! the next step; a request whose client has gone is dropped at the next
-//! token it would have received.
+//! The scheduler: one OS thread that owns the model and runs every active
+//! request in one batched step ([`Model::forward_batch`]): a new request's
+//! whole prompt joins the step after it arrives, beside the decoding
+//! requests' last tokens. A request whose client has gone is dropped at the
+//! next token it would have received.
 
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::engine::{Finish, GenerateOptions, Sequence};
-use crate::model::{KvCache, Logits, Model};
+use crate::model::{KvCache, Model};
 use crate::tokenizer::Tokenizer;
 
 /// A request for the scheduler: a prompt and what to generate after it.
@@ -35,25 +35,36 @@ pub(crate) enum Event {
     Failed(String),
 }
 
-/// A request being decoded.
+/// A request being served.
 struct Active {
     sequence: Sequence,
     events: UnboundedSender<Event>,
+    /// Its prompt, until the step that runs it.
+    prompt: Option<Vec<u32>>,
     /// Whether it needs no more steps (finished, failed or abandoned).
     over: bool,
 }
 
 impl Active {
-    /// Chooses the next token from `logits` and sends it, and the end when it is over.
-    fn advance(&mut self, logits: &[f32], tokenizer: &Tokenizer) {
-        if let Some(token) = self.sequence.choose(logits, tokenizer) {
-            // A closed channel: the client has gone.
-            self.over = self.events.send(Event::Token(token)).is_err();
+    /// The tokens this request puts into the next step: its whole prompt the
+    /// first time, then the token it chose last.
+    fn step_tokens(&self) -> &[u32] {
+        match &self.prompt {
+            Some(prompt) => prompt,
+            None => std::slice::from_ref(self.sequence.tokens().last().expect("a decoding sequence has chosen a token")),
         }
-        self.end_if_finished();
     }
 
-    fn end_if_finished(&mut self) {
+    /// Takes the logits of its last position run: chooses the next token and
+    /// sends it, and the end when it is over.
+    fn advance(&mut self, logits: &[f32], tokenizer: &Tokenizer) {
+        self.prompt = None;
+        if self.sequence.finish().is_none() {
+            if let Some(token) = self.sequence.choose(logits, tokenizer) {
+                // A closed channel: the client has gone.
+                self.over = self.events.send(Event::Token(token)).is_err();
+            }
+        }
         if let Some(finish) = self.sequence.finish() {
             let _ = self.events.send(Event::Done(finish));
             self.over = true;
@@ -68,38 +79,53 @@ pub(crate) struct Limits {
     pub max_batch: usize,
     /// Most positions (prompt and generated tokens) of one sequence.
     pub context: usize,
+    /// Most prompt tokens one step takes in besides the decoding sequences'
+    /// tokens (a longer prompt still runs, alone among the new ones): a bound
+    /// on how long the requests already decoding wait for new ones.
+    pub prefill_per_step: usize,
 }
 
 /// Runs requests from `jobs` until every sender is gone and the last active
-/// request is over.
+/// request is over. Each step runs, as one batch, the token every decoding
+/// request chose last and the whole prompt of each request admitted since
+/// the previous step ([`Model::forward_batch`]), so a new request neither waits
+/// for the others to finish nor stops them for a pass of its own.
 pub(crate) fn run(model: &Model, tokenizer: &Tokenizer, jobs: Receiver<Job>, limits: Limits) {
     let mut active: Vec<Active> = Vec::new();
     let mut logits = Vec::new();
     let vocab = model.config.vocab_size;
+    let mut held: Option<Job> = None;
     loop {
-        if active.is_empty() {
+        if active.is_empty() && held.is_none() {
             // Idle: wait for a request.
             match jobs.recv() {
-                Ok(job) => admit(model, tokenizer, job, limits, &mut active, &mut logits),
+                Ok(job) => held = Some(job),
                 Err(_) => return,
             }
         }
+        let mut prefill = 0;
         while active.len() < limits.max_batch.max(1) {
-            match jobs.try_recv() {
-                Ok(job) => admit(model, tokenizer, job, limits, &mut active, &mut logits),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            let job = match held.take() {
+                Some(job) => job,
+                None => match jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                },
+            };
+            if prefill > 0 && prefill + job.prompt.len() > limits.prefill_per_step {
+                held = Some(job);
+                break;
             }
+            prefill += job.prompt.len();
+            admit(model, job, limits, &mut active);
         }
         active.retain(|a| !a.over);
         if active.is_empty() {
             continue;
         }
-        let mut steps: Vec<(u32, &mut KvCache)> = active
-            .iter_mut()
-            .map(|a| {
-                (*a.sequence.tokens().last().expect("an active sequence has chosen a token"), &mut a.sequence.cache)
-            })
-            .collect();
+        let tokens: Vec<Vec<u32>> = active.iter().map(|a| a.step_tokens().to_vec()).collect();
+        let mut steps: Vec<(&[u32], &mut KvCache)> =
+            tokens.iter().zip(active.iter_mut()).map(|(t, a)| (t.as_slice(), &mut a.sequence.cache)).collect();
         match model.forward_batch(&mut steps, &mut logits) {
             Ok(()) => {
                 for (a, row) in active.iter_mut().zip(logits.chunks_exact(vocab)) {
@@ -117,34 +143,13 @@ pub(crate) fn run(model: &Model, tokenizer: &Tokenizer, jobs: Receiver<Job>, lim
     }
 }
 
-/// Prefills a new request's prompt and chooses its first token; it joins
-/// `active` unless that ended it.
-fn admit(
-    model: &Model,
-    tokenizer: &Tokenizer,
-    job: Job,
-    limits: Limits,
-    active: &mut Vec<Active>,
-    logits: &mut Vec<f32>,
-) {
-    let started = Sequence::new(model, job.prompt.len(), &job.options, limits.context).and_then(|mut sequence| {
-        model.forward_into(&job.prompt, &mut sequence.cache, Logits::Last, None, logits)?;
-        Ok(sequence)
-    });
-    let sequence = match started {
-        Ok(sequence) => sequence,
+/// Starts a new request: its cache, and its prompt for the next step.
+fn admit(model: &Model, job: Job, limits: Limits, active: &mut Vec<Active>) {
+    match Sequence::new(model, job.prompt.len(), &job.options, limits.context) {
+        Ok(sequence) => active.push(Active { sequence, events: job.events, prompt: Some(job.prompt), over: false }),
         Err(e) => {
             let _ = job.events.send(Event::Failed(e.to_string()));
-            return;
         }
-    };
-    let mut request = Active { sequence, events: job.events, over: false };
-    match request.sequence.finish() {
-        Some(_) => request.end_if_finished(),
-        None => request.advance(logits, tokenizer),
-    }
-    if !request.over {
-        active.push(request);
     }
 }
 

@@ -1,6 +1,7 @@
 //! The server on a tiny generated model: every endpoint over real HTTP, the
 //! OpenAI shapes, streaming with usage, bad requests, concurrent requests.
 
+use crate::quant::SumOrder;
 use super::api::{self, Endpoint, StopScan};
 use super::chat::{render, Message, Role};
 use super::*;
@@ -41,7 +42,7 @@ fn events(text: &str) -> Vec<String> {
 /// What `falsify generate` gives for `text` on its own, greedily, as the server sums.
 fn alone(text: &str, max_tokens: usize) -> String {
     let mut model = tied_model();
-    model.sum_order = SumOrder::BatchInvariant;
+    model.sum_order = SumOrder::default().for_serving();
     let tok = Tokenizer::from_header(&model.file.header).unwrap();
     let sampler = SamplerConfig { temperature: 0.0, ..SamplerConfig::default() };
     let opts = GenerateOptions { max_tokens, sampler, ignore_eos: true, time_bricks: false };

@@ -366,8 +366,9 @@ pub struct KvParams {
     /// Largest |logit difference| allowed.
     pub tolerance: f64,
     /// How the engine orders its sums on both sides: `llama-cpp` (the default,
-    /// by batch size) or `batch-invariant` (every row as a one-row product,
-    /// so that only the KV cache can make the two sides differ).
+    /// by batch size), `batch-invariant` (every row as a one-row product, so
+    /// that only the KV cache can make the two sides differ) or `blocks`
+    /// (whole-block sums, batch-invariant too).
     #[serde(default)]
     pub sum_order: SumOrder,
 }
@@ -380,10 +381,7 @@ pub fn judge_kv(p: &KvParams, observed: Result<f32, String>, positions: usize) -
         Ok(worst) => {
             let mut q = Quantity::new("max_abs_logit_diff", "logit", f64::from(worst));
             q.n = positions;
-            let how = match p.sum_order {
-                SumOrder::LlamaCpp => "sums ordered as llama.cpp's kernels for each batch size",
-                SumOrder::BatchInvariant => "batch-invariant sums (every row as a one-row product)",
-            };
+            let how = p.sum_order.describe();
             judge::quantity(
                 q.detail(format!("token-by-token decode vs one batched forward pass; {how}")),
                 Op::Le,
@@ -401,7 +399,7 @@ impl Check for KvConsistency {
     const NAME: &'static str = "kv_consistency";
     const DOC: &'static str =
         "incremental decode through the KV cache equals a batched recompute (logits within tolerance)";
-    const PARAMS: &'static str = "model, tolerance, sum_order (llama-cpp | batch-invariant)";
+    const PARAMS: &'static str = "model, tolerance, sum_order (llama-cpp | batch-invariant | blocks)";
     type Params = KvParams;
 
     fn run(p: &KvParams, cx: &mut Context) -> Result<Outcome, Unmet> {

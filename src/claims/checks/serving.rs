@@ -80,7 +80,11 @@ pub struct ServingParams {
     pub b: String,
     /// Streams in flight.
     pub concurrency: usize,
-    /// Requests per run (default: twice the concurrency, at least 4).
+    /// Streams in flight for engine b (default: `concurrency`). With `b` the
+    /// same engine as `a`, the claim is about how it scales with load.
+    #[serde(default)]
+    pub b_concurrency: Option<usize>,
+    /// Requests per run (default: twice the larger concurrency, at least 4).
     #[serde(default)]
     pub requests: Option<usize>,
     /// Interleaved runs of each engine (default 4).
@@ -104,11 +108,22 @@ pub struct ServingParams {
 }
 
 impl ServingParams {
-    /// The load plan of one claim.
+    /// Engine b's streams in flight.
+    pub fn b_streams(&self) -> usize {
+        self.b_concurrency.unwrap_or(self.concurrency)
+    }
+
+    /// The load plan of one claim: one level both engines run, or a's and
+    /// b's when their concurrencies differ.
     pub fn plan(&self) -> Plan {
+        let (a, b) = (self.concurrency, self.b_streams());
+        let mut levels = vec![Load::Concurrency { streams: a }];
+        if b != a {
+            levels.push(Load::Concurrency { streams: b });
+        }
         Plan {
-            levels: vec![Load::Concurrency { streams: self.concurrency }],
-            requests: self.requests.unwrap_or(2 * self.concurrency).max(4),
+            levels,
+            requests: self.requests.unwrap_or(2 * a.max(b)).max(4),
             runs: self.runs,
             warmup: 1,
             slo: self.slo,
@@ -140,8 +155,7 @@ impl Paired {
 pub fn observe(p: &ServingParams, a: &crate::engines::Endpoint, b: &crate::engines::Endpoint) -> Result<Paired, Unmet> {
     // A prompt of its own for every request: a repeated prompt is answered from a prompt cache.
     let requests = load::prompts::generated(p.plan().prompts_needed(), p.prompt, p.gen, 0x5eed);
-    let load = Load::Concurrency { streams: p.concurrency };
-    let [ra, rb] = load::run_paired(a, b, &requests, load, &p.plan()).map_err(Unmet::Failed)?;
+    let [ra, rb] = load::run_paired(a, b, &requests, &p.plan()).map_err(Unmet::Failed)?;
     Ok(Paired { a: (a.engine.clone(), ra), b: (b.engine.clone(), rb) })
 }
 
@@ -173,7 +187,11 @@ pub fn judge_serving(p: &ServingParams, obs: &Paired) -> Result<Outcome, Unmet> 
         .detail(format!(
             "{} interleaved runs each at concurrency {}: {per_run} streamed requests of {} prompt and {} output tokens \
              (ignore_eos), after {} warmup request each",
-            plan.runs, p.concurrency, p.prompt, p.gen, plan.warmup
+            plan.runs,
+            concurrencies(p),
+            p.prompt,
+            p.gen,
+            plan.warmup
         ));
     if p.metric == ServingMetric::TtftP99Ratio {
         q = q.detail(format!("each run's p99 rests on its {per_run} requests (near their largest)"));
@@ -184,20 +202,29 @@ pub fn judge_serving(p: &ServingParams, obs: &Paired) -> Result<Outcome, Unmet> 
     Ok(judge::quantity(q, p.op, p.threshold))
 }
 
+/// The concurrency both engines ran at, or a's and b's.
+fn concurrencies(p: &ServingParams) -> String {
+    match p.b_streams() {
+        b if b == p.concurrency => b.to_string(),
+        b => format!("{} ({}) and {b} ({})", p.concurrency, p.a, p.b),
+    }
+}
+
 /// `serving`: one engine's server against another's under the same load.
 pub struct Serving;
 
 impl Check for Serving {
     const NAME: &'static str = "serving";
     const DOC: &'static str =
-        "two engines' servers under the same concurrent streaming load, a figure's ratio a ÷ b decided on its 95% CI";
+        "two engines' servers under the same concurrent streaming load (or one engine under two), a figure's ratio a ÷ b \
+         decided on its 95% CI";
     const PARAMS: &'static str = "model, a (default falsify-server), b (default llama-server), concurrency, \
-         requests, runs, prompt, gen, slo {ttft_ms, tpot_ms, e2e_ms}, metric (ttft_p99_ratio|itl_p50_ratio|\
+         b_concurrency (default concurrency), requests, runs, prompt, gen, slo {ttft_ms, tpot_ms, e2e_ms}, metric (ttft_p99_ratio|itl_p50_ratio|\
          throughput_ratio|goodput_ratio), op, threshold";
     type Params = ServingParams;
 
     fn run(p: &ServingParams, cx: &mut Context) -> Result<Outcome, Unmet> {
-        if p.concurrency == 0 || p.runs < 2 {
+        if p.concurrency == 0 || p.b_streams() == 0 || p.runs < 2 {
             return Err(Unmet::Failed("serving: concurrency must be at least 1 and runs at least 2".into()));
         }
         if p.metric == ServingMetric::GoodputRatio && !p.slo.is_set() {
@@ -206,13 +233,17 @@ impl Check for Serving {
         // The SLO only decides goodput, so claims differing in it share one measurement.
         let key = format!("serving {} {} {} {:?}", p.model, p.a, p.b, Plan { slo: Slo::default(), ..p.plan() });
         let p2 = p.clone();
+        let streams = p.concurrency.max(p.b_streams());
         let obs = cx.memo(&key, move |cx| {
-            cx.endpoint_pair(&p2.a, &p2.b, &p2.model, p2.concurrency)?;
+            cx.endpoint_pair(&p2.a, &p2.b, &p2.model, streams)?;
             cx.say(format_args!(
                 "serving: {} vs {} at concurrency {}, {} interleaved runs",
-                p2.a, p2.b, p2.concurrency, p2.runs
+                p2.a,
+                p2.b,
+                concurrencies(&p2),
+                p2.runs
             ));
-            let (a, b) = cx.endpoint_pair(&p2.a, &p2.b, &p2.model, p2.concurrency)?;
+            let (a, b) = cx.endpoint_pair(&p2.a, &p2.b, &p2.model, streams)?;
             observe(&p2, a, b)
         })?;
         let unit = match p.metric {
@@ -220,9 +251,9 @@ impl Check for Serving {
             ServingMetric::GoodputRatio => "req/s",
             ServingMetric::TtftP99Ratio | ServingMetric::ItlP50Ratio => "ms",
         };
-        for (name, runs) in obs.summaries(&p.slo) {
+        for ((name, runs), streams) in obs.summaries(&p.slo).into_iter().zip([p.concurrency, p.b_streams()]) {
             let values: Vec<f64> = runs.iter().filter_map(|r| r.figure(p.metric.figure())).collect();
-            let series = format!("serving {} c={} {name} {}", p.model, p.concurrency, p.metric.figure());
+            let series = format!("serving {} c={streams} {name} {}", p.model, p.metric.figure());
             cx.record_series(series, unit, 1, &values);
         }
         judge_serving(p, &obs)

@@ -279,6 +279,7 @@ fn serving_params(metric: serving::ServingMetric, op: Op, threshold: f64) -> ser
         a: "a".into(),
         b: "b".into(),
         concurrency: 2,
+        b_concurrency: None,
         requests: Some(4),
         runs: 3,
         prompt: 8,
@@ -1230,6 +1231,18 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             let same = serving::observe(&p, &at("a", &fast), &at("b", &twin)).unwrap();
             let inflated = serving::observe(&p, &at("a", &slow), &at("b", &twin)).unwrap();
             (serving::judge_serving(&p, &same).unwrap(), serving::judge_serving(&p, &inflated).unwrap())
+        }),
+        ("serving", || {
+            // One engine against itself at 4 streams and 1: a server that serves requests together
+            // scales, one that queues them does not.
+            let mut p = serving_params(serving::ServingMetric::ThroughputRatio, Op::Ge, 2.0);
+            (p.concurrency, p.b_concurrency, p.requests) = (4, Some(1), Some(8));
+            let at = |s: &crate::load::stub::Stub| crate::engines::Endpoint::at("stub", &s.base, "m");
+            let together = at(&crate::load::stub::start(Duration::from_millis(30), Duration::from_millis(5)));
+            let queued = at(&crate::load::stub::start_serial(Duration::from_millis(30), Duration::from_millis(5)));
+            let scales = serving::observe(&p, &together, &together).unwrap();
+            let flat = serving::observe(&p, &queued, &queued).unwrap();
+            (serving::judge_serving(&p, &scales).unwrap(), serving::judge_serving(&p, &flat).unwrap())
         }),
         ("grade_scale", || {
             fn lenient(s: f64) -> &'static str {
