@@ -14,9 +14,9 @@ use falsify::bench::{Baseline, LlamaBench, OllamaGenerate, Protocol};
 use falsify::engine::{self, GenerateOptions};
 use falsify::kernels::cuda::Backend;
 use falsify::kernels::Kernels;
-use falsify::quant::SumOrder;
 use falsify::model::{KvType, Model, ModelConfig};
 use falsify::provenance::{ModelFile, Provenance};
+use falsify::quant::SumOrder;
 use falsify::sample::SamplerConfig;
 use falsify::tokenizer::Tokenizer;
 

@@ -347,7 +347,9 @@ pub(super) fn q0_tiles_whole<const N: usize>(
     let bb = format.block_bytes();
     assert!(tile.len() >= bb * blocks, "tile shorter than its blocks");
     for a in acts {
-        assert!(a.q.len() >= 32 * blocks && a.abs.len() >= 32 * blocks && a.d.len() >= blocks && a.sum32.len() >= blocks);
+        assert!(
+            a.q.len() >= 32 * blocks && a.abs.len() >= 32 * blocks && a.d.len() >= blocks && a.sum32.len() >= blocks
+        );
     }
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..blocks {
@@ -398,7 +400,10 @@ pub fn tile_dot_whole<const N: usize>(
             if q5 {
                 let half = |h: usize| {
                     let p = |v: usize| _mm256_maddubs_epi16(w[v], a(v));
-                    _mm256_madd_epi16(_mm256_add_epi16(_mm256_add_epi16(p(h), p(h + 1)), _mm256_add_epi16(p(h + 2), p(h + 3))), ones)
+                    _mm256_madd_epi16(
+                        _mm256_add_epi16(_mm256_add_epi16(p(h), p(h + 1)), _mm256_add_epi16(p(h + 2), p(h + 3))),
+                        ones,
+                    )
                 };
                 return _mm256_add_epi32(_mm256_add_epi32(half(0), half(4)), _mm256_set1_epi32(-16 * row.sum32[b]));
             }

@@ -295,9 +295,12 @@ impl Kernels {
                         let fours = acts.len() / 4 * 4;
                         let (out4, rest) = out.split_at_mut(fours * TILE_ROWS);
                         // SAFETY (all three): the set exists only where the CPU supports it (`Kernels::supported`).
-                        let one = |a: [&packed::ActRow; 1]| unsafe { x86_q0_tile_whole(wide, w.format, data, w.blocks, a) };
-                        let four = |a: [&packed::ActRow; 4]| unsafe { x86_q0_tile_whole(wide, w.format, data, w.blocks, a) };
-                        let two = |a: [&packed::ActRow; 2]| unsafe { x86_q0_tile_whole(wide, w.format, data, w.blocks, a) };
+                        let one =
+                            |a: [&packed::ActRow; 1]| unsafe { x86_q0_tile_whole(wide, w.format, data, w.blocks, a) };
+                        let four =
+                            |a: [&packed::ActRow; 4]| unsafe { x86_q0_tile_whole(wide, w.format, data, w.blocks, a) };
+                        let two =
+                            |a: [&packed::ActRow; 2]| unsafe { x86_q0_tile_whole(wide, w.format, data, w.blocks, a) };
                         by_groups(&acts[..fours], out4, four, one);
                         by_groups(&acts[fours..], rest, two, one);
                     }

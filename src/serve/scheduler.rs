@@ -51,7 +51,9 @@ impl Active {
     fn step_tokens(&self) -> &[u32] {
         match &self.prompt {
             Some(prompt) => prompt,
-            None => std::slice::from_ref(self.sequence.tokens().last().expect("a decoding sequence has chosen a token")),
+            None => {
+                std::slice::from_ref(self.sequence.tokens().last().expect("a decoding sequence has chosen a token"))
+            }
         }
     }
 

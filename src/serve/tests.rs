@@ -1,12 +1,12 @@
 //! The server on a tiny generated model: every endpoint over real HTTP, the
 //! OpenAI shapes, streaming with usage, bad requests, concurrent requests.
 
-use crate::quant::SumOrder;
 use super::api::{self, Endpoint, StopScan};
 use super::chat::{render, Message, Role};
 use super::*;
 use crate::engine::{generate, GenerateOptions};
 use crate::model::tests::tied_model;
+use crate::quant::SumOrder;
 use crate::sample::SamplerConfig;
 
 fn start() -> (Server, String) {
