@@ -286,7 +286,7 @@ fn model_name(model: &Path) -> String {
 
 /// Ollama's tag for a project model file (`qwen2.5-coder-0.5b-instruct-q4_k_m.gguf`
 /// → `qwen2.5-coder:0.5b-instruct-q4_K_M`), else the file's stem.
-fn ollama_model(model: &Path) -> String {
+pub fn ollama_model(model: &Path) -> String {
     let stem = model_name(model);
     match stem.strip_prefix("qwen2.5-coder-").and_then(|r| r.strip_suffix("-instruct-q4_k_m")) {
         Some(size) => format!("qwen2.5-coder:{size}-instruct-q4_K_M"),

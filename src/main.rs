@@ -3,17 +3,16 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
 use falsify::apr::{self, TensorFile};
-use falsify::baseline::llama_cpp::LlamaCpp;
-use falsify::baseline::ollama::Ollama;
-use falsify::bench::{Baseline, LlamaBench, OllamaGenerate, Protocol};
+use falsify::bench::Protocol;
 use falsify::engine::{self, GenerateOptions};
 use falsify::kernels::cuda::Backend;
 use falsify::kernels::Kernels;
+use falsify::load::subject::Opened;
 use falsify::model::{KvType, Model, ModelConfig};
 use falsify::provenance::{ModelFile, Provenance};
 use falsify::quant::SumOrder;
@@ -272,11 +271,13 @@ enum Command {
         #[arg(long, default_value = "claims/gate.toml")]
         policy: PathBuf,
     },
-    /// Benchmark the engine against a baseline, interleaved, with CIs on the ratios.
+    /// Benchmark one engine against another, interleaved, with CIs on the ratios.
     ///
     /// Each round runs a prefill test (a random N_PROMPT-token prompt, fresh cache)
-    /// and a decode test (N_GEN tokens after a 1-token prompt) on the engine, and the
-    /// same two tests with llama-bench; rounds alternate which engine goes first.
+    /// and a decode test (N_GEN tokens after a 1-token prompt) on --engine (default:
+    /// the embedded engine) and the same two tests on --baseline (default: llama.cpp
+    /// through llama-bench); rounds alternate which engine goes first. A server
+    /// (llama-server, falsify-server, a declared one) is timed at the client.
     Bench {
         #[command(flatten)]
         model: ModelArg,
@@ -295,12 +296,19 @@ enum Command {
         /// Threads for both engines.
         #[arg(long, short = 't', default_value_t = 2)]
         threads: usize,
-        /// Baseline to compare with: llama.cpp, ollama (at $OLLAMA_HOST) or none.
+        /// The engine measured: falsify (in process), llama.cpp, llama-server,
+        /// falsify-server, ollama, or one declared in an --engines file.
+        #[arg(long, default_value = "falsify")]
+        engine: String,
+        /// The engine it is compared with (any --engine name), or none.
         #[arg(long, default_value = "llama.cpp")]
         baseline: String,
-        /// Ollama's name for the same model.
-        #[arg(long, default_value = "qwen2.5-coder:0.5b-instruct-q4_K_M")]
-        ollama_model: String,
+        /// TOML files declaring more engines ([[engine]] tables; see `falsify load --help`).
+        #[arg(long = "engines")]
+        engine_files: Vec<PathBuf>,
+        /// Ollama's name for the model (default: its tag for the project's model file).
+        #[arg(long)]
+        ollama_model: Option<String>,
         /// Also write the full result (samples, summaries, ratios, provenance) as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -607,7 +615,9 @@ fn run(cli: Cli) -> Result<()> {
             runs,
             warmup,
             threads,
+            engine,
             baseline,
+            engine_files,
             ollama_model,
             json,
             compare,
@@ -627,8 +637,7 @@ fn run(cli: Cli) -> Result<()> {
                     threads: usable_threads(threads),
                     min_sample_ms: 1.0,
                 },
-                &baseline,
-                &ollama_model,
+                Pair { a: &engine, b: &baseline, files: &engine_files, ollama_model },
                 json,
                 compare,
             )
@@ -787,11 +796,18 @@ fn brick_table(phase: &str, b: &falsify::model::Breakdown) -> String {
     out
 }
 
+/// The two engines `falsify bench` compares, as its flags name them.
+struct Pair<'a> {
+    a: &'a str,
+    b: &'a str,
+    files: &'a [PathBuf],
+    ollama_model: Option<String>,
+}
+
 fn bench(
     model: &ModelArg,
     protocol: Protocol,
-    baseline: &str,
-    ollama_model: &str,
+    pair: Pair,
     json: Option<PathBuf>,
     compare: Option<PathBuf>,
 ) -> Result<()> {
@@ -804,45 +820,38 @@ fn bench(
         ),
         None => None,
     };
+    let mut engines = falsify::engines::Engines::builtin();
+    for file in pair.files {
+        engines.add_file(file)?;
+    }
+    let path = model.path();
+    let with = falsify::engines::ServeWith {
+        model: path.clone(),
+        threads: protocol.threads,
+        slots: 1,
+        falsify_exe: std::env::current_exe().ok(),
+        ready_timeout: Duration::from_secs(180),
+    };
+    let mut opened = Vec::new();
+    for name in std::iter::once(pair.a).chain((pair.b != "none").then_some(pair.b)) {
+        let engine = engines.get(name)?;
+        let open = Opened::open(engine, &with).map_err(|e| format!("engine `{name}`: {e}"))?;
+        opened.push(match (open, &pair.ollama_model) {
+            (Opened::Ollama(server, _), Some(tag)) => Opened::Ollama(server, tag.clone()),
+            (open, _) => open,
+        });
+    }
     let load_start = Instant::now();
     let mut m = open_model(model)?;
     m.set_threads(protocol.threads);
     let tok = Tokenizer::from_header(&m.file.header)?;
     let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
-    let path = model.path();
-    let (llama, ollama) = match baseline {
-        "llama.cpp" => (Some(LlamaCpp::locate()?), None),
-        "ollama" => {
-            let server = Ollama::from_env()?;
-            if let Err(e) = server.probe() {
-                if !e.is_no_server() {
-                    return Err(e.into());
-                }
-                eprintln!("skipped: the Ollama baseline is unavailable: {e}");
-                return Ok(());
-            }
-            (None, Some(server))
-        }
-        "none" => (None, None),
-        other => return Err(format!("unknown baseline {other:?} (choose llama.cpp, ollama or none)").into()),
-    };
-    let llama_bench = llama.as_ref().map(|l| LlamaBench { llama: l, model: &path });
-    let ollama_gen =
-        ollama.as_ref().map(|s| OllamaGenerate { server: s, model: ollama_model.to_owned(), tokenizer: &tok });
-    let base: Option<&dyn Baseline> = match (&llama_bench, &ollama_gen) {
-        (Some(b), _) => Some(b),
-        (_, Some(b)) => Some(b),
-        _ => None,
-    };
-    let mut baselines = Vec::new();
-    if let Some(l) = &llama {
-        baselines.push(("llama.cpp".to_owned(), l.provenance().unwrap_or_else(|| "no PROVENANCE.toml".into())));
-    }
-    if let Some(s) = &ollama {
-        baselines.push(("ollama".to_owned(), format!("server version {}, model {ollama_model}", s.probe()?)));
-    }
+    let names = [pair.a, pair.b];
+    let baselines = names.iter().zip(&opened).filter_map(|(n, o)| Some(((*n).to_owned(), o.provenance()?))).collect();
     let provenance = Provenance::collect(protocol.threads, vec![ModelFile::describe(&path)?], baselines);
-    let result = falsify::bench::compare(&m, &tok, load_ms, base, &protocol, provenance, |done, total| {
+    let subjects: Vec<_> = opened.iter().map(|o| o.subject(&m, &tok, &path)).collect();
+    let b = subjects.get(1).map(|b| &**b);
+    let result = falsify::bench::compare(&*subjects[0], b, load_ms, &protocol, provenance, |done, total| {
         eprint!("\rbench: round {done}/{total} (first {} are warmup)   ", protocol.warmup);
         if done == total {
             eprintln!();
@@ -852,14 +861,14 @@ fn bench(
     use std::fmt::Write as _;
     let _ = writeln!(
         o,
-        "{:<15} {:<10} {:>10} {:>23} {:>7} {:>9}",
+        "{:<15} {:<14} {:>10} {:>23} {:>7} {:>9}",
         "metric", "engine", "median", "95% CI of mean", "CV", "outliers"
     );
     for s in &result.series {
         let sm = &s.summary;
         let _ = writeln!(
             o,
-            "{:<15} {:<10} {:>10.2} {:>23} {:>6.1}% {:>9}",
+            "{:<15} {:<14} {:>10.2} {:>23} {:>6.1}% {:>9}",
             s.metric,
             s.engine,
             sm.median,
@@ -877,7 +886,7 @@ fn bench(
     }
     let _ = writeln!(
         o,
-        "engine: model load {:.1} ms, peak RSS {}",
+        "falsify in process: model load {:.1} ms, peak RSS {}",
         result.engine_load_ms,
         result.engine_peak_rss_bytes.map_or("unknown".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
     );

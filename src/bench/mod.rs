@@ -1,7 +1,8 @@
 //! The benchmark protocol shared by `falsify bench` and the claims: warmup
-//! runs that are not counted, N measured runs, the embedded engine and a
-//! baseline interleaved (A B A B …) so drift hits both, plausibility guards,
-//! and a JSON record with raw samples, summaries, ratios and provenance.
+//! runs that are not counted, N measured runs, two subjects (by default the
+//! embedded engine and llama.cpp) interleaved (A B B A …) so drift hits both,
+//! plausibility guards, and a JSON record with raw samples, summaries, ratios
+//! and provenance.
 //!
 //! Metric definitions (one each, used everywhere):
 //! - **prefill tok/s**: prompt tokens ÷ time of the forward pass over the
@@ -12,7 +13,8 @@
 //! - **e2e**: wall time of the whole decode run, 1-token prompt to last token.
 //!
 //! llama-bench reports `pp` (prompt) and `tg` (generation) rates by the same
-//! definitions: its `tg` test decodes `n` tokens one at a time.
+//! definitions: its `tg` test decodes `n` tokens one at a time. A server
+//! measured over HTTP ([`crate::load::subject`]) is timed at the client.
 
 pub mod bricks;
 pub mod roofline;
@@ -151,7 +153,7 @@ pub struct BenchResult {
     pub protocol: Protocol,
     /// Every measured series.
     pub series: Vec<Series>,
-    /// Ratios of the engine over each baseline.
+    /// Ratios of subject a over subject b.
     pub comparisons: Vec<Comparison>,
     /// Time to open and map the model and read its tokenizer, ms (measured once, before warmup).
     pub engine_load_ms: f64,
@@ -169,56 +171,83 @@ pub fn random_prompt(tokenizer: &Tokenizer, n: usize, seed: u64) -> Vec<u32> {
     (0..n).map(|_| normal[rng.below(normal.len())]).collect()
 }
 
-/// One run of the embedded engine: prefill tok/s of an `n_prompt` prompt, and
-/// decode tok/s over `n_gen` tokens after a 1-token prompt.
-pub struct EngineSample {
+/// One round of a subject: prefill and decode rates, and (where the subject
+/// reports them) its time to first token, per-token decode latencies and
+/// decode run's end-to-end time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
     /// Prompt tokens per second.
     pub prefill_tok_s: f64,
     /// Decode tokens per second.
     pub decode_tok_s: f64,
     /// Time to first token of the prefill run, ms.
-    pub ttft_ms: f64,
-    /// Per-token decode latencies, ms.
+    pub ttft_ms: Option<f64>,
+    /// Per-token decode latencies, ms (empty when not reported).
     pub itl_ms: Vec<f64>,
     /// End-to-end latency of the decode run (prompt to last token), ms.
-    pub e2e_ms: f64,
+    pub e2e_ms: Option<f64>,
 }
 
-/// Measures the embedded engine once (prefill run, then decode run).
-pub fn run_engine(model: &Model, tok: &Tokenizer, p: &Protocol, seed: u64) -> Result<EngineSample, BenchError> {
-    let greedy = SamplerConfig { temperature: 0.0, ..SamplerConfig::default() };
-    let prompt = random_prompt(tok, p.n_prompt, seed);
-    let pre = engine::generate(
-        model,
-        tok,
-        &prompt,
-        &GenerateOptions { max_tokens: 1, sampler: greedy, ignore_eos: true, time_bricks: false },
-        |_| {},
-    )?;
-    check_duration(ENGINE, "prefill", pre.timings.prefill_ms / 1e3)?;
-    let dec_prompt = random_prompt(tok, 1, seed ^ 1);
-    let opts = GenerateOptions { max_tokens: p.n_gen + 1, sampler: greedy, ignore_eos: true, time_bricks: false };
-    let start = std::time::Instant::now();
-    let dec = engine::generate(model, tok, &dec_prompt, &opts, |_| {})?;
-    let e2e_ms = start.elapsed().as_secs_f64() * 1e3;
-    check_length(ENGINE, "decode", dec.timings.decode_tokens, p.n_gen)?;
-    check_duration(ENGINE, "decode", dec.timings.decode_ms / 1e3)?;
-    check_min(ENGINE, "decode", dec.timings.decode_ms, p.min_sample_ms)?;
-    Ok(EngineSample {
-        prefill_tok_s: pre.timings.prefill_tok_per_s,
-        decode_tok_s: dec.timings.decode_tok_per_s,
-        ttft_ms: pre.timings.ttft_ms,
-        itl_ms: dec.timings.decode_token_ms,
-        e2e_ms,
-    })
+impl Sample {
+    /// A round that reports only its two rates (llama-bench, Ollama).
+    pub fn rates(prefill_tok_s: f64, decode_tok_s: f64) -> Sample {
+        Sample { prefill_tok_s, decode_tok_s, ttft_ms: None, itl_ms: Vec::new(), e2e_ms: None }
+    }
 }
 
-/// An external engine measured with the same protocol.
-pub trait Baseline {
+/// Anything the protocol can measure: the embedded engine, llama.cpp's
+/// llama-bench, Ollama, or (in [`crate::load::subject`]) any
+/// OpenAI-compatible server.
+pub trait Subject {
     /// Its name in results.
     fn name(&self) -> &str;
-    /// One round: (prefill tok/s, decode tok/s).
-    fn run(&self, p: &Protocol, seed: u64) -> Result<(f64, f64), BenchError>;
+    /// One round: a prefill test of `p.n_prompt` tokens and a decode test of
+    /// `p.n_gen` tokens, with prompts drawn from `seed`.
+    fn run(&self, p: &Protocol, seed: u64) -> Result<Sample, BenchError>;
+}
+
+/// The embedded engine, in this process.
+pub struct InProcess<'a> {
+    /// The model.
+    pub model: &'a Model,
+    /// Its tokenizer.
+    pub tokenizer: &'a Tokenizer,
+}
+
+impl Subject for InProcess<'_> {
+    fn name(&self) -> &str {
+        ENGINE
+    }
+
+    /// A prefill run (1 token generated) and a decode run after a 1-token prompt.
+    fn run(&self, p: &Protocol, seed: u64) -> Result<Sample, BenchError> {
+        let (model, tok) = (self.model, self.tokenizer);
+        let greedy = SamplerConfig { temperature: 0.0, ..SamplerConfig::default() };
+        let prompt = random_prompt(tok, p.n_prompt, seed);
+        let pre = engine::generate(
+            model,
+            tok,
+            &prompt,
+            &GenerateOptions { max_tokens: 1, sampler: greedy, ignore_eos: true, time_bricks: false },
+            |_| {},
+        )?;
+        check_duration(ENGINE, "prefill", pre.timings.prefill_ms / 1e3)?;
+        let dec_prompt = random_prompt(tok, 1, seed ^ 1);
+        let opts = GenerateOptions { max_tokens: p.n_gen + 1, sampler: greedy, ignore_eos: true, time_bricks: false };
+        let start = std::time::Instant::now();
+        let dec = engine::generate(model, tok, &dec_prompt, &opts, |_| {})?;
+        let e2e_ms = start.elapsed().as_secs_f64() * 1e3;
+        check_length(ENGINE, "decode", dec.timings.decode_tokens, p.n_gen)?;
+        check_duration(ENGINE, "decode", dec.timings.decode_ms / 1e3)?;
+        check_min(ENGINE, "decode", dec.timings.decode_ms, p.min_sample_ms)?;
+        Ok(Sample {
+            prefill_tok_s: pre.timings.prefill_tok_per_s,
+            decode_tok_s: dec.timings.decode_tok_per_s,
+            ttft_ms: Some(pre.timings.ttft_ms),
+            itl_ms: dec.timings.decode_token_ms,
+            e2e_ms: Some(e2e_ms),
+        })
+    }
 }
 
 /// llama.cpp through `llama-bench`, on a model file.
@@ -229,12 +258,12 @@ pub struct LlamaBench<'a> {
     pub model: &'a Path,
 }
 
-impl Baseline for LlamaBench<'_> {
+impl Subject for LlamaBench<'_> {
     fn name(&self) -> &str {
         "llama.cpp"
     }
 
-    fn run(&self, p: &Protocol, _seed: u64) -> Result<(f64, f64), BenchError> {
+    fn run(&self, p: &Protocol, _seed: u64) -> Result<Sample, BenchError> {
         let pp = self.llama.bench(self.model, p.threads, p.n_prompt, 0, 1)?;
         let tg = self.llama.bench(self.model, p.threads, 0, p.n_gen, 1)?;
         for (row, metric) in [(&pp, "prefill"), (&tg, "decode")] {
@@ -243,7 +272,7 @@ impl Baseline for LlamaBench<'_> {
                 check_min("llama.cpp", metric, ns as f64 / 1e6, p.min_sample_ms)?;
             }
         }
-        Ok((pp.samples_ts[0], tg.samples_ts[0]))
+        Ok(Sample::rates(pp.samples_ts[0], tg.samples_ts[0]))
     }
 }
 
@@ -257,87 +286,108 @@ pub struct OllamaGenerate<'a> {
     pub tokenizer: &'a Tokenizer,
 }
 
-impl Baseline for OllamaGenerate<'_> {
+impl Subject for OllamaGenerate<'_> {
     fn name(&self) -> &str {
         "ollama"
     }
 
-    fn run(&self, p: &Protocol, seed: u64) -> Result<(f64, f64), BenchError> {
+    fn run(&self, p: &Protocol, seed: u64) -> Result<Sample, BenchError> {
         // A fresh random prompt each round, so Ollama's prompt cache cannot hit.
         let prompt = self.tokenizer.decode(&random_prompt(self.tokenizer, p.n_prompt, seed ^ 0x0_11a));
         let g = self.server.generate(&self.model, &prompt, p.n_gen)?;
         check_duration("ollama", "decode", g.eval_duration as f64 / 1e9)?;
         check_min("ollama", "decode", g.eval_duration as f64 / 1e6, p.min_sample_ms)?;
         check_duration("ollama", "prefill", g.prompt_eval_duration as f64 / 1e9)?;
-        Ok((g.prefill_tok_s(), g.decode_tok_s()))
+        Ok(Sample::rates(g.prefill_tok_s(), g.decode_tok_s()))
     }
 }
 
-/// Runs the protocol: warmup, then `runs` interleaved rounds of the engine and
-/// (when given) a baseline, reporting progress through `progress(done, total)`.
+/// One subject's samples across the measured rounds.
+#[derive(Default)]
+struct Taken {
+    prefill: Vec<f64>,
+    decode: Vec<f64>,
+    ttft: Vec<f64>,
+    itl: Vec<f64>,
+    e2e: Vec<f64>,
+}
+
+impl Taken {
+    fn push(&mut self, s: Sample) {
+        self.prefill.push(s.prefill_tok_s);
+        self.decode.push(s.decode_tok_s);
+        self.ttft.extend(s.ttft_ms);
+        self.itl.extend(s.itl_ms);
+        self.e2e.extend(s.e2e_ms);
+    }
+
+    /// The series of `engine`: both rates, and each latency it reported in every round.
+    fn series(self, engine: &str) -> Result<Vec<Series>, StatsError> {
+        let rounds = self.prefill.len();
+        let mut out = vec![
+            Series::new(engine, "prefill_tok_s", "tok/s", self.prefill)?,
+            Series::new(engine, "decode_tok_s", "tok/s", self.decode)?,
+        ];
+        for (metric, samples, every_round) in
+            [("ttft_ms", self.ttft, true), ("itl_ms", self.itl, false), ("e2e_ms", self.e2e, true)]
+        {
+            if !samples.is_empty() && (!every_round || samples.len() == rounds) {
+                out.push(Series::new(engine, metric, "ms", samples)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Runs the protocol: warmup, then `runs` interleaved rounds of subject `a`
+/// and (when given) subject `b`, alternating which goes first, reporting
+/// progress through `progress(done, total)`. `load_ms` is the embedded
+/// engine's model load time.
 pub fn compare(
-    model: &Model,
-    tok: &Tokenizer,
+    a: &dyn Subject,
+    b: Option<&dyn Subject>,
     load_ms: f64,
-    baseline: Option<&dyn Baseline>,
     p: &Protocol,
     provenance: Provenance,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<BenchResult, BenchError> {
+    if let Some(b) = b.filter(|b| b.name() == a.name()) {
+        return Err(BenchError::Implausible {
+            engine: b.name().into(),
+            metric: "comparison".into(),
+            reason: "an engine compared with itself under one protocol measures nothing".into(),
+        });
+    }
     let total = p.warmup + p.runs;
-    let (mut ours_pp, mut ours_tg, mut ttft, mut itl, mut e2e) = (vec![], vec![], vec![], vec![], vec![]);
-    let (mut theirs_pp, mut theirs_tg) = (vec![], vec![]);
+    let mut taken = [Taken::default(), Taken::default()];
     for round in 0..total {
         progress(round, total);
         let measured = round >= p.warmup;
         // Alternate which engine goes first, so neither always runs on a warmer machine.
-        let order_ours_first = round % 2 == 0;
-        let run_theirs = |pp: &mut Vec<f64>, tg: &mut Vec<f64>| -> Result<(), BenchError> {
-            if let Some(base) = baseline {
-                let (a, b) = base.run(p, round as u64)?;
-                if measured {
-                    pp.push(a);
-                    tg.push(b);
-                }
+        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let Some(subject) = [Some(a), b][side] else { continue };
+            let s = subject.run(p, round as u64)?;
+            if measured {
+                taken[side].push(s);
             }
-            Ok(())
-        };
-        if !order_ours_first {
-            run_theirs(&mut theirs_pp, &mut theirs_tg)?;
-        }
-        let s = run_engine(model, tok, p, round as u64)?;
-        if measured {
-            ours_pp.push(s.prefill_tok_s);
-            ours_tg.push(s.decode_tok_s);
-            ttft.push(s.ttft_ms);
-            itl.extend(s.itl_ms);
-            e2e.push(s.e2e_ms);
-        }
-        if order_ours_first {
-            run_theirs(&mut theirs_pp, &mut theirs_tg)?;
         }
     }
     progress(total, total);
-    let mut series = vec![
-        Series::new(ENGINE, "prefill_tok_s", "tok/s", ours_pp)?,
-        Series::new(ENGINE, "decode_tok_s", "tok/s", ours_tg)?,
-        Series::new(ENGINE, "ttft_ms", "ms", ttft)?,
-        Series::new(ENGINE, "itl_ms", "ms", itl)?,
-        Series::new(ENGINE, "e2e_ms", "ms", e2e)?,
-    ];
+    let [ta, tb] = taken;
+    let mut series = ta.series(a.name())?;
     let mut comparisons = Vec::new();
-    if let Some(base) = baseline {
-        series.push(Series::new(base.name(), "prefill_tok_s", "tok/s", theirs_pp)?);
-        series.push(Series::new(base.name(), "decode_tok_s", "tok/s", theirs_tg)?);
+    if let Some(b) = b {
+        series.extend(tb.series(b.name())?);
         for metric in ["prefill_tok_s", "decode_tok_s"] {
             let find = |e: &str| series.iter().find(|s| s.engine == e && s.metric == metric).expect("pushed above");
-            let (a, b) = (find(ENGINE), find(base.name()));
+            let (sa, sb) = (find(a.name()), find(b.name()));
             comparisons.push(Comparison {
                 metric: metric.into(),
-                a: a.engine.clone(),
-                b: b.engine.clone(),
-                ratio: stats::ratio_of_medians(&a.samples, &b.samples, 0.95, stats::DEFAULT_RESAMPLES, 0x5eed)?,
-                test: stats::mann_whitney_u(&a.samples, &b.samples)?,
+                a: sa.engine.clone(),
+                b: sb.engine.clone(),
+                ratio: stats::ratio_of_medians(&sa.samples, &sb.samples, 0.95, stats::DEFAULT_RESAMPLES, 0x5eed)?,
+                test: stats::mann_whitney_u(&sa.samples, &sb.samples)?,
             });
         }
     }
@@ -379,6 +429,56 @@ mod tests {
         assert!((changes[0].relative + 0.2).abs() < 1e-9);
         let same = compare_results(&result(&old), &result(&old), 0.05, 0.02).unwrap();
         assert_eq!(same[0].change, stats::Change::NoChange);
+    }
+
+    /// A subject whose rates are `rate` (prefill ten times it), with or
+    /// without latencies; it records the order the rounds ran in.
+    struct Fixed {
+        name: &'static str,
+        rate: f64,
+        latencies: bool,
+        ran: std::cell::RefCell<Vec<(u64, &'static str)>>,
+    }
+
+    impl Subject for Fixed {
+        fn name(&self) -> &str {
+            self.name
+        }
+        fn run(&self, _: &Protocol, seed: u64) -> Result<Sample, BenchError> {
+            self.ran.borrow_mut().push((seed, self.name));
+            let jitter = 1.0 + (seed % 3) as f64 * 0.01;
+            let mut s = Sample::rates(10.0 * self.rate * jitter, self.rate * jitter);
+            if self.latencies {
+                (s.ttft_ms, s.itl_ms, s.e2e_ms) = (Some(5.0 * jitter), vec![1.0, 1.1], Some(50.0));
+            }
+            Ok(s)
+        }
+    }
+
+    fn fixed(name: &'static str, rate: f64, latencies: bool) -> Fixed {
+        Fixed { name, rate, latencies, ran: Default::default() }
+    }
+
+    #[test]
+    fn any_two_subjects_are_interleaved_and_compared_a_over_b() {
+        let p = Protocol { warmup: 1, runs: 6, n_prompt: 8, n_gen: 8, threads: 1, min_sample_ms: 0.0 };
+        let (a, b) = (fixed("server-a", 30.0, true), fixed("server-b", 20.0, false));
+        let r = compare(&a, Some(&b), 0.0, &p, Provenance::collect(1, vec![], vec![]), |_, _| {}).unwrap();
+        // Rounds alternate which engine goes first.
+        assert_eq!(a.ran.borrow()[..2], [(0, "server-a"), (1, "server-a")]);
+        let decode = r.comparisons.iter().find(|c| c.metric == "decode_tok_s").unwrap();
+        assert_eq!((decode.a.as_str(), decode.b.as_str()), ("server-a", "server-b"));
+        assert!((decode.ratio.ratio - 1.5).abs() < 1e-9, "{decode:?}");
+        let has = |e: &str, m: &str| r.series.iter().any(|s| s.engine == e && s.metric == m);
+        assert!(has("server-a", "ttft_ms") && has("server-a", "itl_ms") && has("server-b", "prefill_tok_s"));
+        assert!(!has("server-b", "ttft_ms"), "b reported no time to first token");
+        assert_eq!(
+            r.series.iter().find(|s| s.engine == "server-a" && s.metric == "decode_tok_s").unwrap().samples.len(),
+            6
+        );
+        // The same engine on both sides is refused: the ratio would measure nothing.
+        let twin = fixed("server-a", 30.0, true);
+        assert!(compare(&a, Some(&twin), 0.0, &p, Provenance::collect(1, vec![], vec![]), |_, _| {}).is_err());
     }
 
     #[test]

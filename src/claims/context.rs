@@ -15,9 +15,10 @@ use crate::baseline::llama_cpp::{LlamaCpp, LlamaServer};
 use crate::baseline::ollama::Ollama;
 use crate::bench::bricks::BrickProfile;
 use crate::bench::roofline::HostProbe;
-use crate::bench::{self, Baseline, BenchResult, LlamaBench, OllamaGenerate, Protocol};
+use crate::bench::{self, BenchResult, Protocol};
 use crate::engines::{Endpoint, Engines, ServeWith, Unavailable};
 use crate::kernels::Kernels;
+use crate::load::subject::Opened;
 use crate::model::Model;
 use crate::provenance::{ModelFile, Provenance};
 use crate::record::ClaimResult;
@@ -73,6 +74,7 @@ pub struct Context {
     llama: Option<Result<LlamaCpp, String>>,
     servers: HashMap<String, LlamaServer>,
     ollama: Option<Result<Ollama, crate::baseline::BaselineError>>,
+    opened: HashMap<String, Result<Opened, Unmet>>,
     benches: Vec<(BenchSpec, Result<BenchResult, Unmet>)>,
     series: Vec<SampleSeries>,
     memo: HashMap<String, Box<dyn Any + Send>>,
@@ -94,6 +96,7 @@ impl Context {
             llama: None,
             servers: HashMap::new(),
             ollama: None,
+            opened: HashMap::new(),
             benches: Vec::new(),
             series: Vec::new(),
             memo: HashMap::new(),
@@ -228,21 +231,39 @@ impl Context {
         let key = format!("{name} {size} {slots}");
         if !self.endpoints.contains_key(&key) {
             let engine = self.engines.get(name).map_err(Unmet::Failed)?.clone();
-            let with = ServeWith {
-                model: self.model_path(size)?,
-                threads: self.settings.threads,
-                slots,
-                falsify_exe: self.falsify_exe.clone(),
-                ready_timeout: Duration::from_secs(180),
-            };
+            let with = self.serve_with(size, slots)?;
             self.say(format_args!("starting engine `{name}` for the {size} model ({slots} slots)"));
-            let started = engine.serve(&with).map_err(|e| match e {
-                Unavailable::Missing(m) => Unmet::Missing(m),
-                Unavailable::Failed(m) => Unmet::Failed(m),
-            });
+            let started = engine.serve(&with).map_err(unmet);
             self.endpoints.insert(key.clone(), started);
         }
         self.endpoints[&key].as_ref().map_err(Unmet::clone)
+    }
+
+    /// How a server of the `size` model is started for this run, with `slots` parallel requests.
+    fn serve_with(&mut self, size: &str, slots: usize) -> Result<ServeWith, Unmet> {
+        Ok(ServeWith {
+            model: self.model_path(size)?,
+            threads: self.settings.threads,
+            slots,
+            falsify_exe: self.falsify_exe.clone(),
+            ready_timeout: Duration::from_secs(180),
+        })
+    }
+
+    /// Engine `name` opened for benchmarks of the `size` model, once per run
+    /// (a server it needs is started with [`Context::SERVING_SLOTS`] slots).
+    fn open_engine(&mut self, name: &str, size: &str) -> Result<&Opened, Unmet> {
+        let key = format!("{name} {size}");
+        if !self.opened.contains_key(&key) {
+            let engine = self.engines.get(name).map_err(Unmet::Failed)?.clone();
+            let with = self.serve_with(size, Self::SERVING_SLOTS)?;
+            if engine.is_http() {
+                self.say(format_args!("opening engine `{name}` for the {size} model"));
+            }
+            let opened = Opened::open(&engine, &with).map_err(unmet);
+            self.opened.insert(key.clone(), opened);
+        }
+        self.opened[&key].as_ref().map_err(Unmet::clone)
     }
 
     /// The endpoints of engines `a` and `b` (see [`Context::endpoint`]).
@@ -378,36 +399,29 @@ impl Context {
             threads: s.threads,
             min_sample_ms: 1.0,
         };
-        let llama = if spec.baseline == "llama.cpp" { Some(self.llama()?) } else { None };
-        if spec.baseline == "ollama" {
-            self.ollama()?;
+        if spec.a == "none" {
+            return Err(Unmet::Failed("a benchmark's engine a cannot be `none`".into()));
+        }
+        let sides: Vec<&str> =
+            std::iter::once(spec.a.as_str()).chain((spec.b != "none").then_some(spec.b.as_str())).collect();
+        for name in &sides {
+            self.open_engine(name, &spec.model)?;
         }
         let progress = self.progress;
         let path = self.model_path(&spec.model)?;
         let model_file = ModelFile::describe(&path).map_err(Unmet::failed)?;
-        let mut baselines = Vec::new();
-        if let Some(prov) = llama.as_ref().and_then(LlamaCpp::provenance) {
-            baselines.push(("llama.cpp".to_owned(), prov));
-        }
-        let provenance = Provenance::collect(s.threads, vec![model_file], baselines);
         self.model(&spec.model)?;
+        let opened: Vec<&Opened> =
+            sides.iter().map(|n| self.opened[&format!("{n} {}", spec.model)].as_ref().expect("opened above")).collect();
+        let baselines =
+            sides.iter().zip(&opened).filter_map(|(n, o)| Some(((*n).to_owned(), o.provenance()?))).collect();
+        let provenance = Provenance::collect(s.threads, vec![model_file], baselines);
         let loaded = &self.models[&spec.model];
-        let llama_bench = llama.as_ref().map(|l| LlamaBench { llama: l, model: &loaded.path });
-        let ollama_gen = match (&self.ollama, spec.baseline.as_str()) {
-            (Some(Ok(server)), "ollama") => Some(OllamaGenerate {
-                server,
-                model: format!("qwen2.5-coder:{}-instruct-q4_K_M", spec.model),
-                tokenizer: &loaded.tokenizer,
-            }),
-            _ => None,
-        };
-        let base: Option<&dyn Baseline> = match (&llama_bench, &ollama_gen) {
-            (Some(b), _) => Some(b),
-            (_, Some(o)) => Some(o),
-            _ => None,
-        };
+        let subjects: Vec<_> =
+            opened.iter().map(|o| o.subject(&loaded.model, &loaded.tokenizer, &loaded.path)).collect();
         let label = spec.to_string();
-        bench::compare(&loaded.model, &loaded.tokenizer, loaded.load_ms, base, &protocol, provenance, |done, total| {
+        let b = subjects.get(1).map(|b| &**b);
+        bench::compare(&*subjects[0], b, loaded.load_ms, &protocol, provenance, |done, total| {
             if progress {
                 eprint!("\r  … bench {label}: round {done}/{total} (first {} warmup)   ", protocol.warmup);
                 if done == total {
@@ -458,5 +472,13 @@ impl Context {
         let exe = self.falsify_exe()?;
         crate::util::children::output(std::process::Command::new(exe).args(args), None)
             .map_err(|e| Unmet::Failed(format!("cannot run {}: {e}", exe.display())))
+    }
+}
+
+/// An engine's unavailability as a claim's: missing here is a skip, broken an error.
+fn unmet(e: Unavailable) -> Unmet {
+    match e {
+        Unavailable::Missing(m) => Unmet::Missing(m),
+        Unavailable::Failed(m) => Unmet::Failed(m),
     }
 }

@@ -27,6 +27,8 @@ struct Chunks {
     text_ms: Vec<f64>,
     /// The usage chunk's completion tokens.
     usage: Option<usize>,
+    /// The usage chunk's prompt tokens.
+    prompt_usage: Option<usize>,
 }
 
 /// Reads an SSE stream to its `data: [DONE]`, noting the arrival (ms after
@@ -50,9 +52,9 @@ fn read_stream(body: impl BufRead, sent: Instant) -> Result<Chunks, String> {
         if text.and_then(|t| t.as_str()).is_some_and(|t| !t.is_empty()) {
             chunks.text_ms.push(at);
         }
-        if let Some(n) = v.get("usage").and_then(|u| u.get("completion_tokens")).and_then(|n| n.as_u64()) {
-            chunks.usage = Some(n as usize);
-        }
+        let usage = |field: &str| v.get("usage")?.get(field)?.as_u64().map(|n| n as usize);
+        chunks.usage = usage("completion_tokens").or(chunks.usage);
+        chunks.prompt_usage = usage("prompt_tokens").or(chunks.prompt_usage);
     }
     Err("the stream ended without `data: [DONE]`".into())
 }
@@ -79,7 +81,10 @@ pub fn send(agent: &ureq::Agent, ep: &Endpoint, request: &Request, index: usize,
     let e2e_ms = sent.elapsed().as_secs_f64() * 1e3;
     match result {
         Ok(c) if c.text_ms.is_empty() => RequestRecord::failed(index, sent_ms, e2e_ms, "no token streamed".into()),
-        Ok(c) => RequestRecord::from_times(index, sent_ms, &c.text_ms, e2e_ms, c.usage),
+        Ok(c) => RequestRecord {
+            prompt_tokens: c.prompt_usage,
+            ..RequestRecord::from_times(index, sent_ms, &c.text_ms, e2e_ms, c.usage)
+        },
         Err(e) => RequestRecord::failed(index, sent_ms, e2e_ms, e),
     }
 }
@@ -92,9 +97,9 @@ mod tests {
     fn text_chunks_and_the_usage_chunk_are_read_and_a_cut_stream_is_an_error() {
         let body = "data: {\"choices\":[{\"text\":\"a\"}]}\n\n: comment\ndata: {\"choices\":[{\"text\":\"\"}]}\n\n\
                     data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n\
-                    data: {\"choices\":[],\"usage\":{\"completion_tokens\":3}}\n\ndata: [DONE]\n\n";
+                    data: {\"choices\":[],\"usage\":{\"completion_tokens\":3,\"prompt_tokens\":5}}\n\ndata: [DONE]\n\n";
         let c = read_stream(body.as_bytes(), Instant::now()).unwrap();
-        assert_eq!((c.text_ms.len(), c.usage), (2, Some(3)));
+        assert_eq!((c.text_ms.len(), c.usage, c.prompt_usage), (2, Some(3), Some(5)));
         let cut = read_stream("data: {\"choices\":[{\"text\":\"a\"}]}\n".as_bytes(), Instant::now()).unwrap_err();
         assert!(cut.contains("[DONE]"), "{cut}");
         let bad = read_stream("data: {nope\n".as_bytes(), Instant::now()).unwrap_err();

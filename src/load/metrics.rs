@@ -26,6 +26,9 @@ pub struct RequestRecord {
     pub tpot_ms: Option<f64>,
     /// Send to the end of the stream.
     pub e2e_ms: f64,
+    /// The server's count of prompt tokens, when its usage gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<usize>,
     /// Why it failed, if it did (its times are then meaningless).
     pub error: Option<String>,
 }
@@ -39,7 +42,17 @@ impl RequestRecord {
         let ttft_ms = chunk_ms.first().copied().unwrap_or(f64::NAN);
         let itl_ms = chunk_ms.windows(2).map(|w| w[1] - w[0]).collect();
         let tpot_ms = (output_tokens > 1).then(|| (e2e_ms - ttft_ms) / (output_tokens - 1) as f64);
-        RequestRecord { index, sent_ms, output_tokens, ttft_ms, itl_ms, tpot_ms, e2e_ms, error: None }
+        RequestRecord {
+            index,
+            sent_ms,
+            output_tokens,
+            ttft_ms,
+            itl_ms,
+            tpot_ms,
+            e2e_ms,
+            prompt_tokens: None,
+            error: None,
+        }
     }
 
     /// The record of a request that failed with `error`.
@@ -52,6 +65,7 @@ impl RequestRecord {
             itl_ms: Vec::new(),
             tpot_ms: None,
             e2e_ms,
+            prompt_tokens: None,
             error: Some(error),
         }
     }

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod prompts;
 #[cfg(test)]
 pub(crate) mod stub;
+pub mod subject;
 #[cfg(test)]
 mod tests;
 

@@ -182,13 +182,17 @@ impl Default for Settings {
     }
 }
 
-/// Which benchmark: one model, one baseline, one prompt and generation length.
+/// Which benchmark: one model, engines a and b, one prompt and generation length.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct BenchSpec {
     /// Model size (`0.5b`, `1.5b`, …).
     pub model: String,
-    /// `llama.cpp`, `ollama` or `none`.
-    pub baseline: String,
+    /// The engine measured (`falsify` unless a claim names another).
+    #[serde(default = "in_process")]
+    pub a: String,
+    /// The engine it is compared with, or `none` (`baseline` in the report).
+    #[serde(rename = "baseline")]
+    pub b: String,
     /// Prompt tokens of the prefill test.
     pub prompt: usize,
     /// Tokens generated in the decode test.
@@ -197,8 +201,17 @@ pub struct BenchSpec {
 
 impl std::fmt::Display for BenchSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} p{} n{} vs {}", self.model, self.prompt, self.gen, self.baseline)
+        write!(f, "{} p{} n{} ", self.model, self.prompt, self.gen)?;
+        if self.a != crate::bench::ENGINE {
+            write!(f, "{} ", self.a)?;
+        }
+        write!(f, "vs {}", self.b)
     }
+}
+
+/// The engine a benchmark measures when a record names none: the embedded one.
+fn in_process() -> String {
+    crate::bench::ENGINE.into()
 }
 
 /// Version of the report's layout; bumped on any incompatible change (2: the

@@ -154,7 +154,7 @@ pub(crate) fn sample_report() -> RunReport {
         summary: Summary::of(claims.iter().map(|c| (c.outcome.verdict, c.points))),
         claims,
         benches: vec![BenchRecord {
-            spec: BenchSpec { model: "0.5b".into(), baseline: "llama.cpp".into(), prompt: 32, gen: 128 },
+            spec: BenchSpec { model: "0.5b".into(), a: "falsify".into(), b: "llama.cpp".into(), prompt: 32, gen: 128 },
             result,
         }],
         bricks: Some(bricks),

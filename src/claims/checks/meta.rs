@@ -9,7 +9,6 @@ use super::perf::BenchOf;
 use super::{kind, Check, Kind};
 use crate::bench::{self, BenchResult, MetricChange};
 use crate::claims::{Context, Outcome, Unmet};
-use crate::record::BenchSpec;
 use crate::record::{Summary, Verdict};
 use crate::stats::{Change, Op};
 
@@ -47,7 +46,7 @@ impl Check for Regression {
     const NAME: &'static str = "regression";
     const DOC: &'static str =
         "no statistically significant throughput regression of the engine against the previous run's report";
-    const PARAMS: &'static str = "benches (list of {model, baseline, prompt, gen}), alpha, noise";
+    const PARAMS: &'static str = "benches (list of {model, a, b, prompt, gen}), alpha, noise";
     type Params = RegressionParams;
 
     fn run(p: &RegressionParams, cx: &mut Context) -> Result<Outcome, Unmet> {
@@ -66,12 +65,12 @@ impl Check for Regression {
         let mut changes = Vec::new();
         let mut compared = 0;
         for b in &p.benches {
-            let spec = BenchSpec { model: b.model.clone(), baseline: b.baseline.clone(), prompt: b.prompt, gen: b.gen };
+            let spec = b.spec();
             let Some(old) = previous.benches.iter().find(|r| r.spec == spec) else { continue };
             let new: BenchResult = cx.bench(&spec)?;
-            // The claim is about this engine: a baseline's own drift is not our regression.
+            // The claim is about engine a: b's own drift is not a's regression.
             let found = bench::compare_results(&old.result, &new, p.alpha, p.noise).map_err(Unmet::failed)?;
-            let ours: Vec<_> = found.into_iter().filter(|c| c.engine == bench::ENGINE).collect();
+            let ours: Vec<_> = found.into_iter().filter(|c| c.engine == spec.a).collect();
             compared += ours.len();
             changes.extend(ours);
         }

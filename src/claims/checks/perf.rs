@@ -1,4 +1,4 @@
-//! Performance checks over the interleaved engine-vs-baseline benchmark:
+//! Performance checks over the interleaved benchmark of engine a against b:
 //! ratios and absolute rates (`bench`), run-wide quality of every sample
 //! series the run took (`bench_quality`), the fraction of the memory roofline reached
 //! (`bandwidth_fraction`), kernel throughput (`dot_gflops`) and load time
@@ -31,7 +31,10 @@ pub fn kinds() -> Vec<Kind> {
     ]
 }
 
-fn default_baseline() -> String {
+fn default_a() -> String {
+    crate::bench::ENGINE.into()
+}
+fn default_b() -> String {
     "llama.cpp".into()
 }
 fn default_prompt() -> usize {
@@ -41,15 +44,20 @@ fn default_gen() -> usize {
     128
 }
 
-/// Which benchmark a claim reads: model, baseline, prompt and generation length.
+/// Which benchmark a claim reads: model, engines a and b, prompt and
+/// generation length.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BenchOf {
     /// Model size.
     pub model: String,
-    /// `llama.cpp`, `ollama` or `none`.
-    #[serde(default = "default_baseline")]
-    pub baseline: String,
+    /// The engine measured: any engine of the run (default `falsify`, in process).
+    #[serde(default = "default_a")]
+    pub a: String,
+    /// The engine it is compared with (default `llama.cpp`), or `none`;
+    /// `baseline` is its older name.
+    #[serde(default = "default_b", alias = "baseline")]
+    pub b: String,
     /// Prompt tokens of the prefill test (default 32).
     #[serde(default = "default_prompt")]
     pub prompt: usize,
@@ -59,11 +67,15 @@ pub struct BenchOf {
 }
 
 impl BenchOf {
-    fn spec(&self) -> Result<BenchSpec, Unmet> {
-        if !["llama.cpp", "ollama", "none"].contains(&self.baseline.as_str()) {
-            return Err(Unmet::Failed(format!("unknown baseline `{}` (llama.cpp, ollama, none)", self.baseline)));
+    /// The benchmark it names (the engines' names are checked when it runs).
+    pub fn spec(&self) -> BenchSpec {
+        BenchSpec {
+            model: self.model.clone(),
+            a: self.a.clone(),
+            b: self.b.clone(),
+            prompt: self.prompt,
+            gen: self.gen,
         }
-        Ok(BenchSpec { model: self.model.clone(), baseline: self.baseline.clone(), prompt: self.prompt, gen: self.gen })
     }
 }
 
@@ -71,19 +83,20 @@ impl BenchOf {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BenchMetric {
-    /// Engine decode tok/s over the baseline's (ratio of medians).
+    /// Engine a's decode tok/s over b's (ratio of medians).
     DecodeRatio,
-    /// Engine prefill tok/s over the baseline's.
+    /// Engine a's prefill tok/s over b's.
     PrefillRatio,
-    /// Engine time to first token over the baseline's prompt time.
+    /// Engine a's time to first token over b's (b's prompt time where it
+    /// reports no time to first token, as llama-bench does).
     TtftRatio,
-    /// Engine decode tok/s.
+    /// Engine a's decode tok/s.
     DecodeTokS,
-    /// Engine prefill tok/s.
+    /// Engine a's prefill tok/s.
     PrefillTokS,
-    /// Engine time to first token, ms.
+    /// Engine a's time to first token, ms.
     TtftMs,
-    /// p99 / p50 of the engine's per-token decode latency.
+    /// p99 / p50 of engine a's per-token decode latency.
     ItlP99OverP50,
 }
 
@@ -118,39 +131,46 @@ fn baseline_of(r: &BenchResult, engine: &str, metric: &str) -> Option<BaselineVa
     Some(BaselineValue { engine: engine.into(), value: s.summary.median, provenance })
 }
 
-/// Reads `metric` from a benchmark result as a quantity.
-pub fn bench_quantity(r: &BenchResult, baseline: &str, metric: BenchMetric) -> Result<Quantity, Unmet> {
-    let ours = |m: &str| series(r, "falsify", m);
+/// Reads `metric` of engine `a` (over engine `b`) from a benchmark result as a quantity.
+pub fn bench_quantity(r: &BenchResult, a: &str, b: &str, metric: BenchMetric) -> Result<Quantity, Unmet> {
+    let ours = |m: &str| series(r, a, m);
     let ratio = |m: &str, name: &str| -> Result<Quantity, Unmet> {
-        let c = r.comparisons.iter().find(|c| c.metric == m && c.b == baseline).ok_or_else(|| {
-            Unmet::Failed(format!("the benchmark has no {m} comparison with {baseline} (baseline `none`?)"))
-        })?;
+        let c =
+            r.comparisons.iter().find(|c| c.metric == m && c.a == a && c.b == b).ok_or_else(|| {
+                Unmet::Failed(format!("the benchmark has no {m} comparison of {a} with {b} (b `none`?)"))
+            })?;
         let s = ours(m)?;
         let mut q = Quantity::of_samples(name, "x", &s.samples);
         q.value = c.ratio.ratio;
         q.ci = Some(c.ratio.ci);
-        q.baseline = baseline_of(r, baseline, m);
-        Ok(q.detail(format!("falsify median {} tok/s; samples are falsify's", judge::num(s.summary.median))))
+        q.baseline = baseline_of(r, b, m);
+        Ok(q.detail(format!("{a} median {} tok/s; samples are {a}'s", judge::num(s.summary.median))))
     };
     let q = match metric {
         BenchMetric::DecodeRatio => ratio("decode_tok_s", "decode_ratio")?,
         BenchMetric::PrefillRatio => ratio("prefill_tok_s", "prefill_ratio")?,
         BenchMetric::TtftRatio => {
             let ttft = ours("ttft_ms")?;
-            let pp = series(r, baseline, "prefill_tok_s")?;
-            let n = r.protocol.n_prompt as f64;
-            let theirs: Vec<f64> = pp.samples.iter().map(|tps| n / tps * 1e3).collect();
+            let (theirs, how) = match series(r, b, "ttft_ms") {
+                Ok(s) => (s.samples.clone(), format!("{b}'s time to first token as it reported it (ms)")),
+                Err(_) => {
+                    let n = r.protocol.n_prompt as f64;
+                    let pp = series(r, b, "prefill_tok_s")?;
+                    let prompt_ms = pp.samples.iter().map(|tps| n / tps * 1e3).collect();
+                    (prompt_ms, format!("{b}'s time to first token is its {}-token prompt time (ms)", n))
+                }
+            };
             let rt = stats::ratio_of_medians(&ttft.samples, &theirs, 0.95, stats::DEFAULT_RESAMPLES, 0x5eed)
                 .map_err(Unmet::failed)?;
             let mut q = Quantity::of_samples("ttft_ratio", "x", &ttft.samples);
             q.value = rt.ratio;
             q.ci = Some(rt.ci);
             q.baseline = Some(BaselineValue {
-                engine: baseline.into(),
+                engine: b.into(),
                 value: stats::median(&theirs),
-                provenance: baseline_of(r, baseline, "prefill_tok_s").and_then(|b| b.provenance),
+                provenance: baseline_of(r, b, "prefill_tok_s").and_then(|b| b.provenance),
             });
-            q.detail(format!("{baseline}'s time to first token is its {}-token prompt time (ms)", r.protocol.n_prompt))
+            q.detail(how)
         }
         BenchMetric::DecodeTokS => Quantity::of_samples("decode_tok_s", "tok/s", &ours("decode_tok_s")?.samples),
         BenchMetric::PrefillTokS => Quantity::of_samples("prefill_tok_s", "tok/s", &ours("prefill_tok_s")?.samples),
@@ -176,7 +196,7 @@ pub fn bench_quantity(r: &BenchResult, baseline: &str, metric: BenchMetric) -> R
 
 /// Judges a `bench` claim on a benchmark result.
 pub fn judge_bench(p: &BenchParams, r: &BenchResult) -> Result<Outcome, Unmet> {
-    let q = bench_quantity(r, &p.of.baseline, p.metric)?;
+    let q = bench_quantity(r, &p.of.a, &p.of.b, p.metric)?;
     if q.n < p.min_samples {
         let mut out = judge::quantity(q.clone(), p.op, p.threshold);
         out.verdict = crate::claims::Verdict::Inconclusive;
@@ -186,20 +206,20 @@ pub fn judge_bench(p: &BenchParams, r: &BenchResult) -> Result<Outcome, Unmet> {
     Ok(judge::quantity(q, p.op, p.threshold))
 }
 
-/// `bench`: a metric of the interleaved engine-vs-baseline benchmark against a threshold.
+/// `bench`: a metric of the interleaved benchmark of engine a against b, against a threshold.
 pub struct BenchCheck;
 
 impl Check for BenchCheck {
     const NAME: &'static str = "bench";
     const DOC: &'static str =
-        "a ratio or rate from the interleaved engine-vs-baseline benchmark, decided on its 95% CI";
-    const PARAMS: &'static str =
-        "model, baseline (llama.cpp|ollama|none), prompt, gen, metric (decode_ratio|prefill_ratio|\
-         ttft_ratio|decode_tok_s|prefill_tok_s|ttft_ms|itl_p99_over_p50), op, threshold, min_samples";
+        "a ratio or rate from the interleaved benchmark of engine a against engine b, decided on its 95% CI";
+    const PARAMS: &'static str = "model, a (any engine; default falsify), b (any engine or none; default llama.cpp; \
+         also `baseline`), prompt, gen, metric (decode_ratio|prefill_ratio|ttft_ratio|decode_tok_s|prefill_tok_s|\
+         ttft_ms|itl_p99_over_p50), op, threshold, min_samples";
     type Params = BenchParams;
 
     fn run(p: &BenchParams, cx: &mut Context) -> Result<Outcome, Unmet> {
-        let r = cx.bench(&p.of.spec()?)?;
+        let r = cx.bench(&p.of.spec())?;
         judge_bench(p, &r)
     }
 }
@@ -319,13 +339,13 @@ impl Check for BenchQuality {
     const NAME: &'static str = "bench_quality";
     const DOC: &'static str = "the worst CV, p99/p50 or run count over every sample series the run took";
     const PARAMS: &'static str =
-        "benches (taken first: list of {model, baseline, prompt, gen}), metric (max_cv|max_p99_over_p50|min_runs), \
+        "benches (taken first: list of {model, a, b, prompt, gen}), metric (max_cv|max_p99_over_p50|min_runs), \
          op, threshold";
     type Params = QualityParams;
 
     fn run(p: &QualityParams, cx: &mut Context) -> Result<Outcome, Unmet> {
         for b in &p.benches {
-            cx.bench(&b.spec()?)?;
+            cx.bench(&b.spec())?;
         }
         Ok(judge_quality(p, cx.series()))
     }
@@ -414,14 +434,15 @@ pub struct BandwidthFraction;
 
 impl Check for BandwidthFraction {
     const NAME: &'static str = "bandwidth_fraction";
-    const DOC: &'static str = "decode tok/s × bytes read per token ÷ measured read bandwidth against a threshold";
-    const PARAMS: &'static str = "model, baseline, prompt, gen (the benchmark), op, threshold";
+    const DOC: &'static str =
+        "engine a's decode tok/s × bytes read per token ÷ measured read bandwidth against a threshold";
+    const PARAMS: &'static str = "model, a, b, prompt, gen (the benchmark), op, threshold";
     type Params = BandwidthParams;
 
     fn run(p: &BandwidthParams, cx: &mut Context) -> Result<Outcome, Unmet> {
-        let spec = p.of.spec()?;
+        let spec = p.of.spec();
         let r = cx.bench(&spec)?;
-        let decode = series(&r, "falsify", "decode_tok_s")?.samples.clone();
+        let decode = series(&r, &spec.a, "decode_tok_s")?.samples.clone();
         let ctx = spec.prompt.min(1) + spec.gen / 2;
         let bytes = roofline::bytes_per_token(&cx.model(&spec.model)?.model, ctx);
         let bw = bandwidth(cx)?;

@@ -178,8 +178,20 @@ fn bench_params(metric: &str, op: &str, threshold: f64) -> perf::BenchParams {
     .unwrap()
 }
 
+/// Two stub servers' streams measured by the benchmark protocol itself, a against b.
+fn streamed_bench(a: (&str, Duration), b: (&str, Duration)) -> BenchResult {
+    use crate::load::subject::Streamed;
+    let endpoint = |(name, gap): (&str, Duration)| {
+        crate::engines::Endpoint::at(name, &crate::load::stub::start(Duration::from_millis(5), gap).base, "m")
+    };
+    let (ea, eb) = (endpoint(a), endpoint(b));
+    let p = Protocol { warmup: 0, runs: 4, n_prompt: 8, n_gen: 12, threads: 1, min_sample_ms: 1.0 };
+    let provenance = Provenance::collect(1, vec![], vec![]);
+    crate::bench::compare(&Streamed::new(&ea), Some(&Streamed::new(&eb)), 0.0, &p, provenance, |_, _| {}).unwrap()
+}
+
 fn of() -> perf::BenchOf {
-    perf::BenchOf { model: "0.5b".into(), baseline: "llama.cpp".into(), prompt: 32, gen: 128 }
+    perf::BenchOf { model: "0.5b".into(), a: "falsify".into(), b: "llama.cpp".into(), prompt: 32, gen: 128 }
 }
 
 /// An `strace -c` summary with `futex` and `mmap` calls, as strace 6 prints it.
@@ -413,6 +425,19 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             (
                 quality(perf::QualityMetric::MaxP99OverP50, Op::Lt, 2.0, &mut ok),
                 quality(perf::QualityMetric::MaxP99OverP50, Op::Lt, 2.0, &mut bad),
+            )
+        }),
+        ("bench", || {
+            // Engines a and b on the real protocol: a server streaming a token every 3 ms against one
+            // every 6 ms, then the claim about the slow one.
+            let claim = |a: &str, b: &str| {
+                let text = format!("model = \"0.5b\"\na = \"{a}\"\nb = \"{b}\"\nmetric = \"decode_ratio\"\nop = \">=\"\nthreshold = 1.4");
+                super::parse::<perf::BenchParams>(&toml::from_str(&text).unwrap()).unwrap()
+            };
+            let (fast, slow) = (("fast", Duration::from_millis(3)), ("slow", Duration::from_millis(6)));
+            (
+                perf::judge_bench(&claim("fast", "slow"), &streamed_bench(fast, slow)).unwrap(),
+                perf::judge_bench(&claim("slow", "fast"), &streamed_bench(slow, fast)).unwrap(),
             )
         }),
         ("bench", || {
