@@ -150,6 +150,9 @@ assert usage is not None and usage.completion_tokens == 8, usage
 done = client.completions.create(model=model, prompt="abc", max_tokens=5, temperature=0, extra_body={"ignore_eos": True})
 assert done.choices[0].finish_reason == "length" and done.usage.completion_tokens == 5, done
 
+several = client.completions.create(model=model, prompt="abc", max_tokens=4, n=3, seed=9, extra_body={"ignore_eos": True})
+assert [c.index for c in several.choices] == [0, 1, 2] and several.usage.completion_tokens == 12, several
+
 request = urllib.request.Request(base + "/v1/chat/completions", data=b'{"messages": [', headers={"Content-Type": "application/json"})
 try:
     urllib.request.urlopen(request)

@@ -48,7 +48,12 @@ pub struct Request {
     pub stream: bool,
     /// End the stream with a chunk of token counts.
     pub include_usage: bool,
+    /// Choices to generate for the prompt, each sampled with its own seed.
+    pub n: usize,
 }
+
+/// Most choices one request may ask for (`n`).
+pub const MAX_CHOICES: usize = 16;
 
 /// Temperature when a request sets none: llama-server's default, so both
 /// servers sample alike when compared.
@@ -103,11 +108,11 @@ pub fn parse(body: &[u8], endpoint: Endpoint, seed: u64) -> Result<Request, BadR
         value.as_object().ok_or_else(|| BadRequest(format!("the request body must be a JSON object, got {value}")))?;
     let f = Fields(object);
     f.text("model")?;
-    if let Some(n) = f.integer("n")? {
-        if n != 1 {
-            return Err(BadRequest(format!("n: only 1 choice per request is served, got {n}")));
-        }
-    }
+    let n = match f.integer("n")? {
+        None => 1,
+        Some(n) if (1..=MAX_CHOICES as i64).contains(&n) => n as usize,
+        Some(n) => return Err(BadRequest(format!("n: expected 1 to {MAX_CHOICES} choices, got {n}"))),
+    };
     let input = match endpoint {
         Endpoint::Completions => {
             Input::Prompt(f.text("prompt")?.ok_or_else(|| BadRequest("prompt: required".into()))?.to_owned())
@@ -168,6 +173,7 @@ pub fn parse(body: &[u8], endpoint: Endpoint, seed: u64) -> Result<Request, BadR
         stop,
         stream: f.flag("stream")?.unwrap_or(false),
         include_usage,
+        n,
     })
 }
 
@@ -209,9 +215,11 @@ fn messages(value: Option<&Value>) -> Result<Vec<Message>, BadRequest> {
 }
 
 impl Request {
-    /// The engine's options for this request, with `max_tokens` settled.
-    pub fn options(&self, max_tokens: usize) -> GenerateOptions {
-        GenerateOptions { max_tokens, sampler: self.sampler, ignore_eos: self.ignore_eos, time_bricks: false }
+    /// The engine's options for choice `index` of this request, with
+    /// `max_tokens` settled: choice `i` samples with the request's seed + `i`.
+    pub fn options(&self, max_tokens: usize, index: usize) -> GenerateOptions {
+        let sampler = SamplerConfig { seed: self.sampler.seed.wrapping_add(index as u64), ..self.sampler };
+        GenerateOptions { max_tokens, sampler, ignore_eos: self.ignore_eos, time_bricks: false }
     }
 }
 
@@ -301,30 +309,35 @@ impl Reply {
         json!({ "id": self.id, "object": self.object(stream), "created": self.created, "model": self.model, "choices": choices })
     }
 
-    /// The whole (non-streamed) response.
-    pub fn complete(&self, text: &str, finish_reason: &str, usage: Value) -> Value {
-        let choice = match self.endpoint {
-            Endpoint::Completions => {
-                json!({ "index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason })
-            }
-            Endpoint::Chat => json!({
-                "index": 0,
-                "message": { "role": "assistant", "content": text },
-                "logprobs": null,
-                "finish_reason": finish_reason,
-            }),
-        };
-        let mut out = self.with_choices(false, json!([choice]));
+    /// The whole (non-streamed) response: each choice's text and `finish_reason`, in order.
+    pub fn complete(&self, choices: &[(String, &str)], usage: Value) -> Value {
+        let choices: Vec<Value> = choices
+            .iter()
+            .enumerate()
+            .map(|(index, (text, finish_reason))| match self.endpoint {
+                Endpoint::Completions => {
+                    json!({ "index": index, "text": text, "logprobs": null, "finish_reason": finish_reason })
+                }
+                Endpoint::Chat => json!({
+                    "index": index,
+                    "message": { "role": "assistant", "content": text },
+                    "logprobs": null,
+                    "finish_reason": finish_reason,
+                }),
+            })
+            .collect();
+        let mut out = self.with_choices(false, Value::Array(choices));
         out["usage"] = usage;
         out
     }
 
-    /// A stream chunk carrying `text` (the first one of a chat also names the
-    /// assistant's role), or the closing chunk with its `finish_reason`.
-    pub fn chunk(&self, text: &str, first: bool, finish_reason: Option<&str>) -> Value {
+    /// A stream chunk of choice `index` carrying `text` (the first one of a
+    /// chat also names the assistant's role), or its closing chunk with its
+    /// `finish_reason`.
+    pub fn chunk(&self, index: usize, text: &str, first: bool, finish_reason: Option<&str>) -> Value {
         let choice = match self.endpoint {
             Endpoint::Completions => {
-                json!({ "index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason })
+                json!({ "index": index, "text": text, "logprobs": null, "finish_reason": finish_reason })
             }
             Endpoint::Chat => {
                 let delta = match (finish_reason, first) {
@@ -332,7 +345,7 @@ impl Reply {
                     (None, true) => json!({ "role": "assistant", "content": text }),
                     (None, false) => json!({ "content": text }),
                 };
-                json!({ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason })
+                json!({ "index": index, "delta": delta, "logprobs": null, "finish_reason": finish_reason })
             }
         };
         self.with_choices(true, json!([choice]))

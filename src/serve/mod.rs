@@ -295,11 +295,22 @@ async fn generate(
             prompt.len()
         ));
     }
-    let (events, tokens) = tokio::sync::mpsc::unbounded_channel();
-    let job = Job { prompt: prompt.clone(), options: request.options(max_tokens), events };
-    let sent = shared.jobs.lock().unwrap_or_else(|e| e.into_inner()).send(job);
-    if sent.is_err() {
-        return failure(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down", "server_error");
+    let mut outputs = Vec::with_capacity(request.n);
+    for index in 0..request.n {
+        let (events, tokens) = tokio::sync::mpsc::unbounded_channel();
+        let job = Job { prompt: prompt.clone(), options: request.options(max_tokens, index), events };
+        let sent = shared.jobs.lock().unwrap_or_else(|e| e.into_inner()).send(job);
+        if sent.is_err() {
+            return failure(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down", "server_error");
+        }
+        outputs.push(Output {
+            index,
+            tokens,
+            tokenizer: shared.tokenizer.clone(),
+            text: TextStream::default(),
+            stop: StopScan::new(request.stop.clone()),
+            generated: 0,
+        });
     }
     let prefix = if endpoint == Endpoint::Chat { "chatcmpl" } else { "cmpl" };
     let reply = Reply {
@@ -308,21 +319,16 @@ async fn generate(
         model: shared.model_id.clone(),
         endpoint,
     };
-    let output = Output {
-        tokens,
-        tokenizer: shared.tokenizer.clone(),
-        text: TextStream::default(),
-        stop: StopScan::new(request.stop.clone()),
-        generated: 0,
-    };
     match request.stream {
-        true => stream(output, reply, prompt.len(), request.include_usage),
-        false => whole(output, reply, prompt.len()).await,
+        true => stream(outputs, reply, prompt.len(), request.include_usage),
+        false => whole(outputs, reply, prompt.len()).await,
     }
 }
 
-/// A request's tokens from the scheduler, as text cut at its stop strings.
+/// One choice's tokens from the scheduler, as text cut at its stop strings.
 struct Output {
+    /// Which choice of the request it is.
+    index: usize,
     tokens: UnboundedReceiver<Event>,
     tokenizer: Arc<Tokenizer>,
     text: TextStream,
@@ -361,55 +367,87 @@ impl Output {
     }
 }
 
-/// The whole response, once generation is over.
-async fn whole(mut output: Output, reply: Reply, prompt_tokens: usize) -> Response {
-    let mut text = String::new();
-    loop {
-        match output.next().await {
-            Ok((piece, end)) => {
-                text.push_str(&piece);
-                if let Some(reason) = end {
-                    let usage = api::usage(prompt_tokens, output.generated);
-                    return Json(reply.complete(&text, reason, usage)).into_response();
-                }
+impl Output {
+    /// All of this choice's text and its `finish_reason`, once generation is over.
+    async fn collect(&mut self) -> Result<(String, &'static str), String> {
+        let mut text = String::new();
+        loop {
+            let (piece, end) = self.next().await?;
+            text.push_str(&piece);
+            if let Some(reason) = end {
+                return Ok((text, reason));
             }
-            Err(message) => return failure(StatusCode::INTERNAL_SERVER_ERROR, &message, "server_error"),
         }
     }
 }
 
-/// The response as server-sent events: a chunk per piece of text, a closing
-/// chunk with the `finish_reason`, the usage chunk when asked for, `[DONE]`.
-fn stream(mut output: Output, reply: Reply, prompt_tokens: usize, include_usage: bool) -> Response {
+/// The whole response, once every choice's generation is over (they run
+/// side by side in the scheduler's steps).
+async fn whole(mut outputs: Vec<Output>, reply: Reply, prompt_tokens: usize) -> Response {
+    let mut choices = Vec::with_capacity(outputs.len());
+    for output in &mut outputs {
+        match output.collect().await {
+            Ok(choice) => choices.push(choice),
+            Err(message) => return failure(StatusCode::INTERNAL_SERVER_ERROR, &message, "server_error"),
+        }
+    }
+    let usage = api::usage(prompt_tokens, outputs.iter().map(|o| o.generated).sum());
+    Json(reply.complete(&choices, usage)).into_response()
+}
+
+/// The response as server-sent events: a chunk per piece of each choice's
+/// text as it comes, a closing chunk per choice with its `finish_reason`, the
+/// usage chunk when asked for, `[DONE]`.
+fn stream(outputs: Vec<Output>, reply: Reply, prompt_tokens: usize, include_usage: bool) -> Response {
     let (events, body) = tokio::sync::mpsc::channel::<SseEvent>(64);
+    let reply = Arc::new(reply);
+    let choices: Vec<_> =
+        outputs.into_iter().map(|output| tokio::spawn(stream_choice(output, reply.clone(), events.clone()))).collect();
     tokio::spawn(async move {
-        let send = |value: &Value| events.send(SseEvent::default().data(value.to_string()));
-        let mut first = true;
-        loop {
-            let (text, end) = match output.next().await {
-                Ok(next) => next,
-                Err(message) => {
-                    let _ = send(&api::error(&message, "server_error")).await;
-                    break;
-                }
-            };
-            if !text.is_empty() {
-                if send(&reply.chunk(&text, first, None)).await.is_err() {
-                    return; // The client has gone.
-                }
-                first = false;
+        let mut generated = 0;
+        for choice in choices {
+            match choice.await {
+                Ok(Some(n)) => generated += n,
+                // The client has gone, or a choice failed (its error is sent).
+                Ok(None) | Err(_) => return,
             }
-            if let Some(reason) = end {
-                let _ = send(&reply.chunk("", first, Some(reason))).await;
-                if include_usage {
-                    let _ = send(&reply.usage_chunk(api::usage(prompt_tokens, output.generated))).await;
-                }
-                break;
-            }
+        }
+        if include_usage {
+            let usage = reply.usage_chunk(api::usage(prompt_tokens, generated));
+            let _ = events.send(SseEvent::default().data(usage.to_string())).await;
         }
         let _ = events.send(SseEvent::default().data("[DONE]")).await;
     });
     Sse::new(tokio_stream::wrappers::ReceiverStream::new(body).map(Ok::<_, Infallible>)).into_response()
+}
+
+/// Sends one choice's chunks; its count of generated tokens once it is over,
+/// `None` when the client has gone or generation failed.
+async fn stream_choice(
+    mut output: Output,
+    reply: Arc<Reply>,
+    events: tokio::sync::mpsc::Sender<SseEvent>,
+) -> Option<usize> {
+    let send = |value: Value| events.send(SseEvent::default().data(value.to_string()));
+    let mut first = true;
+    loop {
+        let (text, end) = match output.next().await {
+            Ok(next) => next,
+            Err(message) => {
+                let _ = send(api::error(&message, "server_error")).await;
+                let _ = events.send(SseEvent::default().data("[DONE]")).await;
+                return None;
+            }
+        };
+        if !text.is_empty() {
+            send(reply.chunk(output.index, &text, first, None)).await.ok()?;
+            first = false;
+        }
+        if let Some(reason) = end {
+            send(reply.chunk(output.index, "", first, Some(reason))).await.ok()?;
+            return Some(output.generated);
+        }
+    }
 }
 
 #[cfg(test)]

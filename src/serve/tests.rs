@@ -156,7 +156,7 @@ fn bad_requests_get_a_4xx_naming_the_problem_and_the_server_stays_up() {
         (&completions, r#"{"prompt": "ab", "top_p": 0}"#, "top_p 0: top-p must be above 0"),
         (&completions, r#"{"prompt": "ab", "stream": "yes"}"#, "stream: expected true or false"),
         (&completions, r#"{"prompt": "ab", "stop": 3}"#, "stop: expected a string or an array of strings"),
-        (&completions, r#"{"prompt": "ab", "n": 2}"#, "n: only 1 choice per request is served"),
+        (&completions, r#"{"prompt": "ab", "n": 0}"#, "n: expected 1 to 16 choices, got 0"),
         (&completions, r#"{"prompt": ""}"#, "prompt: empty"),
         (&chat, r#"{"messages": []}"#, "messages: expected a non-empty array"),
         (
@@ -204,6 +204,41 @@ fn concurrent_requests_each_get_their_own_text() {
     for (p, text) in prompts.iter().zip(served) {
         assert_eq!(text, alone(p, 12), "prompt {p:?}");
     }
+}
+
+/// `n` choices run side by side: choice `i` samples with the seed + `i`, so
+/// each is what a request of that seed alone gets; usage counts them all,
+/// and a stream carries each choice's chunks under its index.
+#[test]
+fn n_choices_each_sample_with_their_own_seed() {
+    let (_server, base) = start();
+    let url = format!("{base}/v1/completions");
+    let body = |n: usize, seed: u64, stream: bool| {
+        json!({ "prompt": "ab", "max_tokens": 10, "temperature": 1.0, "seed": seed, "ignore_eos": true, "n": n,
+                "stream": stream, "stream_options": { "include_usage": true } })
+    };
+    let three = post_json(&url, body(3, 40, false));
+    let texts: Vec<&str> = (0..3).map(|i| three["choices"][i]["text"].as_str().unwrap()).collect();
+    assert_eq!(three["usage"]["completion_tokens"], 30);
+    for (i, text) in texts.iter().enumerate() {
+        assert_eq!(three["choices"][i]["index"], i);
+        let single = post_json(&url, body(1, 40 + i as u64, false));
+        assert_eq!(single["choices"][0]["text"].as_str().unwrap(), *text, "choice {i}");
+    }
+    assert!(texts[0] != texts[1] || texts[1] != texts[2], "three seeds gave one text: {texts:?}");
+    let (status, streamed) = post(&url, &body(3, 40, true).to_string());
+    assert_eq!(status, 200);
+    let mut joined = vec![String::new(); 3];
+    let mut usage = None;
+    for e in events(&streamed).iter().filter(|e| *e != "[DONE]") {
+        let v: Value = serde_json::from_str(e).unwrap();
+        match v["choices"].get(0) {
+            Some(c) => joined[c["index"].as_u64().unwrap() as usize] += c["text"].as_str().unwrap(),
+            None => usage = Some(v["usage"]["completion_tokens"].clone()),
+        }
+    }
+    assert_eq!(joined, texts);
+    assert_eq!((usage, events(&streamed).last().map(String::as_str)), (Some(json!(30)), Some("[DONE]")));
 }
 
 #[test]
