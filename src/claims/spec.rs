@@ -515,7 +515,7 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("claims");
         let set = ClaimSet::load_dir(&dir, &[], &Registry::builtin()).unwrap_or_else(|e| panic!("{e}"));
         // The catalog's 140 and the serving claims S001–S011.
-        assert_eq!(set.claims.len(), 151);
+        assert_eq!(set.claims.len(), 152);
         assert!(set.profiles.iter().any(|p| p.name == "roofline" && p.requires.is_empty()));
     }
 
