@@ -185,7 +185,7 @@ fn streamed_bench(a: (&str, Duration), b: (&str, Duration)) -> BenchResult {
         crate::engines::Endpoint::at(name, &crate::load::stub::start(Duration::from_millis(5), gap).base, "m")
     };
     let (ea, eb) = (endpoint(a), endpoint(b));
-    let p = Protocol { warmup: 0, runs: 4, n_prompt: 8, n_gen: 12, threads: 1, min_sample_ms: 1.0 };
+    let p = Protocol { warmup: 0, runs: 5, n_prompt: 8, n_gen: 12, threads: 1, min_sample_ms: 1.0 };
     let provenance = Provenance::collect(1, vec![], vec![]);
     crate::bench::compare(&Streamed::new(&ea), Some(&Streamed::new(&eb)), 0.0, &p, provenance, |_, _| {}).unwrap()
 }
@@ -428,13 +428,13 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             )
         }),
         ("bench", || {
-            // Engines a and b on the real protocol: a server streaming a token every 3 ms against one
-            // every 6 ms, then the claim about the slow one.
+            // Engines a and b on the real protocol: a server streaming a token every 4 ms against one
+            // every 12 ms, then the claim about the slow one.
             let claim = |a: &str, b: &str| {
-                let text = format!("model = \"0.5b\"\na = \"{a}\"\nb = \"{b}\"\nmetric = \"decode_ratio\"\nop = \">=\"\nthreshold = 1.4");
+                let text = format!("model = \"0.5b\"\na = \"{a}\"\nb = \"{b}\"\nmetric = \"decode_ratio\"\nop = \">=\"\nthreshold = 1.5");
                 super::parse::<perf::BenchParams>(&toml::from_str(&text).unwrap()).unwrap()
             };
-            let (fast, slow) = (("fast", Duration::from_millis(3)), ("slow", Duration::from_millis(6)));
+            let (fast, slow) = (("fast", Duration::from_millis(4)), ("slow", Duration::from_millis(12)));
             (
                 perf::judge_bench(&claim("fast", "slow"), &streamed_bench(fast, slow)).unwrap(),
                 perf::judge_bench(&claim("slow", "fast"), &streamed_bench(slow, fast)).unwrap(),
