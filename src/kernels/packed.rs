@@ -431,20 +431,12 @@ pub fn tile_dot_scalar(
     let batch = order == quant::Order::Batch;
     std::array::from_fn(|r| match format {
         PackedFormat::Q5_0 | PackedFormat::Q8_0 => {
-            let (mut lanes, mut acc) = (quant::Lanes::default(), 0.0f32);
+            let mut sum = quant::BlockSum::new(batch);
             for b in 0..blocks {
                 let sums = quant::q0_lanes(&block_values(format, tile, b, r), &act.q[QK * b..][..QK]);
-                let d = block_scale(format, tile, b, r) * act.d[b];
-                match batch {
-                    true => acc = (sums.iter().sum::<i32>() as f32).mul_add(d, acc),
-                    false => lanes.add_block(d, sums),
-                }
+                sum.add(block_scale(format, tile, b, r) * act.d[b], sums);
             }
-            if batch {
-                acc
-            } else {
-                lanes.sum()
-            }
+            sum.total()
         }
         PackedFormat::Q4K => {
             let (mut acc, mut acc_min) = (0.0f32, 0.0f32);

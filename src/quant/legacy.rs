@@ -111,20 +111,12 @@ pub fn quantize_q8_0(x: &[f32], out: &mut [u8], rounding: Q8_0Rounding) {
 /// `whole` ([`super::Order::Batch`]) each block's 32 products as one exact
 /// integer sum added by one fused multiply-add, `acc = fma(isum, d_w · d_a, acc)`.
 fn dot_blocks(w: &[u8], w_block_bytes: usize, a: &[u8], values: fn(&[u8]) -> [i8; QK], whole: bool) -> f32 {
-    let (mut lanes, mut acc) = (super::Lanes::default(), 0.0f32);
+    let mut sum = super::BlockSum::new(whole);
     for (wb, ab) in w.chunks_exact(w_block_bytes).zip(a.chunks_exact(Q8_0_BYTES)) {
         let aq: [i8; QK] = std::array::from_fn(|e| ab[2 + e] as i8);
-        let (d, sums) = (f16_at(wb, 0) * f16_at(ab, 0), super::q0_lanes(&values(wb), &aq));
-        match whole {
-            true => acc = (sums.iter().sum::<i32>() as f32).mul_add(d, acc),
-            false => lanes.add_block(d, sums),
-        }
+        sum.add(f16_at(wb, 0) * f16_at(ab, 0), super::q0_lanes(&values(wb), &aq));
     }
-    if whole {
-        acc
-    } else {
-        lanes.sum()
-    }
+    sum.total()
 }
 
 /// Dot product of Q4_0 weights with Q8_0 activations, in whole blocks when `whole` ([`dot_blocks`]).

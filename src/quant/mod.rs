@@ -80,6 +80,46 @@ impl Lanes {
     }
 }
 
+/// A row's running sum over Q4_0/Q5_0/Q8_0 blocks: in llama.cpp's lanes
+/// ([`Lanes`]), or, in whole blocks ([`Order::Batch`]), each block's 32
+/// products as one exact integer sum added by one fused multiply-add,
+/// `acc = fma(isum, d, acc)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum BlockSum {
+    /// Eight lanes, each block's lane sums added lane by lane.
+    Lanes(Lanes),
+    /// One accumulator, each block added whole.
+    Whole(f32),
+}
+
+impl BlockSum {
+    /// An empty sum, in whole blocks when `whole`.
+    pub fn new(whole: bool) -> BlockSum {
+        if whole {
+            BlockSum::Whole(0.0)
+        } else {
+            BlockSum::Lanes(Lanes::default())
+        }
+    }
+
+    /// Adds one block of scale product `d` and lane sums `sums`.
+    #[inline]
+    pub fn add(&mut self, d: f32, sums: [i32; 8]) {
+        match self {
+            BlockSum::Lanes(lanes) => lanes.add_block(d, sums),
+            BlockSum::Whole(acc) => *acc = (sums.iter().sum::<i32>() as f32).mul_add(d, *acc),
+        }
+    }
+
+    /// The row's dot product.
+    pub fn total(self) -> f32 {
+        match self {
+            BlockSum::Lanes(lanes) => lanes.sum(),
+            BlockSum::Whole(acc) => acc,
+        }
+    }
+}
+
 /// The eight lane sums of one 32-element block of signed weight quants `w`
 /// times activation quants `a`: lane `m` = Σ over elements `4m..4m + 4`.
 #[inline]
