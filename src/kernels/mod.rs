@@ -14,36 +14,34 @@ pub(crate) mod test_alloc;
 
 pub use pool::{available_cores, usable_threads, Pool};
 
-/// Zeroed bytes in an anonymous mapping, advised for transparent huge pages
-/// (fewer TLB misses when a kernel streams through hundreds of megabytes).
+/// Zeroed bytes in an anonymous mapping: the packed weights' home, committed
+/// page by page as they are written. Not advised for transparent huge pages:
+/// where the kernel compacts memory for madvised regions on fault (the default
+/// `defrag = madvise`), that stalled two loads in five by 1 to 1.7 s, and
+/// steady-state prefill and decode ran no faster with them.
 #[derive(Debug)]
-pub struct HugeBytes {
+pub struct AnonBytes {
     map: memmap2::MmapMut,
     len: usize,
 }
 
-impl HugeBytes {
+impl AnonBytes {
     /// `len` zero bytes, or the system's error when it refuses the mapping
     /// (out of memory, an address-space limit).
-    pub fn zeroed(len: usize) -> std::io::Result<HugeBytes> {
+    pub fn zeroed(len: usize) -> std::io::Result<AnonBytes> {
         let map = memmap2::MmapMut::map_anon(len.max(1))?;
-        // Best effort: without huge pages the kernels are as correct, a little slower.
-        #[cfg(target_os = "linux")]
-        if std::env::var_os("NOHUGE").is_none() {
-            let _ = map.advise(memmap2::Advice::HugePage);
-        }
-        Ok(HugeBytes { map, len })
+        Ok(AnonBytes { map, len })
     }
 }
 
-impl std::ops::Deref for HugeBytes {
+impl std::ops::Deref for AnonBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         &self.map[..self.len]
     }
 }
 
-impl std::ops::DerefMut for HugeBytes {
+impl std::ops::DerefMut for AnonBytes {
     fn deref_mut(&mut self) -> &mut [u8] {
         &mut self.map[..self.len]
     }

@@ -152,7 +152,7 @@ pub struct PackedMatrix {
     /// Blocks per row.
     pub blocks: usize,
     /// The tiles, back to back.
-    pub data: super::HugeBytes,
+    pub data: super::AnonBytes,
 }
 
 impl PackedMatrix {
@@ -173,7 +173,7 @@ impl PackedMatrix {
         let src_block = format.facts().file_block_bytes;
         let blocks = cols / format.block_elements();
         let tile_bytes = blocks * format.block_bytes();
-        let data = super::HugeBytes::zeroed(rows.div_ceil(TILE_ROWS) * tile_bytes)?;
+        let data = super::AnonBytes::zeroed(rows.div_ceil(TILE_ROWS) * tile_bytes)?;
         let mut m = PackedMatrix { format, rows, blocks, data };
         let src_row = blocks * src_block;
         for (i, tile) in m.data.chunks_exact_mut(tile_bytes).enumerate() {

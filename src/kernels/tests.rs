@@ -192,8 +192,8 @@ fn the_fast_swiglu_equals_the_reference_bit_for_bit() {
 /// Under an address-space limit the packed weights' mapping once panicked.
 #[test]
 fn a_mapping_the_system_refuses_is_an_error() {
-    assert!(super::HugeBytes::zeroed(usize::MAX / 2).is_err());
-    assert_eq!(super::HugeBytes::zeroed(3).unwrap().len(), 3);
+    assert!(super::AnonBytes::zeroed(usize::MAX / 2).is_err());
+    assert_eq!(super::AnonBytes::zeroed(3).unwrap().len(), 3);
 }
 
 #[test]
