@@ -820,6 +820,9 @@ fn bench(
         ),
         None => None,
     };
+    if pair.a == pair.b {
+        return Err(falsify::bench::BenchError::SameEngine(pair.a.into()).into());
+    }
     let mut engines = falsify::engines::Engines::builtin();
     for file in pair.files {
         engines.add_file(file)?;

@@ -69,6 +69,9 @@ pub enum BenchError {
     /// The statistics could not be computed.
     #[error(transparent)]
     Stats(#[from] StatsError),
+    /// Both sides of a comparison are one engine.
+    #[error("engine `{0}` compared with itself: under one protocol the ratio measures nothing (name another engine, or none)")]
+    SameEngine(String),
     /// A sample failed a plausibility guard.
     #[error("implausible {metric} sample from {engine}: {reason}")]
     Implausible {
@@ -351,12 +354,8 @@ pub fn compare(
     provenance: Provenance,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<BenchResult, BenchError> {
-    if let Some(b) = b.filter(|b| b.name() == a.name()) {
-        return Err(BenchError::Implausible {
-            engine: b.name().into(),
-            metric: "comparison".into(),
-            reason: "an engine compared with itself under one protocol measures nothing".into(),
-        });
+    if b.is_some_and(|b| b.name() == a.name()) {
+        return Err(BenchError::SameEngine(a.name().into()));
     }
     let total = p.warmup + p.runs;
     let mut taken = [Taken::default(), Taken::default()];
