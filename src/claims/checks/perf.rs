@@ -540,7 +540,13 @@ impl Check for DotGflops {
 pub struct LoadParams {
     /// Model size.
     pub model: String,
-    /// Operator on (our load time ÷ llama.cpp's).
+    /// The engine timed (default `falsify`, in process).
+    #[serde(default = "default_a")]
+    pub a: String,
+    /// The engine it is compared with (default `llama.cpp`).
+    #[serde(default = "default_b")]
+    pub b: String,
+    /// Operator on (a's load time ÷ b's).
     pub op: Op,
     /// Threshold.
     pub threshold: f64,
@@ -553,48 +559,116 @@ fn default_load_runs() -> usize {
     5
 }
 
-/// Judges load-time samples (ours, llama.cpp's) as a ratio of medians.
-pub fn judge_load(p: &LoadParams, ours: &[f64], theirs: &[f64], provenance: Option<String>) -> Result<Outcome, Unmet> {
-    let r = stats::ratio_of_medians(ours, theirs, 0.95, stats::DEFAULT_RESAMPLES, 0x5eed).map_err(Unmet::failed)?;
-    let mut q = Quantity::of_samples("load_ratio", "x", ours);
+/// One engine's load-time samples, ms, and how they were timed.
+#[derive(Debug, Clone)]
+pub struct Loads {
+    /// The engine's name.
+    pub engine: String,
+    /// Its samples, ms.
+    pub ms: Vec<f64>,
+    /// What one sample spans.
+    pub how: &'static str,
+}
+
+/// Judges load-time samples of engines a and b as a ratio of medians.
+pub fn judge_load(p: &LoadParams, a: &Loads, b: &Loads, provenance: Option<String>) -> Result<Outcome, Unmet> {
+    let r = stats::ratio_of_medians(&a.ms, &b.ms, 0.95, stats::DEFAULT_RESAMPLES, 0x5eed).map_err(Unmet::failed)?;
+    let mut q = Quantity::of_samples("load_ratio", "x", &a.ms);
     q.value = r.ratio;
     q.ci = Some(r.ci);
-    q.baseline = Some(BaselineValue { engine: "llama.cpp".into(), value: stats::median(theirs), provenance });
+    q.baseline = Some(BaselineValue { engine: b.engine.clone(), value: stats::median(&b.ms), provenance });
     let q = q
-        .detail("falsify: open + map + tokenizer + first 1-token forward, ms (samples are ours)")
-        .detail("llama.cpp: `load time` printed by llama-completion -n 1 (model load and context creation), ms");
+        .detail(format!("{}: {}, ms (samples are {}'s)", a.engine, a.how, a.engine))
+        .detail(format!("{}: {}, ms", b.engine, b.how));
     Ok(judge::quantity(q, p.op, p.threshold))
 }
 
-/// `load_time`: open → first token ready, against llama.cpp's load time, interleaved.
-pub struct LoadTime;
-
-impl Check for LoadTime {
-    const NAME: &'static str = "load_time";
-    const DOC: &'static str = "model load (open → first token ready) over llama.cpp's load time, interleaved runs";
-    const PARAMS: &'static str = "model, op, threshold, runs";
-    type Params = LoadParams;
-
-    fn run(p: &LoadParams, cx: &mut Context) -> Result<Outcome, Unmet> {
-        let llama = cx.llama()?;
-        let path = cx.model_path(&p.model)?;
-        let threads = cx.settings.threads;
-        cx.say(format_args!("timing {} loads of each engine, interleaved", p.runs));
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        for _ in 0..p.runs {
+/// Times one load of `engine` on the model file `path`: what it spans, and ms.
+fn load_once(
+    cx: &mut Context,
+    engine: &crate::engines::Engine,
+    path: &std::path::Path,
+) -> Result<(&'static str, f64), Unmet> {
+    use crate::engines::Source;
+    let threads = cx.settings.threads;
+    match &engine.source {
+        Source::InProcess => {
             let start = Instant::now();
-            let mut m = crate::model::Model::load(&path).map_err(Unmet::failed)?;
+            let mut m = crate::model::Model::load(path).map_err(Unmet::failed)?;
             m.set_threads(threads);
             let tok = crate::tokenizer::Tokenizer::from_header(&m.file.header).map_err(Unmet::failed)?;
             let first = tok.encode("def", false);
             m.forward(&first, &mut m.new_cache(first.len()), crate::model::Logits::Last).map_err(Unmet::failed)?;
-            ours.push(start.elapsed().as_secs_f64() * 1e3);
-            drop(m);
-            theirs.push(llama.load_time_ms(&path, threads).map_err(Unmet::failed)?);
+            Ok(("open + map + tokenizer + first 1-token forward", start.elapsed().as_secs_f64() * 1e3))
         }
-        cx.record_series(format!("load_time {} falsify", p.model), "ms", 0, &ours);
-        cx.record_series(format!("load_time {} llama.cpp", p.model), "ms", 0, &theirs);
-        judge_load(p, &ours, &theirs, llama.provenance())
+        Source::LlamaCli => {
+            let ms = cx.llama()?.load_time_ms(path, threads).map_err(Unmet::failed)?;
+            Ok(("`load time` printed by llama-completion -n 1 (model load and context creation)", ms))
+        }
+        Source::Url { .. } | Source::Ollama => Err(Unmet::Failed(format!(
+            "engine `{}` is a server already running: its load cannot be timed (load_time starts what it times)",
+            engine.name
+        ))),
+        Source::LlamaServer | Source::FalsifyServer | Source::Command { .. } => {
+            let with = crate::engines::ServeWith {
+                model: path.to_owned(),
+                threads,
+                slots: 1,
+                falsify_exe: cx.falsify_exe.clone(),
+                ready_timeout: std::time::Duration::from_secs(180),
+            };
+            let start = Instant::now();
+            let endpoint = engine.serve(&with).map_err(|e| match e {
+                crate::engines::Unavailable::Missing(m) => Unmet::Missing(m),
+                crate::engines::Unavailable::Failed(m) => Unmet::Failed(m),
+            })?;
+            let request = crate::load::prompts::Request { prompt: " def".into(), max_tokens: 1 };
+            let record = crate::load::client::send(&crate::load::client::agent(1), &endpoint, &request, 0, start);
+            if let Some(e) = record.error {
+                return Err(Unmet::Failed(format!("engine `{}`: its first request failed: {e}", engine.name)));
+            }
+            Ok((
+                "start of its server → ready → first streamed token of a 1-token request",
+                record.sent_ms + record.ttft_ms,
+            ))
+        }
+    }
+}
+
+/// `load_time`: engine a's load (open → first token ready) against engine b's, interleaved.
+pub struct LoadTime;
+
+impl Check for LoadTime {
+    const NAME: &'static str = "load_time";
+    const DOC: &'static str =
+        "engine a's model load (start → first token ready) over engine b's (default falsify over llama.cpp), interleaved runs";
+    const PARAMS: &'static str = "model, a (default falsify), b (default llama.cpp), op, threshold, runs";
+    type Params = LoadParams;
+
+    fn run(p: &LoadParams, cx: &mut Context) -> Result<Outcome, Unmet> {
+        let engines = [
+            cx.engines.get(&p.a).map_err(Unmet::Failed)?.clone(),
+            cx.engines.get(&p.b).map_err(Unmet::Failed)?.clone(),
+        ];
+        let path = cx.model_path(&p.model)?;
+        cx.say(format_args!("timing {} loads of {} and {}, interleaved", p.runs, p.a, p.b));
+        let mut loads = engines.clone().map(|e| Loads { engine: e.name, ms: Vec::new(), how: "" });
+        for run in 0..p.runs {
+            // Alternate which engine loads first, so neither always finds the page cache warmer.
+            for side in if run % 2 == 0 { [0, 1] } else { [1, 0] } {
+                let (how, ms) = load_once(cx, &engines[side], &path)?;
+                loads[side].how = how;
+                loads[side].ms.push(ms);
+            }
+        }
+        for l in &loads {
+            cx.record_series(format!("load_time {} {}", p.model, l.engine), "ms", 0, &l.ms);
+        }
+        let provenance = match engines[1].source {
+            crate::engines::Source::LlamaCli => cx.llama()?.provenance(),
+            _ => None,
+        };
+        judge_load(p, &loads[0], &loads[1], provenance)
     }
 }
 

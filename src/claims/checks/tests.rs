@@ -479,11 +479,14 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             (judge::quantity(q(40.0), Op::Ge, 25.0), judge::quantity(q(10.0), Op::Ge, 25.0))
         }),
         ("load_time", || {
-            let p = perf::LoadParams { model: "0.5b".into(), op: Op::Le, threshold: 2.0, runs: 5 };
-            let theirs = [100.0, 101.0, 99.0, 100.0, 102.0];
+            let text = "model = \"0.5b\"\nop = \"<=\"\nthreshold = 2.0";
+            let p: perf::LoadParams = super::parse(&toml::from_str(text).unwrap()).unwrap();
+            let loads =
+                |engine: &str, ms: [f64; 5]| perf::Loads { engine: engine.into(), ms: ms.to_vec(), how: "stated" };
+            let theirs = loads("llama.cpp", [100.0, 101.0, 99.0, 100.0, 102.0]);
             (
-                perf::judge_load(&p, &[150.0, 151.0, 149.0, 150.0, 152.0], &theirs, None).unwrap(),
-                perf::judge_load(&p, &[500.0, 501.0, 499.0, 500.0, 502.0], &theirs, None).unwrap(),
+                perf::judge_load(&p, &loads("falsify", [150.0, 151.0, 149.0, 150.0, 152.0]), &theirs, None).unwrap(),
+                perf::judge_load(&p, &loads("falsify", [500.0, 501.0, 499.0, 500.0, 502.0]), &theirs, None).unwrap(),
             )
         }),
         ("context_decay", || {
