@@ -222,6 +222,9 @@ impl std::fmt::Display for Unavailable {
     }
 }
 
+/// How long a server falsify starts may take to become ready, by default.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// What starting an engine's server needs.
 #[derive(Debug, Clone)]
 pub struct ServeWith {

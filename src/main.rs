@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
@@ -833,7 +833,7 @@ fn bench(
         threads: protocol.threads,
         slots: 1,
         falsify_exe: std::env::current_exe().ok(),
-        ready_timeout: Duration::from_secs(180),
+        ready_timeout: falsify::engines::READY_TIMEOUT,
     };
     let mut opened = Vec::new();
     for name in std::iter::once(pair.a).chain((pair.b != "none").then_some(pair.b)) {

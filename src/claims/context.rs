@@ -7,7 +7,7 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::requires::{model_path, Requirement};
 use super::Unmet;
@@ -16,7 +16,7 @@ use crate::baseline::ollama::Ollama;
 use crate::bench::bricks::BrickProfile;
 use crate::bench::roofline::HostProbe;
 use crate::bench::{self, BenchResult, Protocol};
-use crate::engines::{Endpoint, Engines, ServeWith, Unavailable};
+use crate::engines::{Endpoint, Engines, ServeWith};
 use crate::kernels::Kernels;
 use crate::load::subject::Opened;
 use crate::model::Model;
@@ -206,7 +206,7 @@ impl Context {
             let llama = self.llama()?;
             let path = self.model_path(size)?;
             self.say(format_args!("starting llama-server for {}", path.display()));
-            let srv = LlamaServer::start(&llama, &path, self.settings.threads, Duration::from_secs(180))
+            let srv = LlamaServer::start(&llama, &path, self.settings.threads, crate::engines::READY_TIMEOUT)
                 .map_err(Unmet::failed)?;
             self.servers.insert(size.into(), srv);
         }
@@ -233,20 +233,20 @@ impl Context {
             let engine = self.engines.get(name).map_err(Unmet::Failed)?.clone();
             let with = self.serve_with(size, slots)?;
             self.say(format_args!("starting engine `{name}` for the {size} model ({slots} slots)"));
-            let started = engine.serve(&with).map_err(unmet);
+            let started = engine.serve(&with).map_err(Unmet::from);
             self.endpoints.insert(key.clone(), started);
         }
         self.endpoints[&key].as_ref().map_err(Unmet::clone)
     }
 
     /// How a server of the `size` model is started for this run, with `slots` parallel requests.
-    fn serve_with(&mut self, size: &str, slots: usize) -> Result<ServeWith, Unmet> {
+    pub fn serve_with(&mut self, size: &str, slots: usize) -> Result<ServeWith, Unmet> {
         Ok(ServeWith {
             model: self.model_path(size)?,
             threads: self.settings.threads,
             slots,
             falsify_exe: self.falsify_exe.clone(),
-            ready_timeout: Duration::from_secs(180),
+            ready_timeout: crate::engines::READY_TIMEOUT,
         })
     }
 
@@ -260,7 +260,7 @@ impl Context {
             if engine.is_http() {
                 self.say(format_args!("opening engine `{name}` for the {size} model"));
             }
-            let opened = Opened::open(&engine, &with).map_err(unmet);
+            let opened = Opened::open(&engine, &with).map_err(Unmet::from);
             self.opened.insert(key.clone(), opened);
         }
         self.opened[&key].as_ref().map_err(Unmet::clone)
@@ -472,13 +472,5 @@ impl Context {
         let exe = self.falsify_exe()?;
         crate::util::children::output(std::process::Command::new(exe).args(args), None)
             .map_err(|e| Unmet::Failed(format!("cannot run {}: {e}", exe.display())))
-    }
-}
-
-/// An engine's unavailability as a claim's: missing here is a skip, broken an error.
-fn unmet(e: Unavailable) -> Unmet {
-    match e {
-        Unavailable::Missing(m) => Unmet::Missing(m),
-        Unavailable::Failed(m) => Unmet::Failed(m),
     }
 }

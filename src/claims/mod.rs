@@ -28,6 +28,16 @@ pub enum Unmet {
     Failed(String),
 }
 
+impl From<crate::engines::Unavailable> for Unmet {
+    /// An engine missing here is a skip; a broken one is an error.
+    fn from(e: crate::engines::Unavailable) -> Unmet {
+        match e {
+            crate::engines::Unavailable::Missing(m) => Unmet::Missing(m),
+            crate::engines::Unavailable::Failed(m) => Unmet::Failed(m),
+        }
+    }
+}
+
 impl Unmet {
     /// A failure from any displayable error.
     pub fn failed(e: impl std::fmt::Display) -> Unmet {

@@ -2,7 +2,6 @@
 //! an engine's endpoint, a plan and prompts, then run, printed and written.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use super::metrics::Slo;
 use super::{prompts, Load, LoadSummary, Plan};
@@ -129,7 +128,7 @@ pub fn run(o: &Options, progress: bool) -> Result<LoadSummary, String> {
         threads: o.threads,
         slots: plan.levels.iter().map(Load::streams).max().unwrap_or(1),
         falsify_exe: o.falsify_exe.clone(),
-        ready_timeout: Duration::from_secs(180),
+        ready_timeout: crate::engines::READY_TIMEOUT,
     };
     if progress {
         eprintln!("falsify load: starting or reaching engine `{}`", o.engine);

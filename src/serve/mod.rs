@@ -365,9 +365,7 @@ impl Output {
             }
         }
     }
-}
 
-impl Output {
     /// All of this choice's text and its `finish_reason`, once generation is over.
     async fn collect(&mut self) -> Result<(String, &'static str), String> {
         let mut text = String::new();

@@ -584,17 +584,14 @@ pub fn judge_load(p: &LoadParams, a: &Loads, b: &Loads, provenance: Option<Strin
 }
 
 /// Times one load of `engine` on the model file `path`: what it spans, and ms.
-fn load_once(
-    cx: &mut Context,
-    engine: &crate::engines::Engine,
-    path: &std::path::Path,
-) -> Result<(&'static str, f64), Unmet> {
+fn load_once(cx: &mut Context, engine: &crate::engines::Engine, size: &str) -> Result<(&'static str, f64), Unmet> {
     use crate::engines::Source;
     let threads = cx.settings.threads;
+    let path = cx.model_path(size)?;
     match &engine.source {
         Source::InProcess => {
             let start = Instant::now();
-            let mut m = crate::model::Model::load(path).map_err(Unmet::failed)?;
+            let mut m = crate::model::Model::load(&path).map_err(Unmet::failed)?;
             m.set_threads(threads);
             let tok = crate::tokenizer::Tokenizer::from_header(&m.file.header).map_err(Unmet::failed)?;
             let first = tok.encode("def", false);
@@ -602,7 +599,7 @@ fn load_once(
             Ok(("open + map + tokenizer + first 1-token forward", start.elapsed().as_secs_f64() * 1e3))
         }
         Source::LlamaCli => {
-            let ms = cx.llama()?.load_time_ms(path, threads).map_err(Unmet::failed)?;
+            let ms = cx.llama()?.load_time_ms(&path, threads).map_err(Unmet::failed)?;
             Ok(("`load time` printed by llama-completion -n 1 (model load and context creation)", ms))
         }
         Source::Url { .. } | Source::Ollama => Err(Unmet::Failed(format!(
@@ -610,18 +607,9 @@ fn load_once(
             engine.name
         ))),
         Source::LlamaServer | Source::FalsifyServer | Source::Command { .. } => {
-            let with = crate::engines::ServeWith {
-                model: path.to_owned(),
-                threads,
-                slots: 1,
-                falsify_exe: cx.falsify_exe.clone(),
-                ready_timeout: std::time::Duration::from_secs(180),
-            };
+            let with = cx.serve_with(size, 1)?;
             let start = Instant::now();
-            let endpoint = engine.serve(&with).map_err(|e| match e {
-                crate::engines::Unavailable::Missing(m) => Unmet::Missing(m),
-                crate::engines::Unavailable::Failed(m) => Unmet::Failed(m),
-            })?;
+            let endpoint = engine.serve(&with)?;
             let request = crate::load::prompts::Request { prompt: " def".into(), max_tokens: 1 };
             let record = crate::load::client::send(&crate::load::client::agent(1), &endpoint, &request, 0, start);
             if let Some(e) = record.error {
@@ -650,13 +638,13 @@ impl Check for LoadTime {
             cx.engines.get(&p.a).map_err(Unmet::Failed)?.clone(),
             cx.engines.get(&p.b).map_err(Unmet::Failed)?.clone(),
         ];
-        let path = cx.model_path(&p.model)?;
+        cx.model_path(&p.model)?;
         cx.say(format_args!("timing {} loads of {} and {}, interleaved", p.runs, p.a, p.b));
         let mut loads = engines.clone().map(|e| Loads { engine: e.name, ms: Vec::new(), how: "" });
         for run in 0..p.runs {
             // Alternate which engine loads first, so neither always finds the page cache warmer.
             for side in if run % 2 == 0 { [0, 1] } else { [1, 0] } {
-                let (how, ms) = load_once(cx, &engines[side], &path)?;
+                let (how, ms) = load_once(cx, &engines[side], &p.model)?;
                 loads[side].how = how;
                 loads[side].ms.push(ms);
             }
