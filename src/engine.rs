@@ -12,6 +12,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::kernels::cuda::device::Device;
+use crate::model::device::DeviceModel;
 use crate::model::{Breakdown, BrickTimes, KvCache, KvUsage, Logits, Model, ModelError};
 use crate::sample::{Sampler, SamplerConfig};
 use crate::tokenizer::Tokenizer;
@@ -176,6 +178,44 @@ pub fn generate(
     tokenizer: &Tokenizer,
     prompt: &[u32],
     opts: &GenerateOptions,
+    on_token: impl FnMut(u32),
+) -> Result<Generation, ModelError> {
+    let run = |tokens: &[u32], cache: &mut KvCache, times: Option<&mut BrickTimes>, logits: &mut Vec<f32>| {
+        model.forward_into(tokens, cache, Logits::Last, times, logits)
+    };
+    generate_with(model, run, tokenizer, prompt, opts, on_token)
+}
+
+/// [`generate`] with every forward pass on a device: the prompt runs one token
+/// a step, and no brick is timed.
+pub fn generate_on_device<D: Device>(
+    device: &mut DeviceModel<'_, D>,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    on_token: impl FnMut(u32),
+) -> Result<Generation, ModelError> {
+    let model = device.model();
+    device.reset();
+    let run = |tokens: &[u32], _: &mut KvCache, _: Option<&mut BrickTimes>, logits: &mut Vec<f32>| {
+        for &t in tokens {
+            device.step(t)?;
+        }
+        device.logits(logits)
+    };
+    let opts = GenerateOptions { time_bricks: false, ..opts.clone() };
+    generate_with(model, run, tokenizer, prompt, &opts, on_token)
+}
+
+/// [`generate`] with the forward passes `run` makes: it runs the tokens given
+/// after those it ran before (with the sequence's cache, when it keeps its
+/// keys and values there) and leaves the last position's logits.
+fn generate_with(
+    model: &Model,
+    mut run: impl FnMut(&[u32], &mut KvCache, Option<&mut BrickTimes>, &mut Vec<f32>) -> Result<(), ModelError>,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    opts: &GenerateOptions,
     mut on_token: impl FnMut(u32),
 ) -> Result<Generation, ModelError> {
     let mut seq = Sequence::new(model, prompt.len(), opts, model.config.context_length)?;
@@ -185,20 +225,14 @@ pub fn generate(
 
     let start = Instant::now();
     let mut logits = Vec::new();
-    model.forward_into(
-        prompt,
-        &mut seq.cache,
-        Logits::Last,
-        opts.time_bricks.then_some(&mut prefill_bricks),
-        &mut logits,
-    )?;
+    run(prompt, &mut seq.cache, opts.time_bricks.then_some(&mut prefill_bricks), &mut logits)?;
     timings.prefill_ms = ms(start);
     while seq.finish().is_none() {
         let step = Instant::now();
         let first = seq.tokens.is_empty();
         if let Some(&last) = seq.tokens.last() {
             let times = opts.time_bricks.then_some(&mut decode_bricks);
-            model.forward_into(&[last], &mut seq.cache, Logits::Last, times, &mut logits)?;
+            run(&[last], &mut seq.cache, times, &mut logits)?;
         }
         let token = seq.choose(&logits, tokenizer);
         if first {

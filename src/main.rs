@@ -13,6 +13,7 @@ use falsify::engine::{self, GenerateOptions};
 use falsify::kernels::cuda::Backend;
 use falsify::kernels::Kernels;
 use falsify::load::subject::Opened;
+use falsify::model::device::{DeviceModel, StepMode};
 use falsify::model::{KvType, Model, ModelConfig};
 use falsify::provenance::{ModelFile, Provenance};
 use falsify::quant::SumOrder;
@@ -62,16 +63,18 @@ impl ModelArg {
 
 #[derive(clap::Args)]
 struct BackendArg {
-    /// Compute backend: cpu, cuda, or auto (the best usable one: the CPU, as the CUDA
-    /// backend runs no forward pass yet; cuda fails naming why).
+    /// Compute backend: cpu, cuda, or auto (a CUDA device where there is one and the
+    /// command runs on it, else the CPU). Only `generate` runs on a device so far;
+    /// cuda fails naming why where it cannot run.
     #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
     backend: String,
 }
 
 impl BackendArg {
-    /// The backend chosen on this host (the driver probed only for `cuda`), or why none is.
-    fn resolve(&self) -> Result<Backend> {
-        Ok(falsify::kernels::cuda::choose(&self.backend, falsify::kernels::cuda::probe)?)
+    /// The backend chosen on this host for a command that runs its forward
+    /// passes on a device (`on_device`) or on the CPU, or why none is.
+    fn resolve(&self, on_device: bool) -> Result<Backend> {
+        Ok(falsify::kernels::cuda::choose(&self.backend, falsify::kernels::cuda::probe, on_device)?)
     }
 }
 
@@ -162,6 +165,10 @@ enum Command {
         bricks: bool,
         #[command(flatten)]
         backend: BackendArg,
+        /// On a CUDA device, launch every kernel from the host each step instead of
+        /// replaying the step captured once as a CUDA graph.
+        #[arg(long)]
+        eager: bool,
         /// Print JSON: prompt_tokens, tokens, text, timings, kv (the KV cache's bytes), peak_rss_bytes.
         #[arg(long)]
         json: bool,
@@ -514,7 +521,7 @@ fn run(cli: Cli) -> Result<()> {
             brick_score,
             throughput,
         } => {
-            backend.resolve()?;
+            backend.resolve(false)?;
             if !(allowance.is_finite() && allowance > 0.0) {
                 return Err(format!("--allowance must be a positive number, not {allowance}").into());
             }
@@ -561,7 +568,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Run { claims, extra, filter, out, runs, warmup, threads, backend } => {
-            backend.resolve()?;
+            backend.resolve(false)?;
             if runs < 2 {
                 return Err("need at least 2 measured runs (--runs) for a confidence interval".into());
             }
@@ -623,7 +630,7 @@ fn run(cli: Cli) -> Result<()> {
             compare,
             backend,
         } => {
-            backend.resolve()?;
+            backend.resolve(false)?;
             if runs < 2 {
                 return Err("need at least 2 measured repetitions (-r) for a confidence interval".into());
             }
@@ -698,11 +705,12 @@ fn run(cli: Cli) -> Result<()> {
             reference,
             bricks,
             backend,
+            eager,
             json,
             kv_type,
             kv_budget_mib,
         } => {
-            let backend = backend.resolve()?;
+            let backend = backend.resolve(true)?;
             // Checked again by engine::generate; here before the model's load, to fail at once.
             let sampler = SamplerConfig { temperature: temp, top_k, top_p, min_p, seed };
             sampler.validate()?;
@@ -726,19 +734,33 @@ fn run(cli: Cli) -> Result<()> {
             let opts = GenerateOptions { max_tokens: n, sampler, ignore_eos, time_bricks: json || bricks };
             let mut stdout = std::io::stdout();
             let mut text = engine::TextStream::default();
-            let gen = engine::generate(&m, &tok, &prompt_tokens, &opts, |t| {
+            let mut on_token = |t| {
                 if !json {
                     // Print whole UTF-8 characters as they complete.
                     let _ = stdout.write_all(text.push(&tok, t).as_bytes());
                     let _ = stdout.flush();
                 }
-            })?;
+            };
+            let (gen, device) = match backend {
+                Backend::Cpu => (engine::generate(&m, &tok, &prompt_tokens, &opts, &mut on_token)?, None),
+                Backend::Cuda => {
+                    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+                    let cuda = falsify::kernels::cuda::device::Cuda::open(root)
+                        .map_err(|e| format!("--backend {}: {e}", backend.name()))?;
+                    let name = falsify::kernels::cuda::device::Device::name(&cuda);
+                    let mode = if eager { StepMode::Eager } else { StepMode::Graph };
+                    let mut d = DeviceModel::upload(&m, cuda, prompt_tokens.len() + n, mode)?;
+                    let gen = engine::generate_on_device(&mut d, &tok, &prompt_tokens, &opts, &mut on_token)?;
+                    (gen, Some(format!("{name}, {} steps", mode.name())))
+                }
+            };
             if json {
                 let mut v = serde_json::to_value(&gen)?;
                 v["timings"]["load_ms"] = load_ms.into();
                 v["timings"]["threads"] = m.threads().into();
                 v["timings"]["kernels"] = m.kernels.name().into();
                 v["timings"]["backend"] = backend.name().into();
+                v["timings"]["device"] = device.clone().into();
                 v["peak_rss_bytes"] = falsify::util::peak_rss_bytes().into();
                 emit(&format!("{v}\n"))?;
             } else {
@@ -752,6 +774,9 @@ fn run(cli: Cli) -> Result<()> {
                     "prefill: {} tokens in {:.1} ms ({:.1} tok/s) | decode: {} tokens in {:.1} ms ({:.2} tok/s) | ttft {:.1} ms | {} backend, {} threads, {} kernels",
                     t.prompt_tokens, t.prefill_ms, t.prefill_tok_per_s, t.decode_tokens, t.decode_ms, t.decode_tok_per_s, t.ttft_ms, backend.name(), m.threads(), m.kernels.name()
                 );
+                if let Some(d) = &device {
+                    eprintln!("device: {d}");
+                }
                 for (phase, b) in [("prefill", &t.prefill_bricks), ("decode", &t.decode_bricks)] {
                     if let Some(b) = b {
                         eprintln!("{}", brick_table(phase, b));

@@ -10,6 +10,7 @@ pub mod attention;
 pub mod bricks;
 mod config;
 pub mod contract;
+pub mod device;
 mod kv_cache;
 pub mod kv_pages;
 pub mod pipeline;
@@ -126,6 +127,9 @@ pub enum ModelError {
     /// A brick of the forward pass refused its input.
     #[error(transparent)]
     Brick(Box<BrickError>),
+    /// The device backend refused the model, or its driver failed.
+    #[error("device: {0}")]
+    Device(String),
 }
 
 impl From<BrickError> for ModelError {

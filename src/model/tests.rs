@@ -20,9 +20,45 @@ pub(crate) struct Synthetic {
     pub context: u32,
 }
 
-/// Writes a tiny Qwen2 model: hidden 64, 4 heads, 2 KV heads, FFN 256, vocab 48.
+/// Dimensions and weight formats of a synthetic model (4 heads, 2 KV heads).
+#[derive(Clone, Copy)]
+pub(crate) struct Layout {
+    /// Hidden size, KV width, FFN width, vocabulary.
+    pub d: usize,
+    pub kv: usize,
+    pub ff: usize,
+    pub vocab: usize,
+    /// Formats of the embedding, Q, K, V, attention output, gate, up, and down in even and odd blocks.
+    pub types: [TensorType; 9],
+}
+
+/// Hidden 64, FFN 256, vocab 48, and formats of every kind the CPU reads.
+pub(crate) const SMALL: Layout = Layout {
+    d: 64,
+    kv: 32,
+    ff: 256,
+    vocab: 48,
+    types: [
+        TensorType::Q8_0,
+        TensorType::Q8_0,
+        TensorType::F16,
+        TensorType::Q5_0,
+        TensorType::Q4_0,
+        TensorType::Q8_0,
+        TensorType::F32,
+        TensorType::Q6K,
+        TensorType::Q4K,
+    ],
+};
+
+/// Writes a tiny Qwen2 model of the [`SMALL`] layout.
 pub(crate) fn synthetic_model(opts: Synthetic) -> Vec<u8> {
-    let (d, kv, ff, vocab) = (64usize, 32usize, 256usize, 48usize);
+    synthetic_with(&SMALL, opts)
+}
+
+/// Writes a tiny Qwen2 model of `layout`.
+pub(crate) fn synthetic_with(layout: &Layout, opts: Synthetic) -> Vec<u8> {
+    let Layout { d, kv, ff, vocab, types: t } = *layout;
     let mut rng = SplitMix64(7);
     let mut w = GgufWriter::new(3)
         .meta("general.architecture", Value::String("qwen2".into()))
@@ -62,24 +98,24 @@ pub(crate) fn synthetic_model(opts: Synthetic) -> Vec<u8> {
         let data = weights(rng, ty, rows, cols);
         w.tensor(name, &[cols as u64, rows as u64], ty, data)
     };
-    w = m(w, &mut rng, "token_embd.weight", TensorType::Q8_0, vocab, d);
+    w = m(w, &mut rng, "token_embd.weight", t[0], vocab, d);
     for i in 0..opts.n_layer {
         let n = |s: &str| format!("blk.{i}.{s}");
         let v = vec(&mut rng, d, 1.0);
         w = w.tensor_f32(&n("attn_norm.weight"), &[d as u64], &v);
-        w = m(w, &mut rng, &n("attn_q.weight"), TensorType::Q8_0, d, d);
-        w = m(w, &mut rng, &n("attn_k.weight"), TensorType::F16, kv, d);
-        w = m(w, &mut rng, &n("attn_v.weight"), TensorType::Q5_0, kv, d);
+        w = m(w, &mut rng, &n("attn_q.weight"), t[1], d, d);
+        w = m(w, &mut rng, &n("attn_k.weight"), t[2], kv, d);
+        w = m(w, &mut rng, &n("attn_v.weight"), t[3], kv, d);
         for (name, len) in [("attn_q.bias", d), ("attn_k.bias", kv), ("attn_v.bias", kv)] {
             let v = vec(&mut rng, len, 0.0);
             w = w.tensor_f32(&n(name), &[len as u64], &v);
         }
-        w = m(w, &mut rng, &n("attn_output.weight"), TensorType::Q4_0, d, d);
+        w = m(w, &mut rng, &n("attn_output.weight"), t[4], d, d);
         let v = vec(&mut rng, d, 1.0);
         w = w.tensor_f32(&n("ffn_norm.weight"), &[d as u64], &v);
-        w = m(w, &mut rng, &n("ffn_gate.weight"), TensorType::Q8_0, ff, d);
-        w = m(w, &mut rng, &n("ffn_up.weight"), TensorType::F32, ff, d);
-        w = m(w, &mut rng, &n("ffn_down.weight"), if i % 2 == 0 { TensorType::Q6K } else { TensorType::Q4K }, d, ff);
+        w = m(w, &mut rng, &n("ffn_gate.weight"), t[5], ff, d);
+        w = m(w, &mut rng, &n("ffn_up.weight"), t[6], ff, d);
+        w = m(w, &mut rng, &n("ffn_down.weight"), t[7 + i % 2], d, ff);
     }
     let v = vec(&mut rng, d, 1.0);
     w = w.tensor_f32("output_norm.weight", &[d as u64], &v);

@@ -306,7 +306,8 @@ fn serving_params(metric: serving::ServingMetric, op: Op, threshold: f64) -> ser
 /// One kernel as ptxas and cuobjdump would report it on sm_90, for the CUDA audits.
 fn kernel_build(name: &'static str, registers: u32, block: u32, int8_dots: usize) -> cuda::KernelBuild {
     let arch = crate::kernels::cuda::Arch::named("sm_90").unwrap();
-    let kernel = crate::kernels::cuda::Kernel { name, unit: "gemv", block, gemv: name.starts_with("gemv") };
+    let kernel =
+        crate::kernels::cuda::Kernel { name, unit: "gemv", block, gemv: name.starts_with("gemv"), params: &[] };
     let resources = crate::kernels::cuda::Resources {
         kernel: name.into(),
         registers,

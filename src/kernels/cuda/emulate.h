@@ -1,8 +1,8 @@
 // A CPU emulation of the CUDA features the kernels use, for the unit tests:
 // the kernels compile as C++20 with this header first, each block's threads
-// running as host threads at once (blocks one after another), __syncthreads a
-// barrier of the block, __shfl_xor_sync an exchange through a barrier of the
-// warp. It checks the kernels' arithmetic and indexing on the CPU; it says
+// running as host threads at once (blocks one after another, the same threads
+// for each), __syncthreads a barrier of the block, __shfl_xor_sync an exchange
+// through a barrier of the warp. It checks the kernels' arithmetic and indexing on the CPU; it says
 // nothing of their speed or of how a device schedules them.
 #include <barrier>
 #include <cmath>
@@ -49,18 +49,24 @@ inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float half_to_float(unsigned short h) { _Float16 x; std::memcpy(&x, &h, 2); return (float)x; }
 inline unsigned short float_to_half(float f) { _Float16 x = (_Float16)f; unsigned short h; std::memcpy(&h, &x, 2); return h; }
 
-// Runs `kernel` on `grid` blocks of `block` threads.
+// Runs `kernel` on `grid` blocks of `block` threads: `block` host threads,
+// each taking its place in every block in turn, a barrier between blocks.
 inline void launch(unsigned grid, unsigned block, const std::function<void()>& kernel) {
     gridDim.x = grid;
     blockDim.x = block;
-    for (unsigned b = 0; b < grid; b++) {
-        block_barrier = std::make_unique<std::barrier<>>(block);
-        warp_barriers.clear();
-        for (unsigned w = 0; w < (block + 31) / 32; w++)
-            warp_barriers.push_back(std::make_unique<std::barrier<>>(std::min(32u, block - 32 * w)));
-        std::vector<std::thread> threads;
-        for (unsigned t = 0; t < block; t++)
-            threads.emplace_back([=, &kernel] { threadIdx.x = t; blockIdx.x = b; kernel(); });
-        for (auto& t : threads) t.join();
-    }
+    block_barrier = std::make_unique<std::barrier<>>(block);
+    warp_barriers.clear();
+    for (unsigned w = 0; w < (block + 31) / 32; w++)
+        warp_barriers.push_back(std::make_unique<std::barrier<>>(std::min(32u, block - 32 * w)));
+    std::vector<std::thread> threads;
+    for (unsigned t = 0; t < block; t++)
+        threads.emplace_back([=, &kernel] {
+            threadIdx.x = t;
+            for (unsigned b = 0; b < grid; b++) {
+                blockIdx.x = b;
+                kernel();
+                block_barrier->arrive_and_wait();
+            }
+        });
+    for (auto& t : threads) t.join();
 }

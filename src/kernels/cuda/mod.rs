@@ -5,9 +5,13 @@
 //! PTX, `ptxas -v` to a cubin with each kernel's registers and shared memory,
 //! `cuobjdump -sass` for the instructions, and the theoretical occupancy.
 //!
-//! No forward pass runs on a device yet: `--backend cuda` fails with the
-//! reason, and `auto` is the CPU.
+//! [`device::Device`] is what the forward pass (`model::device`) drives:
+//! [`device::Cuda`] on an NVIDIA GPU, an emulation of the same kernels on the
+//! CPU in the tests.
 
+pub mod device;
+#[cfg(test)]
+pub(crate) mod emulated;
 mod occupancy;
 mod toolchain;
 
@@ -47,7 +51,18 @@ pub const UNITS: [Unit; 3] = [
     Unit { name: "attention", source: include_str!("attention.cu") },
 ];
 
-/// One kernel: its entry name, its unit and the block it is launched with.
+/// How a kernel parameter is passed: a device pointer, an `int` or a `float`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Param {
+    /// A pointer to device memory (any element type).
+    Ptr,
+    /// A 32-bit signed integer.
+    I32,
+    /// A 32-bit float.
+    F32,
+}
+
+/// One kernel: its entry name, its unit, the block it is launched with and its parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kernel {
     /// The `extern "C"` entry name.
@@ -58,27 +73,52 @@ pub struct Kernel {
     pub block: u32,
     /// A quantized GEMV, which must multiply with int8 dot instructions.
     pub gemv: bool,
+    /// Its parameters in order, as its signature declares them (a launch is checked against them).
+    pub params: &'static [Param],
 }
 
-const fn kernel(name: &'static str, unit: &'static str, block: u32, gemv: bool) -> Kernel {
-    Kernel { name, unit, block, gemv }
+const fn kernel(name: &'static str, unit: &'static str, block: u32, gemv: bool, params: &'static [Param]) -> Kernel {
+    Kernel { name, unit, block, gemv, params }
 }
+
+use Param::{Ptr as P, F32 as F, I32 as I};
+
+/// A GEMV's parameters: weights, quantized activations, output, rows, cols.
+const GEMV: &[Param] = &[P, P, P, I, I];
 
 /// Every kernel with its launch block size.
 pub const KERNELS: [Kernel; 12] = [
-    kernel("quantize_q8a", "gemv", 256, false),
-    kernel("gemv_q8_0", "gemv", 128, true),
-    kernel("gemv_q5_0", "gemv", 128, true),
-    kernel("gemv_q4_k", "gemv", 128, true),
-    kernel("gemv_q6_k", "gemv", 128, true),
-    kernel("rmsnorm", "elementwise", 256, false),
-    kernel("rope_neox", "elementwise", 64, false),
-    kernel("swiglu", "elementwise", 256, false),
-    kernel("add", "elementwise", 256, false),
-    kernel("argmax", "elementwise", 1024, false),
-    kernel("kv_store_f16", "attention", 256, false),
-    kernel("attention_f16", "attention", 128, false),
+    kernel("quantize_q8a", "gemv", 256, false, &[P, P, I]),
+    kernel("gemv_q8_0", "gemv", 128, true, GEMV),
+    kernel("gemv_q5_0", "gemv", 128, true, GEMV),
+    kernel("gemv_q4_k", "gemv", 128, true, GEMV),
+    kernel("gemv_q6_k", "gemv", 128, true, GEMV),
+    kernel("rmsnorm", "elementwise", 256, false, &[P, P, P, I, F]),
+    kernel("rope_neox", "elementwise", 64, false, &[P, I, P, F]),
+    kernel("swiglu", "elementwise", 256, false, &[P, P, P, I]),
+    kernel("add", "elementwise", 256, false, &[P, P, I]),
+    kernel("argmax", "elementwise", 1024, false, &[P, I, P]),
+    kernel("kv_store_f16", "attention", 256, false, &[P, P, P, P, P, I]),
+    kernel("attention_f16", "attention", 128, false, &[P, P, P, P, P, P, I, I, I, I, F]),
 ];
+
+/// The kernel named `name` (a name not in [`KERNELS`] is a bug of the caller).
+pub fn kernel_named(name: &str) -> &'static Kernel {
+    KERNELS.iter().find(|k| k.name == name).unwrap_or_else(|| panic!("no CUDA kernel `{name}`"))
+}
+
+/// Which GEMV kernel reads each weight format (formats not here have none).
+const GEMVS: [(crate::gguf::TensorType, &str); 4] = [
+    (crate::gguf::TensorType::Q8_0, "gemv_q8_0"),
+    (crate::gguf::TensorType::Q5_0, "gemv_q5_0"),
+    (crate::gguf::TensorType::Q4K, "gemv_q4_k"),
+    (crate::gguf::TensorType::Q6K, "gemv_q6_k"),
+];
+
+/// The GEMV kernel for weights of type `ty`, or `None` for a type no kernel reads.
+pub fn gemv_for(ty: crate::gguf::TensorType) -> Option<&'static Kernel> {
+    GEMVS.iter().find(|(t, _)| *t == ty).map(|(_, name)| kernel_named(name))
+}
 
 /// The compute backend a command runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,18 +174,27 @@ pub fn probe() -> Result<Device, String> {
 
 /// The backend `--backend` names (`cpu`, `cuda` or `auto`) resolves to on this
 /// host, or a clear error. `probe` says which device is usable (normally
-/// [`probe`]). No forward pass runs on a device yet, so `cuda` is an error
-/// even with a device (naming it), and `auto` is the CPU.
-pub fn choose(requested: &str, probe: impl FnOnce() -> Result<Device, String>) -> Result<Backend, String> {
+/// [`probe`]); `on_device` says whether the command runs its forward passes on
+/// a device (`generate` does; the others run on the CPU so far). `auto` is
+/// the device where there is one and the command runs on it, else the CPU;
+/// `cuda` without a device, or on a command that runs on the CPU, is an error.
+pub fn choose(
+    requested: &str,
+    probe: impl FnOnce() -> Result<Device, String>,
+    on_device: bool,
+) -> Result<Backend, String> {
     match requested {
-        "cpu" | "auto" => Ok(Backend::Cpu),
+        "cpu" => Ok(Backend::Cpu),
+        "auto" if !on_device => Ok(Backend::Cpu),
+        "auto" => Ok(if probe().is_ok() { Backend::Cuda } else { Backend::Cpu }),
         "cuda" => match probe() {
             Err(why) => Err(format!("--backend cuda: no usable CUDA device: {why}; use --backend cpu or auto")),
-            Ok(d) => Err(format!(
-                "--backend cuda: {} (compute capability {}.{}) was found, but this build's CUDA backend runs no \
-                 forward pass yet (its kernels are only compiled and inspected); use --backend cpu or auto",
+            Ok(d) if !on_device => Err(format!(
+                "--backend cuda: {} (compute capability {}.{}) was found, but this command runs on the CPU so far \
+                 (`falsify generate --backend cuda` runs on the device); use --backend cpu or auto",
                 d.name, d.capability.0, d.capability.1
             )),
+            Ok(_) => Ok(Backend::Cuda),
         },
         other => Err(format!("--backend {other}: unknown backend (cpu, cuda or auto)")),
     }

@@ -86,6 +86,18 @@ fn every_kernel_belongs_to_a_unit_that_defines_it() {
         assert!(unit.source.contains(&format!("__global__ void {}(", k.name)), "{} not in {}.cu", k.name, k.unit);
         assert!(k.block % 32 == 0 && k.block <= 1024, "{}", k.name);
     }
+    for k in &KERNELS {
+        let declared: Vec<Param> = emulated::declared_params(k.name)
+            .iter()
+            .map(|t| match t.as_str() {
+                "int" => Param::I32,
+                "float" => Param::F32,
+                t if t.ends_with('*') => Param::Ptr,
+                t => panic!("{}: a parameter of type {t}", k.name),
+            })
+            .collect();
+        assert_eq!(declared, k.params, "{}: the table's parameters are the signature's", k.name);
+    }
     let defined: usize = UNITS.iter().map(|u| u.source.matches("extern \"C\" __global__").count()).sum();
     assert_eq!(defined, KERNELS.len(), "every kernel in the sources is in the table");
 }
@@ -93,14 +105,21 @@ fn every_kernel_belongs_to_a_unit_that_defines_it() {
 #[test]
 fn backend_choice_is_explicit() {
     let none = || Err("no CUDA driver: libcuda.so cannot be loaded".to_owned());
-    assert_eq!(choose("cpu", none), Ok(Backend::Cpu));
-    assert_eq!(choose("auto", none), Ok(Backend::Cpu));
-    let e = choose("cuda", none).unwrap_err();
-    assert!(e.contains("--backend cuda") && e.contains("libcuda"), "{e}");
     let h200 = || Ok(Device { name: "NVIDIA H200".into(), capability: (9, 0) });
-    let e = choose("cuda", h200).unwrap_err();
-    assert!(e.contains("NVIDIA H200") && e.contains("9.0"), "{e}");
-    assert!(choose("tpu", none).is_err());
+    for on_device in [false, true] {
+        assert_eq!(choose("cpu", none, on_device), Ok(Backend::Cpu));
+        assert_eq!(choose("cpu", h200, on_device), Ok(Backend::Cpu));
+        assert_eq!(choose("auto", none, on_device), Ok(Backend::Cpu));
+        let e = choose("cuda", none, on_device).unwrap_err();
+        assert!(e.contains("--backend cuda") && e.contains("libcuda"), "{e}");
+        assert!(choose("tpu", none, on_device).is_err());
+    }
+    // A command that runs on the device takes it; one that runs on the CPU says so.
+    assert_eq!(choose("cuda", h200, true), Ok(Backend::Cuda));
+    assert_eq!(choose("auto", h200, true), Ok(Backend::Cuda));
+    assert_eq!(choose("auto", h200, false), Ok(Backend::Cpu));
+    let e = choose("cuda", h200, false).unwrap_err();
+    assert!(e.contains("NVIDIA H200") && e.contains("9.0") && e.contains("generate"), "{e}");
 }
 
 #[test]
@@ -237,14 +256,9 @@ fn emulated() -> Option<(tempfile::TempDir, PathBuf)> {
         eprintln!("skipped: no C++ compiler (c++) to emulate the kernels with");
         return None;
     }
-    let common = COMMON
-        .replace(r#"asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));"#, "f = half_to_float(h);")
-        .replace(r#"asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));"#, "h = float_to_half(f);");
-    assert!(!common.contains("asm("), "every inline PTX line has a host stand-in");
-    let units: String = UNITS.iter().map(|u| u.source.replace("extern \"C\" ", "")).collect();
     let dir = tempfile::tempdir().unwrap();
     let (src, exe) = (dir.path().join("emulated.cpp"), dir.path().join("emulated"));
-    std::fs::write(&src, format!("{}\n{common}\n{units}\n{DRIVER}", include_str!("emulate.h"))).unwrap();
+    std::fs::write(&src, format!("{}\n{DRIVER}", emulated::emulation_source())).unwrap();
     let mut cc = std::process::Command::new("c++");
     cc.args(["-std=c++20", "-O1", "-pthread", "-w", "-o"]).arg(&exe).arg(&src);
     let out = crate::util::children::output(&mut cc, Some(std::time::Duration::from_secs(300))).unwrap();
