@@ -51,6 +51,25 @@ pub(crate) const SMALL: Layout = Layout {
     ],
 };
 
+/// Hidden 256, FFN 512, vocab 64, in the formats of the Qwen2.5-Coder files the device kernels read.
+pub(crate) const DEVICE: Layout = Layout {
+    d: 256,
+    kv: 128,
+    ff: 512,
+    vocab: 64,
+    types: [
+        TensorType::Q8_0,
+        TensorType::Q5_0,
+        TensorType::Q5_0,
+        TensorType::Q8_0,
+        TensorType::Q4K,
+        TensorType::Q4K,
+        TensorType::Q5_0,
+        TensorType::Q6K,
+        TensorType::Q4K,
+    ],
+};
+
 /// Writes a tiny Qwen2 model of the [`SMALL`] layout.
 pub(crate) fn synthetic_model(opts: Synthetic) -> Vec<u8> {
     synthetic_with(&SMALL, opts)
@@ -124,6 +143,11 @@ pub(crate) fn synthetic_with(layout: &Layout, opts: Synthetic) -> Vec<u8> {
         w = m(w, &mut rng, "output.weight", ty, vocab, opts.head_cols);
     }
     w.to_bytes()
+}
+
+/// A tiny model of the [`DEVICE`] layout, tied, 2 blocks, a context of 64.
+pub(crate) fn device_model() -> Model {
+    load(&synthetic_with(&DEVICE, Synthetic { tied: true, n_layer: 2, head_cols: 256, context: 64 })).unwrap()
 }
 
 /// Writes `bytes` to a temporary file and loads it as a model.

@@ -9,6 +9,7 @@ pub mod apr;
 pub mod bricks;
 pub mod contract;
 pub mod cuda;
+pub mod device;
 pub mod exports;
 pub mod judge;
 pub mod kv_pages;
@@ -117,6 +118,7 @@ impl Registry {
         kinds.extend(serving::kinds());
         kinds.extend(apr::kinds());
         kinds.extend(cuda::kinds());
+        kinds.extend(device::kinds());
         Registry { kinds }
     }
 

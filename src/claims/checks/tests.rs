@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::judge::{self, Quantity};
 use super::{
-    agreement, apr, bricks, contract, cuda, exports, layout, meta, perf, reference, resources, serving, top, Registry,
+    agreement, apr, bricks, contract, cuda, device, exports, layout, meta, perf, reference, resources, serving, top,
+    Registry,
 };
 use crate::bench::{BenchResult, Comparison, Protocol, Series};
 use crate::claims::{Outcome, Verdict};
@@ -373,6 +374,11 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             let heavy = [kernel_build("gemv_q4_k", 128, 128, 16), kernel_build("argmax", 32, 1024, 0)];
             (cuda::judge_occupancy(&p, &good), cuda::judge_occupancy(&p, &heavy))
         }),
+        ("device_step", device::audit::generation),
+        ("device_step", device::audit::capture),
+        ("device_step", device::audit::replay),
+        ("device_step", device::audit::cpu_top1),
+        ("device_step", device::audit::launches),
         ("apr_integrity", apr::audit::integrity),
         ("apr_version", apr::audit::version),
         ("apr_preserved", apr::audit::preserved),

@@ -1,16 +1,16 @@
 // A CPU emulation of the CUDA features the kernels use, for the unit tests:
 // the kernels compile as C++20 with this header first, each block's threads
-// running as host threads at once (blocks one after another, the same threads
-// for each), __syncthreads a barrier of the block, __shfl_xor_sync an exchange
-// through a barrier of the warp. It checks the kernels' arithmetic and indexing on the CPU; it says
-// nothing of their speed or of how a device schedules them.
-#include <barrier>
+// running as fibers of the launching thread (blocks one after another),
+// __syncthreads a barrier of the block, __shfl_xor_sync an exchange through a
+// barrier of the warp. It checks the kernels' arithmetic, indexing and
+// barriers on the CPU; it says nothing of their speed or of how a device
+// schedules them.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
-#include <memory>
-#include <thread>
+#include <ucontext.h>
 #include <vector>
 
 struct dim3 { unsigned x = 1, y = 1, z = 1; };
@@ -21,18 +21,34 @@ dim3 blockDim, gridDim;
 #define __forceinline__ inline
 #define __shared__ static
 
-std::unique_ptr<std::barrier<>> block_barrier;
-std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
+// Each emulated thread is a fiber (its own stack, switched to and from the
+// launching thread by swapcontext); a fiber waiting at a barrier resumes once
+// every live thread of its block (__syncthreads) or warp (a shuffle) waits there.
+enum class State { Ready, AtBlock, AtWarp, Done };
+struct Fiber {
+    ucontext_t ctx;
+    std::vector<char> stack;
+    State state = State::Ready;
+};
+std::vector<Fiber> fibers;
+ucontext_t scheduler;
+unsigned current = 0;
+const std::function<void()>* running_kernel = nullptr;
 float shuffle_slots[1024];
 
-inline void __syncthreads() { block_barrier->arrive_and_wait(); }
+inline void wait(State at) {
+    fibers[current].state = at;
+    swapcontext(&fibers[current].ctx, &scheduler);
+}
+
+inline void __syncthreads() { wait(State::AtBlock); }
 
 inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
-    unsigned t = threadIdx.x, w = t / 32;
+    unsigned t = threadIdx.x;
     shuffle_slots[t] = v;
-    warp_barriers[w]->arrive_and_wait();
+    wait(State::AtWarp);
     float r = shuffle_slots[(t & ~31u) | ((t & 31u) ^ (unsigned)lane_mask)];
-    warp_barriers[w]->arrive_and_wait();
+    wait(State::AtWarp);
     return r;
 }
 
@@ -49,24 +65,67 @@ inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float half_to_float(unsigned short h) { _Float16 x; std::memcpy(&x, &h, 2); return (float)x; }
 inline unsigned short float_to_half(float f) { _Float16 x = (_Float16)f; unsigned short h; std::memcpy(&h, &x, 2); return h; }
 
-// Runs `kernel` on `grid` blocks of `block` threads: `block` host threads,
-// each taking its place in every block in turn, a barrier between blocks.
+inline void fiber_main() {
+    (*running_kernel)();
+    fibers[current].state = State::Done;
+    swapcontext(&fibers[current].ctx, &scheduler);
+}
+
+// Runs one block: every fiber until it waits or ends, then releases the
+// barriers every live fiber (of the block, or of a warp) has reached.
+inline void run_block(unsigned block) {
+    for (unsigned t = 0; t < block; t++) {
+        Fiber& f = fibers[t];
+        f.state = State::Ready;
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp = f.stack.data();
+        f.ctx.uc_stack.ss_size = f.stack.size();
+        f.ctx.uc_link = nullptr;
+        makecontext(&f.ctx, fiber_main, 0);
+    }
+    for (;;) {
+        for (unsigned t = 0; t < block; t++)
+            if (fibers[t].state == State::Ready) {
+                current = t;
+                threadIdx.x = t;
+                swapcontext(&scheduler, &fibers[t].ctx);
+            }
+        bool live = false, all_at_block = true, released = false;
+        for (unsigned t = 0; t < block; t++) {
+            live |= fibers[t].state != State::Done;
+            all_at_block &= fibers[t].state == State::Done || fibers[t].state == State::AtBlock;
+        }
+        if (!live) return;
+        if (all_at_block) {
+            for (unsigned t = 0; t < block; t++)
+                if (fibers[t].state == State::AtBlock) fibers[t].state = State::Ready;
+            continue;
+        }
+        for (unsigned w = 0; w * 32 < block; w++) {
+            unsigned end = std::min(block, 32 * w + 32);
+            bool all_at_warp = true, any = false;
+            for (unsigned t = 32 * w; t < end; t++) {
+                all_at_warp &= fibers[t].state == State::Done || fibers[t].state == State::AtWarp;
+                any |= fibers[t].state == State::AtWarp;
+            }
+            if (all_at_warp && any) {
+                for (unsigned t = 32 * w; t < end; t++)
+                    if (fibers[t].state == State::AtWarp) fibers[t].state = State::Ready;
+                released = true;
+            }
+        }
+        if (!released) std::abort();  // a barrier no live thread can pass: the kernel deadlocks
+    }
+}
+
+// Runs `kernel` on `grid` blocks of `block` threads, blocks one after another.
 inline void launch(unsigned grid, unsigned block, const std::function<void()>& kernel) {
     gridDim.x = grid;
     blockDim.x = block;
-    block_barrier = std::make_unique<std::barrier<>>(block);
-    warp_barriers.clear();
-    for (unsigned w = 0; w < (block + 31) / 32; w++)
-        warp_barriers.push_back(std::make_unique<std::barrier<>>(std::min(32u, block - 32 * w)));
-    std::vector<std::thread> threads;
-    for (unsigned t = 0; t < block; t++)
-        threads.emplace_back([=, &kernel] {
-            threadIdx.x = t;
-            for (unsigned b = 0; b < grid; b++) {
-                blockIdx.x = b;
-                kernel();
-                block_barrier->arrive_and_wait();
-            }
-        });
-    for (auto& t : threads) t.join();
+    running_kernel = &kernel;
+    while (fibers.size() < block) fibers.emplace_back().stack.resize(64 * 1024);
+    for (unsigned b = 0; b < grid; b++) {
+        blockIdx.x = b;
+        run_block(block);
+    }
 }

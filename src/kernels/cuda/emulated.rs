@@ -61,20 +61,35 @@ fn dispatcher() -> String {
     s
 }
 
-/// Builds the emulation library into `dir` with the host's C++ compiler; its path, or why not.
-pub fn build(dir: &Path) -> Result<PathBuf, String> {
+/// The emulation library, built with the host's C++ compiler into the
+/// system's temporary directory under a name from its source's hash (so the
+/// tests build it once per source, and a changed kernel builds anew); its
+/// path, or why it cannot be built.
+pub fn library() -> Result<PathBuf, String> {
+    use sha2::Digest;
     if !crate::util::on_path("c++") {
         return Err("no C++ compiler (c++) to emulate the kernels with".into());
     }
-    let (src, lib) = (dir.join("emulated_device.cpp"), dir.join("libemulated_device.so"));
-    std::fs::write(&src, format!("{}\n{}", emulation_source(), dispatcher())).map_err(|e| e.to_string())?;
+    let source = format!("{}\n{}", emulation_source(), dispatcher());
+    let hash: String = sha2::Sha256::digest(source.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let lib = std::env::temp_dir().join(format!("falsify-emulated-kernels-{hash}.so"));
+    if lib.is_file() {
+        return Ok(lib);
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let (src, built) = (dir.path().join("emulated_device.cpp"), dir.path().join("emulated_device.so"));
+    std::fs::write(&src, source).map_err(|e| e.to_string())?;
     let mut cc = std::process::Command::new("c++");
-    cc.args(["-std=c++20", "-O2", "-pthread", "-shared", "-fPIC", "-w", "-o"]).arg(&lib).arg(&src);
+    cc.args(["-std=c++20", "-O2", "-pthread", "-shared", "-fPIC", "-w", "-o"]).arg(&built).arg(&src);
     let out = crate::util::children::output(&mut cc, Some(std::time::Duration::from_secs(300)))
         .map_err(|e| format!("c++: {e}"))?;
     if !out.status.success() {
         return Err(format!("the C++ compiler cannot build the emulation: {}", String::from_utf8_lossy(&out.stderr)));
     }
+    // Another test may have built it meanwhile: a rename over it is atomic.
+    let staged = lib.with_extension(format!("{}.tmp", std::process::id()));
+    std::fs::copy(&built, &staged).map_err(|e| e.to_string())?;
+    std::fs::rename(&staged, &lib).map_err(|e| e.to_string())?;
     Ok(lib)
 }
 
@@ -122,11 +137,39 @@ pub struct Launch {
     args: Vec<Value>,
 }
 
+/// A defect built into an emulated device, for the counterexamples of the checks that measure one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Every launch after this many fails.
+    FailsAfter(u64),
+    /// Graph capture fails.
+    NoCapture,
+    /// A replayed graph leaves out the launches of this kernel.
+    ReplaySkips(&'static str),
+    /// Launches of this kernel never run.
+    Skips(&'static str),
+    /// A replayed graph counts as a launch per kernel in it (a graph emulated by relaunching).
+    ReplayRelaunches,
+}
+
 /// The emulated device.
 pub struct Emulated {
     launch_fn: LaunchFn,
     recording: Mutex<Option<Vec<Launch>>>,
     launches: AtomicU64,
+    /// A defect, for counterexamples.
+    pub fault: Option<Fault>,
+}
+
+/// The emulated device, or `None` (with a note) where the host cannot build it.
+pub fn device() -> Option<Emulated> {
+    match library().and_then(|lib| Emulated::load(&lib)) {
+        Ok(device) => Some(device),
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            None
+        }
+    }
 }
 
 impl Emulated {
@@ -146,10 +189,18 @@ impl Emulated {
         }
         // SAFETY: `emu_launch` is defined by `dispatcher` with exactly this signature.
         let launch_fn = unsafe { std::mem::transmute::<*mut c_void, LaunchFn>(sym) };
-        Ok(Emulated { launch_fn, recording: Mutex::new(None), launches: 0.into() })
+        Ok(Emulated { launch_fn, recording: Mutex::new(None), launches: 0.into(), fault: None })
     }
 
     fn run(&self, l: &Launch) -> DeviceResult<()> {
+        if self.fault == Some(Fault::Skips(l.kernel.name)) {
+            return Ok(());
+        }
+        if let Some(Fault::FailsAfter(n)) = self.fault {
+            if self.launches() >= n {
+                return Err(DeviceError(format!("{}: an injected device error", l.kernel.name)));
+            }
+        }
         let mut values: Vec<[u8; 8]> = l
             .args
             .iter()
@@ -241,6 +292,9 @@ impl Device for Emulated {
     }
 
     fn capture(&self, record: &mut dyn FnMut() -> DeviceResult<()>) -> DeviceResult<Vec<Launch>> {
+        if self.fault == Some(Fault::NoCapture) {
+            return Err(DeviceError("cuStreamBeginCapture: an injected failure".into()));
+        }
         *self.recording.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
         let recorded = record();
         let list = self.recording.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
@@ -249,9 +303,12 @@ impl Device for Emulated {
 
     fn replay(&self, graph: &Vec<Launch>) -> DeviceResult<()> {
         for l in graph {
-            self.run(l)?;
+            if self.fault != Some(Fault::ReplaySkips(l.kernel.name)) {
+                self.run(l)?;
+            }
         }
-        self.launches.fetch_add(1, Ordering::Relaxed);
+        let counted = if self.fault == Some(Fault::ReplayRelaunches) { graph.len() as u64 } else { 1 };
+        self.launches.fetch_add(counted, Ordering::Relaxed);
         Ok(())
     }
 
