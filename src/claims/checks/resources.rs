@@ -707,14 +707,25 @@ pub struct BackendParams {
     pub model: String,
 }
 
-/// Judges `--backend cuda` and `--backend auto` on a host where no CUDA backend
-/// runs: `cuda` must end with an exit code (not a signal or a panic) and an
-/// error naming CUDA and why; `auto` must succeed, its JSON saying it ran on
-/// the CPU (`auto_backend`, its `timings.backend`).
-pub fn judge_backend(cuda: &Exit, auto: &Exit, auto_backend: Option<&str>) -> Outcome {
+/// Judges `--backend cuda` and `--backend auto`, each with the backend its
+/// JSON names (`timings.backend`). Where no device is usable (`device` is
+/// `None`), `cuda` must end with an exit code (not a signal or a panic) and an
+/// error naming CUDA and why, and `auto` must run on the CPU. Where the probe
+/// found a device, both must run on it.
+pub fn judge_backend(cuda: &Exit, auto: &Exit, ran_on: [Option<&str>; 2], device: Option<&str>) -> Outcome {
     let mut bad = Vec::new();
     let cuda_msg = cuda.stderr.to_lowercase();
-    if cuda.code.is_none_or(|c| c == 0)
+    let [cuda_backend, auto_backend] = ran_on;
+    let expected = if device.is_some() { "cuda" } else { "cpu" };
+    if let Some(d) = device {
+        if cuda.code != Some(0) || cuda_backend != Some("cuda") {
+            bad.push(format!(
+                "--backend cuda with {d} present: exit {:?}, ran on {cuda_backend:?}, stderr {:?}",
+                cuda.code,
+                cuda.stderr.trim()
+            ));
+        }
+    } else if cuda.code.is_none_or(|c| c == 0)
         || !cuda_msg.contains("--backend cuda")
         || !cuda_msg.contains("error")
         || cuda_msg.contains("panicked")
@@ -728,17 +739,23 @@ pub fn judge_backend(cuda: &Exit, auto: &Exit, auto_backend: Option<&str>) -> Ou
     }
     if auto.code != Some(0) {
         bad.push(format!("--backend auto: exit {:?}, stderr {:?}", auto.code, auto.stderr.trim()));
-    } else if auto_backend != Some("cpu") {
-        bad.push(format!("--backend auto: ran on {auto_backend:?}, not the CPU, where no CUDA backend runs"));
+    } else if auto_backend != Some(expected) {
+        bad.push(format!("--backend auto: ran on {auto_backend:?}, not {expected}"));
     }
     let mut out = judge::no_violations("backend_choice_violations", 2, bad);
     if let Some(e) = out.evidence.as_mut() {
-        e.details.push(format!("--backend cuda said: {}", cuda.stderr.trim()));
+        match device {
+            Some(d) => e
+                .details
+                .push(format!("device: {d}; --backend cuda and auto ran on {cuda_backend:?}, {auto_backend:?}")),
+            None => e.details.push(format!("--backend cuda said: {}", cuda.stderr.trim())),
+        }
     }
     out
 }
 
-/// `backend_choice`: `--backend cuda` without a usable device fails clearly; `auto` falls back to the CPU.
+/// `backend_choice`: `--backend cuda` without a usable device fails clearly and `auto` falls back to
+/// the CPU; with one, both run on it.
 pub struct BackendChoice;
 
 impl Check for BackendChoice {
@@ -755,9 +772,11 @@ impl Check for BackendChoice {
             cx.run_falsify(&[&args[..], &[model.as_os_str()]].concat())
         };
         let (cuda, auto) = (run("cuda")?, run("auto")?);
-        let json: Option<serde_json::Value> = serde_json::from_slice(&auto.stdout).ok();
-        let backend = json.as_ref().and_then(|v| v["timings"]["backend"].as_str());
-        Ok(judge_backend(&Exit::of(&cuda), &Exit::of(&auto), backend))
+        let json = |o: &std::process::Output| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok();
+        let (cuda_json, auto_json) = (json(&cuda), json(&auto));
+        let ran_on = [&cuda_json, &auto_json].map(|j| j.as_ref().and_then(|v| v["timings"]["backend"].as_str()));
+        let device = crate::kernels::cuda::probe().ok().map(|d| d.name);
+        Ok(judge_backend(&Exit::of(&cuda), &Exit::of(&auto), ran_on, device.as_deref()))
     }
 }
 

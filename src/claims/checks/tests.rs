@@ -908,19 +908,29 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
         }),
         ("backend_choice", || {
             let (failed, ok) = (exit(1, "error: --backend cuda: no usable CUDA device: no CUDA driver"), exit(0, ""));
-            (resources::judge_backend(&failed, &ok, Some("cpu")), resources::judge_backend(&ok, &ok, Some("cpu")))
+            let cpu = [None, Some("cpu")];
+            (resources::judge_backend(&failed, &ok, cpu, None), resources::judge_backend(&ok, &ok, cpu, None))
         }),
         ("backend_choice", || {
             // `auto` succeeding on a backend that cannot run here is no fallback.
             let (failed, ok) = (exit(1, "error: --backend cuda: no usable CUDA device: no CUDA driver"), exit(0, ""));
-            (resources::judge_backend(&failed, &ok, Some("cpu")), resources::judge_backend(&failed, &ok, Some("cuda")))
+            let (cpu, cuda) = ([None, Some("cpu")], [None, Some("cuda")]);
+            (resources::judge_backend(&failed, &ok, cpu, None), resources::judge_backend(&failed, &ok, cuda, None))
+        }),
+        ("backend_choice", || {
+            // With a device present, `cuda` falling back to the CPU is no device run.
+            let ok = exit(0, "");
+            let (on_device, fell_back) = ([Some("cuda"), Some("cuda")], [Some("cpu"), Some("cuda")]);
+            let h200 = Some("NVIDIA H200");
+            (resources::judge_backend(&ok, &ok, on_device, h200), resources::judge_backend(&ok, &ok, fell_back, h200))
         }),
         ("backend_choice", || {
             // A panic is not a clear failure.
             let clear = exit(1, "error: --backend cuda: no usable CUDA device: the CUDA driver sees no device");
             let panicked = exit(101, "thread 'main' panicked: --backend cuda error: Unable to dynamically load");
             let ok = exit(0, "");
-            (resources::judge_backend(&clear, &ok, Some("cpu")), resources::judge_backend(&panicked, &ok, Some("cpu")))
+            let cpu = [None, Some("cpu")];
+            (resources::judge_backend(&clear, &ok, cpu, None), resources::judge_backend(&panicked, &ok, cpu, None))
         }),
         ("peak_rss", || {
             let p = resources::RssParams { model: "0.5b".into(), tokens: 64, op: Op::Le, threshold: 1.1 };
