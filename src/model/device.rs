@@ -93,6 +93,22 @@ pub struct DeviceModel<'m, D: Device> {
     mode: StepMode,
     graph: Option<D::Graph>,
     embedding: Vec<f32>,
+    /// While a step is profiled: each launch's kernel and the marks around it.
+    profile: std::cell::RefCell<Option<Vec<Timed<D::Mark>>>>,
+}
+
+/// A launch of a profiled step: its kernel and the marks before and after it.
+type Timed<M> = (&'static str, M, M);
+
+/// One kernel's share of a profiled step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelTime {
+    /// The kernel.
+    pub name: &'static str,
+    /// Its launches in the step.
+    pub launches: usize,
+    /// Their device time, milliseconds (between marks around each launch).
+    pub ms: f64,
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -181,6 +197,7 @@ impl<'m, D: Device> DeviceModel<'m, D> {
             mode,
             graph: None,
             embedding: vec![0.0; c.n_embd],
+            profile: std::cell::RefCell::new(None),
             device,
         })
     }
@@ -210,8 +227,25 @@ impl<'m, D: Device> DeviceModel<'m, D> {
         self.position = 0;
     }
 
+    /// The device, its buffers given back.
+    pub fn into_device(self) -> D {
+        self.device
+    }
+
     fn launch(&self, name: &str, grid: usize, args: &[Arg<'_, D::Buf>]) -> DeviceResult<()> {
-        self.device.launch(kernel_named(name), grid as u32, args)
+        self.launch_kernel(kernel_named(name), grid, args)
+    }
+
+    /// Launches `kernel`, between two marks while a step is profiled.
+    fn launch_kernel(&self, kernel: &'static Kernel, grid: usize, args: &[Arg<'_, D::Buf>]) -> DeviceResult<()> {
+        let mut profile = self.profile.borrow_mut();
+        let Some(marks) = profile.as_mut() else {
+            return self.device.launch(kernel, grid as u32, args);
+        };
+        let before = self.device.mark()?;
+        self.device.launch(kernel, grid as u32, args)?;
+        marks.push((kernel.name, before, self.device.mark()?));
+        Ok(())
     }
 
     /// `y = W·x` for the device matrix `m`, `x` in `input` (quantized first).
@@ -288,8 +322,8 @@ impl<'m, D: Device> DeviceModel<'m, D> {
         self.launch("argmax", 1, &[Buf(&a.logits), I32(c.vocab_size as i32), Buf(&a.best)])
     }
 
-    /// Runs `token` at the next position: its logits and their argmax are then on the device.
-    pub fn step(&mut self, token: u32) -> Result<(), ModelError> {
+    /// Writes `token`'s embedding and the next position into their device buffers.
+    fn begin_step(&mut self, token: u32) -> Result<(), ModelError> {
         if self.position >= self.capacity {
             let what = "a device step".to_owned();
             return Err(ModelError::ContextLength { what, needed: self.position + 1, context: self.capacity });
@@ -298,7 +332,32 @@ impl<'m, D: Device> DeviceModel<'m, D> {
         let x = f32_bytes(&self.embedding);
         self.device.write(&mut self.act.x, &x).map_err(device_error)?;
         let pos = (self.position as i32).to_le_bytes();
-        self.device.write(&mut self.act.pos, &pos).map_err(device_error)?;
+        self.device.write(&mut self.act.pos, &pos).map_err(device_error)
+    }
+
+    /// Runs `token` at the next position launch by launch, timing each
+    /// launch between device marks: every kernel's launches and device time.
+    pub fn profile_step(&mut self, token: u32) -> Result<Vec<KernelTime>, ModelError> {
+        self.begin_step(token)?;
+        *self.profile.borrow_mut() = Some(Vec::new());
+        let queued = self.queue_step();
+        let marks = self.profile.borrow_mut().take().unwrap_or_default();
+        queued.map_err(device_error)?;
+        self.position += 1;
+        let mut times: Vec<KernelTime> = Vec::new();
+        for (name, from, to) in &marks {
+            let ms = self.device.elapsed_ms(from, to).map_err(device_error)?;
+            match times.iter_mut().find(|t| t.name == *name) {
+                Some(t) => (t.launches, t.ms) = (t.launches + 1, t.ms + ms),
+                None => times.push(KernelTime { name, launches: 1, ms }),
+            }
+        }
+        Ok(times)
+    }
+
+    /// Runs `token` at the next position: its logits and their argmax are then on the device.
+    pub fn step(&mut self, token: u32) -> Result<(), ModelError> {
+        self.begin_step(token)?;
         match self.mode {
             StepMode::Eager => self.queue_step().map_err(device_error)?,
             StepMode::Graph => {

@@ -37,6 +37,12 @@ pub enum Measure {
     CpuTop1,
     /// Launches the host submits per decoded token, over `tokens` replayed steps.
     LaunchesPerToken,
+    /// Device memory still in use after `cycles` uploads of the model, a step and its release, bytes.
+    MemoryReleased,
+    /// Eager steps' time over replayed steps' time, `tokens` steps a run, `runs` runs interleaved.
+    GraphSpeedup,
+    /// Kernels the step launches that a profiled step (device marks around each launch) shows no time for.
+    KernelProfile,
 }
 
 /// Parameters of `device_step`.
@@ -49,10 +55,34 @@ pub struct DeviceParams {
     pub measure: Measure,
     /// Steps (positions) observed.
     pub tokens: usize,
+    /// Load and release cycles (`memory_released`).
+    #[serde(default)]
+    pub cycles: usize,
+    /// Interleaved runs of each mode (`graph_speedup`).
+    #[serde(default = "default_runs")]
+    pub runs: usize,
     /// Operator.
     pub op: Op,
     /// Threshold.
     pub threshold: f64,
+}
+
+fn default_runs() -> usize {
+    5
+}
+
+/// Milliseconds `steps` run in `mode` take on a fresh upload, until the last argmax is read back.
+fn timed_steps<D: Device>(model: &Model, device: D, tokens: &[u32], mode: StepMode) -> Result<f64, ModelError> {
+    let mut d = DeviceModel::upload(model, device, tokens.len() + 1, mode)?;
+    // The first step captures the graph (or warms the eager launches): not timed.
+    d.step(tokens[0])?;
+    d.argmax()?;
+    let start = std::time::Instant::now();
+    for &t in &tokens[1..] {
+        d.step(t)?;
+    }
+    d.argmax()?;
+    Ok(start.elapsed().as_secs_f64() * 1e3)
 }
 
 /// The text whose tokens the teacher-forced measures feed, repeated as needed.
@@ -156,6 +186,70 @@ pub fn observe<D: Device>(
                 "{steps} replayed steps after the one captured; kernel launches and graph launches counted"
             ))
         }
+        Measure::MemoryReleased => {
+            if p.cycles == 0 {
+                return Err(Unmet::Failed("memory_released needs `cycles` of at least 1".into()));
+            }
+            let mut dev = device()?;
+            let before = dev.memory_in_use().map_err(|e| fail(&e))?;
+            let mut peak = before;
+            for _ in 0..p.cycles {
+                let mut d = DeviceModel::upload(model, dev, 2, StepMode::Graph).map_err(|e| fail(&e))?;
+                d.step(forced[0]).map_err(|e| fail(&e))?;
+                peak = peak.max(d.device().memory_in_use().map_err(|e| fail(&e))?);
+                dev = d.into_device();
+            }
+            let after = dev.memory_in_use().map_err(|e| fail(&e))?;
+            let kept = after.saturating_sub(before);
+            Quantity::new("memory_kept_bytes", "bytes", kept as f64).detail(format!(
+                "{} cycles: {before} bytes in use before, {peak} at most while loaded, {after} after",
+                p.cycles
+            ))
+        }
+        Measure::GraphSpeedup => {
+            let steps = &forced[..n.max(2)];
+            let (mut eager, mut graph) = (Vec::new(), Vec::new());
+            for r in 0..p.runs.max(2) {
+                let mut run = |mode| timed_steps(model, device()?, steps, mode).map_err(|e| fail(&e));
+                // Alternate which mode goes first.
+                if r % 2 == 0 {
+                    eager.push(run(StepMode::Eager)?);
+                    graph.push(run(StepMode::Graph)?);
+                } else {
+                    graph.push(run(StepMode::Graph)?);
+                    eager.push(run(StepMode::Eager)?);
+                }
+            }
+            let r = crate::stats::ratio_of_medians(&eager, &graph, 0.95, 2000, 1).map_err(|e| fail(&e))?;
+            let mut q = Quantity::new("graph_speedup", "x", r.ratio);
+            q.ci = Some(r.ci);
+            q.n = eager.len();
+            q.detail(format!(
+                "{} steps a run; eager runs {eager:.1?} ms, replayed runs {graph:.1?} ms",
+                steps.len() - 1
+            ))
+        }
+        Measure::KernelProfile => {
+            let mut d = DeviceModel::upload(model, device()?, n, StepMode::Eager).map_err(|e| fail(&e))?;
+            let mut total: Vec<crate::model::device::KernelTime> = Vec::new();
+            for &t in &forced {
+                for k in d.profile_step(t).map_err(|e| fail(&e))? {
+                    match total.iter_mut().find(|x| x.name == k.name) {
+                        Some(x) => (x.launches, x.ms) = (x.launches + k.launches, x.ms + k.ms),
+                        None => total.push(k),
+                    }
+                }
+            }
+            let unseen: Vec<&str> = total.iter().filter(|k| k.ms.is_nan() || k.ms <= 0.0).map(|k| k.name).collect();
+            let mut q = Quantity::new("kernels_without_time", "count", unseen.len() as f64);
+            q.n = total.len();
+            let per_token = |k: &crate::model::device::KernelTime| k.ms * 1e3 / n as f64;
+            let mut q = q.detail(format!("{n} profiled steps; no time for: {unseen:?}"));
+            for k in &total {
+                q = q.detail(format!("{}: {} launches, {:.1} µs a token", k.name, k.launches, per_token(k)));
+            }
+            q
+        }
     };
     Ok(judge::quantity(q, p.op, p.threshold))
 }
@@ -166,7 +260,8 @@ pub struct DeviceStep;
 impl Check for DeviceStep {
     const NAME: &'static str = "device_step";
     const DOC: &'static str = "the decode step on the CUDA device: a greedy generation without a device error, graph \
-         capture, replays equal to eager launches, top-1 agreement with the CPU scalar reference, launches per token";
+         capture, replays equal to eager launches, top-1 agreement with the CPU scalar reference, launches per token, \
+         memory released after repeated loads, graph replay's speedup over eager launches, every kernel in the profile";
     const PARAMS: &'static str =
         "model, measure (generation|capture|replay_equals_eager|cpu_top1|launches_per_token), \
          tokens, op, threshold";
@@ -193,17 +288,23 @@ pub(crate) mod audit {
     use crate::kernels::cuda::emulated::{self, Emulated, Fault};
 
     fn params(measure: Measure, tokens: usize, op: Op, threshold: f64) -> DeviceParams {
-        DeviceParams { model: "tiny".into(), measure, tokens, op, threshold }
+        DeviceParams { model: "tiny".into(), measure, tokens, cycles: 3, runs: 3, op, threshold }
     }
 
     /// `p` observed on a sound emulated device and on one with `fault`.
     fn case(p: &DeviceParams, fault: Fault) -> (Outcome, Outcome) {
+        case_with_overhead(p, fault, std::time::Duration::ZERO)
+    }
+
+    /// [`case`] on devices whose host launches cost `overhead` each.
+    fn case_with_overhead(p: &DeviceParams, fault: Fault, overhead: std::time::Duration) -> (Outcome, Outcome) {
         let model = crate::model::tests::device_model();
         let tokens: Vec<u32> = (0..24).map(|i| (i * 7 + 3) % 64).collect();
         let open = |fault: Option<Fault>| {
             move || -> DeviceResult<Emulated> {
                 let mut d = emulated::device().expect("the audit emulates the device with the host's C++ compiler");
                 d.fault = fault;
+                d.launch_overhead = overhead;
                 Ok(d)
             }
         };
@@ -235,5 +336,21 @@ pub(crate) mod audit {
     /// Launches per token; a "graph" that relaunches every kernel.
     pub fn launches() -> (Outcome, Outcome) {
         case(&params(Measure::LaunchesPerToken, 3, Op::Le, 30.0), Fault::ReplayRelaunches)
+    }
+
+    /// Memory after 3 loads; a device that never gives freed buffers back.
+    pub fn memory() -> (Outcome, Outcome) {
+        case(&params(Measure::MemoryReleased, 1, Op::Le, 0.0), Fault::Leaks)
+    }
+
+    /// Graph speedup where a host launch costs 10 ms; a "graph" that pays it for every kernel.
+    pub fn speedup() -> (Outcome, Outcome) {
+        let p = params(Measure::GraphSpeedup, 2, Op::Ge, 5.0);
+        case_with_overhead(&p, Fault::ReplayRelaunches, std::time::Duration::from_millis(10))
+    }
+
+    /// The kernel profile; marks that all read the same time.
+    pub fn profile() -> (Outcome, Outcome) {
+        case(&params(Measure::KernelProfile, 2, Op::Le, 0.0), Fault::BlindMarks)
     }
 }

@@ -81,6 +81,8 @@ pub trait Device {
     fn elapsed_ms(&self, from: &Self::Mark, to: &Self::Mark) -> DeviceResult<f64>;
     /// Launches the host has submitted so far: each kernel launched alone and each graph replay count one.
     fn launches(&self) -> u64;
+    /// Bytes of device memory in use (by this process and, on a shared device, others).
+    fn memory_in_use(&self) -> DeviceResult<usize>;
 
     /// Queues `kernel` on `grid` blocks, its arguments checked against its parameters.
     fn launch(&self, kernel: &Kernel, grid: u32, args: &[Arg<'_, Self::Buf>]) -> DeviceResult<()> {
@@ -160,11 +162,6 @@ impl Cuda {
             .find(|(n, _)| *n == kernel.name)
             .map(|(_, f)| f)
             .ok_or_else(|| DeviceError(format!("{}: not loaded", kernel.name)))
-    }
-
-    /// Bytes of device memory free and in total.
-    pub fn memory(&self) -> DeviceResult<(usize, usize)> {
-        self.ctx.mem_get_info().map_err(driver("cuMemGetInfo"))
     }
 }
 
@@ -250,5 +247,11 @@ impl Device for Cuda {
 
     fn launches(&self) -> u64 {
         self.launches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn memory_in_use(&self) -> DeviceResult<usize> {
+        self.stream.synchronize().map_err(driver("cuStreamSynchronize"))?;
+        let (free, total) = self.ctx.mem_get_info().map_err(driver("cuMemGetInfo"))?;
+        Ok(total.saturating_sub(free))
     }
 }

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <csetjmp>
 #include <ucontext.h>
 #include <vector>
 
@@ -21,24 +22,27 @@ dim3 blockDim, gridDim;
 #define __forceinline__ inline
 #define __shared__ static
 
-// Each emulated thread is a fiber (its own stack, switched to and from the
-// launching thread by swapcontext); a fiber waiting at a barrier resumes once
+// Each emulated thread is a fiber (its own stack, entered once by setcontext,
+// then switched to and from the launching thread by _setjmp/_longjmp, which
+// make no system call, and kept for every later block and launch); a fiber waiting at a barrier resumes once
 // every live thread of its block (__syncthreads) or warp (a shuffle) waits there.
 enum class State { Ready, AtBlock, AtWarp, Done };
 struct Fiber {
-    ucontext_t ctx;
+    ucontext_t start;  // where the fiber begins (entered once, by setcontext)
+    jmp_buf at;        // where it waits (switched to without a system call)
+    bool started = false;
     std::vector<char> stack;
     State state = State::Ready;
 };
 std::vector<Fiber> fibers;
-ucontext_t scheduler;
+jmp_buf scheduler;
 unsigned current = 0;
 const std::function<void()>* running_kernel = nullptr;
 float shuffle_slots[1024];
 
 inline void wait(State at) {
     fibers[current].state = at;
-    swapcontext(&fibers[current].ctx, &scheduler);
+    if (!_setjmp(fibers[current].at)) _longjmp(scheduler, 1);
 }
 
 inline void __syncthreads() { wait(State::AtBlock); }
@@ -65,10 +69,13 @@ inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float half_to_float(unsigned short h) { _Float16 x; std::memcpy(&x, &h, 2); return (float)x; }
 inline unsigned short float_to_half(float f) { _Float16 x = (_Float16)f; unsigned short h; std::memcpy(&h, &x, 2); return h; }
 
+// A fiber's life: run the kernel as thread `current` of the block, wait as
+// done, and run it again for the next block (or launch) when resumed.
 inline void fiber_main() {
-    (*running_kernel)();
-    fibers[current].state = State::Done;
-    swapcontext(&fibers[current].ctx, &scheduler);
+    for (;;) {
+        (*running_kernel)();
+        wait(State::Done);
+    }
 }
 
 // Runs one block: every fiber until it waits or ends, then releases the
@@ -77,18 +84,23 @@ inline void run_block(unsigned block) {
     for (unsigned t = 0; t < block; t++) {
         Fiber& f = fibers[t];
         f.state = State::Ready;
-        getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = f.stack.data();
-        f.ctx.uc_stack.ss_size = f.stack.size();
-        f.ctx.uc_link = nullptr;
-        makecontext(&f.ctx, fiber_main, 0);
+        if (f.started) continue;
+        getcontext(&f.start);
+        f.start.uc_stack.ss_sp = f.stack.data();
+        f.start.uc_stack.ss_size = f.stack.size();
+        f.start.uc_link = nullptr;
+        makecontext(&f.start, fiber_main, 0);
     }
     for (;;) {
         for (unsigned t = 0; t < block; t++)
             if (fibers[t].state == State::Ready) {
                 current = t;
                 threadIdx.x = t;
-                swapcontext(&scheduler, &fibers[t].ctx);
+                if (!_setjmp(scheduler)) {
+                    if (fibers[t].started) _longjmp(fibers[t].at, 1);
+                    fibers[t].started = true;
+                    setcontext(&fibers[t].start);
+                }
             }
         bool live = false, all_at_block = true, released = false;
         for (unsigned t = 0; t < block; t++) {

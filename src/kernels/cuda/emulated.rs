@@ -8,8 +8,8 @@
 use std::ffi::{c_void, CString};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::device::{Arg, Device, DeviceError, DeviceResult};
 use super::{Kernel, COMMON, KERNELS, UNITS};
@@ -80,7 +80,10 @@ pub fn library() -> Result<PathBuf, String> {
     let (src, built) = (dir.path().join("emulated_device.cpp"), dir.path().join("emulated_device.so"));
     std::fs::write(&src, source).map_err(|e| e.to_string())?;
     let mut cc = std::process::Command::new("c++");
-    cc.args(["-std=c++20", "-O2", "-pthread", "-shared", "-fPIC", "-w", "-o"]).arg(&built).arg(&src);
+    // No _FORTIFY_SOURCE: its longjmp check refuses the jumps between fiber stacks.
+    cc.args(["-std=c++20", "-O2", "-U_FORTIFY_SOURCE", "-pthread", "-shared", "-fPIC", "-w", "-o"])
+        .arg(&built)
+        .arg(&src);
     let out = crate::util::children::output(&mut cc, Some(std::time::Duration::from_secs(300)))
         .map_err(|e| format!("c++: {e}"))?;
     if !out.status.success() {
@@ -100,13 +103,17 @@ type LaunchFn = unsafe extern "C" fn(*const i8, u32, u32, *mut *mut c_void) -> i
 pub struct HostBuf {
     ptr: *mut u64,
     words: usize,
+    /// The device's count of bytes in use, and whether this buffer gives its bytes back.
+    in_use: Arc<AtomicU64>,
+    released: bool,
 }
 
 impl HostBuf {
-    fn zeroed(bytes: usize) -> HostBuf {
+    fn zeroed(bytes: usize, in_use: &Arc<AtomicU64>, released: bool) -> HostBuf {
         let words = bytes.div_ceil(8).max(1);
         let ptr = Box::into_raw(vec![0u64; words].into_boxed_slice()) as *mut u64;
-        HostBuf { ptr, words }
+        in_use.fetch_add(words as u64 * 8, Ordering::Relaxed);
+        HostBuf { ptr, words, in_use: in_use.clone(), released }
     }
 
     fn bytes(&self) -> usize {
@@ -116,6 +123,10 @@ impl HostBuf {
 
 impl Drop for HostBuf {
     fn drop(&mut self) {
+        if !self.released {
+            return; // Fault::Leaks: the bytes stay counted, the memory stays allocated.
+        }
+        self.in_use.fetch_sub(self.words as u64 * 8, Ordering::Relaxed);
         // SAFETY: `ptr` and `words` are the boxed slice `zeroed` leaked, freed once here.
         drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.ptr, self.words)) });
     }
@@ -148,8 +159,13 @@ pub enum Fault {
     ReplaySkips(&'static str),
     /// Launches of this kernel never run.
     Skips(&'static str),
-    /// A replayed graph counts as a launch per kernel in it (a graph emulated by relaunching).
+    /// A replayed graph counts as a launch per kernel in it, and pays each one's
+    /// launch overhead (a graph emulated by relaunching).
     ReplayRelaunches,
+    /// Freed buffers are never given back.
+    Leaks,
+    /// Every mark reads the same time, so nothing is timed.
+    BlindMarks,
 }
 
 /// The emulated device.
@@ -157,8 +173,11 @@ pub struct Emulated {
     launch_fn: LaunchFn,
     recording: Mutex<Option<Vec<Launch>>>,
     launches: AtomicU64,
+    in_use: Arc<AtomicU64>,
     /// A defect, for counterexamples.
     pub fault: Option<Fault>,
+    /// Host time each launch submitted from the host costs (a graph replay pays it once).
+    pub launch_overhead: Duration,
 }
 
 /// The emulated device, or `None` (with a note) where the host cannot build it.
@@ -189,7 +208,14 @@ impl Emulated {
         }
         // SAFETY: `emu_launch` is defined by `dispatcher` with exactly this signature.
         let launch_fn = unsafe { std::mem::transmute::<*mut c_void, LaunchFn>(sym) };
-        Ok(Emulated { launch_fn, recording: Mutex::new(None), launches: 0.into(), fault: None })
+        Ok(Emulated {
+            launch_fn,
+            recording: Mutex::new(None),
+            launches: 0.into(),
+            in_use: Arc::new(0.into()),
+            fault: None,
+            launch_overhead: Duration::ZERO,
+        })
     }
 
     fn run(&self, l: &Launch) -> DeviceResult<()> {
@@ -241,11 +267,11 @@ impl Device for Emulated {
     }
 
     fn alloc(&self, bytes: usize) -> DeviceResult<HostBuf> {
-        Ok(HostBuf::zeroed(bytes))
+        Ok(HostBuf::zeroed(bytes, &self.in_use, self.fault != Some(Fault::Leaks)))
     }
 
     fn upload(&self, bytes: &[u8]) -> DeviceResult<HostBuf> {
-        let mut b = HostBuf::zeroed(bytes.len());
+        let mut b = self.alloc(bytes.len())?;
         self.write(&mut b, bytes)?;
         Ok(b)
     }
@@ -284,6 +310,7 @@ impl Device for Emulated {
             Some(list) => list.push(launch),
             None => {
                 drop(recording);
+                std::thread::sleep(self.launch_overhead);
                 self.run(&launch)?;
                 self.launches.fetch_add(1, Ordering::Relaxed);
             }
@@ -308,12 +335,14 @@ impl Device for Emulated {
             }
         }
         let counted = if self.fault == Some(Fault::ReplayRelaunches) { graph.len() as u64 } else { 1 };
+        std::thread::sleep(self.launch_overhead * counted as u32);
         self.launches.fetch_add(counted, Ordering::Relaxed);
         Ok(())
     }
 
     fn mark(&self) -> DeviceResult<Instant> {
-        Ok(Instant::now())
+        static BLIND: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        Ok(if self.fault == Some(Fault::BlindMarks) { *BLIND.get_or_init(Instant::now) } else { Instant::now() })
     }
 
     fn elapsed_ms(&self, from: &Instant, to: &Instant) -> DeviceResult<f64> {
@@ -322,5 +351,9 @@ impl Device for Emulated {
 
     fn launches(&self) -> u64 {
         self.launches.load(Ordering::Relaxed)
+    }
+
+    fn memory_in_use(&self) -> DeviceResult<usize> {
+        Ok(self.in_use.load(Ordering::Relaxed) as usize)
     }
 }

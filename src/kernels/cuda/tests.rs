@@ -260,7 +260,7 @@ fn emulated() -> Option<(tempfile::TempDir, PathBuf)> {
     let (src, exe) = (dir.path().join("emulated.cpp"), dir.path().join("emulated"));
     std::fs::write(&src, format!("{}\n{DRIVER}", emulated::emulation_source())).unwrap();
     let mut cc = std::process::Command::new("c++");
-    cc.args(["-std=c++20", "-O1", "-pthread", "-w", "-o"]).arg(&exe).arg(&src);
+    cc.args(["-std=c++20", "-O1", "-U_FORTIFY_SOURCE", "-pthread", "-w", "-o"]).arg(&exe).arg(&src);
     let out = crate::util::children::output(&mut cc, Some(std::time::Duration::from_secs(300))).unwrap();
     if !out.status.success() {
         eprintln!("skipped: the C++ compiler cannot build the emulation: {}", String::from_utf8_lossy(&out.stderr));
