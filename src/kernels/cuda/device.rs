@@ -136,7 +136,8 @@ impl Cuda {
         // several streams would break graph capture, and nothing needs them.
         // SAFETY: called before any buffer or stream of this context exists.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
+        // A stream of its own: the legacy default stream cannot be captured.
+        let stream = ctx.new_stream().map_err(driver("cuStreamCreate"))?;
         let arch = virtual_arch(device.capability);
         let mut functions = Vec::new();
         for unit in &UNITS {
