@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::kernels::cuda::device::Device;
-use crate::model::device::DeviceModel;
+use crate::model::device::{DeviceModel, KernelTime};
 use crate::model::{Breakdown, BrickTimes, KvCache, KvUsage, Logits, Model, ModelError};
 use crate::sample::{Sampler, SamplerConfig};
 use crate::tokenizer::Tokenizer;
@@ -54,6 +54,10 @@ pub struct Timings {
     pub prefill_bricks: Option<Breakdown>,
     /// Where the decode time went, brick by brick (when bricks were timed).
     pub decode_bricks: Option<Breakdown>,
+    /// On a device, where one decode step's device time went, kernel by kernel
+    /// (a step profiled after the generation, when bricks were timed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_kernels: Option<Vec<KernelTime>>,
 }
 
 /// The result of a generation.
@@ -187,7 +191,9 @@ pub fn generate(
 }
 
 /// [`generate`] with every forward pass on a device: the prompt runs one token
-/// a step, and no brick is timed.
+/// a step. No brick is timed; when `opts.time_bricks` asks for it and the
+/// device's cache has a position left, one more step of the last token is
+/// profiled kernel by kernel ([`Timings::device_kernels`]).
 pub fn generate_on_device<D: Device>(
     device: &mut DeviceModel<'_, D>,
     tokenizer: &Tokenizer,
@@ -203,8 +209,14 @@ pub fn generate_on_device<D: Device>(
         }
         device.logits(logits)
     };
+    let profile = opts.time_bricks;
     let opts = GenerateOptions { time_bricks: false, ..opts.clone() };
-    generate_with(model, run, tokenizer, prompt, &opts, on_token)
+    let mut gen = generate_with(model, run, tokenizer, prompt, &opts, on_token)?;
+    let last = gen.tokens.last().or(prompt.last()).copied();
+    if let (true, Some(last)) = (profile && device.position() < device.capacity(), last) {
+        gen.timings.device_kernels = Some(device.profile_step(last)?);
+    }
+    Ok(gen)
 }
 
 /// [`generate`] with the forward passes `run` makes: it runs the tokens given
@@ -392,5 +404,28 @@ mod tests {
         let err = generate(&m, &tok, &[1], &opts, |_| called = true).unwrap_err();
         assert!(matches!(err, ModelError::Sampler(_)) && !called);
         assert_eq!(err.to_string(), "--temp NaN: the temperature must be a finite number, 0 (greedy) or above");
+    }
+
+    #[test]
+    fn a_generation_on_the_emulated_device_decodes_its_tokens_and_profiles_a_step() {
+        use crate::model::device::StepMode;
+        let Some(dev) = crate::kernels::cuda::emulated::device() else { return };
+        let m = crate::model::tests::device_model();
+        let tok = Tokenizer::from_header(&m.file.header).unwrap();
+        let prompt = [3u32, 17, 40];
+        let mut d = DeviceModel::upload(&m, dev, prompt.len() + 4 + 1, StepMode::Graph).unwrap();
+        let opts = GenerateOptions { time_bricks: true, ..greedy(4, true) };
+        let mut seen = Vec::new();
+        let gen = generate_on_device(&mut d, &tok, &prompt, &opts, |t| seen.push(t)).unwrap();
+        assert_eq!((gen.tokens.len(), &seen), (4, &gen.tokens));
+        assert_eq!(gen.timings.decode_tokens, 3);
+        assert!(gen.timings.prefill_bricks.is_none(), "no CPU brick was timed");
+        let kernels = gen.timings.device_kernels.expect("one step profiled");
+        assert_eq!(kernels.len(), crate::kernels::cuda::KERNELS.len(), "{kernels:?}");
+        assert_eq!(kernels.iter().map(|k| k.launches).sum::<usize>(), 56);
+        assert!(kernels.iter().all(|k| k.ms > 0.0), "{kernels:?}");
+        // The same generation again starts from position 0.
+        let again = generate_on_device(&mut d, &tok, &prompt, &greedy(4, true), |_| {}).unwrap();
+        assert_eq!(again.tokens, gen.tokens);
     }
 }

@@ -749,7 +749,8 @@ fn run(cli: Cli) -> Result<()> {
                         .map_err(|e| format!("--backend {}: {e}", backend.name()))?;
                     let name = falsify::kernels::cuda::device::Device::name(&cuda);
                     let mode = if eager { StepMode::Eager } else { StepMode::Graph };
-                    let mut d = DeviceModel::upload(&m, cuda, prompt_tokens.len() + n, mode)?;
+                    // One position more than the generation needs: --bricks profiles one more step.
+                    let mut d = DeviceModel::upload(&m, cuda, prompt_tokens.len() + n + 1, mode)?;
                     let gen = engine::generate_on_device(&mut d, &tok, &prompt_tokens, &opts, &mut on_token)?;
                     (gen, Some(format!("{name}, {} steps", mode.name())))
                 }
@@ -780,6 +781,12 @@ fn run(cli: Cli) -> Result<()> {
                 for (phase, b) in [("prefill", &t.prefill_bricks), ("decode", &t.decode_bricks)] {
                     if let Some(b) = b {
                         eprintln!("{}", brick_table(phase, b));
+                    }
+                }
+                if let Some(kernels) = &t.device_kernels {
+                    eprintln!("device kernels (one decode step, CUDA events around each launch):");
+                    for k in kernels {
+                        eprintln!("  {:<14} {:>5} launches {:>10.1} µs", k.name, k.launches, k.ms * 1e3);
                     }
                 }
             }

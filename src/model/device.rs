@@ -101,7 +101,7 @@ pub struct DeviceModel<'m, D: Device> {
 type Timed<M> = (&'static str, M, M);
 
 /// One kernel's share of a profiled step.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct KernelTime {
     /// The kernel.
     pub name: &'static str,
@@ -217,6 +217,11 @@ impl<'m, D: Device> DeviceModel<'m, D> {
         self.mode
     }
 
+    /// Positions the KV cache holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Positions run so far.
     pub fn position(&self) -> usize {
         self.position
@@ -254,11 +259,7 @@ impl<'m, D: Device> DeviceModel<'m, D> {
         let a = &self.act.quantized;
         self.launch("quantize_q8a", (m.cols / 32).div_ceil(8), &[Buf(input), Buf(a), I32(m.cols as i32)])?;
         let rows = m.rows as i32;
-        self.device.launch(
-            m.gemv,
-            m.rows.div_ceil(4) as u32,
-            &[Buf(&m.data), Buf(a), Buf(y), I32(rows), I32(m.cols as i32)],
-        )
+        self.launch_kernel(m.gemv, m.rows.div_ceil(4), &[Buf(&m.data), Buf(a), Buf(y), I32(rows), I32(m.cols as i32)])
     }
 
     fn add(&self, x: &D::Buf, y: &D::Buf, n: usize) -> DeviceResult<()> {

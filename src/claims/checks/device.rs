@@ -41,7 +41,7 @@ pub enum Measure {
     MemoryReleased,
     /// Eager steps' time over replayed steps' time, `tokens` steps a run, `runs` runs interleaved.
     GraphSpeedup,
-    /// Kernels the step launches that a profiled step (device marks around each launch) shows no time for.
+    /// Launches of `tokens` profiled steps (device marks around each launch) that show no device time.
     KernelProfile,
 }
 
@@ -232,6 +232,7 @@ pub fn observe<D: Device>(
         Measure::KernelProfile => {
             let mut d = DeviceModel::upload(model, device()?, n, StepMode::Eager).map_err(|e| fail(&e))?;
             let mut total: Vec<crate::model::device::KernelTime> = Vec::new();
+            let before = d.device().launches();
             for &t in &forced {
                 for k in d.profile_step(t).map_err(|e| fail(&e))? {
                     match total.iter_mut().find(|x| x.name == k.name) {
@@ -240,11 +241,15 @@ pub fn observe<D: Device>(
                     }
                 }
             }
-            let unseen: Vec<&str> = total.iter().filter(|k| k.ms.is_nan() || k.ms <= 0.0).map(|k| k.name).collect();
-            let mut q = Quantity::new("kernels_without_time", "count", unseen.len() as f64);
-            q.n = total.len();
+            let ran = d.device().launches() - before;
+            let timed: usize = total.iter().filter(|k| k.ms > 0.0).map(|k| k.launches).sum();
+            let untimed: Vec<&str> = total.iter().filter(|k| k.ms.is_nan() || k.ms <= 0.0).map(|k| k.name).collect();
+            let mut q = Quantity::new("launches_without_time", "launches", ran.saturating_sub(timed as u64) as f64);
+            q.n = ran as usize;
             let per_token = |k: &crate::model::device::KernelTime| k.ms * 1e3 / n as f64;
-            let mut q = q.detail(format!("{n} profiled steps; no time for: {unseen:?}"));
+            let mut q = q.detail(format!(
+                "{n} profiled steps: {ran} launches ran, {timed} with device time; kernels without time: {untimed:?}"
+            ));
             for k in &total {
                 q = q.detail(format!("{}: {} launches, {:.1} µs a token", k.name, k.launches, per_token(k)));
             }
