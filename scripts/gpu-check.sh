@@ -11,7 +11,8 @@
 #    scripts/build-llama.sh cached ($FALSIFY_CACHE), when it is there (F080's baseline);
 # 3. writes the 0.5B shape twin and uses it where the real model is absent (noted in
 #    $OUT/MODEL.txt; the report's model sha256 is the twin's);
-# 4. generates greedily on the device (graph and eager) and on the CPU, into $OUT/generate-*.json;
+# 4. generates greedily on the device (graph and eager) and on the CPU, into $OUT/generate-*.json,
+#    and benchmarks the device against llama.cpp with CUDA (bench-cuda.*) when it was built;
 # 5. runs every device claim, one report per claim under $OUT/reports/<id>/, and
 #    gathers the verdict lines into $OUT/verdicts.txt.
 set -euo pipefail
@@ -72,6 +73,13 @@ for n in ["cuda-graph", "cuda-eager"]:
         same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
         print(f"{n}: the first {same} of {len(b)} greedy tokens equal the CPU's")
 PY
+
+# F080's comparison by hand: the embedded engine on the device against llama.cpp built with CUDA.
+if [ -x baselines/llama.cpp-cuda/llama-bench ]; then
+  FALSIFY_LLAMA_CPP=baselines/llama.cpp-cuda timeout 480 ./target/release/falsify bench --backend cuda \
+    -r 5 --json "$OUT/bench-cuda.json" > "$OUT/bench-cuda.txt" 2>&1 || echo "gpu-check: bench --backend cuda failed (see bench-cuda.txt)"
+  tail -n 12 "$OUT/bench-cuda.txt" || true
+fi
 
 : > "$OUT/verdicts.txt"
 for id in F030 F031 F032 F033 F034 F061 F062 F063 F064 F065 F066 F067 F068 F069 F070 F071 F072 \

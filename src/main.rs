@@ -64,8 +64,8 @@ impl ModelArg {
 #[derive(clap::Args)]
 struct BackendArg {
     /// Compute backend: cpu, cuda, or auto (a CUDA device where there is one and the
-    /// command runs on it, else the CPU). Only `generate` runs on a device so far;
-    /// cuda fails naming why where it cannot run.
+    /// command runs on it, else the CPU). `generate` and `bench` run the embedded
+    /// engine on a device; cuda fails naming why where it cannot run.
     #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
     backend: String,
 }
@@ -630,7 +630,7 @@ fn run(cli: Cli) -> Result<()> {
             compare,
             backend,
         } => {
-            backend.resolve(false)?;
+            let backend = backend.resolve(true)?;
             if runs < 2 {
                 return Err("need at least 2 measured repetitions (-r) for a confidence interval".into());
             }
@@ -645,6 +645,7 @@ fn run(cli: Cli) -> Result<()> {
                     min_sample_ms: 1.0,
                 },
                 Pair { a: &engine, b: &baseline, files: &engine_files, ollama_model },
+                backend,
                 json,
                 compare,
             )
@@ -840,6 +841,7 @@ fn bench(
     model: &ModelArg,
     protocol: Protocol,
     pair: Pair,
+    backend: Backend,
     json: Option<PathBuf>,
     compare: Option<PathBuf>,
 ) -> Result<()> {
@@ -884,7 +886,22 @@ fn bench(
     let names = [pair.a, pair.b];
     let baselines = names.iter().zip(&opened).filter_map(|(n, o)| Some(((*n).to_owned(), o.provenance()?))).collect();
     let provenance = Provenance::collect(protocol.threads, vec![ModelFile::describe(&path)?], baselines);
-    let subjects: Vec<_> = opened.iter().map(|o| o.subject(&m, &tok, &path)).collect();
+    let mut subjects: Vec<_> = opened.iter().map(|o| o.subject(&m, &tok, &path)).collect();
+    if backend == Backend::Cuda {
+        // The embedded engine's side runs on the device.
+        let at = opened.iter().position(|o| matches!(o, Opened::InProcess)).ok_or_else(|| {
+            format!(
+                "--backend cuda: neither `{}` nor `{}` is the embedded engine, which is what runs on a device",
+                pair.a, pair.b
+            )
+        })?;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let cuda = falsify::kernels::cuda::device::Cuda::open(root).map_err(|e| format!("--backend cuda: {e}"))?;
+        eprintln!("bench: the embedded engine on {}", falsify::kernels::cuda::device::Device::name(&cuda));
+        let positions = falsify::bench::OnDevice::<falsify::kernels::cuda::device::Cuda>::positions(&protocol);
+        let device = DeviceModel::upload(&m, cuda, positions, StepMode::Graph)?;
+        subjects[at] = Box::new(falsify::bench::OnDevice { device: device.into(), tokenizer: &tok });
+    }
     let b = subjects.get(1).map(|b| &**b);
     let result = falsify::bench::compare(&*subjects[0], b, load_ms, &protocol, provenance, |done, total| {
         eprint!("\rbench: round {done}/{total} (first {} are warmup)   ", protocol.warmup);

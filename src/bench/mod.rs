@@ -28,6 +28,8 @@ use crate::baseline::llama_cpp::LlamaCpp;
 use crate::baseline::ollama::Ollama;
 use crate::baseline::BaselineError;
 use crate::engine::{self, GenerateOptions};
+use crate::kernels::cuda::device::Device;
+use crate::model::device::DeviceModel;
 use crate::model::{Model, ModelError};
 use crate::provenance::Provenance;
 use crate::rng::SplitMix64;
@@ -222,35 +224,69 @@ impl Subject for InProcess<'_> {
         ENGINE
     }
 
-    /// A prefill run (1 token generated) and a decode run after a 1-token prompt.
     fn run(&self, p: &Protocol, seed: u64) -> Result<Sample, BenchError> {
-        let (model, tok) = (self.model, self.tokenizer);
-        let greedy = SamplerConfig { temperature: 0.0, ..SamplerConfig::default() };
-        let prompt = random_prompt(tok, p.n_prompt, seed);
-        let pre = engine::generate(
-            model,
-            tok,
-            &prompt,
-            &GenerateOptions { max_tokens: 1, sampler: greedy, ignore_eos: true, time_bricks: false },
-            |_| {},
-        )?;
-        check_duration(ENGINE, "prefill", pre.timings.prefill_ms / 1e3)?;
-        let dec_prompt = random_prompt(tok, 1, seed ^ 1);
-        let opts = GenerateOptions { max_tokens: p.n_gen + 1, sampler: greedy, ignore_eos: true, time_bricks: false };
-        let start = std::time::Instant::now();
-        let dec = engine::generate(model, tok, &dec_prompt, &opts, |_| {})?;
-        let e2e_ms = start.elapsed().as_secs_f64() * 1e3;
-        check_length(ENGINE, "decode", dec.timings.decode_tokens, p.n_gen)?;
-        check_duration(ENGINE, "decode", dec.timings.decode_ms / 1e3)?;
-        check_min(ENGINE, "decode", dec.timings.decode_ms, p.min_sample_ms)?;
-        Ok(Sample {
-            prefill_tok_s: pre.timings.prefill_tok_per_s,
-            decode_tok_s: dec.timings.decode_tok_per_s,
-            ttft_ms: Some(pre.timings.ttft_ms),
-            itl_ms: dec.timings.decode_token_ms,
-            e2e_ms: Some(e2e_ms),
+        in_process_round(self.tokenizer, p, seed, |prompt, opts| {
+            engine::generate(self.model, self.tokenizer, prompt, opts, |_| {})
         })
     }
+}
+
+/// The embedded engine with its forward passes on a device.
+pub struct OnDevice<'a, D: Device> {
+    /// The model's weights on the device (its cache holds [`OnDevice::positions`] at least).
+    pub device: std::cell::RefCell<DeviceModel<'a, D>>,
+    /// Its tokenizer.
+    pub tokenizer: &'a Tokenizer,
+}
+
+impl<D: Device> OnDevice<'_, D> {
+    /// Positions the device's cache needs for protocol `p`.
+    pub fn positions(p: &Protocol) -> usize {
+        p.n_prompt.max(p.n_gen + 2) + 1
+    }
+}
+
+impl<D: Device> Subject for OnDevice<'_, D> {
+    fn name(&self) -> &str {
+        ENGINE
+    }
+
+    fn run(&self, p: &Protocol, seed: u64) -> Result<Sample, BenchError> {
+        let mut device = self.device.borrow_mut();
+        in_process_round(self.tokenizer, p, seed, |prompt, opts| {
+            engine::generate_on_device(&mut device, self.tokenizer, prompt, opts, |_| {})
+        })
+    }
+}
+
+/// One round of the embedded engine, its generations made by `generate`: a
+/// prefill run (1 token generated) and a decode run after a 1-token prompt.
+fn in_process_round(
+    tok: &Tokenizer,
+    p: &Protocol,
+    seed: u64,
+    mut generate: impl FnMut(&[u32], &GenerateOptions) -> Result<engine::Generation, ModelError>,
+) -> Result<Sample, BenchError> {
+    let greedy = SamplerConfig { temperature: 0.0, ..SamplerConfig::default() };
+    let prompt = random_prompt(tok, p.n_prompt, seed);
+    let pre =
+        generate(&prompt, &GenerateOptions { max_tokens: 1, sampler: greedy, ignore_eos: true, time_bricks: false })?;
+    check_duration(ENGINE, "prefill", pre.timings.prefill_ms / 1e3)?;
+    let dec_prompt = random_prompt(tok, 1, seed ^ 1);
+    let opts = GenerateOptions { max_tokens: p.n_gen + 1, sampler: greedy, ignore_eos: true, time_bricks: false };
+    let start = std::time::Instant::now();
+    let dec = generate(&dec_prompt, &opts)?;
+    let e2e_ms = start.elapsed().as_secs_f64() * 1e3;
+    check_length(ENGINE, "decode", dec.timings.decode_tokens, p.n_gen)?;
+    check_duration(ENGINE, "decode", dec.timings.decode_ms / 1e3)?;
+    check_min(ENGINE, "decode", dec.timings.decode_ms, p.min_sample_ms)?;
+    Ok(Sample {
+        prefill_tok_s: pre.timings.prefill_tok_per_s,
+        decode_tok_s: dec.timings.decode_tok_per_s,
+        ttft_ms: Some(pre.timings.ttft_ms),
+        itl_ms: dec.timings.decode_token_ms,
+        e2e_ms: Some(e2e_ms),
+    })
 }
 
 /// llama.cpp through `llama-bench`, on a model file.
@@ -404,6 +440,21 @@ pub fn compare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_embedded_engine_on_the_emulated_device_is_benchmarked_like_on_the_cpu() {
+        let Some(dev) = crate::kernels::cuda::emulated::device() else { return };
+        let m = crate::model::tests::device_model();
+        let tok = Tokenizer::from_header(&m.file.header).unwrap();
+        let p = Protocol { warmup: 0, runs: 2, n_prompt: 4, n_gen: 3, threads: 1, min_sample_ms: 0.0 };
+        let positions = OnDevice::<crate::kernels::cuda::emulated::Emulated>::positions(&p);
+        let d = DeviceModel::upload(&m, dev, positions, crate::model::device::StepMode::Graph).unwrap();
+        let on_device = OnDevice { device: d.into(), tokenizer: &tok };
+        let r = compare(&on_device, None, 0.0, &p, Provenance::collect(1, vec![], vec![]), |_, _| {}).unwrap();
+        let decode = r.series.iter().find(|s| s.metric == "decode_tok_s").unwrap();
+        assert_eq!(decode.samples.len(), 2);
+        assert!(decode.samples.iter().all(|x| x.is_finite() && *x > 0.0), "{decode:?}");
+    }
 
     fn result(decode: &[f64]) -> BenchResult {
         let p = Protocol { warmup: 0, runs: decode.len(), n_prompt: 1, n_gen: 1, threads: 1, min_sample_ms: 0.0 };

@@ -175,7 +175,7 @@ pub fn probe() -> Result<Device, String> {
 /// The backend `--backend` names (`cpu`, `cuda` or `auto`) resolves to on this
 /// host, or a clear error. `probe` says which device is usable (normally
 /// [`probe`]); `on_device` says whether the command runs its forward passes on
-/// a device (`generate` does; the others run on the CPU so far). `auto` is
+/// a device (`generate` and `bench` do; the others run on the CPU so far). `auto` is
 /// the device where there is one and the command runs on it, else the CPU;
 /// `cuda` without a device, or on a command that runs on the CPU, is an error.
 pub fn choose(
@@ -191,7 +191,7 @@ pub fn choose(
             Err(why) => Err(format!("--backend cuda: no usable CUDA device: {why}; use --backend cpu or auto")),
             Ok(d) if !on_device => Err(format!(
                 "--backend cuda: {} (compute capability {}.{}) was found, but this command runs on the CPU so far \
-                 (`falsify generate --backend cuda` runs on the device); use --backend cpu or auto",
+                 (`falsify generate` and `bench` run on the device); use --backend cpu or auto",
                 d.name, d.capability.0, d.capability.1
             )),
             Ok(_) => Ok(Backend::Cuda),
