@@ -630,6 +630,7 @@ fn run(cli: Cli) -> Result<()> {
             compare,
             backend,
         } => {
+            let explicit = backend.backend == "cuda";
             let backend = backend.resolve(true)?;
             if runs < 2 {
                 return Err("need at least 2 measured repetitions (-r) for a confidence interval".into());
@@ -645,7 +646,7 @@ fn run(cli: Cli) -> Result<()> {
                     min_sample_ms: 1.0,
                 },
                 Pair { a: &engine, b: &baseline, files: &engine_files, ollama_model },
-                backend,
+                (backend, explicit),
                 json,
                 compare,
             )
@@ -841,7 +842,7 @@ fn bench(
     model: &ModelArg,
     protocol: Protocol,
     pair: Pair,
-    backend: Backend,
+    (backend, explicit): (Backend, bool),
     json: Option<PathBuf>,
     compare: Option<PathBuf>,
 ) -> Result<()> {
@@ -887,9 +888,10 @@ fn bench(
     let baselines = names.iter().zip(&opened).filter_map(|(n, o)| Some(((*n).to_owned(), o.provenance()?))).collect();
     let provenance = Provenance::collect(protocol.threads, vec![ModelFile::describe(&path)?], baselines);
     let mut subjects: Vec<_> = opened.iter().map(|o| o.subject(&m, &tok, &path)).collect();
-    if backend == Backend::Cuda {
-        // The embedded engine's side runs on the device.
-        let at = opened.iter().position(|o| matches!(o, Opened::InProcess)).ok_or_else(|| {
+    // The embedded engine's side runs on the device (`auto` where it is compared at all).
+    let in_process = opened.iter().position(|o| matches!(o, Opened::InProcess));
+    if backend == Backend::Cuda && (explicit || in_process.is_some()) {
+        let at = in_process.ok_or_else(|| {
             format!(
                 "--backend cuda: neither `{}` nor `{}` is the embedded engine, which is what runs on a device",
                 pair.a, pair.b
