@@ -23,6 +23,8 @@ exec > >(tee "$OUT/gpu-check.log") 2>&1
 start=$(date +%s)
 
 nvidia-smi -L || { echo "gpu-check: nvidia-smi finds no GPU" >&2; exit 1; }
+nvidia-smi --query-gpu=driver_version,name --format=csv,noheader || true
+ldconfig -p | grep -E 'libnvrtc|libcuda\.' || echo "gpu-check: no NVRTC or libcuda in the loader cache (the toolkit's lib64 is added below)"
 cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n1 | tr -d ' .')
 echo "gpu-check: compute capability $cap"
 

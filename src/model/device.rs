@@ -81,7 +81,6 @@ struct Activations<B> {
 /// A model's decode step on a device.
 pub struct DeviceModel<'m, D: Device> {
     model: &'m Model,
-    device: D,
     layers: Vec<DeviceLayer<D::Buf>>,
     output_norm: D::Buf,
     lm_head: DeviceMatrix<D::Buf>,
@@ -95,6 +94,8 @@ pub struct DeviceModel<'m, D: Device> {
     embedding: Vec<f32>,
     /// While a step is profiled: each launch's kernel and the marks around it.
     profile: std::cell::RefCell<Option<Vec<Timed<D::Mark>>>>,
+    /// The device, declared last so that its graph and buffers are dropped before it.
+    device: D,
 }
 
 /// A launch of a profiled step: its kernel and the marks before and after it.

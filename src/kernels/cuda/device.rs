@@ -91,19 +91,6 @@ pub trait Device {
     }
 }
 
-/// The PTX virtual architecture for a compute capability (`compute_90` for 9.0).
-fn virtual_arch(capability: (i32, i32)) -> &'static str {
-    // One string per process and capability: NVRTC's options take `&'static str`.
-    static NAMES: std::sync::Mutex<Vec<((i32, i32), &'static str)>> = std::sync::Mutex::new(Vec::new());
-    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, n)) = names.iter().find(|(c, _)| *c == capability) {
-        return n;
-    }
-    let name: &'static str = Box::leak(format!("compute_{}{}", capability.0, capability.1).into_boxed_str());
-    names.push((capability, name));
-    name
-}
-
 /// An NVIDIA device through the CUDA driver: the first device, one stream,
 /// the kernels compiled by NVRTC for its compute capability.
 pub struct Cuda {
@@ -119,8 +106,8 @@ fn driver(what: &str) -> impl Fn(cudarc::driver::DriverError) -> DeviceError + '
 }
 
 impl Cuda {
-    /// Opens device 0 and compiles every kernel for its compute capability
-    /// with NVRTC: the toolkit's where the loader finds it, else the copy
+    /// Opens device 0 and compiles every kernel to machine code for its
+    /// compute capability with NVRTC: the toolkit's where the loader finds it, else the copy
     /// `make tools` installs under `root` (or `$FALSIFY_NVRTC`).
     pub fn open(root: &std::path::Path) -> DeviceResult<Cuda> {
         use cudarc::driver::CudaContext;
@@ -138,17 +125,13 @@ impl Cuda {
         unsafe { ctx.disable_event_tracking() };
         // A stream of its own: the legacy default stream cannot be captured.
         let stream = ctx.new_stream().map_err(driver("cuStreamCreate"))?;
-        let arch = virtual_arch(device.capability);
+        // Machine code for the device's own architecture, not PTX: a driver older
+        // than this NVRTC cannot compile its PTX, but loads a cubin of its major version.
+        let sm = format!("sm_{}{}", device.capability.0, device.capability.1);
         let mut functions = Vec::new();
         for unit in &UNITS {
-            let opts = cudarc::nvrtc::CompileOptions {
-                arch: Some(arch),
-                name: Some(format!("{}.cu", unit.name)),
-                ..Default::default()
-            };
-            let ptx = cudarc::nvrtc::compile_ptx_with_opts(unit.program(), opts)
-                .map_err(|e| DeviceError(format!("NVRTC cannot compile {}.cu for {arch}: {e:?}", unit.name)))?;
-            let module = ctx.load_module(ptx).map_err(driver("cuModuleLoadData"))?;
+            let cubin = super::compile_cubin(unit.name, &unit.program(), &sm).map_err(DeviceError)?;
+            let module = ctx.load_module(cudarc::nvrtc::Ptx::from_binary(cubin)).map_err(driver("cuModuleLoadData"))?;
             for k in unit.kernels() {
                 functions.push((k.name, module.load_function(k.name).map_err(driver(k.name))?));
             }

@@ -17,7 +17,8 @@ mod toolchain;
 
 pub use occupancy::{occupancy, Arch, Occupancy, ARCHS};
 pub use toolchain::{
-    assemble, compile, disassemble, find_nvrtc, parse_ptxas, parse_sass, Nvrtc, Resources, Sass, NVRTC_ENV,
+    assemble, compile, compile_cubin, disassemble, find_nvrtc, parse_ptxas, parse_sass, Nvrtc, Resources, Sass,
+    NVRTC_ENV,
 };
 
 /// The text every unit starts with (f16 conversion, loads, reductions).

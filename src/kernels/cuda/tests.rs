@@ -338,3 +338,24 @@ fn the_others_match_their_formulas(exe: &Path) {
         assert!(worst.parse::<f64>().unwrap() < 1e-5, "{name}: worst error {worst}");
     }
 }
+
+#[test]
+fn every_unit_compiles_straight_to_a_cubin_the_disassembler_reads() {
+    let Some(t) = tools() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    for sm in ["sm_89", "sm_90"] {
+        for unit in &UNITS {
+            let cubin = compile_cubin(unit.name, &unit.program(), sm).unwrap_or_else(|e| panic!("{e}"));
+            let path = dir.path().join(format!("{}.{sm}.cubin", unit.name));
+            std::fs::write(&path, &cubin).unwrap();
+            let sass = parse_sass(&disassemble(&t.2, &path).unwrap());
+            for k in unit.kernels() {
+                assert!(sass.functions.contains_key(k.name), "{} for {sm}: not in the cubin", k.name);
+                assert_eq!(k.gemv, sass.count(k.name, "IDP4A") > 0, "{} for {sm}", k.name);
+            }
+        }
+    }
+    let broken = UNITS[0].program().replace("int dot = 0;", "int dot = 0");
+    let e = compile_cubin("broken", &broken, "sm_90").unwrap_err();
+    assert!(e.contains("error"), "{e}");
+}

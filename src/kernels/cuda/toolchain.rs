@@ -112,6 +112,42 @@ pub fn compile(_loaded: &Nvrtc, name: &str, program: &str, arch: &Arch) -> Resul
     }
 }
 
+/// Compiles one CUDA C program straight to a cubin of the real architecture
+/// `sm` (`sm_90`): machine code the driver loads without compiling PTX, so a
+/// driver older than this NVRTC still loads it. NVRTC must be loadable (the
+/// toolkit's, or one [`Nvrtc::load`] loaded); its log when the program does not compile.
+pub fn compile_cubin(name: &str, program: &str, sm: &str) -> Result<Vec<u8>, String> {
+    use cudarc::nvrtc::{result, sys};
+    let src = CString::new(program).map_err(|_| format!("{name}: the source contains a NUL byte"))?;
+    let file = CString::new(format!("{name}.cu")).expect("a unit name has no NUL");
+    let prog = result::create_program(&src, Some(&file)).map_err(|e| format!("{name}: nvrtcCreateProgram: {e:?}"))?;
+    // SAFETY: `prog` was just created and is destroyed once, below, after its last use.
+    let built = unsafe { result::compile_program(prog, &[format!("--gpu-architecture={sm}")]) };
+    let out = match built {
+        Ok(()) => {
+            let mut size = 0usize;
+            // SAFETY: `prog` compiled; NVRTC writes the cubin's size, then that many bytes into `cubin`.
+            unsafe { sys::nvrtcGetCUBINSize(prog, &mut size).result() }
+                .and_then(|()| {
+                    let mut cubin = vec![0u8; size];
+                    // SAFETY: as above; `cubin` holds `size` bytes.
+                    unsafe { sys::nvrtcGetCUBIN(prog, cubin.as_mut_ptr().cast()).result() }.map(|()| cubin)
+                })
+                .map_err(|e| format!("{name}: nvrtcGetCUBIN for {sm}: {e:?}"))
+        }
+        Err(e) => {
+            // SAFETY: `prog` is live; the log is copied out before it is destroyed.
+            let log = unsafe { result::get_program_log(prog) }
+                .map(|l| l.iter().map(|&c| c as u8 as char).filter(|&c| c != '\0').collect::<String>())
+                .unwrap_or_default();
+            Err(format!("{name}: NVRTC for {sm}: {e:?}: {}", log.trim()))
+        }
+    };
+    // SAFETY: `prog` is destroyed once, after its last use.
+    let _ = unsafe { result::destroy_program(prog) };
+    out
+}
+
 /// Runs a tool with a time limit; its stdout and stderr, or why it failed.
 fn run_tool(cmd: &mut Command) -> Result<(String, String), String> {
     let what = format!("{:?}", cmd.get_program());
