@@ -112,7 +112,8 @@ pub struct KernelTime {
     pub ms: f64,
 }
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
+/// Floats as the little-endian bytes device memory holds.
+fn le_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
@@ -133,7 +134,7 @@ impl<'m, D: Device> DeviceModel<'m, D> {
             )));
         }
         let dev = &device;
-        let floats = |v: &[f32]| dev.upload(&f32_bytes(v)).map_err(device_error);
+        let floats = |v: &[f32]| dev.upload(&le_bytes(v)).map_err(device_error);
         let zeros = |n: usize| dev.alloc(n * 4).map_err(device_error);
         let matrix = |m: &Matrix| -> Result<DeviceMatrix<D::Buf>, ModelError> {
             let gemv = gemv_for(m.info.ty).ok_or_else(|| {
@@ -211,11 +212,6 @@ impl<'m, D: Device> DeviceModel<'m, D> {
     /// The device.
     pub fn device(&self) -> &D {
         &self.device
-    }
-
-    /// How steps reach the device.
-    pub fn mode(&self) -> StepMode {
-        self.mode
     }
 
     /// Positions the KV cache holds.
@@ -331,7 +327,7 @@ impl<'m, D: Device> DeviceModel<'m, D> {
             return Err(ModelError::ContextLength { what, needed: self.position + 1, context: self.capacity });
         }
         self.model.embed(token, &mut self.embedding)?;
-        let x = f32_bytes(&self.embedding);
+        let x = le_bytes(&self.embedding);
         self.device.write(&mut self.act.x, &x).map_err(device_error)?;
         let pos = (self.position as i32).to_le_bytes();
         self.device.write(&mut self.act.pos, &pos).map_err(device_error)

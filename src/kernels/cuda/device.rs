@@ -39,7 +39,7 @@ impl<B> Arg<'_, B> {
 
 /// `args` against `kernel`'s declared parameters: a launch with the wrong
 /// arguments is an error here, not undefined behaviour on the device.
-pub fn check_args<B>(kernel: &Kernel, args: &[Arg<'_, B>]) -> DeviceResult<()> {
+fn check_args<B>(kernel: &Kernel, args: &[Arg<'_, B>]) -> DeviceResult<()> {
     let given: Vec<Param> = args.iter().map(Arg::param).collect();
     if given != kernel.params {
         return Err(DeviceError(format!(

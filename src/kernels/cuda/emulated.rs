@@ -227,21 +227,19 @@ impl Emulated {
                 return Err(DeviceError(format!("{}: an injected device error", l.kernel.name)));
             }
         }
+        // Each value in the low bytes of an 8-byte slot, as the kernel's parameter reads it.
+        let slot = |low: [u8; 4]| {
+            let mut b = [0u8; 8];
+            b[..4].copy_from_slice(&low);
+            b
+        };
         let mut values: Vec<[u8; 8]> = l
             .args
             .iter()
             .map(|v| match *v {
                 Value::Ptr(p) => (p as u64).to_ne_bytes(),
-                Value::I32(i) => {
-                    let mut b = [0u8; 8];
-                    b[..4].copy_from_slice(&i.to_ne_bytes());
-                    b
-                }
-                Value::F32(f) => {
-                    let mut b = [0u8; 8];
-                    b[..4].copy_from_slice(&f.to_ne_bytes());
-                    b
-                }
+                Value::I32(i) => slot(i.to_ne_bytes()),
+                Value::F32(f) => slot(f.to_ne_bytes()),
             })
             .collect();
         let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| v.as_mut_ptr().cast()).collect();
