@@ -419,7 +419,7 @@ pub fn tile_dot_whole<const N: usize>(
 /// Bits `2m..2m + 2` of every byte moved to bits 4..6, the rest cleared.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn two_bits_at_4(x: __m256i, m: usize) -> __m256i {
+pub(super) fn two_bits_at_4(x: __m256i, m: usize) -> __m256i {
     let moved = match m {
         0 => _mm256_slli_epi16(x, 4),
         1 => _mm256_slli_epi16(x, 2),

@@ -158,6 +158,235 @@ pub fn tile_dot_whole<const N: usize>(
     )
 }
 
+/// Bytes of one tile-block of a Q5_0 or Q8_0 tile as [`unpack_q0_wide`]
+/// leaves it: four 64-byte vectors, vector `v` holding elements `8v..8v + 8`
+/// of each of the eight rows (row `r` at bytes `8r..8r + 8`), as unsigned bytes.
+pub const Q0_WIDE_UNPACKED: usize = 256;
+
+/// The quants of a packed Q5_0 or Q8_0 tile as unsigned bytes, block after
+/// block, in the layout [`tile_gemm_wide`] reads ([`Q0_WIDE_UNPACKED`]):
+/// Q5_0's as stored (0..32), Q8_0's plus 128 (the top bit flipped). Unpacked
+/// once for every activation row a call multiplies.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn unpack_q0_wide(format: PackedFormat, tile: &[u8], blocks: usize, out: &mut [u8]) {
+    let bb = format.block_bytes();
+    assert!(tile.len() >= bb * blocks && out.len() >= Q0_WIDE_UNPACKED * blocks);
+    let top = _mm256_set1_epi8(i8::MIN);
+    for (blk, dst) in tile.chunks_exact(bb).zip(out.chunks_exact_mut(Q0_WIDE_UNPACKED)).take(blocks) {
+        // Vector v: elements 4v..4v + 4 of each row, row r at bytes 4r..4r + 4.
+        let mut w = [_mm256_setzero_si256(); 8];
+        if format == PackedFormat::Q5_0 {
+            let mut bits = super::avx2::q5_0_plane_bits(load(&blk[16..]));
+            for p in 0..4 {
+                (w[p], w[p + 4]) = super::avx2::q5_0_pair(load(&blk[48 + 32 * p..]), &mut bits);
+            }
+        } else {
+            for (v, x) in w.iter_mut().enumerate() {
+                *x = _mm256_xor_si256(load(&blk[16 + 32 * v..]), top);
+            }
+        }
+        for v in 0..4 {
+            // Rows 0, 1 | 4, 5 and 2, 3 | 6, 7, each row's four elements of vector
+            // 2v followed by its four of vector 2v + 1.
+            let (lo, hi) =
+                (_mm256_unpacklo_epi32(w[2 * v], w[2 * v + 1]), _mm256_unpackhi_epi32(w[2 * v], w[2 * v + 1]));
+            let at = &mut dst[64 * v..][..64];
+            // SAFETY: `at` is 64 writable bytes; storeu needs no alignment.
+            unsafe {
+                _mm256_storeu_si256(at.as_mut_ptr().cast(), _mm256_permute2x128_si256::<0x20>(lo, hi));
+                _mm256_storeu_si256(at.as_mut_ptr().add(32).cast(), _mm256_permute2x128_si256::<0x31>(lo, hi));
+            }
+        }
+    }
+}
+
+/// The eight rows of a Q5_0 or Q8_0 tile · `N` activation rows in whole
+/// blocks ([`crate::quant::Order::Batch`]), the tile unpacked by
+/// [`unpack_q0_wide`] into `quants` (`tile` still gives the scales): each
+/// block's products go four 512-bit `vpdpbusd`s per row, eight products of a
+/// weight row to a pair of lanes, the pair then added; the offset of the
+/// unsigned quants (16 times the activations' block sum for Q5_0, 128 times
+/// for Q8_0) comes off, and one fused multiply-add per block adds the exact
+/// sum as the scalar reference does, `acc = fma(isum, d_w · d_a, acc)`: equal
+/// bit for bit.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn tile_gemm_wide<const N: usize>(
+    format: PackedFormat,
+    tile: &[u8],
+    quants: &[u8],
+    blocks: usize,
+    acts: [&ActRow; N],
+) -> [[f32; TILE_ROWS]; N] {
+    let bb = format.block_bytes();
+    assert!(tile.len() >= bb * blocks && quants.len() >= Q0_WIDE_UNPACKED * blocks);
+    for a in acts {
+        assert!(a.q.len() >= 32 * blocks && a.d.len() >= blocks && a.sum32.len() >= blocks);
+    }
+    let shift = if format == PackedFormat::Q5_0 { 4 } else { 7 };
+    let q: [*const i64; N] = std::array::from_fn(|t| acts[t].q.as_ptr().cast());
+    let d: [*const f32; N] = std::array::from_fn(|t| acts[t].d.as_ptr());
+    let sum32: [*const i32; N] = std::array::from_fn(|t| acts[t].sum32.as_ptr());
+    let (tile, quants) = (tile.as_ptr(), quants.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); N];
+    for b in 0..blocks {
+        // SAFETY (every read in this block): block b < blocks of the tile (bb bytes each) and of
+        // the unpacked quants, and elements 32b..32b + 32, scale b and sum b of each row, are in
+        // bounds (asserted above); the loads need no alignment.
+        unsafe {
+            let sw = _mm256_cvtph_ps(_mm_loadu_si128(tile.add(b * bb).cast()));
+            let w = quants.add(Q0_WIDE_UNPACKED * b);
+            let wv: [__m512i; 4] = std::array::from_fn(|v| _mm512_loadu_si512(w.add(64 * v).cast()));
+            for t in 0..N {
+                let a = |v: usize| _mm512_set1_epi64(q[t].add(4 * b + v).read_unaligned());
+                // Two chains of two, so each row waits on two vpdpbusd latencies, not four.
+                let even = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[0], a(0)), wv[2], a(2));
+                let odd = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[1], a(1)), wv[3], a(3));
+                let s = _mm512_add_epi32(even, odd);
+                let pairs = _mm512_cvtepi64_epi32(_mm512_add_epi32(s, _mm512_srli_epi64::<32>(s)));
+                let isum = _mm256_sub_epi32(pairs, _mm256_set1_epi32(sum32[t].add(b).read() << shift));
+                let ds = _mm256_mul_ps(sw, _mm256_set1_ps(d[t].add(b).read()));
+                acc[t] = _mm256_fmadd_ps(ds, _mm256_cvtepi32_ps(isum), acc[t]);
+            }
+        }
+    }
+    store_rows(acc)
+}
+
+/// Rows `0..4` and `4..8` of two vectors of eight rows × four elements
+/// (`a` and `b`: four consecutive elements each), as one 64-byte vector of
+/// eight rows × eight elements (row `r` at bytes `8r..8r + 8`: its four of
+/// `a`, then its four of `b`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn rows_of_eight(a: __m256i, b: __m256i) -> __m512i {
+    let (lo, hi) = (_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
+    let first = _mm256_permute2x128_si256::<0x20>(lo, hi);
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(first), _mm256_permute2x128_si256::<0x31>(lo, hi))
+}
+
+/// Bytes of one tile-block of a Q6_K tile as [`unpack_q6k_wide`] leaves it:
+/// 32 vectors of quants, vector `u` holding elements `8u..8u + 8` of each
+/// row (row `r` at bytes `8r..8r + 8`) as unsigned bytes (0..64); 16 vectors
+/// of sub-block scales as 16-bit words, vector `j` holding row `r`'s scale of
+/// sub-block `j` in words `4r..4r + 4`; and 4 vectors of −32 times the scales,
+/// vector `k` holding row `r`'s of sub-blocks `4k..4k + 4` in words `4r..4r + 4`.
+pub const Q6K_WIDE_UNPACKED: usize = 64 * (32 + 16 + 4);
+
+/// A packed Q6_K tile in the layout [`tile_gemm_q6k_wide`] reads
+/// ([`Q6K_WIDE_UNPACKED`] bytes a block): unpacked once for every activation
+/// row a call multiplies.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn unpack_q6k_wide(tile: &[u8], blocks: usize, out: &mut [u8]) {
+    use super::avx2::two_bits_at_4;
+    use super::packed::q6k_chunk;
+    let bb = PackedFormat::Q6K.block_bytes();
+    assert!(tile.len() >= bb * blocks && out.len() >= Q6K_WIDE_UNPACKED * blocks);
+    let low = _mm256_set1_epi8(0x0F);
+    let store = |dst: &mut [u8], v: __m512i| {
+        assert!(dst.len() >= 64);
+        // SAFETY: the assertion above guarantees 64 writable bytes; storeu needs no alignment.
+        unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), v) }
+    };
+    for (blk, dst) in tile.chunks_exact(bb).zip(out.chunks_exact_mut(Q6K_WIDE_UNPACKED)).take(blocks) {
+        for c in 0..4 {
+            let chunk = &blk[q6k_chunk(c)..];
+            let high: [__m256i; 4] = std::array::from_fn(|k| load(&chunk[32 + 32 * k..]));
+            // Group g: elements 64c + 4g..64c + 4g + 4 of each row.
+            let mut groups = [_mm256_setzero_si256(); 16];
+            for v in 0..8 {
+                let n = load(&chunk[160 + 32 * v..]);
+                groups[v] = _mm256_or_si256(_mm256_and_si256(n, low), two_bits_at_4(high[v % 4], v / 4));
+                groups[v + 8] = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(n, 4), low),
+                    two_bits_at_4(high[v % 4], 2 + v / 4),
+                );
+            }
+            for u in 0..8 {
+                store(&mut dst[64 * (8 * c + u)..], rows_of_eight(groups[2 * u], groups[2 * u + 1]));
+            }
+            // Row r's scales of sub-blocks 4c..4c + 4 at bytes 4r..4r + 4 (rows 0..4, then 4..8).
+            let (pair0, pair1) = (load128(chunk), load128(&chunk[16..]));
+            let by_row = _mm256_set_m128i(_mm_unpackhi_epi16(pair0, pair1), _mm_unpacklo_epi16(pair0, pair1));
+            let words = _mm512_cvtepi8_epi16(by_row);
+            store(&mut dst[64 * (48 + c)..], _mm512_mullo_epi16(words, _mm512_set1_epi16(-32)));
+            for m in 0..4 {
+                // Byte 4r + m of each row, four times.
+                let control = _mm256_add_epi8(
+                    _mm256_setr_epi8(
+                        0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12, 0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12,
+                        12, 12,
+                    ),
+                    _mm256_set1_epi8(m as i8),
+                );
+                let scales = _mm512_cvtepi8_epi16(_mm256_shuffle_epi8(by_row, control));
+                store(&mut dst[64 * (32 + 4 * c + m)..], scales);
+            }
+        }
+    }
+}
+
+/// The eight rows of a Q6_K tile · `N` Q8_K activation rows in the tiled
+/// batch order ([`crate::quant::Order::Batch`]), the tile unpacked by
+/// [`unpack_q6k_wide`] into `quants` (`tile` still gives the scales `d`): per
+/// block, each eight products of a row as `vpmaddubsw` pairs times the
+/// sub-block's scale summed by `vpdpwssd` (a weight row's pair of lanes holding
+/// its sums), −32 times each sub-block's scale times the activations' sum of
+/// 16 the same way, then the exact total added as the reference does, `acc =
+/// fma(d · isum, d_a, acc)`: equal bit for bit.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn tile_gemm_q6k_wide<const N: usize>(
+    tile: &[u8],
+    quants: &[u8],
+    blocks: usize,
+    acts: [&ActRow; N],
+) -> [[f32; TILE_ROWS]; N] {
+    let bb = PackedFormat::Q6K.block_bytes();
+    assert!(tile.len() >= bb * blocks && quants.len() >= Q6K_WIDE_UNPACKED * blocks);
+    for a in acts {
+        assert!(a.q.len() >= 256 * blocks && a.d.len() >= blocks && a.sum16.len() >= 16 * blocks);
+    }
+    let q: [*const i64; N] = std::array::from_fn(|t| acts[t].q.as_ptr().cast());
+    let s16: [*const i64; N] = std::array::from_fn(|t| acts[t].sum16.as_ptr().cast());
+    let d_a: [*const f32; N] = std::array::from_fn(|t| acts[t].d.as_ptr());
+    let (tile, quants) = (tile.as_ptr(), quants.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); N];
+    for b in 0..blocks {
+        // SAFETY (every read in this block): block b < blocks of the tile (bb bytes each) and of
+        // the unpacked quants, and elements 256b..256b + 256, sums 16b..16b + 16 and scale b of
+        // each row, are in bounds (asserted above); the loads need no alignment.
+        unsafe {
+            let w = quants.add(Q6K_WIDE_UNPACKED * b);
+            let vec = |i: usize| _mm512_loadu_si512(w.add(64 * i).cast());
+            // Two sums per row, so each row waits on half as many vpdpwssd latencies.
+            let mut even = [_mm512_setzero_si512(); N];
+            let mut odd = [_mm512_setzero_si512(); N];
+            for k in 0..4 {
+                let offset = vec(48 + k);
+                for t in 0..N {
+                    even[t] =
+                        _mm512_dpwssd_epi32(even[t], offset, _mm512_set1_epi64(s16[t].add(4 * b + k).read_unaligned()));
+                }
+            }
+            for j in 0..16 {
+                let (sc, w0, w1) = (vec(32 + j), vec(2 * j), vec(2 * j + 1));
+                for t in 0..N {
+                    let a = |u: usize| _mm512_set1_epi64(q[t].add(32 * b + u).read_unaligned());
+                    even[t] = _mm512_dpwssd_epi32(even[t], _mm512_maddubs_epi16(w0, a(2 * j)), sc);
+                    odd[t] = _mm512_dpwssd_epi32(odd[t], _mm512_maddubs_epi16(w1, a(2 * j + 1)), sc);
+                }
+            }
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(tile.add(b * bb).cast()));
+            for t in 0..N {
+                let s = _mm512_add_epi32(even[t], odd[t]);
+                let isum = _mm512_cvtepi64_epi32(_mm512_add_epi32(s, _mm512_srli_epi64::<32>(s)));
+                let da = _mm256_set1_ps(d_a[t].add(b).read());
+                acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(isum)), da, acc[t]);
+            }
+        }
+    }
+    store_rows(acc)
+}
+
 /// Σ a[i]·b[i] of unsigned × signed bytes by `vpdpbusd`: the int8 peak of
 /// these kernels, for the compute probe. Lengths must be equal and a multiple
 /// of 128.

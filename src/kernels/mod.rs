@@ -287,6 +287,22 @@ impl Kernels {
                 // prefill), and their order does not depend on the batch.
                 let wide = self.0 == Set::Avx512;
                 match w.format {
+                    // Whole blocks on AVX-512, many rows: the tile is unpacked once for all
+                    // of them, then multiplied eight rows at a time by 512-bit vpdpbusd.
+                    Q5_0 | Q8_0 if wide && order(0) == quant::Order::Batch && acts.len() >= WIDE_GEMM_FROM_ROWS => {
+                        UNPACKED.with_borrow_mut(|quants| {
+                            quants.resize(w.blocks * avx512::Q0_WIDE_UNPACKED, 0);
+                            // SAFETY (every call): the AVX-512 set exists only where the CPU supports
+                            // it (`Kernels::supported`).
+                            unsafe { avx512::unpack_q0_wide(w.format, data, w.blocks, quants) };
+                            by_groups::<8>(
+                                acts,
+                                out,
+                                |a| unsafe { avx512::tile_gemm_wide(w.format, data, quants, w.blocks, a) },
+                                |a| unsafe { avx512::tile_gemm_wide(w.format, data, quants, w.blocks, a) },
+                            );
+                        })
+                    }
                     // Whole blocks: the weights are decoded once per block for four rows
                     // (two for a remainder of two or three).
                     Q5_0 | Q8_0 if order(0) == quant::Order::Batch => {
@@ -334,6 +350,22 @@ impl Kernels {
                             };
                             o.copy_from_slice(&rows);
                         }
+                    }
+                    // The tiled batch order on AVX-512, many rows: the tile is unpacked once
+                    // for all of them, then multiplied eight rows at a time.
+                    Q6K if wide && order(0) == quant::Order::Batch && acts.len() >= WIDE_GEMM_FROM_ROWS => {
+                        UNPACKED.with_borrow_mut(|quants| {
+                            quants.resize(w.blocks * avx512::Q6K_WIDE_UNPACKED, 0);
+                            // SAFETY (every call): the AVX-512 set exists only where the CPU supports
+                            // it (`Kernels::supported`).
+                            unsafe { avx512::unpack_q6k_wide(data, w.blocks, quants) };
+                            by_groups::<8>(
+                                acts,
+                                out,
+                                |a| unsafe { avx512::tile_gemm_q6k_wide(data, quants, w.blocks, a) },
+                                |a| unsafe { avx512::tile_gemm_q6k_wide(data, quants, w.blocks, a) },
+                            );
+                        })
                     }
                     Q4K | Q6K => {
                         // The groups of four are the first rows, the rest go one by one:
@@ -501,6 +533,11 @@ impl Kernels {
 /// (prefill) rather than as the kernel goes (decode).
 #[cfg(target_arch = "x86_64")]
 const UNPACK_FROM_ROWS: usize = 8;
+
+/// From how many activation rows the AVX-512 kernels unpack a Q5_0 or Q8_0
+/// tile once for all of them in whole blocks ([`quant::Order::Batch`]).
+#[cfg(target_arch = "x86_64")]
+const WIDE_GEMM_FROM_ROWS: usize = 4;
 
 /// [`UNPACK_FROM_ROWS`] for the AVX-512 kernels, which take two rows per pass
 /// of the unpacked tile: from two rows (a batched decode step of two
