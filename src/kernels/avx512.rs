@@ -387,6 +387,162 @@ pub fn tile_gemm_q6k_wide<const N: usize>(
     store_rows(acc)
 }
 
+/// [`super::avx2::attend_group_f16`] sixteen lanes at a time, for heads of
+/// `16 · Z` values (`Z` even): the same arithmetic in the same order, so equal
+/// bit for bit to [`crate::model::attention::attend_group`]. A score's four
+/// eight-lane accumulators (vector `i` into accumulator `i mod 4`) are two
+/// 512-bit ones, `[0 | 1]` and `[2 | 3]`, added as the reference adds them;
+/// each head's weighted sum of values stays in registers for a whole chunk of
+/// positions, rounded to f16 after every update as the reference rounds it.
+/// Row `p` of the keys and values starts at `p * stride + offset`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+pub fn attend_group_f16<const Z: usize>(
+    q: &[f32],
+    keys: &[half::f16],
+    values: &[half::f16],
+    (stride, offset): (usize, usize),
+    ctx: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    const MAX_GROUP: usize = 16;
+    const CHUNK: usize = 64;
+    let hd = 16 * Z;
+    let heads = q.len() / hd;
+    assert!(q.len().is_multiple_of(hd) && heads <= MAX_GROUP && out.len() == q.len());
+    assert!(Z.is_multiple_of(2), "heads of {hd} values: not a whole number of 32-element runs");
+    assert!(ctx == 0 || ((ctx - 1) * stride + offset + hd <= keys.len().min(values.len())));
+    let round = |x: __m512| _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
+    // SAFETY (both): every index is below q.len() = out.len() (asserted above), 16 f32 from there are readable/writable.
+    let ld = |x: &[f32], at: usize| unsafe { _mm512_loadu_ps(x[at..at + 16].as_ptr()) };
+    let st = |x: &mut [f32], at: usize, v: __m512| unsafe { _mm512_storeu_ps(x[at..at + 16].as_mut_ptr(), v) };
+    // SAFETY: p < ctx, so 16 f16 from `p * stride + offset + 16i` are in bounds (asserted above).
+    let ld16 = |x: &[half::f16], at: usize| unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(x.as_ptr().add(at).cast())) };
+    let mut qr = [0.0f32; MAX_GROUP * 256];
+    let qr = &mut qr[..q.len()];
+    for i in (0..q.len()).step_by(16) {
+        st(qr, i, round(ld(q, i)));
+    }
+    out.fill(0.0);
+    let (mut max, mut sum) = ([f32::NEG_INFINITY; MAX_GROUP], [0.0f32; MAX_GROUP]);
+    let mut score = [[0.0f32; CHUNK]; MAX_GROUP];
+    let (mut ms, mut vs) = ([[1.0f32; CHUNK]; MAX_GROUP], [[1.0f32; CHUNK]; MAX_GROUP]);
+    for c0 in (0..ctx).step_by(CHUNK) {
+        let n = CHUNK.min(ctx - c0);
+        for j in 0..n {
+            let at = (c0 + j) * stride + offset;
+            let k: [__m512; Z] = std::array::from_fn(|i| ld16(keys, at + 16 * i));
+            for (h, sc) in score.iter_mut().enumerate().take(heads) {
+                let (mut a01, mut a23) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+                for (i, ki) in k.iter().enumerate() {
+                    match i % 2 {
+                        0 => a01 = _mm512_fmadd_ps(*ki, ld(qr, h * hd + 16 * i), a01),
+                        _ => a23 = _mm512_fmadd_ps(*ki, ld(qr, h * hd + 16 * i), a23),
+                    }
+                }
+                let s = _mm512_add_ps(a01, a23);
+                let l = _mm256_add_ps(
+                    _mm512_castps512_ps256(s),
+                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s))),
+                );
+                let t = _mm_add_ps(_mm256_castps256_ps128(l), _mm256_extractf128_ps::<1>(l));
+                let t = _mm_hadd_ps(t, t);
+                sc[j] = _mm_cvtss_f32(_mm_hadd_ps(t, t)) * scale;
+            }
+        }
+        for h in 0..heads {
+            for j in 0..n {
+                let s = score[h][j];
+                (ms[h][j], vs[h][j]) = (1.0, 1.0);
+                if s > max[h] {
+                    let old = max[h];
+                    max[h] = s;
+                    ms[h][j] = (old - s).exp();
+                } else {
+                    vs[h][j] = (s - max[h]).exp();
+                }
+                sum[h] = sum[h].mul_add(ms[h][j], vs[h][j]);
+            }
+        }
+        // Heads four at a time: their sums stay in registers, and the chains of
+        // rounded updates of four heads overlap.
+        let weigh = |h: usize, out: &mut [f32]| {
+            let (values, rows) = (&values[c0 * stride + offset..], (stride, n));
+            let g = heads - h;
+            let out = &mut out[h * hd..][..g.min(4) * hd];
+            let (ms, vs) = (&ms[h..heads], &vs[h..heads]);
+            // SAFETY (every arm): the CPU supports this set (the caller's contract), and rows
+            // 0..n of the chunk hold hd values each (asserted above).
+            unsafe {
+                match g {
+                    1 => weigh_values::<Z, 1>(values, rows, ms, vs, out),
+                    2 => weigh_values::<Z, 2>(values, rows, ms, vs, out),
+                    3 => weigh_values::<Z, 3>(values, rows, ms, vs, out),
+                    _ => weigh_values::<Z, 4>(values, rows, ms, vs, out),
+                }
+            }
+        };
+        for h in (0..heads).step_by(4) {
+            weigh(h, out);
+        }
+    }
+    for (h, s) in sum.iter().enumerate().take(heads) {
+        let inv = _mm512_set1_ps(1.0 / s);
+        for i in 0..Z {
+            let at = h * hd + 16 * i;
+            st(out, at, _mm512_mul_ps(ld(out, at), inv));
+        }
+    }
+}
+
+/// `G` heads' weighted sums of values (`out`, `G · 16Z` values) over the `n`
+/// positions of a chunk (`rows`: the stride and `n`), as the reference adds
+/// them: each position scales the sum by `ms` where the maximum moved
+/// (rounded to f16), then adds the value times `vs` (rounded to f16).
+///
+/// # Safety
+/// The CPU must support AVX-512 F; `values` must hold rows `0..n` of `16Z`
+/// values at the stride.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn weigh_values<const Z: usize, const G: usize>(
+    values: &[half::f16],
+    (stride, n): (usize, usize),
+    ms: &[[f32; 64]],
+    vs: &[[f32; 64]],
+    out: &mut [f32],
+) {
+    let hd = 16 * Z;
+    assert!(out.len() == G * hd && ms.len() >= G && vs.len() >= G);
+    assert!(n == 0 || (n - 1) * stride + hd <= values.len());
+    let round = |x: __m512| _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
+    // SAFETY: every index is below out.len() (asserted above).
+    let mut o: [[__m512; Z]; G] =
+        std::array::from_fn(|g| std::array::from_fn(|i| unsafe { _mm512_loadu_ps(out.as_ptr().add(g * hd + 16 * i)) }));
+    for j in 0..n {
+        // SAFETY: row j < n holds hd values (asserted above).
+        let v: [__m512; Z] = std::array::from_fn(|i| unsafe {
+            _mm512_cvtph_ps(_mm256_loadu_si256(values.as_ptr().add(j * stride + 16 * i).cast()))
+        });
+        for (g, og) in o.iter_mut().enumerate() {
+            let (m, w) = (ms[g][j], vs[g][j]);
+            if m != 1.0 {
+                *og = og.map(|x| round(_mm512_mul_ps(x, _mm512_set1_ps(m))));
+            }
+            for (x, vi) in og.iter_mut().zip(&v) {
+                *x = round(_mm512_fmadd_ps(*vi, _mm512_set1_ps(w), *x));
+            }
+        }
+    }
+    for (g, og) in o.iter().enumerate() {
+        for (i, x) in og.iter().enumerate() {
+            // SAFETY: every index is below out.len() (asserted above).
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(g * hd + 16 * i), *x) };
+        }
+    }
+}
+
 /// Σ a[i]·b[i] of unsigned × signed bytes by `vpdpbusd`: the int8 peak of
 /// these kernels, for the compute probe. Lengths must be equal and a multiple
 /// of 128.

@@ -445,7 +445,21 @@ impl Kernels {
     ) -> bool {
         match self.0 {
             #[cfg(target_arch = "x86_64")]
-            Set::Avx2 | Set::Avx512 => {
+            Set::Avx512 => {
+                // SAFETY (every arm): the set exists only where the CPU supports it (`Kernels::supported`).
+                unsafe {
+                    match hd {
+                        32 => avx512::attend_group_f16::<2>(q, keys, values, rows, ctx, scale, out),
+                        64 => avx512::attend_group_f16::<4>(q, keys, values, rows, ctx, scale, out),
+                        128 => avx512::attend_group_f16::<8>(q, keys, values, rows, ctx, scale, out),
+                        256 => avx512::attend_group_f16::<16>(q, keys, values, rows, ctx, scale, out),
+                        _ => return false,
+                    }
+                }
+                true
+            }
+            #[cfg(target_arch = "x86_64")]
+            Set::Avx2 => {
                 // SAFETY (every arm): the set exists only where the CPU supports it (`Kernels::supported`).
                 unsafe {
                     match hd {

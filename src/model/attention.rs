@@ -239,10 +239,10 @@ mod tests {
     #[test]
     fn the_fast_kernel_equals_the_reference_bit_for_bit() {
         use crate::kernels::Kernels;
-        let fast = Kernels::detect();
-        for (hd, heads, ctx) in
-            [(64usize, 7usize, 1usize), (64, 7, 37), (64, 7, 129), (128, 6, 300), (32, 2, 5), (16, 2, 5)]
-        {
+        // Every set this CPU runs: each ISA's kernel is checked, not only the fastest.
+        let cases =
+            [(64usize, 7usize, 1usize), (64, 7, 37), (64, 7, 129), (128, 6, 300), (256, 2, 70), (32, 2, 5), (16, 2, 5)];
+        for (fast, (hd, heads, ctx)) in Kernels::available().into_iter().flat_map(|k| cases.map(|c| (k, c))) {
             let (k, v) = (data(ctx, 2 * hd, 0.37), data(ctx, 2 * hd, 0.11));
             let c = cache(KvType::F16, &k, &v);
             let q: Vec<f32> = data(heads, hd, 0.7).concat().iter().map(|x| x * 3.0).collect();
@@ -257,7 +257,11 @@ mod tests {
                 assert_eq!(ran, fast != Kernels::SCALAR && hd >= 32, "hd {hd}");
                 if ran {
                     let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(same, "hd {hd} heads {heads} ctx {ctx} kv head {kv_head}: {got:?} vs {want:?}");
+                    assert!(
+                        same,
+                        "{} hd {hd} heads {heads} ctx {ctx} kv head {kv_head}: {got:?} vs {want:?}",
+                        fast.name()
+                    );
                 }
             }
         }
