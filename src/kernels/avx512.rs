@@ -159,97 +159,90 @@ pub fn tile_dot_whole<const N: usize>(
 }
 
 /// Bytes of one tile-block of a Q5_0 or Q8_0 tile as [`unpack_q0_wide`]
-/// leaves it: four 64-byte vectors, vector `v` holding elements `8v..8v + 8`
-/// of each of the eight rows (row `r` at bytes `8r..8r + 8`), as unsigned bytes.
-pub const Q0_WIDE_UNPACKED: usize = 256;
+/// leaves it: four 64-byte vectors of quants as signed bytes (Q5_0's less
+/// 16), vector `v` holding elements `8v..8v + 8` of each of the eight rows
+/// (row `r` at bytes `8r..8r + 8`); then sixteen 32-bit lanes holding −128
+/// times row `r`'s sum of quants in lane `2r` (0 in lane `2r + 1`); then the
+/// rows' scales as f32, row `r`'s in lanes `2r` and `2r + 1`.
+pub const Q0_WIDE_UNPACKED: usize = 6 * 64;
 
-/// The quants of a packed Q5_0 or Q8_0 tile as unsigned bytes, block after
-/// block, in the layout [`tile_gemm_wide`] reads ([`Q0_WIDE_UNPACKED`]):
-/// Q5_0's as stored (0..32), Q8_0's plus 128 (the top bit flipped). Unpacked
-/// once for every activation row a call multiplies.
+/// A packed Q5_0 or Q8_0 tile in the layout [`tile_gemm_wide`] reads
+/// ([`Q0_WIDE_UNPACKED`] bytes a block): unpacked once for every activation
+/// row a call multiplies.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub fn unpack_q0_wide(format: PackedFormat, tile: &[u8], blocks: usize, out: &mut [u8]) {
     let bb = format.block_bytes();
     assert!(tile.len() >= bb * blocks && out.len() >= Q0_WIDE_UNPACKED * blocks);
-    let top = _mm256_set1_epi8(i8::MIN);
+    let (sixteen, ones) = (_mm256_set1_epi8(16), _mm256_set1_epi8(1));
+    let pairs = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     for (blk, dst) in tile.chunks_exact(bb).zip(out.chunks_exact_mut(Q0_WIDE_UNPACKED)).take(blocks) {
-        // Vector v: elements 4v..4v + 4 of each row, row r at bytes 4r..4r + 4.
+        // Vector v: elements 4v..4v + 4 of each row, row r at bytes 4r..4r + 4, signed.
         let mut w = [_mm256_setzero_si256(); 8];
         if format == PackedFormat::Q5_0 {
             let mut bits = super::avx2::q5_0_plane_bits(load(&blk[16..]));
             for p in 0..4 {
                 (w[p], w[p + 4]) = super::avx2::q5_0_pair(load(&blk[48 + 32 * p..]), &mut bits);
             }
+            w = w.map(|x| _mm256_sub_epi8(x, sixteen));
         } else {
             for (v, x) in w.iter_mut().enumerate() {
-                *x = _mm256_xor_si256(load(&blk[16 + 32 * v..]), top);
+                *x = load(&blk[16 + 32 * v..]);
             }
         }
-        for v in 0..4 {
-            // Rows 0, 1 | 4, 5 and 2, 3 | 6, 7, each row's four elements of vector
-            // 2v followed by its four of vector 2v + 1.
-            let (lo, hi) =
-                (_mm256_unpacklo_epi32(w[2 * v], w[2 * v + 1]), _mm256_unpackhi_epi32(w[2 * v], w[2 * v + 1]));
-            let at = &mut dst[64 * v..][..64];
-            // SAFETY: `at` is 64 writable bytes; storeu needs no alignment.
-            unsafe {
-                _mm256_storeu_si256(at.as_mut_ptr().cast(), _mm256_permute2x128_si256::<0x20>(lo, hi));
-                _mm256_storeu_si256(at.as_mut_ptr().add(32).cast(), _mm256_permute2x128_si256::<0x31>(lo, hi));
+        // Each row's sum of quants, in lane r (four bytes of a lane times 1 each).
+        let sums = w.iter().fold(_mm256_setzero_si256(), |s, &x| _mm256_dpbusd_epi32(s, ones, x));
+        let init = _mm512_cvtepu32_epi64(_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<7>(sums)));
+        let scales = _mm512_permutexvar_ps(pairs, _mm512_castps256_ps512(scales(&blk[..16])));
+        let dst = &mut dst[..Q0_WIDE_UNPACKED];
+        // SAFETY: `dst` holds the block's 384 bytes; storeu needs no alignment.
+        unsafe {
+            for v in 0..4 {
+                _mm512_storeu_si512(dst.as_mut_ptr().add(64 * v).cast(), rows_of_eight(w[2 * v], w[2 * v + 1]));
             }
+            _mm512_storeu_si512(dst.as_mut_ptr().add(256).cast(), init);
+            _mm512_storeu_ps(dst.as_mut_ptr().add(320).cast(), scales);
         }
     }
 }
 
 /// The eight rows of a Q5_0 or Q8_0 tile · `N` activation rows in whole
 /// blocks ([`crate::quant::Order::Batch`]), the tile unpacked by
-/// [`unpack_q0_wide`] into `quants` (`tile` still gives the scales): each
-/// block's products go four 512-bit `vpdpbusd`s per row, eight products of a
-/// weight row to a pair of lanes, the pair then added; the offset of the
-/// unsigned quants (16 times the activations' block sum for Q5_0, 128 times
-/// for Q8_0) comes off, and one fused multiply-add per block adds the exact
-/// sum as the scalar reference does, `acc = fma(isum, d_w · d_a, acc)`: equal
-/// bit for bit.
+/// [`unpack_q0_wide`] into `quants`: each block's products go by four 512-bit
+/// `vpdpbusd`s per row, the activations plus 128 ([`ActRow::biased`]) times the
+/// signed weights, eight products of a weight row to a pair of lanes, started
+/// from −128 times the weights' sum so the bias comes off exactly; the pair is
+/// added, and one fused multiply-add per block adds the exact sum as the
+/// scalar reference does, `acc = fma(isum, d_w · d_a, acc)`: equal bit for bit.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub fn tile_gemm_wide<const N: usize>(
-    format: PackedFormat,
-    tile: &[u8],
-    quants: &[u8],
-    blocks: usize,
-    acts: [&ActRow; N],
-) -> [[f32; TILE_ROWS]; N] {
-    let bb = format.block_bytes();
-    assert!(tile.len() >= bb * blocks && quants.len() >= Q0_WIDE_UNPACKED * blocks);
+pub fn tile_gemm_wide<const N: usize>(quants: &[u8], blocks: usize, acts: [&ActRow; N]) -> [[f32; TILE_ROWS]; N] {
+    assert!(quants.len() >= Q0_WIDE_UNPACKED * blocks);
     for a in acts {
-        assert!(a.q.len() >= 32 * blocks && a.d.len() >= blocks && a.sum32.len() >= blocks);
+        assert!(a.biased.len() >= 32 * blocks && a.d.len() >= blocks);
     }
-    let shift = if format == PackedFormat::Q5_0 { 4 } else { 7 };
-    let q: [*const i64; N] = std::array::from_fn(|t| acts[t].q.as_ptr().cast());
+    let q: [*const i64; N] = std::array::from_fn(|t| acts[t].biased.as_ptr().cast());
     let d: [*const f32; N] = std::array::from_fn(|t| acts[t].d.as_ptr());
-    let sum32: [*const i32; N] = std::array::from_fn(|t| acts[t].sum32.as_ptr());
-    let (tile, quants) = (tile.as_ptr(), quants.as_ptr());
-    let mut acc = [_mm256_setzero_ps(); N];
+    let quants = quants.as_ptr();
+    // Lane 2r of each: row r's sum; lane 2r + 1: no meaning.
+    let mut acc = [_mm512_setzero_ps(); N];
     for b in 0..blocks {
-        // SAFETY (every read in this block): block b < blocks of the tile (bb bytes each) and of
-        // the unpacked quants, and elements 32b..32b + 32, scale b and sum b of each row, are in
-        // bounds (asserted above); the loads need no alignment.
+        // SAFETY (every read in this block): block b < blocks of the unpacked quants, and elements
+        // 32b..32b + 32 and scale b of each row, are in bounds (asserted above); the loads need no
+        // alignment.
         unsafe {
-            let sw = _mm256_cvtph_ps(_mm_loadu_si128(tile.add(b * bb).cast()));
             let w = quants.add(Q0_WIDE_UNPACKED * b);
             let wv: [__m512i; 4] = std::array::from_fn(|v| _mm512_loadu_si512(w.add(64 * v).cast()));
+            let (init, sw) = (_mm512_loadu_si512(w.add(256).cast()), _mm512_loadu_ps(w.add(320).cast()));
             for t in 0..N {
-                let a = |v: usize| _mm512_set1_epi64(q[t].add(4 * b + v).read_unaligned());
-                // Two chains of two, so each row waits on two vpdpbusd latencies, not four.
-                let even = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[0], a(0)), wv[2], a(2));
-                let odd = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[1], a(1)), wv[3], a(3));
-                let s = _mm512_add_epi32(even, odd);
-                let pairs = _mm512_cvtepi64_epi32(_mm512_add_epi32(s, _mm512_srli_epi64::<32>(s)));
-                let isum = _mm256_sub_epi32(pairs, _mm256_set1_epi32(sum32[t].add(b).read() << shift));
-                let ds = _mm256_mul_ps(sw, _mm256_set1_ps(d[t].add(b).read()));
-                acc[t] = _mm256_fmadd_ps(ds, _mm256_cvtepi32_ps(isum), acc[t]);
+                let s = wv.iter().enumerate().fold(init, |s, (v, &wv)| {
+                    _mm512_dpbusd_epi32(s, _mm512_set1_epi64(q[t].add(4 * b + v).read_unaligned()), wv)
+                });
+                let isum = _mm512_cvtepi32_ps(_mm512_add_epi32(s, _mm512_srli_epi64::<32>(s)));
+                acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(sw, _mm512_set1_ps(d[t].add(b).read())), isum, acc[t]);
             }
         }
     }
-    store_rows(acc)
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+    store_rows(acc.map(|a| _mm512_castps512_ps256(_mm512_permutexvar_ps(even, a))))
 }
 
 /// Rows `0..4` and `4..8` of two vectors of eight rows × four elements

@@ -298,8 +298,8 @@ impl Kernels {
                             by_groups::<8>(
                                 acts,
                                 out,
-                                |a| unsafe { avx512::tile_gemm_wide(w.format, data, quants, w.blocks, a) },
-                                |a| unsafe { avx512::tile_gemm_wide(w.format, data, quants, w.blocks, a) },
+                                |a| unsafe { avx512::tile_gemm_wide(quants, w.blocks, a) },
+                                |a| unsafe { avx512::tile_gemm_wide(quants, w.blocks, a) },
                             );
                         })
                     }

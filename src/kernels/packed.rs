@@ -359,6 +359,9 @@ pub struct ActRow {
     pub q: Vec<i8>,
     /// Their absolute values (Q8_0 rows only: the Q8_0 weight kernel reads them).
     pub abs: Vec<u8>,
+    /// Each quant plus 128 (Q8_0 rows only): the unsigned operand of the AVX-512
+    /// whole-block kernels, whose weights are the signed one.
+    pub biased: Vec<u8>,
     /// Each block's scale `d`.
     pub d: Vec<f32>,
     /// Each 32 quants' sum.
@@ -375,6 +378,7 @@ impl ActRow {
     pub fn fill(&mut self, ty: TensorType, act: &[u8]) {
         self.q.clear();
         self.abs.clear();
+        self.biased.clear();
         self.d.clear();
         self.sum32.clear();
         self.offset4.clear();
@@ -395,6 +399,7 @@ impl ActRow {
             match ty {
                 TensorType::Q8_0 => {
                     self.abs.extend(q.iter().map(|&x| (x as i8).unsigned_abs()));
+                    self.biased.extend(q.iter().map(|&x| x ^ 0x80));
                     self.offset4
                         .extend(q.chunks_exact(4).map(|c| -16 * c.iter().map(|&x| i32::from(x as i8)).sum::<i32>()));
                 }
