@@ -380,6 +380,121 @@ pub fn tile_gemm_q6k_wide<const N: usize>(
     store_rows(acc)
 }
 
+/// Bytes of one tile-block of a Q4_K tile as [`unpack_q4k_wide`] leaves it:
+/// 32 vectors of quants (0..16), vector `u` holding elements `8u..8u + 8` of
+/// each row (row `r` at bytes `8r..8r + 8`); 8 vectors of sub-block scales as
+/// 16-bit words, vector `j` holding row `r`'s scale of sub-block `j` in words
+/// `4r..4r + 4`; 4 vectors of mins, vector `k` holding row `r`'s min of
+/// sub-block `2k + h` in words `4r + 2h` and `4r + 2h + 1`; then the rows' `d`
+/// and `dmin` as f32, row `r`'s in lanes `2r` and `2r + 1`.
+pub const Q4K_WIDE_UNPACKED: usize = 64 * (32 + 8 + 4 + 2);
+
+/// A packed Q4_K tile in the layout [`tile_gemm_q4k_wide`] reads
+/// ([`Q4K_WIDE_UNPACKED`] bytes a block): unpacked once for every activation
+/// row a call multiplies.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn unpack_q4k_wide(tile: &[u8], blocks: usize, out: &mut [u8]) {
+    use super::packed::q4k_chunk;
+    let bb = PackedFormat::Q4K.block_bytes();
+    assert!(tile.len() >= bb * blocks && out.len() >= Q4K_WIDE_UNPACKED * blocks);
+    let low = _mm256_set1_epi8(0x0F);
+    let pairs = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    // Byte 2r + h of each row's pair, four times: row r's scale of sub-block 2c + h.
+    let pick = _mm256_setr_epi8(
+        0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6, 8, 8, 8, 8, 10, 10, 10, 10, 12, 12, 12, 12, 14, 14, 14, 14,
+    );
+    for (blk, dst) in tile.chunks_exact(bb).zip(out.chunks_exact_mut(Q4K_WIDE_UNPACKED)).take(blocks) {
+        let mut vectors = [_mm512_setzero_si512(); 46];
+        for c in 0..4 {
+            let chunk = &blk[q4k_chunk(c)..];
+            // Group g: elements 64c + 4g..64c + 4g + 4 of each row.
+            let mut groups = [_mm256_setzero_si256(); 16];
+            for v in 0..8 {
+                let n = load(&chunk[32 + 32 * v..]);
+                (groups[v], groups[v + 8]) = (_mm256_and_si256(n, low), _mm256_and_si256(_mm256_srli_epi16(n, 4), low));
+            }
+            for u in 0..8 {
+                vectors[8 * c + u] = rows_of_eight(groups[2 * u], groups[2 * u + 1]);
+            }
+            let pair_scales = _mm256_broadcastsi128_si256(load128(chunk));
+            for h in 0..2 {
+                let control = _mm256_add_epi8(pick, _mm256_set1_epi8(h as i8));
+                vectors[32 + 2 * c + h] = _mm512_cvtepu8_epi16(_mm256_shuffle_epi8(pair_scales, control));
+            }
+            let mins = load128(&chunk[16..]);
+            let twice = _mm256_set_m128i(_mm_unpackhi_epi8(mins, mins), _mm_unpacklo_epi8(mins, mins));
+            vectors[40 + c] = _mm512_cvtepu8_epi16(twice);
+        }
+        let dup = |at: usize| _mm512_permutexvar_ps(pairs, _mm512_castps256_ps512(scales(&blk[at..at + 16])));
+        let dst = &mut dst[..Q4K_WIDE_UNPACKED];
+        // SAFETY: `dst` holds the block's bytes (46 integer vectors, then two of f32); storeu needs no alignment.
+        unsafe {
+            for (i, v) in vectors.iter().enumerate() {
+                _mm512_storeu_si512(dst.as_mut_ptr().add(64 * i).cast(), *v);
+            }
+            _mm512_storeu_ps(dst.as_mut_ptr().add(64 * 44).cast(), dup(0));
+            _mm512_storeu_ps(dst.as_mut_ptr().add(64 * 45).cast(), dup(16));
+        }
+    }
+}
+
+/// The eight rows of a Q4_K tile · `N` Q8_K activation rows in the batch
+/// order ([`crate::quant::Order::Batch`]: a fused multiply-add per pair of
+/// sub-blocks), the tile unpacked by [`unpack_q4k_wide`] into `quants`: each
+/// eight products of a row as `vpmaddubsw` pairs times the sub-block's scale
+/// summed by `vpdpwssd` (a weight row's pair of lanes holding its sums), the
+/// mins times the activations' sums of 16 the same way, then each pair of
+/// sub-blocks' exact sums added as the reference adds them: equal bit for bit.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn tile_gemm_q4k_wide<const N: usize>(quants: &[u8], blocks: usize, acts: [&ActRow; N]) -> [[f32; TILE_ROWS]; N] {
+    assert!(quants.len() >= Q4K_WIDE_UNPACKED * blocks);
+    for a in acts {
+        assert!(a.q.len() >= 256 * blocks && a.d.len() >= blocks && a.sum16.len() >= 16 * blocks);
+    }
+    let q: [*const i64; N] = std::array::from_fn(|t| acts[t].q.as_ptr().cast());
+    let s16: [*const i64; N] = std::array::from_fn(|t| acts[t].sum16.as_ptr().cast());
+    let d_a: [*const f32; N] = std::array::from_fn(|t| acts[t].d.as_ptr());
+    let quants = quants.as_ptr();
+    let pair_sum = |s: __m512i| _mm512_cvtepi32_ps(_mm512_add_epi32(s, _mm512_srli_epi64::<32>(s)));
+    // Lane 2r of each: row r's sums; lane 2r + 1: no meaning.
+    let (mut acc, mut acc_min) = ([_mm512_setzero_ps(); N], [_mm512_setzero_ps(); N]);
+    for b in 0..blocks {
+        // SAFETY (every read in this block): block b < blocks of the unpacked quants, and elements
+        // 256b..256b + 256, sums 16b..16b + 16 and scale b of each row, are in bounds (asserted
+        // above); the loads need no alignment.
+        unsafe {
+            let w = quants.add(Q4K_WIDE_UNPACKED * b);
+            let vec = |i: usize| _mm512_loadu_si512(w.add(64 * i).cast());
+            let (d, dmin) = (_mm512_loadu_ps(w.add(64 * 44).cast()), _mm512_loadu_ps(w.add(64 * 45).cast()));
+            for t in 0..N {
+                let da = _mm512_set1_ps(d_a[t].add(b).read());
+                let (dd, dm) = (_mm512_mul_ps(d, da), _mm512_mul_ps(dmin, da));
+                for k in 0..4 {
+                    // Sub-block 2k: vectors 8k..8k + 4; sub-block 2k + 1: the next four.
+                    let (mut even, mut odd) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                    for u in 0..8 {
+                        let at = 8 * k + u;
+                        let a = _mm512_set1_epi64(q[t].add(32 * b + at).read_unaligned());
+                        let (p, sc) = (_mm512_maddubs_epi16(vec(at), a), vec(32 + 2 * k + u / 4));
+                        match u % 2 {
+                            0 => even = _mm512_dpwssd_epi32(even, p, sc),
+                            _ => odd = _mm512_dpwssd_epi32(odd, p, sc),
+                        }
+                    }
+                    acc[t] = _mm512_fmadd_ps(pair_sum(_mm512_add_epi32(even, odd)), dd, acc[t]);
+                    let sums = _mm512_set1_epi64(s16[t].add(4 * b + k).read_unaligned());
+                    let mins = _mm512_dpwssd_epi32(_mm512_setzero_si512(), vec(40 + k), sums);
+                    acc_min[t] = _mm512_fmadd_ps(pair_sum(mins), dm, acc_min[t]);
+                }
+            }
+        }
+    }
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+    store_rows(std::array::from_fn(|t| {
+        _mm512_castps512_ps256(_mm512_permutexvar_ps(even, _mm512_sub_ps(acc[t], acc_min[t])))
+    }))
+}
+
 /// [`super::avx2::attend_group_f16`] sixteen lanes at a time, for heads of
 /// `16 · Z` values (`Z` even): the same arithmetic in the same order, so equal
 /// bit for bit to [`crate::model::attention::attend_group`]. A score's four

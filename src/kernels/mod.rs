@@ -367,6 +367,32 @@ impl Kernels {
                             );
                         })
                     }
+                    // The batch order on AVX-512, many rows: the tile is unpacked once for the
+                    // rows summed in it (all but a remainder under four in llama.cpp's order),
+                    // then multiplied eight rows at a time; the rest go one by one.
+                    Q4K if wide && order(0) == quant::Order::Batch && acts.len() >= WIDE_GEMM_FROM_ROWS => {
+                        let batch = (0..acts.len()).take_while(|&t| order(t) == quant::Order::Batch).count();
+                        let (out_batch, out_rest) = out.split_at_mut(batch * TILE_ROWS);
+                        UNPACKED.with_borrow_mut(|quants| {
+                            quants.resize(w.blocks * avx512::Q4K_WIDE_UNPACKED, 0);
+                            // SAFETY (every call): the AVX-512 set exists only where the CPU supports
+                            // it (`Kernels::supported`).
+                            unsafe { avx512::unpack_q4k_wide(data, w.blocks, quants) };
+                            by_groups::<8>(
+                                &acts[..batch],
+                                out_batch,
+                                |a| unsafe { avx512::tile_gemm_q4k_wide(quants, w.blocks, a) },
+                                |a| unsafe { avx512::tile_gemm_q4k_wide(quants, w.blocks, a) },
+                            );
+                        });
+                        for (t, (a, o)) in acts[batch..].iter().zip(out_rest.chunks_exact_mut(TILE_ROWS)).enumerate() {
+                            let order = order(batch + t);
+                            // SAFETY: the set exists only where the CPU supports it (`Kernels::supported`).
+                            o.copy_from_slice(
+                                &unsafe { x86_k_tile_dot(wide, w.format, data, w.blocks, [a], order) }[0],
+                            );
+                        }
+                    }
                     Q4K | Q6K => {
                         // The groups of four are the first rows, the rest go one by one:
                         // every row of a group has the order of its first.
