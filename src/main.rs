@@ -34,12 +34,12 @@ struct Cli {
     /// (AVX-512 VNNI) [default: $FALSIFY_KERNELS, else the fastest this CPU runs].
     #[arg(long, global = true, value_parser = ["scalar", "avx2", "avx512"])]
     kernels: Option<String>,
-    /// Order of summation of every matrix product: llama-cpp (llama.cpp's
-    /// kernels' order for each batch size; logits equal llama.cpp's bit for
-    /// bit), batch-invariant (every row as a one-row product) or blocks (one
-    /// exact integer sum and one multiply-add per block: the fewest float
-    /// operations, batch-invariant) [default: $FALSIFY_SUMS, else llama-cpp].
-    #[arg(long, global = true, value_parser = ["llama-cpp", "batch-invariant", "blocks"])]
+    /// Order of summation of every matrix product: blocks (one exact integer
+    /// sum and one multiply-add per block: the fewest float operations,
+    /// batch-invariant), llama-cpp (llama.cpp's kernels' order for each batch
+    /// size; logits equal llama.cpp's bit for bit) or batch-invariant (every
+    /// row as a one-row product) [default: $FALSIFY_SUMS, else blocks].
+    #[arg(long, global = true, value_parser = ["blocks", "llama-cpp", "batch-invariant"])]
     sums: Option<String>,
     #[command(subcommand)]
     command: Command,

@@ -365,12 +365,13 @@ pub struct KvParams {
     pub model: String,
     /// Largest |logit difference| allowed.
     pub tolerance: f64,
-    /// How the engine orders its sums on both sides: `llama-cpp` (the default,
-    /// by batch size), `batch-invariant` (every row as a one-row product, so
-    /// that only the KV cache can make the two sides differ) or `blocks`
-    /// (whole-block sums, batch-invariant too).
+    /// How the engine orders its sums on both sides: `blocks` (whole-block
+    /// sums, batch-invariant), `llama-cpp` (by batch size) or
+    /// `batch-invariant` (every row as a one-row product, so that only the KV
+    /// cache can make the two sides differ); absent, the order the engine
+    /// runs with ([`SumOrder::process`]).
     #[serde(default)]
-    pub sum_order: SumOrder,
+    pub sum_order: Option<SumOrder>,
 }
 
 const KV_TEXT: &str = "fn add(a: i32, b: i32) -> i32 { a + b }";
@@ -381,7 +382,7 @@ pub fn judge_kv(p: &KvParams, observed: Result<f32, String>, positions: usize) -
         Ok(worst) => {
             let mut q = Quantity::new("max_abs_logit_diff", "logit", f64::from(worst));
             q.n = positions;
-            let how = p.sum_order.describe();
+            let how = p.sum_order.unwrap_or_else(SumOrder::process).describe();
             judge::quantity(
                 q.detail(format!("token-by-token decode vs one batched forward pass; {how}")),
                 Op::Le,
@@ -399,13 +400,14 @@ impl Check for KvConsistency {
     const NAME: &'static str = "kv_consistency";
     const DOC: &'static str =
         "incremental decode through the KV cache equals a batched recompute (logits within tolerance)";
-    const PARAMS: &'static str = "model, tolerance, sum_order (llama-cpp | batch-invariant | blocks)";
+    const PARAMS: &'static str = "model, tolerance, sum_order (blocks | llama-cpp | batch-invariant; default: the engine's)";
     type Params = KvParams;
 
     fn run(p: &KvParams, cx: &mut Context) -> Result<Outcome, Unmet> {
         let loaded = cx.model(&p.model)?;
         let tokens = loaded.tokenizer.encode(KV_TEXT, true);
-        let r = agreement::kv_cache_consistency(&mut loaded.model, &tokens, p.sum_order).map_err(map_err)?;
+        let order = p.sum_order.unwrap_or_else(SumOrder::process);
+        let r = agreement::kv_cache_consistency(&mut loaded.model, &tokens, order).map_err(map_err)?;
         Ok(judge_kv(p, r, tokens.len()))
     }
 }
