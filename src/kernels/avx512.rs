@@ -466,25 +466,26 @@ pub fn tile_gemm_q4k_wide<const N: usize>(quants: &[u8], blocks: usize, acts: [&
             let w = quants.add(Q4K_WIDE_UNPACKED * b);
             let vec = |i: usize| _mm512_loadu_si512(w.add(64 * i).cast());
             let (d, dmin) = (_mm512_loadu_ps(w.add(64 * 44).cast()), _mm512_loadu_ps(w.add(64 * 45).cast()));
-            for t in 0..N {
-                let da = _mm512_set1_ps(d_a[t].add(b).read());
-                let (dd, dm) = (_mm512_mul_ps(d, da), _mm512_mul_ps(dmin, da));
-                for k in 0..4 {
-                    // Sub-block 2k: vectors 8k..8k + 4; sub-block 2k + 1: the next four.
+            let da: [__m512; N] = std::array::from_fn(|t| _mm512_set1_ps(d_a[t].add(b).read()));
+            let (dd, dm): ([__m512; N], [__m512; N]) =
+                (da.map(|x| _mm512_mul_ps(d, x)), da.map(|x| _mm512_mul_ps(dmin, x)));
+            for k in 0..4 {
+                // Sub-block 2k: vectors 8k..8k + 4; sub-block 2k + 1: the next four. Each
+                // vector is loaded once for all N rows.
+                let wv: [__m512i; 8] = std::array::from_fn(|u| vec(8 * k + u));
+                let (sc0, sc1, mins) = (vec(32 + 2 * k), vec(33 + 2 * k), vec(40 + k));
+                for t in 0..N {
+                    let a = |u: usize| _mm512_set1_epi64(q[t].add(32 * b + 8 * k + u).read_unaligned());
                     let (mut even, mut odd) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-                    for u in 0..8 {
-                        let at = 8 * k + u;
-                        let a = _mm512_set1_epi64(q[t].add(32 * b + at).read_unaligned());
-                        let (p, sc) = (_mm512_maddubs_epi16(vec(at), a), vec(32 + 2 * k + u / 4));
-                        match u % 2 {
-                            0 => even = _mm512_dpwssd_epi32(even, p, sc),
-                            _ => odd = _mm512_dpwssd_epi32(odd, p, sc),
-                        }
+                    for u in (0..8).step_by(2) {
+                        let sc = if u < 4 { sc0 } else { sc1 };
+                        even = _mm512_dpwssd_epi32(even, _mm512_maddubs_epi16(wv[u], a(u)), sc);
+                        odd = _mm512_dpwssd_epi32(odd, _mm512_maddubs_epi16(wv[u + 1], a(u + 1)), sc);
                     }
-                    acc[t] = _mm512_fmadd_ps(pair_sum(_mm512_add_epi32(even, odd)), dd, acc[t]);
+                    acc[t] = _mm512_fmadd_ps(pair_sum(_mm512_add_epi32(even, odd)), dd[t], acc[t]);
                     let sums = _mm512_set1_epi64(s16[t].add(4 * b + k).read_unaligned());
-                    let mins = _mm512_dpwssd_epi32(_mm512_setzero_si512(), vec(40 + k), sums);
-                    acc_min[t] = _mm512_fmadd_ps(pair_sum(mins), dm, acc_min[t]);
+                    let m = _mm512_dpwssd_epi32(_mm512_setzero_si512(), mins, sums);
+                    acc_min[t] = _mm512_fmadd_ps(pair_sum(m), dm[t], acc_min[t]);
                 }
             }
         }

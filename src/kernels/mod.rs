@@ -378,7 +378,9 @@ impl Kernels {
                             // SAFETY (every call): the AVX-512 set exists only where the CPU supports
                             // it (`Kernels::supported`).
                             unsafe { avx512::unpack_q4k_wide(data, w.blocks, quants) };
-                            by_groups::<8>(
+                            // Four rows at a time: their sums and scales, and a pair of sub-blocks'
+                            // weights, fill the 32 vector registers.
+                            by_groups::<4>(
                                 &acts[..batch],
                                 out_batch,
                                 |a| unsafe { avx512::tile_gemm_q4k_wide(quants, w.blocks, a) },

@@ -400,7 +400,8 @@ impl Check for KvConsistency {
     const NAME: &'static str = "kv_consistency";
     const DOC: &'static str =
         "incremental decode through the KV cache equals a batched recompute (logits within tolerance)";
-    const PARAMS: &'static str = "model, tolerance, sum_order (blocks | llama-cpp | batch-invariant; default: the engine's)";
+    const PARAMS: &'static str =
+        "model, tolerance, sum_order (blocks | llama-cpp | batch-invariant; default: the engine's)";
     type Params = KvParams;
 
     fn run(p: &KvParams, cx: &mut Context) -> Result<Outcome, Unmet> {
