@@ -752,6 +752,14 @@ pub fn attend_group_f16<const L: usize>(
     }
 }
 
+/// [`crate::quant::quantize_with`] in the forward pass's rounding, compiled
+/// for AVX2: the same element-wise operations on wider vectors, so the same
+/// bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn quantize(ty: crate::gguf::TensorType, x: &[f32], out: &mut [u8]) -> Result<(), crate::quant::QuantError> {
+    crate::quant::quantize_with(ty, x, out, crate::quant::Q8_0Rounding::CpuRuntime)
+}
+
 /// Σ a[i]·b[i] over unsigned × signed bytes (each `a[i]` ≤ 127, so no pair sum
 /// saturates) by `maddubs` and `madd`: the multiply-add throughput the
 /// quantized kernels are built on, for measuring the int8 compute peak. The

@@ -652,6 +652,85 @@ unsafe fn weigh_values<const Z: usize, const G: usize>(
     }
 }
 
+/// [`crate::quant::quantize_with`] in the forward pass's rounding, sixteen
+/// values at a time: the same operations on each value (the largest magnitude
+/// is exact in any order), so the same bytes. Other types, and lengths that
+/// do not fit, go to the reference, which reports them.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn quantize(ty: crate::gguf::TensorType, x: &[f32], out: &mut [u8]) -> Result<(), crate::quant::QuantError> {
+    use crate::gguf::TensorType;
+    let block: fn(&[f32], &mut [u8]) = match ty {
+        TensorType::Q8_0 => quantize_q8_0_block,
+        TensorType::Q8K => quantize_q8k_block,
+        _ => return crate::quant::quantize_with(ty, x, out, crate::quant::Q8_0Rounding::CpuRuntime),
+    };
+    let (n, bytes) = ty.block_geometry().expect("Q8_0 and Q8_K have blocks");
+    if !x.len().is_multiple_of(n) || out.len() != x.len() / n * bytes {
+        return crate::quant::quantize_with(ty, x, out, crate::quant::Q8_0Rounding::CpuRuntime);
+    }
+    for (xs, b) in x.chunks_exact(n).zip(out.chunks_exact_mut(bytes)) {
+        block(xs, b);
+    }
+    Ok(())
+}
+
+/// Sixteen values from `x[at..]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn load16(x: &[f32], at: usize) -> __m512 {
+    let x = &x[at..at + 16];
+    // SAFETY: `x` holds 16 floats; loadu needs no alignment.
+    unsafe { _mm512_loadu_ps(x.as_ptr()) }
+}
+
+/// `round_even_small(v)` of [`crate::quant`] on sixteen values: adding and
+/// taking off 1.5 · 2²³, as it does, then the integer each now is.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn round_to_i32(v: __m512) -> __m512i {
+    let magic = _mm512_set1_ps(12_582_912.0);
+    _mm512_cvttps_epi32(_mm512_sub_ps(_mm512_add_ps(v, magic), magic))
+}
+
+/// One Q8_0 block as [`crate::quant::legacy::quantize_q8_0`] writes it in the
+/// CPU runtime's rounding.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn quantize_q8_0_block(xs: &[f32], b: &mut [u8]) {
+    let (lo, hi) = (load16(xs, 0), load16(xs, 16));
+    let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
+    b[..2].copy_from_slice(&half::f16::from_f32(amax / 127.0).to_le_bytes());
+    let id = _mm512_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+    let q = |v: __m512| _mm512_cvtepi32_epi8(round_to_i32(_mm512_mul_ps(v, id)));
+    let q = _mm256_set_m128i(q(hi), q(lo));
+    let b = &mut b[2..34];
+    // SAFETY: `b` holds 32 bytes; storeu needs no alignment.
+    unsafe { _mm256_storeu_si256(b.as_mut_ptr().cast(), q) };
+}
+
+/// One Q8_K block as [`crate::quant::kquants::quantize_q8k`] writes it: the
+/// scale from the first value of the largest magnitude, and each 16 quants' sum.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn quantize_q8k_block(xs: &[f32], b: &mut [u8]) {
+    let amax = (0..16).fold(_mm512_setzero_ps(), |m, i| _mm512_max_ps(m, _mm512_abs_ps(load16(xs, 16 * i))));
+    let amax = _mm512_reduce_max_ps(amax);
+    if amax == 0.0 {
+        b.fill(0);
+        return;
+    }
+    let max = xs.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
+    let iscale = -127.0 / max;
+    b[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+    let (scale, top) = (_mm512_set1_ps(iscale), _mm512_set1_epi32(127));
+    for i in 0..16 {
+        let q = _mm512_min_epi32(round_to_i32(_mm512_mul_ps(scale, load16(xs, 16 * i))), top);
+        let sum = _mm512_reduce_add_epi32(q) as i16;
+        b[260 + 2 * i..262 + 2 * i].copy_from_slice(&sum.to_le_bytes());
+        let dst = &mut b[4 + 16 * i..20 + 16 * i];
+        // SAFETY: `dst` holds 16 bytes; storeu needs no alignment.
+        unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(q)) };
+    }
+}
+
 /// Σ a[i]·b[i] of unsigned × signed bytes by `vpdpbusd`: the int8 peak of
 /// these kernels, for the compute probe. Lengths must be equal and a multiple
 /// of 128.

@@ -417,6 +417,21 @@ impl Kernels {
         }
     }
 
+    /// Quantizes activations `x` into `out` as the forward pass does
+    /// ([`quant::quantize_with`], [`quant::Q8_0Rounding::CpuRuntime`]): the
+    /// same code, compiled for this set's vectors, so the same bytes.
+    pub fn quantize(self, ty: TensorType, x: &[f32], out: &mut [u8]) -> Result<(), quant::QuantError> {
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the AVX-512 set exists only where the CPU supports it (`Kernels::supported`).
+            Set::Avx512 => unsafe { avx512::quantize(ty, x, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the AVX2 set exists only where the CPU supports it (`Kernels::supported`).
+            Set::Avx2 => unsafe { avx2::quantize(ty, x, out) },
+            _ => quant::quantize_with(ty, x, out, quant::Q8_0Rounding::CpuRuntime),
+        }
+    }
+
     /// [`crate::kernels::ops::swiglu`] (rows of `row` elements), equal to it bit
     /// for bit: the fast kernel computes eight lanes at a time.
     pub fn swiglu(self, gate: &mut [f32], up: &[f32], row: usize) {

@@ -235,3 +235,26 @@ fn every_same_fill_scan_finds_what_the_reference_finds() {
         }
     }
 }
+
+#[test]
+fn every_set_quantizes_activations_to_the_reference_bytes() {
+    use crate::quant::Q8_0Rounding;
+    let mut rng = SplitMix64(33);
+    for ty in [TensorType::Q8_0, TensorType::Q8K] {
+        // Random rows, a row of zeros, and halves (ties for the rounding).
+        let random: Vec<f32> = (0..512).map(|_| 3.0 * uniform(&mut rng)).collect();
+        let halves: Vec<f32> = (0..512).map(|i| (i as f32 - 256.0) * 0.5).collect();
+        // Two values of the largest magnitude, the negative one first: Q8_K's scale comes from it.
+        let mut ties = vec![0.25f32; 512];
+        (ties[5], ties[100], ties[300], ties[301]) = (-4.0, 4.0, 2.0, -2.0);
+        for x in [random, vec![0.0; 512], halves, ties] {
+            let mut want = vec![0u8; ty.row_bytes(x.len()).unwrap()];
+            quant::quantize_with(ty, &x, &mut want, Q8_0Rounding::CpuRuntime).unwrap();
+            for k in Kernels::available() {
+                let mut got = vec![0u8; want.len()];
+                k.quantize(ty, &x, &mut got).unwrap();
+                assert_eq!(got, want, "{ty} {}", k.name());
+            }
+        }
+    }
+}

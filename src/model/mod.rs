@@ -30,7 +30,7 @@ use std::sync::Mutex;
 
 use crate::kernels::packed::{ActRow, PackedMatrix, TILE_ROWS};
 use crate::kernels::{available_cores, ops, usable_threads, BatchPart, Kernels, Pool};
-use crate::quant::{self, Q8_0Rounding, QuantError, SumOrder};
+use crate::quant::{self, QuantError, SumOrder};
 use bricks::Stopwatch;
 use pipeline::Pass;
 
@@ -566,7 +566,7 @@ impl Model {
         let a_bytes = at.row_bytes(cols).expect("checked at load");
         let quantize = |xs: &[f32], acts: &mut [u8], rows: &mut [ActRow]| {
             for (t, (x, a)) in xs.chunks_exact(cols).zip(acts.chunks_exact_mut(a_bytes)).enumerate() {
-                quant::quantize_with(at, x, a, Q8_0Rounding::CpuRuntime).expect("sizes checked at load");
+                self.kernels.quantize(at, x, a).expect("sizes checked at load");
                 if let Some(row) = rows.get_mut(t) {
                     row.fill(at, a);
                 }

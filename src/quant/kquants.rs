@@ -116,6 +116,7 @@ pub fn dequantize_q6k(bytes: &[u8], out: &mut [f32]) {
 /// largest magnitude maps to -127 (`iscale = -127 / max`), quants round to
 /// nearest-even and clamp at 127, `d = 1 / iscale`, and `bsums` hold the sum of
 /// each 16 quants.
+#[inline(always)]
 pub fn quantize_q8k(x: &[f32], out: &mut [u8]) {
     for (xs, b) in x.chunks_exact(QK_K).zip(out.chunks_exact_mut(Q8K_BYTES)) {
         let (mut amax, mut max) = (0.0f32, 0.0f32);

@@ -85,6 +85,7 @@ pub enum Q8_0Rounding {
 
 /// Quantizes activations to Q8_0: `d = max|x| / 127` stored as f16, quants
 /// rounded as `rounding` says.
+#[inline(always)]
 pub fn quantize_q8_0(x: &[f32], out: &mut [u8], rounding: Q8_0Rounding) {
     for (xs, b) in x.chunks_exact(QK).zip(out.chunks_exact_mut(Q8_0_BYTES)) {
         let amax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));

@@ -187,6 +187,7 @@ pub fn quantize(ty: TensorType, x: &[f32], out: &mut [u8]) -> Result<(), QuantEr
 
 /// [`quantize`] with a choice of Q8_0 rounding: the forward pass uses
 /// [`Q8_0Rounding::CpuRuntime`], as llama.cpp's CPU backend computes.
+#[inline(always)]
 pub fn quantize_with(ty: TensorType, x: &[f32], out: &mut [u8], rounding: Q8_0Rounding) -> Result<(), QuantError> {
     check_len(ty, x.len(), out.len())?;
     match ty {
