@@ -571,6 +571,21 @@ pub fn tile_dot_q6k<const N: usize>(
     acts: [&super::packed::ActRow; N],
     tiled: bool,
 ) -> [[f32; super::packed::TILE_ROWS]; N] {
+    q6k_tiles(tile, blocks, acts, tiled, |acc, pairs, scales| _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, scales)))
+}
+
+/// [`tile_dot_q6k`] with `scaled(acc, pairs, scales)` adding to each 32-bit
+/// lane of `acc` its two 16-bit pair sums times their 16-bit scales (AVX2:
+/// `madd` and an add; AVX-512 VNNI: one `vpdpwssd`). Exact in 32 bits.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q6k_tiles<const N: usize>(
+    tile: &[u8],
+    blocks: usize,
+    acts: [&super::packed::ActRow; N],
+    tiled: bool,
+    scaled: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
+) -> [[f32; super::packed::TILE_ROWS]; N] {
     use super::packed::q6k_chunk;
     let bb = super::packed::PackedFormat::Q6K.block_bytes();
     check_k_tile(tile, bb, blocks, &acts);
@@ -601,9 +616,8 @@ pub fn tile_dot_q6k<const N: usize>(
                 for t in 0..N {
                     // SAFETY: elements at..at + 36 of the row are in bounds (checked by check_k_tile).
                     let (al, ah) = unsafe { (bcast4(q[t], at), bcast4(q[t], at + 32)) };
-                    let l = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, al), sl);
-                    let h = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, ah), sh);
-                    lane[t][v] = _mm256_add_epi32(lane[t][v], _mm256_add_epi32(l, h));
+                    let l = scaled(lane[t][v], _mm256_maddubs_epi16(lo, al), sl);
+                    lane[t][v] = scaled(l, _mm256_maddubs_epi16(hi, ah), sh);
                 }
             }
             for t in 0..N {

@@ -158,6 +158,21 @@ pub fn tile_dot_whole<const N: usize>(
     )
 }
 
+/// The eight rows of a packed Q6_K tile · `N` Q8_K activation rows, equal bit
+/// for bit to [`super::packed::tile_dot_scalar`] as
+/// [`super::avx2::tile_dot_q6k`] is: the same integer sums, each pair sum
+/// times its scale added by `vpdpwssd` (no `madd` and add), then the
+/// reference's f32 operations.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn tile_dot_q6k<const N: usize>(
+    tile: &[u8],
+    blocks: usize,
+    acts: [&ActRow; N],
+    tiled: bool,
+) -> [[f32; TILE_ROWS]; N] {
+    super::avx2::q6k_tiles(tile, blocks, acts, tiled, |acc, pairs, scales| _mm256_dpwssd_epi32(acc, pairs, scales))
+}
+
 /// Bytes of one tile-block of a Q5_0 or Q8_0 tile as [`unpack_q0_wide`]
 /// leaves it: four 64-byte vectors of quants as signed bytes (Q5_0's less
 /// 16), vector `v` holding elements `8v..8v + 8` of each of the eight rows

@@ -676,7 +676,8 @@ unsafe fn x86_k_tile_dot<const N: usize>(
         match (format, wide) {
             (PackedFormat::Q4K, true) => avx512::tile_dot_q4k(tile, blocks, acts, batch),
             (PackedFormat::Q4K, false) => avx2::tile_dot_q4k(tile, blocks, acts, batch),
-            (PackedFormat::Q6K, _) => avx2::tile_dot_q6k(tile, blocks, acts, batch),
+            (PackedFormat::Q6K, true) => avx512::tile_dot_q6k(tile, blocks, acts, batch),
+            (PackedFormat::Q6K, false) => avx2::tile_dot_q6k(tile, blocks, acts, batch),
             (PackedFormat::Q5_0 | PackedFormat::Q8_0, _) => unreachable!("Q5_0 and Q8_0 tiles go to tile_dot"),
         }
     }

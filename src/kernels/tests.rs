@@ -96,11 +96,12 @@ fn packed_kernels_equal_the_reference_bit_for_bit() {
             let p = PackedMatrix::pack(ty, rows, cols, &w).unwrap();
             // 7 activation rows (one group of four and a remainder of three), as
             // decoding runs them; 11 (two groups and three), as prefill does.
-            // 19: two groups of eight and three, as the AVX-512 whole-block gemm runs them.
+            // 19: two groups of eight and three, as the AVX-512 whole-block gemm runs them;
+            // 1 and 3: a decode step, and rows under the gemms' threshold.
             let acts: Vec<Vec<u8>> = (0..19).map(|i| activations(&mut rng, ty, cols, i == 2)).collect();
             let act_rows: Vec<ActRow> = acts.iter().map(|a| ActRow::of(quant::dot_type(ty).unwrap(), a)).collect();
             let src_row = ty.row_bytes(cols).unwrap();
-            let runs = Kernels::available().into_iter().flat_map(|k| [(k, 7), (k, 11), (k, 19)]);
+            let runs = Kernels::available().into_iter().flat_map(|k| [(k, 1), (k, 3), (k, 7), (k, 11), (k, 19)]);
             for ((k, n), sums) in runs.flat_map(|r| SumOrder::ALL.map(|o| (r, o))) {
                 for tile in 0..p.tiles() {
                     let mut out = vec![f32::NAN; n * TILE_ROWS];
