@@ -12,12 +12,23 @@ pub const KEEP: usize = 50;
 
 /// Stores a run's JSON as a new file `dir/report-<seconds>-<nanoseconds>-<pid>.json`
 /// (atomically, never replacing a file: runs finishing at once each keep
-/// theirs), then removes the oldest reports beyond [`KEEP`]. Returns the file
-/// written. Every error names its path.
+/// theirs, a name already taken gaining `-<n>`, as where the clock is coarser
+/// than two writers), then removes the oldest reports beyond [`KEEP`]. Returns
+/// the file written. Every error names its path.
 pub fn record(dir: &Path, json: &[u8]) -> std::io::Result<PathBuf> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let path = dir.join(format!("report-{:012}-{:09}-{}.json", now.as_secs(), now.subsec_nanos(), std::process::id()));
-    crate::util::create_atomic(&path, json)?;
+    let stem = format!("report-{:012}-{:09}-{}", now.as_secs(), now.subsec_nanos(), std::process::id());
+    let mut attempt = 0;
+    let path = loop {
+        let path = match attempt {
+            0 => dir.join(format!("{stem}.json")),
+            n => dir.join(format!("{stem}-{n}.json")),
+        };
+        match crate::util::create_atomic(&path, json) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 64 => attempt += 1,
+            done => break done.map(|()| path)?,
+        }
+    };
     let mut kept = files(dir)?;
     kept.sort();
     let excess = kept.len().saturating_sub(KEEP);
