@@ -661,6 +661,34 @@ pub(super) fn store_rows<const N: usize>(acc: [__m256; N]) -> [[f32; super::pack
     out
 }
 
+/// The softmax pass of the f16 attention kernels over `n` positions of a
+/// chunk, per head in position order, as the reference computes it: where a
+/// score raises the running maximum, the factor `ms` that scales the sum so
+/// far (`exp(old − new)`), else the position's weight `vs` (`exp(s − max)`),
+/// the other factor 1; the running sum updated as `fma(sum, ms, vs)`.
+pub(super) fn softmax_factors(
+    score: &[[f32; 64]],
+    n: usize,
+    max: &mut [f32],
+    sum: &mut [f32],
+    ms: &mut [[f32; 64]],
+    vs: &mut [[f32; 64]],
+) {
+    for (h, sc) in score.iter().enumerate() {
+        for (j, &s) in sc.iter().enumerate().take(n) {
+            (ms[h][j], vs[h][j]) = (1.0, 1.0);
+            if s > max[h] {
+                let old = max[h];
+                max[h] = s;
+                ms[h][j] = (old - s).exp();
+            } else {
+                vs[h][j] = (s - max[h]).exp();
+            }
+            sum[h] = sum[h].mul_add(ms[h][j], vs[h][j]);
+        }
+    }
+}
+
 /// [`crate::model::attention::attend_group`] over an f16 cache for heads of
 /// `8 · L` values (`L` a multiple of 4), the same arithmetic in the same
 /// order, eight lanes at a time (the same fused multiply-adds, roundings to f16
@@ -725,20 +753,7 @@ pub fn attend_group_f16<const L: usize>(
                 sc[j] = _mm_cvtss_f32(_mm_hadd_ps(t, t)) * scale;
             }
         }
-        for h in 0..heads {
-            for j in 0..n {
-                let s = score[h][j];
-                (ms[h][j], vs[h][j]) = (1.0, 1.0);
-                if s > max[h] {
-                    let old = max[h];
-                    max[h] = s;
-                    ms[h][j] = (old - s).exp();
-                } else {
-                    vs[h][j] = (s - max[h]).exp();
-                }
-                sum[h] = sum[h].mul_add(ms[h][j], vs[h][j]);
-            }
-        }
+        softmax_factors(&score[..heads], n, &mut max, &mut sum, &mut ms, &mut vs);
         for j in 0..n {
             let at = (c0 + j) * stride + offset;
             let v: [__m256; L] = std::array::from_fn(|i| ld16(values, at + 8 * i));

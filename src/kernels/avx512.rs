@@ -575,20 +575,7 @@ pub fn attend_group_f16<const Z: usize>(
                 sc[j] = _mm_cvtss_f32(_mm_hadd_ps(t, t)) * scale;
             }
         }
-        for h in 0..heads {
-            for j in 0..n {
-                let s = score[h][j];
-                (ms[h][j], vs[h][j]) = (1.0, 1.0);
-                if s > max[h] {
-                    let old = max[h];
-                    max[h] = s;
-                    ms[h][j] = (old - s).exp();
-                } else {
-                    vs[h][j] = (s - max[h]).exp();
-                }
-                sum[h] = sum[h].mul_add(ms[h][j], vs[h][j]);
-            }
-        }
+        super::avx2::softmax_factors(&score[..heads], n, &mut max, &mut sum, &mut ms, &mut vs);
         // Heads four at a time: their sums stay in registers, and the chains of
         // rounded updates of four heads overlap.
         let weigh = |h: usize, out: &mut [f32]| {

@@ -591,10 +591,13 @@ impl Kernels {
 #[cfg(target_arch = "x86_64")]
 const UNPACK_FROM_ROWS: usize = 8;
 
-/// From how many activation rows the AVX-512 kernels unpack a Q5_0 or Q8_0
-/// tile once for all of them in whole blocks ([`quant::Order::Batch`]).
+/// From how many activation rows the AVX-512 kernels unpack a tile once for
+/// all of them (the gemms of prefill). Fewer rows, as in a batched decode step
+/// of a few sequences, go through the kernels that decode the tile as they
+/// read it: at four rows the unpacking cost more than it saved (`falsify
+/// serve`'s output at 4 streams fell from 2.1 to 1.4 times its one stream's).
 #[cfg(target_arch = "x86_64")]
-const WIDE_GEMM_FROM_ROWS: usize = 4;
+const WIDE_GEMM_FROM_ROWS: usize = 16;
 
 /// [`UNPACK_FROM_ROWS`] for the AVX-512 kernels, which take two rows per pass
 /// of the unpacked tile: from two rows (a batched decode step of two

@@ -11,7 +11,7 @@ use super::{kind, Check, Kind};
 use crate::claims::{Context, Outcome, Unmet};
 use crate::gguf::GgufFile;
 use crate::kernels::packed::{ActRow, PackedMatrix, TILE_ROWS};
-use crate::kernels::Kernels;
+use crate::kernels::{BatchPart, Kernels};
 use crate::quant::{self, SumOrder};
 use crate::rng::SplitMix64;
 use crate::stats::{self, Op};
@@ -107,17 +107,19 @@ impl Check for PackedThroughput {
         let row_bytes = bytes.len() / rows;
         let (mut tiled, mut by_row) = (vec![0.0f32; packed.tiles() * TILE_ROWS], vec![0.0f32; rows]);
         cx.say(format_args!("{} rounds of {} ({rows} rows) in each layout", p.rounds, p.tensor));
+        // Both layouts sum in the order the engine runs with.
+        let sums = SumOrder::process();
         let (fast, naive) = interleaved_rates(
             rows,
             p.rounds,
             &mut || {
                 for (t, out) in tiled.chunks_exact_mut(TILE_ROWS).enumerate() {
-                    kernels.tile_dot_many(&packed, t, &act_row, SumOrder::default(), out);
+                    kernels.tile_dot_many(&packed, t, &act_row, sums, out);
                 }
             },
             &mut || {
                 for (out, w) in by_row.iter_mut().zip(bytes.chunks_exact(row_bytes)) {
-                    *out = kernels.dot(ty, w, &act);
+                    kernels.dot_many(ty, w, &act, BatchPart::whole(1), sums, std::slice::from_mut(out));
                 }
             },
         );

@@ -497,7 +497,7 @@ pub fn dot_gflops_samples(kernels: Kernels, ty: TensorType, reps: usize) -> Vec<
         while start.elapsed().as_secs_f64() < 0.05 {
             match &packed {
                 Some(p) => (0..p.tiles()).for_each(|i| {
-                    kernels.tile_dot_many(p, i, std::slice::from_ref(&act_row), SumOrder::LlamaCpp, &mut out)
+                    kernels.tile_dot_many(p, i, std::slice::from_ref(&act_row), SumOrder::process(), &mut out)
                 }),
                 None => weights.chunks_exact(row_bytes).for_each(|r| out[0] = kernels.dot(ty, r, &act)),
             }
