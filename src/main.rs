@@ -30,9 +30,10 @@ const DEFAULT_MODEL: &str = "models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
 #[derive(Parser)]
 #[command(name = "falsify", version, about = "Falsifiable claims about LLM inference, run for real", long_about = None)]
 struct Cli {
-    /// Kernel set for the whole process: scalar (the reference), avx2, or avx512
-    /// (AVX-512 VNNI) [default: $FALSIFY_KERNELS, else the fastest this CPU runs].
-    #[arg(long, global = true, value_parser = ["scalar", "avx2", "avx512"])]
+    /// Kernel set for the whole process: scalar (the reference), avx2, avx-vnni
+    /// (AVX2 with AVX-VNNI) or avx512 (AVX-512 VNNI) [default: $FALSIFY_KERNELS,
+    /// else the fastest this CPU runs].
+    #[arg(long, global = true, value_parser = ["scalar", "avx2", "avx-vnni", "avx512"])]
     kernels: Option<String>,
     /// Order of summation of every matrix product: blocks (one exact integer
     /// sum and one multiply-add per block: the fewest float operations,

@@ -1,16 +1,15 @@
-//! AVX-512 VNNI kernels (with AVX-512 F/BW/VL and the AVX2 set beneath them):
-//! the packed Q5_0 and Q8_0 tiles times Q8_0 activations.
+//! AVX-512 VNNI kernels (with AVX-512 F/BW/VL and the AVX2 set beneath them).
 //!
 //! `vpdpbusd` forms four unsigned × signed byte products and adds them to a
 //! 32-bit lane in one instruction, exactly (no 16-bit intermediate that could
 //! saturate): where the AVX2 kernels need `maddubs`, `madd` and an add, these
-//! need one. The lanes and their order are the AVX2 kernels' ([`super::avx2`]),
-//! so the results equal the scalar reference bit for bit. The 32 vector
-//! registers of AVX-512 hold the eight lane accumulators of two activation
-//! rows at once, so each weight vector is loaded once for both.
-//!
-//! The vectors stay 256 bits wide: on the hosts measured (AMD Zen 4) a 512-bit
-//! operation costs two 256-bit ones, and the tiles are eight rows of 32 bits.
+//! need one. The decode kernels keep the AVX2 kernels' 256-bit lanes and
+//! order ([`super::avx2`]; those shared with AVX-VNNI come from
+//! [`super::vnni`]), so the results equal the scalar reference bit for bit.
+//! The prefill gemms unpack a tile once for many activation rows and work in
+//! 512 bits: on the 2-core development host (AMD EPYC, full-width AVX-512) a
+//! 512-bit `vpdpbusd` issues as often as a 256-bit one. Attention and the
+//! activations' quantization go sixteen lanes at a time.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -125,52 +124,6 @@ pub fn tile_gemm_q5_0<const N: usize>(
         }
     }
     store_rows(acc.map(|a| lane_total(a)))
-}
-
-/// The eight rows of a packed Q5_0 or Q8_0 tile · `N` activation rows in
-/// whole blocks ([`super::avx2::q0_tiles_whole`]), each block's 32 products
-/// of a row summed by eight chained `vpdpbusd`s from its offset: Q5_0's
-/// unsigned quants less 16 times the activations' block sum, Q8_0's weights
-/// turned unsigned by adding 128 (flipping the top bit, once for all rows)
-/// less 128 times it. Exact in 32 bits, so equal bit for bit to the reference.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub fn tile_dot_whole<const N: usize>(
-    format: PackedFormat,
-    tile: &[u8],
-    blocks: usize,
-    acts: [&ActRow; N],
-) -> [[f32; TILE_ROWS]; N] {
-    let top = _mm256_set1_epi8(i8::MIN);
-    let offset = if format == PackedFormat::Q5_0 { -16 } else { -128 };
-    super::avx2::q0_tiles_whole(
-        format,
-        tile,
-        blocks,
-        acts,
-        |v| _mm256_xor_si256(v, top),
-        |w, row, b| {
-            let q: *const u8 = row.q.as_ptr().cast();
-            (0..8).fold(_mm256_set1_epi32(offset * row.sum32[b]), |s, v| {
-                // SAFETY: elements 32b..32b + 32 of the row are in bounds (asserted by q0_tiles_whole).
-                _mm256_dpbusd_epi32(s, w[v], unsafe { bcast4(q, 32 * b + 4 * v) })
-            })
-        },
-    )
-}
-
-/// The eight rows of a packed Q6_K tile · `N` Q8_K activation rows, equal bit
-/// for bit to [`super::packed::tile_dot_scalar`] as
-/// [`super::avx2::tile_dot_q6k`] is: the same integer sums, each pair sum
-/// times its scale added by `vpdpwssd` (no `madd` and add), then the
-/// reference's f32 operations.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub fn tile_dot_q6k<const N: usize>(
-    tile: &[u8],
-    blocks: usize,
-    acts: [&ActRow; N],
-    tiled: bool,
-) -> [[f32; TILE_ROWS]; N] {
-    super::avx2::q6k_tiles(tile, blocks, acts, tiled, |acc, pairs, scales| _mm256_dpwssd_epi32(acc, pairs, scales))
 }
 
 /// Bytes of one tile-block of a Q5_0 or Q8_0 tile as [`unpack_q0_wide`]
@@ -733,35 +686,9 @@ fn quantize_q8k_block(xs: &[f32], b: &mut [u8]) {
     }
 }
 
-/// Σ a[i]·b[i] of unsigned × signed bytes by `vpdpbusd`: the int8 peak of
-/// these kernels, for the compute probe. Lengths must be equal and a multiple
-/// of 128.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub fn dot_u8_i8(a: &[u8], b: &[i8]) -> i32 {
-    super::avx2::sum_byte_products(a, b, |s, u, v| _mm256_dpbusd_epi32(s, u, v))
-}
-
-/// The eight rows of a packed Q4_K tile · `N` Q8_K activation rows, equal bit
-/// for bit to [`super::packed::tile_dot_scalar`] as [`super::avx2::tile_dot_q4k`]
-/// is: the same integer sums, each sub-block's products summed in 32 bits by
-/// `vpdpbusd` (no 16-bit sums to add up), then multiplied by its scale.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub fn tile_dot_q4k<const N: usize>(
-    tile: &[u8],
-    blocks: usize,
-    acts: [&ActRow; N],
-    per_pair: bool,
-) -> [[f32; TILE_ROWS]; N] {
-    let low_half = _mm256_set1_epi32(0xFFFF);
-    super::avx2::q4k_tiles(
-        tile,
-        blocks,
-        acts,
-        per_pair,
-        |sums, w, a| _mm256_dpbusd_epi32(sums, w, a),
-        |lo, hi, pair| {
-            let (sl, sh) = (_mm256_and_si256(pair, low_half), _mm256_srli_epi32(pair, 16));
-            _mm256_add_epi32(_mm256_mullo_epi32(lo, sl), _mm256_mullo_epi32(hi, sh))
-        },
-    )
-}
+vnni_tile_kernels!(
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+    _mm256_dpbusd_epi32,
+    _mm256_dpwssd_epi32,
+    "AVX-512 VNNI"
+);

@@ -2,9 +2,14 @@
 //! against the scalar reference in [`crate::quant`].
 
 #[cfg(target_arch = "x86_64")]
+#[macro_use]
+mod vnni;
+#[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avxvnni;
 pub mod cuda;
 pub mod ops;
 pub mod packed;
@@ -73,6 +78,9 @@ enum Set {
     Scalar,
     /// AVX2 + FMA + F16C (x86_64), detected at run time.
     Avx2,
+    /// AVX2 with AVX-VNNI (the VEX-encoded `vpdpbusd` and `vpdpwssd`), for
+    /// CPUs without AVX-512 (x86_64), detected at run time.
+    AvxVnni,
     /// AVX-512 F/BW/VL with VNNI, over the AVX2 set (x86_64), detected at run time.
     Avx512,
     /// The falsifiability audit's broken kernels: this CPU's kernels with bit
@@ -103,6 +111,12 @@ fn avx512_available() -> bool {
         && is_x86_feature_detected!("avx512vnni")
 }
 
+/// Whether the CPU has what the AVX-VNNI kernels use (the AVX2 set included).
+#[cfg(target_arch = "x86_64")]
+fn avxvnni_available() -> bool {
+    avx2_available() && is_x86_feature_detected!("avxvnni")
+}
+
 /// The kernel set of this process, fixed by its first use.
 static CHOSEN: std::sync::OnceLock<Kernels> = std::sync::OnceLock::new();
 
@@ -110,7 +124,7 @@ static CHOSEN: std::sync::OnceLock<Kernels> = std::sync::OnceLock::new();
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KernelsError {
     /// No set has that name.
-    #[error("unknown kernel set {0:?}: one of scalar, avx2, avx512")]
+    #[error("unknown kernel set {0:?}: one of scalar, avx2, avx-vnni, avx512")]
     Unknown(String),
     /// This CPU lacks what the set needs.
     #[error("this CPU cannot run the {0} kernels (it has: {1})")]
@@ -125,7 +139,7 @@ impl Kernels {
     pub const SCALAR: Kernels = Kernels(Set::Scalar);
 
     /// Every set, slowest first.
-    const ALL: [Kernels; 3] = [Kernels::SCALAR, Kernels(Set::Avx2), Kernels(Set::Avx512)];
+    const ALL: [Kernels; 4] = [Kernels::SCALAR, Kernels(Set::Avx2), Kernels(Set::AvxVnni), Kernels(Set::Avx512)];
 
     /// The falsifiability audit's broken kernels ([`Set::FlipBit`]).
     #[cfg(test)]
@@ -150,14 +164,16 @@ impl Kernels {
             #[cfg(target_arch = "x86_64")]
             Set::Avx2 => avx2_available(),
             #[cfg(target_arch = "x86_64")]
+            Set::AvxVnni => avxvnni_available(),
+            #[cfg(target_arch = "x86_64")]
             Set::Avx512 => avx512_available(),
             #[cfg(not(target_arch = "x86_64"))]
-            Set::Avx2 | Set::Avx512 => false,
+            Set::Avx2 | Set::AvxVnni | Set::Avx512 => false,
             _ => true,
         }
     }
 
-    /// The set named `name` (`scalar`, `avx2`, `avx512`), when this CPU runs it.
+    /// The set named `name` (`scalar`, `avx2`, `avx-vnni`, `avx512`), when this CPU runs it.
     pub fn named(name: &str) -> Result<Kernels, KernelsError> {
         let k =
             Kernels::ALL.into_iter().find(|k| k.name() == name).ok_or_else(|| KernelsError::Unknown(name.into()))?;
@@ -183,6 +199,7 @@ impl Kernels {
         match self.0 {
             Set::Scalar => "scalar",
             Set::Avx2 => "avx2",
+            Set::AvxVnni => "avx-vnni",
             Set::Avx512 => "avx512",
             #[cfg(test)]
             Set::FlipBit(_) => "flip-bit",
@@ -241,7 +258,7 @@ impl BatchPart {
 impl Kernels {
     /// Whether this implementation computes with [`packed`] weights.
     pub fn uses_packed(self) -> bool {
-        matches!(self.0, Set::Avx2 | Set::Avx512)
+        matches!(self.0, Set::Avx2 | Set::AvxVnni | Set::Avx512)
     }
 
     /// The eight rows of tile `tile` of a packed matrix · every activation row:
@@ -280,7 +297,7 @@ impl Kernels {
         let order = |t: usize| sums.of(ty, part.first + t, part.total);
         match self.0 {
             #[cfg(target_arch = "x86_64")]
-            Set::Avx2 | Set::Avx512 => {
+            Set::Avx2 | Set::AvxVnni | Set::Avx512 => {
                 use packed::PackedFormat::{Q4K, Q5_0, Q6K, Q8_0};
                 // Q5_0 and Q8_0 one activation row at a time: its eight lane accumulators
                 // stay in registers (four rows' 32 spill; measured 93-110 vs 79 tok/s
@@ -310,11 +327,11 @@ impl Kernels {
                         let (out4, rest) = out.split_at_mut(fours * TILE_ROWS);
                         // SAFETY (all three): the set exists only where the CPU supports it (`Kernels::supported`).
                         let one =
-                            |a: [&packed::ActRow; 1]| unsafe { x86_q0_tile_whole(wide, w.format, data, w.blocks, a) };
+                            |a: [&packed::ActRow; 1]| unsafe { x86_q0_tile_whole(self.0, w.format, data, w.blocks, a) };
                         let four =
-                            |a: [&packed::ActRow; 4]| unsafe { x86_q0_tile_whole(wide, w.format, data, w.blocks, a) };
+                            |a: [&packed::ActRow; 4]| unsafe { x86_q0_tile_whole(self.0, w.format, data, w.blocks, a) };
                         let two =
-                            |a: [&packed::ActRow; 2]| unsafe { x86_q0_tile_whole(wide, w.format, data, w.blocks, a) };
+                            |a: [&packed::ActRow; 2]| unsafe { x86_q0_tile_whole(self.0, w.format, data, w.blocks, a) };
                         by_groups(&acts[..fours], out4, four, one);
                         by_groups(&acts[fours..], rest, two, one);
                     }
@@ -391,7 +408,7 @@ impl Kernels {
                             let order = order(batch + t);
                             // SAFETY: the set exists only where the CPU supports it (`Kernels::supported`).
                             o.copy_from_slice(
-                                &unsafe { x86_k_tile_dot(wide, w.format, data, w.blocks, [a], order) }[0],
+                                &unsafe { x86_k_tile_dot(self.0, w.format, data, w.blocks, [a], order) }[0],
                             );
                         }
                     }
@@ -403,8 +420,8 @@ impl Kernels {
                             acts,
                             out,
                             // SAFETY (both): the set exists only where the CPU supports it (`Kernels::supported`).
-                            |a| unsafe { x86_k_tile_dot(wide, w.format, data, w.blocks, a, four) },
-                            |a| unsafe { x86_k_tile_dot(wide, w.format, data, w.blocks, a, one) },
+                            |a| unsafe { x86_k_tile_dot(self.0, w.format, data, w.blocks, a, four) },
+                            |a| unsafe { x86_k_tile_dot(self.0, w.format, data, w.blocks, a, one) },
                         );
                     }
                 }
@@ -427,7 +444,7 @@ impl Kernels {
             Set::Avx512 => unsafe { avx512::quantize(ty, x, out) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the AVX2 set exists only where the CPU supports it (`Kernels::supported`).
-            Set::Avx2 => unsafe { avx2::quantize(ty, x, out) },
+            Set::Avx2 | Set::AvxVnni => unsafe { avx2::quantize(ty, x, out) },
             _ => quant::quantize_with(ty, x, out, quant::Q8_0Rounding::CpuRuntime),
         }
     }
@@ -437,7 +454,7 @@ impl Kernels {
     pub fn swiglu(self, gate: &mut [f32], up: &[f32], row: usize) {
         match self.0 {
             #[cfg(target_arch = "x86_64")]
-            Set::Avx2 | Set::Avx512 => {
+            Set::Avx2 | Set::AvxVnni | Set::Avx512 => {
                 // SAFETY: a set above the scalar one exists only where the CPU supports it (`Kernels::supported`).
                 crate::kernels::ops::swiglu_rows(gate, up, row, &|g, u| unsafe { avx2::swiglu_lanes(g, u) });
             }
@@ -455,7 +472,7 @@ impl Kernels {
     pub fn rope_neox(self, x: &mut [f32], dim: usize, cos: &[f32], sin: &[f32]) {
         match self.0 {
             #[cfg(target_arch = "x86_64")]
-            Set::Avx2 | Set::Avx512 => {
+            Set::Avx2 | Set::AvxVnni | Set::Avx512 => {
                 // SAFETY: a set above the scalar one exists only where the CPU supports it (`Kernels::supported`).
                 unsafe { avx2::rope_neox(x, dim, cos, sin) }
             }
@@ -502,7 +519,7 @@ impl Kernels {
                 true
             }
             #[cfg(target_arch = "x86_64")]
-            Set::Avx2 => {
+            Set::Avx2 | Set::AvxVnni => {
                 // SAFETY (every arm): the set exists only where the CPU supports it (`Kernels::supported`).
                 unsafe {
                     match hd {
@@ -539,6 +556,11 @@ impl Kernels {
                 unsafe { avx2::dot_u8_i8(a, b) }
             }
             #[cfg(target_arch = "x86_64")]
+            Set::AvxVnni => {
+                // SAFETY: the AVX-VNNI set exists only where the CPU supports it (`Kernels::supported`).
+                unsafe { avxvnni::dot_u8_i8(a, b) }
+            }
+            #[cfg(target_arch = "x86_64")]
             Set::Avx512 => {
                 // SAFETY: the AVX-512 set exists only where the CPU supports it (`Kernels::supported`).
                 unsafe { avx512::dot_u8_i8(a, b) }
@@ -553,7 +575,7 @@ impl Kernels {
         assert!(a.len() == b.len() && a.len().is_multiple_of(64), "dot_f32 needs equal lengths, a multiple of 64");
         match self.0 {
             #[cfg(target_arch = "x86_64")]
-            Set::Avx2 | Set::Avx512 => {
+            Set::Avx2 | Set::AvxVnni | Set::Avx512 => {
                 // SAFETY: a set above the scalar one exists only where the CPU supports it (`Kernels::supported`).
                 unsafe { avx2::dot_f32(a, b) }
             }
@@ -565,7 +587,7 @@ impl Kernels {
     pub fn same_fill(self, bytes: &[u8]) -> Option<u64> {
         match self.0 {
             #[cfg(target_arch = "x86_64")]
-            Set::Avx2 | Set::Avx512 => {
+            Set::Avx2 | Set::AvxVnni | Set::Avx512 => {
                 // SAFETY: a set above the scalar one exists only where the CPU supports it (`Kernels::supported`).
                 ops::same_fill_by(bytes, &|words, word| unsafe { avx2::differs_from_word(words, word) })
             }
@@ -577,7 +599,7 @@ impl Kernels {
     pub fn sum_words(self, words: &[u64]) -> u64 {
         match self.0 {
             #[cfg(target_arch = "x86_64")]
-            Set::Avx2 | Set::Avx512 => {
+            Set::Avx2 | Set::AvxVnni | Set::Avx512 => {
                 // SAFETY: a set above the scalar one exists only where the CPU supports it (`Kernels::supported`).
                 unsafe { avx2::sum_words(words) }
             }
@@ -633,15 +655,15 @@ fn by_groups<const N: usize>(
 }
 
 /// The x86 whole-block kernel for a Q5_0 or Q8_0 tile
-/// ([`crate::quant::Order::Batch`]): AVX-512 VNNI's when `wide`, else AVX2's.
+/// ([`crate::quant::Order::Batch`]) of kernel set `set`: AVX-512 VNNI's,
+/// AVX-VNNI's, else AVX2's.
 ///
 /// # Safety
-/// The CPU must support AVX2, FMA and F16C (`avx2_available()`), and AVX-512
-/// F/BW/VL/VNNI when `wide` (`avx512_available()`).
+/// The CPU must support `set` (`Kernels::supported`); `set` is one of the x86 sets.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 unsafe fn x86_q0_tile_whole<const N: usize>(
-    wide: bool,
+    set: Set,
     format: packed::PackedFormat,
     tile: &[u8],
     blocks: usize,
@@ -649,23 +671,23 @@ unsafe fn x86_q0_tile_whole<const N: usize>(
 ) -> [[f32; packed::TILE_ROWS]; N] {
     // SAFETY: the caller guarantees the CPU features these kernels enable.
     unsafe {
-        match wide {
-            true => avx512::tile_dot_whole(format, tile, blocks, acts),
-            false => avx2::tile_dot_whole(format, tile, blocks, acts),
+        match set {
+            Set::Avx512 => avx512::tile_dot_whole(format, tile, blocks, acts),
+            Set::AvxVnni => avxvnni::tile_dot_whole(format, tile, blocks, acts),
+            _ => avx2::tile_dot_whole(format, tile, blocks, acts),
         }
     }
 }
 
-/// The x86 kernel for a K-quant tile's format, summing in `order`: AVX-512
-/// VNNI's when `wide`, else AVX2's.
+/// The x86 kernel of set `set` for a K-quant tile's format, summing in
+/// `order`: AVX-512 VNNI's, AVX-VNNI's, else AVX2's.
 ///
 /// # Safety
-/// The CPU must support AVX2, FMA and F16C (`avx2_available()`), and AVX-512
-/// F/BW/VL/VNNI when `wide` (`avx512_available()`).
+/// The CPU must support `set` (`Kernels::supported`); `set` is one of the x86 sets.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 unsafe fn x86_k_tile_dot<const N: usize>(
-    wide: bool,
+    set: Set,
     format: packed::PackedFormat,
     tile: &[u8],
     blocks: usize,
@@ -676,11 +698,13 @@ unsafe fn x86_k_tile_dot<const N: usize>(
     let batch = order == quant::Order::Batch;
     // SAFETY: the caller guarantees the CPU features these kernels enable.
     unsafe {
-        match (format, wide) {
-            (PackedFormat::Q4K, true) => avx512::tile_dot_q4k(tile, blocks, acts, batch),
-            (PackedFormat::Q4K, false) => avx2::tile_dot_q4k(tile, blocks, acts, batch),
-            (PackedFormat::Q6K, true) => avx512::tile_dot_q6k(tile, blocks, acts, batch),
-            (PackedFormat::Q6K, false) => avx2::tile_dot_q6k(tile, blocks, acts, batch),
+        match (format, set) {
+            (PackedFormat::Q4K, Set::Avx512) => avx512::tile_dot_q4k(tile, blocks, acts, batch),
+            (PackedFormat::Q4K, Set::AvxVnni) => avxvnni::tile_dot_q4k(tile, blocks, acts, batch),
+            (PackedFormat::Q4K, _) => avx2::tile_dot_q4k(tile, blocks, acts, batch),
+            (PackedFormat::Q6K, Set::Avx512) => avx512::tile_dot_q6k(tile, blocks, acts, batch),
+            (PackedFormat::Q6K, Set::AvxVnni) => avxvnni::tile_dot_q6k(tile, blocks, acts, batch),
+            (PackedFormat::Q6K, _) => avx2::tile_dot_q6k(tile, blocks, acts, batch),
             (PackedFormat::Q5_0 | PackedFormat::Q8_0, _) => unreachable!("Q5_0 and Q8_0 tiles go to tile_dot"),
         }
     }

@@ -202,7 +202,7 @@ fn a_mapping_the_system_refuses_is_an_error() {
 fn kernel_sets_are_named_and_refused_where_the_cpu_lacks_them() {
     assert_eq!(Kernels::named("scalar"), Ok(Kernels::SCALAR));
     assert!(matches!(Kernels::named("avx9"), Err(KernelsError::Unknown(_))));
-    for name in ["avx2", "avx512"] {
+    for name in ["avx2", "avx-vnni", "avx512"] {
         match Kernels::named(name) {
             Ok(k) => assert!(k.supported() && Kernels::available().contains(&k) && k.name() == name),
             Err(e) => assert!(matches!(e, KernelsError::Unsupported(..)), "{name}: {e}"),
