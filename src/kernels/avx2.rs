@@ -661,30 +661,81 @@ pub(super) fn store_rows<const N: usize>(acc: [__m256; N]) -> [[f32; super::pack
     out
 }
 
-/// The softmax pass of the f16 attention kernels over `n` positions of a
-/// chunk, per head in position order, as the reference computes it: where a
-/// score raises the running maximum, the factor `ms` that scales the sum so
-/// far (`exp(old − new)`), else the position's weight `vs` (`exp(s − max)`),
-/// the other factor 1; the running sum updated as `fma(sum, ms, vs)`.
-pub(super) fn softmax_factors(
-    score: &[[f32; 64]],
-    n: usize,
-    max: &mut [f32],
-    sum: &mut [f32],
-    ms: &mut [[f32; 64]],
-    vs: &mut [[f32; 64]],
-) {
-    for (h, sc) in score.iter().enumerate() {
-        for (j, &s) in sc.iter().enumerate().take(n) {
-            (ms[h][j], vs[h][j]) = (1.0, 1.0);
-            if s > max[h] {
-                let old = max[h];
-                max[h] = s;
-                ms[h][j] = (old - s).exp();
-            } else {
-                vs[h][j] = (s - max[h]).exp();
+/// Positions per chunk of the f16 attention kernels.
+pub(super) const ATTEND_CHUNK: usize = 64;
+
+/// Most query heads per KV head the f16 attention kernels take.
+pub(super) const ATTEND_MAX_GROUP: usize = 16;
+
+/// Checks an f16 attention kernel's arguments: `q` and `out` hold the same
+/// whole number of heads of `hd` values, at most [`ATTEND_MAX_GROUP`], and
+/// rows `0..ctx` of the keys and values (row `p` at `p * stride + offset`)
+/// are in bounds. Returns the number of heads.
+pub(super) fn check_attend(
+    q: &[f32],
+    out: &[f32],
+    hd: usize,
+    (keys, values): (&[half::f16], &[half::f16]),
+    (stride, offset): (usize, usize),
+    ctx: usize,
+) -> usize {
+    let heads = q.len() / hd;
+    assert!(q.len().is_multiple_of(hd) && heads <= ATTEND_MAX_GROUP && out.len() == q.len());
+    // The reference sums runs of 32 elements and the rest apart: only whole runs here.
+    assert!(hd.is_multiple_of(32), "heads of {hd} values: not a whole number of 32-element runs");
+    assert!(ctx == 0 || ((ctx - 1) * stride + offset + hd <= keys.len().min(values.len())));
+    heads
+}
+
+/// The online softmax of the f16 attention kernels, per head, one chunk of
+/// positions at a time: the kernel writes a chunk's scores, [`Self::factors`]
+/// turns them into the factors the weighted sum of values takes, and the
+/// running maximum and sum carry over to the next chunk.
+pub(super) struct OnlineSoftmax {
+    /// Each head's running maximum score.
+    max: [f32; ATTEND_MAX_GROUP],
+    /// Each head's running sum of weights.
+    pub(super) sum: [f32; ATTEND_MAX_GROUP],
+    /// The chunk's scores, per head and position.
+    pub(super) score: [[f32; ATTEND_CHUNK]; ATTEND_MAX_GROUP],
+    /// Per head and position: the factor that scales the sum so far.
+    pub(super) ms: [[f32; ATTEND_CHUNK]; ATTEND_MAX_GROUP],
+    /// Per head and position: the position's weight.
+    pub(super) vs: [[f32; ATTEND_CHUNK]; ATTEND_MAX_GROUP],
+}
+
+impl OnlineSoftmax {
+    /// Before the first position: no maximum, an empty sum.
+    pub(super) fn new() -> OnlineSoftmax {
+        OnlineSoftmax {
+            max: [f32::NEG_INFINITY; ATTEND_MAX_GROUP],
+            sum: [0.0; ATTEND_MAX_GROUP],
+            score: [[0.0; ATTEND_CHUNK]; ATTEND_MAX_GROUP],
+            ms: [[1.0; ATTEND_CHUNK]; ATTEND_MAX_GROUP],
+            vs: [[1.0; ATTEND_CHUNK]; ATTEND_MAX_GROUP],
+        }
+    }
+
+    /// The softmax pass over the first `n` scores of `heads` heads, per head in
+    /// position order, as the reference computes it: where a score raises the
+    /// running maximum, the factor `ms` that scales the sum so far (`exp(old −
+    /// new)`), else the position's weight `vs` (`exp(s − max)`), the other
+    /// factor 1; the running sum updated as `fma(sum, ms, vs)`.
+    pub(super) fn factors(&mut self, heads: usize, n: usize) {
+        for h in 0..heads {
+            for j in 0..n {
+                let s = self.score[h][j];
+                let (ms, vs) = (&mut self.ms[h][j], &mut self.vs[h][j]);
+                (*ms, *vs) = (1.0, 1.0);
+                if s > self.max[h] {
+                    let old = self.max[h];
+                    self.max[h] = s;
+                    *ms = (old - s).exp();
+                } else {
+                    *vs = (s - self.max[h]).exp();
+                }
+                self.sum[h] = self.sum[h].mul_add(*ms, *vs);
             }
-            sum[h] = sum[h].mul_add(ms[h][j], vs[h][j]);
         }
     }
 }
@@ -711,37 +762,27 @@ pub fn attend_group_f16<const L: usize>(
     scale: f32,
     out: &mut [f32],
 ) {
-    const MAX_GROUP: usize = 16;
-    const CHUNK: usize = 64;
     let hd = 8 * L;
-    let heads = q.len() / hd;
-    assert!(q.len().is_multiple_of(hd) && heads <= MAX_GROUP && out.len() == q.len());
-    // The reference sums runs of 32 elements (4 vectors) and the rest apart: only whole runs here.
-    assert!(L.is_multiple_of(4), "heads of {hd} values: not a whole number of 32-element runs");
-    assert!(ctx == 0 || ((ctx - 1) * stride + offset + hd <= keys.len().min(values.len())));
+    let heads = check_attend(q, out, hd, (keys, values), (stride, offset), ctx);
     let round = |x: __m256| _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
     // SAFETY (all three): every index is below q.len() = out.len() (asserted above), 8 f32 from there are readable/writable.
     let ld = |x: &[f32], at: usize| unsafe { _mm256_loadu_ps(x[at..at + 8].as_ptr()) };
     let st = |x: &mut [f32], at: usize, v: __m256| unsafe { _mm256_storeu_ps(x[at..at + 8].as_mut_ptr(), v) };
     // SAFETY: p < ctx, so 8 f16 from `p * stride + offset + 8i` are in bounds (asserted above).
     let ld16 = |x: &[half::f16], at: usize| unsafe { _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(at).cast())) };
-    let mut qr = [0.0f32; MAX_GROUP * 256];
+    let mut qr = [0.0f32; ATTEND_MAX_GROUP * 256];
     let qr = &mut qr[..q.len()];
     for i in (0..q.len()).step_by(8) {
         st(qr, i, round(ld(q, i)));
     }
     out.fill(0.0);
-    let (mut max, mut sum) = ([f32::NEG_INFINITY; MAX_GROUP], [0.0f32; MAX_GROUP]);
-    // Per head and position of the chunk: the score, then the factors that
-    // scale the sum so far (ms) and the position's value (vs).
-    let mut score = [[0.0f32; CHUNK]; MAX_GROUP];
-    let (mut ms, mut vs) = ([[1.0f32; CHUNK]; MAX_GROUP], [[1.0f32; CHUNK]; MAX_GROUP]);
-    for c0 in (0..ctx).step_by(CHUNK) {
-        let n = CHUNK.min(ctx - c0);
+    let mut soft = OnlineSoftmax::new();
+    for c0 in (0..ctx).step_by(ATTEND_CHUNK) {
+        let n = ATTEND_CHUNK.min(ctx - c0);
         for j in 0..n {
             let at = (c0 + j) * stride + offset;
             let k: [__m256; L] = std::array::from_fn(|i| ld16(keys, at + 8 * i));
-            for (h, sc) in score.iter_mut().enumerate().take(heads) {
+            for (h, sc) in soft.score.iter_mut().enumerate().take(heads) {
                 // Four accumulators, vector i into accumulator i mod 4 (L is a multiple of 4).
                 let mut acc = [_mm256_setzero_ps(); 4];
                 for (i, ki) in k.iter().enumerate() {
@@ -753,12 +794,12 @@ pub fn attend_group_f16<const L: usize>(
                 sc[j] = _mm_cvtss_f32(_mm_hadd_ps(t, t)) * scale;
             }
         }
-        softmax_factors(&score[..heads], n, &mut max, &mut sum, &mut ms, &mut vs);
+        soft.factors(heads, n);
         for j in 0..n {
             let at = (c0 + j) * stride + offset;
             let v: [__m256; L] = std::array::from_fn(|i| ld16(values, at + 8 * i));
             for h in 0..heads {
-                let (m, w) = (ms[h][j], vs[h][j]);
+                let (m, w) = (soft.ms[h][j], soft.vs[h][j]);
                 if m != 1.0 {
                     for i in 0..L {
                         let at = h * hd + 8 * i;
@@ -772,7 +813,7 @@ pub fn attend_group_f16<const L: usize>(
             }
         }
     }
-    for (h, s) in sum.iter().enumerate().take(heads) {
+    for (h, s) in soft.sum.iter().enumerate().take(heads) {
         let inv = _mm256_set1_ps(1.0 / s);
         for i in 0..L {
             let at = h * hd + 8 * i;

@@ -483,34 +483,28 @@ pub fn attend_group_f16<const Z: usize>(
     scale: f32,
     out: &mut [f32],
 ) {
-    const MAX_GROUP: usize = 16;
-    const CHUNK: usize = 64;
+    use super::avx2::{OnlineSoftmax, ATTEND_CHUNK, ATTEND_MAX_GROUP};
     let hd = 16 * Z;
-    let heads = q.len() / hd;
-    assert!(q.len().is_multiple_of(hd) && heads <= MAX_GROUP && out.len() == q.len());
-    assert!(Z.is_multiple_of(2), "heads of {hd} values: not a whole number of 32-element runs");
-    assert!(ctx == 0 || ((ctx - 1) * stride + offset + hd <= keys.len().min(values.len())));
+    let heads = super::avx2::check_attend(q, out, hd, (keys, values), (stride, offset), ctx);
     let round = |x: __m512| _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
     // SAFETY (both): every index is below q.len() = out.len() (asserted above), 16 f32 from there are readable/writable.
     let ld = |x: &[f32], at: usize| unsafe { _mm512_loadu_ps(x[at..at + 16].as_ptr()) };
     let st = |x: &mut [f32], at: usize, v: __m512| unsafe { _mm512_storeu_ps(x[at..at + 16].as_mut_ptr(), v) };
     // SAFETY: p < ctx, so 16 f16 from `p * stride + offset + 16i` are in bounds (asserted above).
     let ld16 = |x: &[half::f16], at: usize| unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(x.as_ptr().add(at).cast())) };
-    let mut qr = [0.0f32; MAX_GROUP * 256];
+    let mut qr = [0.0f32; ATTEND_MAX_GROUP * 256];
     let qr = &mut qr[..q.len()];
     for i in (0..q.len()).step_by(16) {
         st(qr, i, round(ld(q, i)));
     }
     out.fill(0.0);
-    let (mut max, mut sum) = ([f32::NEG_INFINITY; MAX_GROUP], [0.0f32; MAX_GROUP]);
-    let mut score = [[0.0f32; CHUNK]; MAX_GROUP];
-    let (mut ms, mut vs) = ([[1.0f32; CHUNK]; MAX_GROUP], [[1.0f32; CHUNK]; MAX_GROUP]);
-    for c0 in (0..ctx).step_by(CHUNK) {
-        let n = CHUNK.min(ctx - c0);
+    let mut soft = OnlineSoftmax::new();
+    for c0 in (0..ctx).step_by(ATTEND_CHUNK) {
+        let n = ATTEND_CHUNK.min(ctx - c0);
         for j in 0..n {
             let at = (c0 + j) * stride + offset;
             let k: [__m512; Z] = std::array::from_fn(|i| ld16(keys, at + 16 * i));
-            for (h, sc) in score.iter_mut().enumerate().take(heads) {
+            for (h, sc) in soft.score.iter_mut().enumerate().take(heads) {
                 let (mut a01, mut a23) = (_mm512_setzero_ps(), _mm512_setzero_ps());
                 for (i, ki) in k.iter().enumerate() {
                     match i % 2 {
@@ -528,14 +522,14 @@ pub fn attend_group_f16<const Z: usize>(
                 sc[j] = _mm_cvtss_f32(_mm_hadd_ps(t, t)) * scale;
             }
         }
-        super::avx2::softmax_factors(&score[..heads], n, &mut max, &mut sum, &mut ms, &mut vs);
+        soft.factors(heads, n);
         // Heads four at a time: their sums stay in registers, and the chains of
         // rounded updates of four heads overlap.
         let weigh = |h: usize, out: &mut [f32]| {
             let (values, rows) = (&values[c0 * stride + offset..], (stride, n));
             let g = heads - h;
             let out = &mut out[h * hd..][..g.min(4) * hd];
-            let (ms, vs) = (&ms[h..heads], &vs[h..heads]);
+            let (ms, vs) = (&soft.ms[h..heads], &soft.vs[h..heads]);
             // SAFETY (every arm): the CPU supports this set (the caller's contract), and rows
             // 0..n of the chunk hold hd values each (asserted above).
             unsafe {
@@ -551,7 +545,7 @@ pub fn attend_group_f16<const Z: usize>(
             weigh(h, out);
         }
     }
-    for (h, s) in sum.iter().enumerate().take(heads) {
+    for (h, s) in soft.sum.iter().enumerate().take(heads) {
         let inv = _mm512_set1_ps(1.0 / s);
         for i in 0..Z {
             let at = h * hd + 16 * i;
@@ -573,8 +567,8 @@ pub fn attend_group_f16<const Z: usize>(
 unsafe fn weigh_values<const Z: usize, const G: usize>(
     values: &[half::f16],
     (stride, n): (usize, usize),
-    ms: &[[f32; 64]],
-    vs: &[[f32; 64]],
+    ms: &[[f32; super::avx2::ATTEND_CHUNK]],
+    vs: &[[f32; super::avx2::ATTEND_CHUNK]],
     out: &mut [f32],
 ) {
     let hd = 16 * Z;
