@@ -280,7 +280,10 @@ impl Kernels {
     /// `part.total` activation rows (`part.first` a multiple of four), each
     /// summed as in the whole product. The fast K-quant kernels take the
     /// activations four at a time (as llama.cpp's Q4_K gemm does), the Q5_0
-    /// and Q8_0 ones one or (AVX-512) two at a time.
+    /// and Q8_0 ones in whole blocks four at a time, else one or (AVX-512) two
+    /// at a time; from 16 rows in the batch order, the
+    /// AVX-512 gemms unpack the tile once and take them eight (Q4_K: four) at
+    /// a time.
     pub fn tile_dot_part(
         self,
         w: &packed::PackedMatrix,
@@ -629,7 +632,8 @@ const WIDE_UNPACK_FROM_ROWS: usize = 2;
 
 #[cfg(target_arch = "x86_64")]
 thread_local! {
-    /// A Q5_0 tile unpacked by `avx2::unpack_q5_0`, reused from call to call on each thread.
+    /// A tile unpacked for the call's rows (`avx2::unpack_q5_0`, or an AVX-512
+    /// gemm's layout), reused from call to call on each thread.
     static UNPACKED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
