@@ -307,21 +307,18 @@ impl Kernels {
                 // prefill), and their order does not depend on the batch.
                 let wide = self.0 == Set::Avx512;
                 match w.format {
-                    // Whole blocks on AVX-512, many rows: the tile is unpacked once for all
-                    // of them, then multiplied eight rows at a time by 512-bit vpdpbusd.
-                    Q5_0 | Q8_0 if wide && order(0) == quant::Order::Batch && acts.len() >= WIDE_GEMM_FROM_ROWS => {
-                        UNPACKED.with_borrow_mut(|quants| {
-                            quants.resize(w.blocks * avx512::Q0_WIDE_UNPACKED, 0);
-                            // SAFETY (every call): the AVX-512 set exists only where the CPU supports
-                            // it (`Kernels::supported`).
-                            unsafe { avx512::unpack_q0_wide(w.format, data, w.blocks, quants) };
-                            by_groups::<8>(
-                                acts,
-                                out,
-                                |a| unsafe { avx512::tile_gemm_wide(quants, w.blocks, a) },
-                                |a| unsafe { avx512::tile_gemm_wide(quants, w.blocks, a) },
-                            );
-                        })
+                    // The batch order on AVX-512, many rows: the gemms unpack the tile once for
+                    // the rows summed in it (all, but for a remainder under four in llama.cpp's
+                    // Q4_K order, which goes on below).
+                    _ if wide && order(0) == quant::Order::Batch && acts.len() >= WIDE_GEMM_FROM_ROWS => {
+                        let batch = (0..acts.len()).take_while(|&t| order(t) == quant::Order::Batch).count();
+                        let (out_batch, out_rest) = out.split_at_mut(batch * TILE_ROWS);
+                        // SAFETY: the AVX-512 set exists only where the CPU supports it (`Kernels::supported`).
+                        unsafe { avx512_gemm(w.format, data, w.blocks, &acts[..batch], out_batch) };
+                        if batch < acts.len() {
+                            let rest = BatchPart { first: part.first + batch, total: part.total };
+                            self.tile_dot_part(w, tile, &acts[batch..], rest, sums, out_rest);
+                        }
                     }
                     // Whole blocks: the weights are decoded once per block for four rows
                     // (two for a remainder of two or three).
@@ -369,50 +366,6 @@ impl Kernels {
                                 }
                             };
                             o.copy_from_slice(&rows);
-                        }
-                    }
-                    // The tiled batch order on AVX-512, many rows: the tile is unpacked once
-                    // for all of them, then multiplied eight rows at a time.
-                    Q6K if wide && order(0) == quant::Order::Batch && acts.len() >= WIDE_GEMM_FROM_ROWS => {
-                        UNPACKED.with_borrow_mut(|quants| {
-                            quants.resize(w.blocks * avx512::Q6K_WIDE_UNPACKED, 0);
-                            // SAFETY (every call): the AVX-512 set exists only where the CPU supports
-                            // it (`Kernels::supported`).
-                            unsafe { avx512::unpack_q6k_wide(data, w.blocks, quants) };
-                            by_groups::<8>(
-                                acts,
-                                out,
-                                |a| unsafe { avx512::tile_gemm_q6k_wide(data, quants, w.blocks, a) },
-                                |a| unsafe { avx512::tile_gemm_q6k_wide(data, quants, w.blocks, a) },
-                            );
-                        })
-                    }
-                    // The batch order on AVX-512, many rows: the tile is unpacked once for the
-                    // rows summed in it (all but a remainder under four in llama.cpp's order),
-                    // then multiplied eight rows at a time; the rest go one by one.
-                    Q4K if wide && order(0) == quant::Order::Batch && acts.len() >= WIDE_GEMM_FROM_ROWS => {
-                        let batch = (0..acts.len()).take_while(|&t| order(t) == quant::Order::Batch).count();
-                        let (out_batch, out_rest) = out.split_at_mut(batch * TILE_ROWS);
-                        UNPACKED.with_borrow_mut(|quants| {
-                            quants.resize(w.blocks * avx512::Q4K_WIDE_UNPACKED, 0);
-                            // SAFETY (every call): the AVX-512 set exists only where the CPU supports
-                            // it (`Kernels::supported`).
-                            unsafe { avx512::unpack_q4k_wide(data, w.blocks, quants) };
-                            // Four rows at a time: their sums and scales, and a pair of sub-blocks'
-                            // weights, fill the 32 vector registers.
-                            by_groups::<4>(
-                                &acts[..batch],
-                                out_batch,
-                                |a| unsafe { avx512::tile_gemm_q4k_wide(quants, w.blocks, a) },
-                                |a| unsafe { avx512::tile_gemm_q4k_wide(quants, w.blocks, a) },
-                            );
-                        });
-                        for (t, (a, o)) in acts[batch..].iter().zip(out_rest.chunks_exact_mut(TILE_ROWS)).enumerate() {
-                            let order = order(batch + t);
-                            // SAFETY: the set exists only where the CPU supports it (`Kernels::supported`).
-                            o.copy_from_slice(
-                                &unsafe { x86_k_tile_dot(self.0, w.format, data, w.blocks, [a], order) }[0],
-                            );
                         }
                     }
                     Q4K | Q6K => {
@@ -656,6 +609,66 @@ fn by_groups<const N: usize>(
     for (a, o) in groups.remainder().iter().zip(rest.chunks_exact_mut(TILE_ROWS)) {
         o.copy_from_slice(&one([a])[0]);
     }
+}
+
+/// The AVX-512 gemm for a tile of `format` times every row of `acts`, all in
+/// the batch order ([`crate::quant::Order::Batch`]): the tile is unpacked
+/// once into the layout the format's gemm reads, which then takes the rows
+/// eight at a time (Q4_K: four, whose sums, scales and a pair of sub-blocks'
+/// weights fill the 32 vector registers).
+///
+/// # Safety
+/// The CPU must support the AVX-512 set (`avx512_available()`).
+#[cfg(target_arch = "x86_64")]
+unsafe fn avx512_gemm(
+    format: packed::PackedFormat,
+    tile: &[u8],
+    blocks: usize,
+    acts: &[packed::ActRow],
+    out: &mut [f32],
+) {
+    use packed::PackedFormat::{Q4K, Q5_0, Q6K, Q8_0};
+    UNPACKED.with_borrow_mut(|quants| {
+        let per_block = match format {
+            Q5_0 | Q8_0 => avx512::Q0_WIDE_UNPACKED,
+            Q4K => avx512::Q4K_WIDE_UNPACKED,
+            Q6K => avx512::Q6K_WIDE_UNPACKED,
+        };
+        quants.resize(blocks * per_block, 0);
+        let quants = &mut quants[..];
+        // SAFETY (every call): the caller guarantees the CPU features these kernels enable.
+        unsafe {
+            match format {
+                Q5_0 | Q8_0 => {
+                    avx512::unpack_q0_wide(format, tile, blocks, quants);
+                    by_groups::<8>(
+                        acts,
+                        out,
+                        |a| avx512::tile_gemm_wide(quants, blocks, a),
+                        |a| avx512::tile_gemm_wide(quants, blocks, a),
+                    );
+                }
+                Q4K => {
+                    avx512::unpack_q4k_wide(tile, blocks, quants);
+                    by_groups::<4>(
+                        acts,
+                        out,
+                        |a| avx512::tile_gemm_q4k_wide(quants, blocks, a),
+                        |a| avx512::tile_gemm_q4k_wide(quants, blocks, a),
+                    );
+                }
+                Q6K => {
+                    avx512::unpack_q6k_wide(tile, blocks, quants);
+                    by_groups::<8>(
+                        acts,
+                        out,
+                        |a| avx512::tile_gemm_q6k_wide(tile, quants, blocks, a),
+                        |a| avx512::tile_gemm_q6k_wide(tile, quants, blocks, a),
+                    );
+                }
+            }
+        }
+    });
 }
 
 /// The x86 whole-block kernel for a Q5_0 or Q8_0 tile

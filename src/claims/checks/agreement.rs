@@ -374,6 +374,13 @@ pub struct KvParams {
     pub sum_order: Option<SumOrder>,
 }
 
+impl KvParams {
+    /// The order both sides sum in: the one named, else the engine's.
+    fn order(&self) -> SumOrder {
+        self.sum_order.unwrap_or_else(SumOrder::process)
+    }
+}
+
 const KV_TEXT: &str = "fn add(a: i32, b: i32) -> i32 { a + b }";
 
 /// Judges incremental-vs-recompute logits: the worst difference, or a top-1 change.
@@ -382,7 +389,7 @@ pub fn judge_kv(p: &KvParams, observed: Result<f32, String>, positions: usize) -
         Ok(worst) => {
             let mut q = Quantity::new("max_abs_logit_diff", "logit", f64::from(worst));
             q.n = positions;
-            let how = p.sum_order.unwrap_or_else(SumOrder::process).describe();
+            let how = p.order().describe();
             judge::quantity(
                 q.detail(format!("token-by-token decode vs one batched forward pass; {how}")),
                 Op::Le,
@@ -407,8 +414,7 @@ impl Check for KvConsistency {
     fn run(p: &KvParams, cx: &mut Context) -> Result<Outcome, Unmet> {
         let loaded = cx.model(&p.model)?;
         let tokens = loaded.tokenizer.encode(KV_TEXT, true);
-        let order = p.sum_order.unwrap_or_else(SumOrder::process);
-        let r = agreement::kv_cache_consistency(&mut loaded.model, &tokens, order).map_err(map_err)?;
+        let r = agreement::kv_cache_consistency(&mut loaded.model, &tokens, p.order()).map_err(map_err)?;
         Ok(judge_kv(p, r, tokens.len()))
     }
 }
