@@ -506,20 +506,30 @@ impl Model {
                 }
             }
         });
-        // Token t's row of matrix mi: unit u's values for t, unit after unit.
+        // The rows of matrix mi for tokens t0.. (`out`, whole rows): unit u's values
+        // for those tokens lie back to back, so they are read in order, unit after unit.
         let by_unit = &by_unit[..total];
-        let gather = |mi: usize, t: usize, out: &mut [f32]| {
-            let ur = unit_rows[mi];
-            for (u, o) in out.chunks_mut(ur).enumerate() {
-                o.copy_from_slice(&by_unit[result[mi] + (u * n_tok + t) * ur..][..o.len()]);
+        let gather = |mi: usize, t0: usize, out: &mut [f32]| {
+            let (ur, width) = (unit_rows[mi], ms[mi].rows);
+            let tokens = out.len() / width;
+            for u in 0..width.div_ceil(ur) {
+                let (col, values) = (u * ur, ur.min(width - u * ur));
+                let from = &by_unit[result[mi] + (u * n_tok + t0) * ur..][..tokens * ur];
+                for (k, from) in from.chunks_exact(ur).enumerate() {
+                    let (o, from) = (&mut out[k * width + col..][..values], &from[..values]);
+                    // A whole tile's eight values: a copy of fixed size, inlined (a call to
+                    // memcpy per eight values cost more than the copy).
+                    match (<&mut [f32; TILE_ROWS]>::try_from(&mut *o), <&[f32; TILE_ROWS]>::try_from(from)) {
+                        (Ok(o), Ok(from)) => *o = *from,
+                        _ => o.copy_from_slice(from),
+                    }
+                }
             }
         };
         let threads = self.pool.threads();
         if n_tok < 2 * threads {
             for (mi, out) in outs.iter_mut().enumerate() {
-                for (t, row) in out.chunks_exact_mut(ms[mi].rows).enumerate() {
-                    gather(mi, t, row);
-                }
+                gather(mi, 0, &mut out[..n_tok * ms[mi].rows]);
             }
             return;
         }
@@ -536,9 +546,7 @@ impl Model {
             let Some(part) = token_parts.get(pi) else { return };
             let mut part = part.lock().unwrap_or_else(|e| e.into_inner());
             for (mi, chunk) in part.iter_mut().enumerate() {
-                for (k, row) in chunk.chunks_exact_mut(ms[mi].rows).enumerate() {
-                    gather(mi, pi * per + k, row);
-                }
+                gather(mi, pi * per, chunk);
             }
         });
     }
