@@ -480,7 +480,7 @@ pub fn attend_group_f16<const Z: usize>(
     values: &[half::f16],
     (stride, offset): (usize, usize),
     ctx: usize,
-    scale: f32,
+    super::ops::Softmax { scale, exp }: super::ops::Softmax,
     out: &mut [f32],
 ) {
     use super::avx2::{OnlineSoftmax, ATTEND_CHUNK, ATTEND_MAX_GROUP};
@@ -522,7 +522,7 @@ pub fn attend_group_f16<const Z: usize>(
                 sc[j] = _mm_cvtss_f32(_mm_hadd_ps(t, t)) * scale;
             }
         }
-        soft.factors(heads, n);
+        soft.factors(heads, n, exp);
         // Heads four at a time: their sums stay in registers, and the chains of
         // rounded updates of four heads overlap.
         let weigh = |h: usize, out: &mut [f32]| {

@@ -456,7 +456,7 @@ impl Kernels {
         values: &[half::f16],
         rows: (usize, usize),
         ctx: usize,
-        scale: f32,
+        softmax: ops::Softmax,
         out: &mut [f32],
     ) -> bool {
         match self.0 {
@@ -465,10 +465,10 @@ impl Kernels {
                 // SAFETY (every arm): the set exists only where the CPU supports it (`Kernels::supported`).
                 unsafe {
                     match hd {
-                        32 => avx512::attend_group_f16::<2>(q, keys, values, rows, ctx, scale, out),
-                        64 => avx512::attend_group_f16::<4>(q, keys, values, rows, ctx, scale, out),
-                        128 => avx512::attend_group_f16::<8>(q, keys, values, rows, ctx, scale, out),
-                        256 => avx512::attend_group_f16::<16>(q, keys, values, rows, ctx, scale, out),
+                        32 => avx512::attend_group_f16::<2>(q, keys, values, rows, ctx, softmax, out),
+                        64 => avx512::attend_group_f16::<4>(q, keys, values, rows, ctx, softmax, out),
+                        128 => avx512::attend_group_f16::<8>(q, keys, values, rows, ctx, softmax, out),
+                        256 => avx512::attend_group_f16::<16>(q, keys, values, rows, ctx, softmax, out),
                         _ => return false,
                     }
                 }
@@ -479,10 +479,10 @@ impl Kernels {
                 // SAFETY (every arm): the set exists only where the CPU supports it (`Kernels::supported`).
                 unsafe {
                     match hd {
-                        32 => avx2::attend_group_f16::<4>(q, keys, values, rows, ctx, scale, out),
-                        64 => avx2::attend_group_f16::<8>(q, keys, values, rows, ctx, scale, out),
-                        128 => avx2::attend_group_f16::<16>(q, keys, values, rows, ctx, scale, out),
-                        256 => avx2::attend_group_f16::<32>(q, keys, values, rows, ctx, scale, out),
+                        32 => avx2::attend_group_f16::<4>(q, keys, values, rows, ctx, softmax, out),
+                        64 => avx2::attend_group_f16::<8>(q, keys, values, rows, ctx, softmax, out),
+                        128 => avx2::attend_group_f16::<16>(q, keys, values, rows, ctx, softmax, out),
+                        256 => avx2::attend_group_f16::<32>(q, keys, values, rows, ctx, softmax, out),
                         _ => return false,
                     }
                 }
@@ -490,7 +490,7 @@ impl Kernels {
             }
             #[cfg(test)]
             Set::FlipBit(n) => {
-                let ran = Kernels::detect().attend_group_f16(q, hd, keys, values, rows, ctx, scale, out);
+                let ran = Kernels::detect().attend_group_f16(q, hd, keys, values, rows, ctx, softmax, out);
                 if ran {
                     flip_bits(out, n);
                 }

@@ -38,7 +38,7 @@ use super::contract::{
     View,
 };
 use super::{add_bias, add_into, norm_rows, KvCache, Layer, Matrix, Model, ModelConfig};
-use crate::kernels::ops;
+use crate::kernels::ops::{self, Softmax, SoftmaxExp};
 
 /// A forward-pass stage as an object: its declared contract ([`BrickSpec`])
 /// and its run over typed inputs.
@@ -651,7 +651,7 @@ impl ComputeBrick for Attention {
         }
         pass.watch.stage(Stage::Attend);
         let mut mixed = Rows::<Mixed>::output(out, n, d);
-        let scale = 1.0 / (self.heads.dim as f32).sqrt();
+        let softmax = Softmax { scale: 1.0 / (self.heads.dim as f32).sqrt(), exp: SoftmaxExp::of(model.sum_order) };
         let mut row = 0;
         for (tokens, cache) in pass.sequences.iter() {
             let rows = row * d..(row + tokens.len()) * d;
@@ -665,7 +665,7 @@ impl ComputeBrick for Attention {
                 cache,
                 li,
                 cache.len(),
-                scale,
+                softmax,
                 attn,
             );
             row += tokens.len();
