@@ -141,22 +141,10 @@ pub const Q0_WIDE_UNPACKED: usize = 6 * 64;
 pub fn unpack_q0_wide(format: PackedFormat, tile: &[u8], blocks: usize, out: &mut [u8]) {
     let bb = format.block_bytes();
     assert!(tile.len() >= bb * blocks && out.len() >= Q0_WIDE_UNPACKED * blocks);
-    let (sixteen, ones) = (_mm256_set1_epi8(16), _mm256_set1_epi8(1));
+    let ones = _mm256_set1_epi8(1);
     let pairs = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     for (blk, dst) in tile.chunks_exact(bb).zip(out.chunks_exact_mut(Q0_WIDE_UNPACKED)).take(blocks) {
-        // Vector v: elements 4v..4v + 4 of each row, row r at bytes 4r..4r + 4, signed.
-        let mut w = [_mm256_setzero_si256(); 8];
-        if format == PackedFormat::Q5_0 {
-            let mut bits = super::avx2::q5_0_plane_bits(load(&blk[16..]));
-            for p in 0..4 {
-                (w[p], w[p + 4]) = super::avx2::q5_0_pair(load(&blk[48 + 32 * p..]), &mut bits);
-            }
-            w = w.map(|x| _mm256_sub_epi8(x, sixteen));
-        } else {
-            for (v, x) in w.iter_mut().enumerate() {
-                *x = load(&blk[16 + 32 * v..]);
-            }
-        }
+        let w = q0_signed(format, blk);
         // Each row's sum of quants, in lane r (four bytes of a lane times 1 each).
         let sums = w.iter().fold(_mm256_setzero_si256(), |s, &x| _mm256_dpbusd_epi32(s, ones, x));
         let init = _mm512_cvtepu32_epi64(_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<7>(sums)));
@@ -171,6 +159,107 @@ pub fn unpack_q0_wide(format: PackedFormat, tile: &[u8], blocks: usize, out: &mu
             _mm512_storeu_ps(dst.as_mut_ptr().add(320).cast(), scales);
         }
     }
+}
+
+/// A Q5_0 or Q8_0 tile-block's quants as signed bytes (Q5_0's less 16),
+/// vector `v` holding elements `4v..4v + 4` of each row (row `r` at bytes
+/// `4r..4r + 4`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q0_signed(format: PackedFormat, blk: &[u8]) -> [__m256i; 8] {
+    let mut w = [_mm256_setzero_si256(); 8];
+    if format == PackedFormat::Q5_0 {
+        let mut bits = super::avx2::q5_0_plane_bits(load(&blk[16..]));
+        for p in 0..4 {
+            (w[p], w[p + 4]) = super::avx2::q5_0_pair(load(&blk[48 + 32 * p..]), &mut bits);
+        }
+        return w.map(|x| _mm256_sub_epi8(x, _mm256_set1_epi8(16)));
+    }
+    for (v, x) in w.iter_mut().enumerate() {
+        *x = load(&blk[16 + 32 * v..]);
+    }
+    w
+}
+
+/// Bytes of one block of two Q5_0 or Q8_0 tiles as [`unpack_q0_pair`] leaves
+/// it: eight 64-byte vectors of signed quants (Q5_0's less 16), vector `v`
+/// holding elements `4v..4v + 4` of the first tile's eight rows, then of the
+/// second's (row `r` of the pair at bytes `4r..4r + 4`); then sixteen 32-bit
+/// lanes, −128 times row `r`'s sum of quants in lane `r`; then the sixteen
+/// rows' scales as f32.
+pub const Q0_PAIR_UNPACKED: usize = 10 * 64;
+
+/// Two consecutive packed Q5_0 or Q8_0 tiles (sixteen rows) in the layout
+/// [`tile_pair_gemm`] reads ([`Q0_PAIR_UNPACKED`] bytes a block).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn unpack_q0_pair(format: PackedFormat, [first, second]: [&[u8]; 2], blocks: usize, out: &mut [u8]) {
+    let bb = format.block_bytes();
+    assert!(first.len().min(second.len()) >= bb * blocks && out.len() >= Q0_PAIR_UNPACKED * blocks);
+    let ones = _mm512_set1_epi8(1);
+    let (a, b) = (first.chunks_exact(bb).take(blocks), second.chunks_exact(bb));
+    for ((ba, bb), dst) in a.zip(b).zip(out.chunks_exact_mut(Q0_PAIR_UNPACKED)) {
+        let (wa, wb) = (q0_signed(format, ba), q0_signed(format, bb));
+        let w: [__m512i; 8] = std::array::from_fn(|v| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(wa[v]), wb[v]));
+        // Each row's sum of quants in its lane (four bytes of a lane times 1 each).
+        let sums = w.iter().fold(_mm512_setzero_si512(), |s, &x| _mm512_dpbusd_epi32(s, ones, x));
+        let init = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32::<7>(sums));
+        let halves = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(load128(ba)), load128(bb));
+        let dst = &mut dst[..Q0_PAIR_UNPACKED];
+        // SAFETY: `dst` holds the block's 640 bytes; storeu needs no alignment.
+        unsafe {
+            for (v, x) in w.iter().enumerate() {
+                _mm512_storeu_si512(dst.as_mut_ptr().add(64 * v).cast(), *x);
+            }
+            _mm512_storeu_si512(dst.as_mut_ptr().add(512).cast(), init);
+            _mm512_storeu_ps(dst.as_mut_ptr().add(576).cast(), _mm512_cvtph_ps(halves));
+        }
+    }
+}
+
+/// The sixteen rows of two Q5_0 or Q8_0 tiles · `N` activation rows in whole
+/// blocks ([`crate::quant::Order::Batch`]), the tiles unpacked by
+/// [`unpack_q0_pair`] into `quants`: row `r` of the pair in lane `r`, each
+/// block's products by eight 512-bit `vpdpbusd`s per activation row (its four
+/// activations plus 128, [`ActRow::biased`], broadcast, times the signed
+/// weights) in two chains, the first from −128 times the weights' sum so the
+/// bias comes off exactly; then one fused multiply-add per block,
+/// `acc = fma(isum, d_w · d_a, acc)`, as the scalar reference: equal bit for
+/// bit. Out: row `t`, the first tile's eight rows then the second's.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn tile_pair_gemm<const N: usize>(quants: &[u8], blocks: usize, acts: [&ActRow; N]) -> [[f32; 16]; N] {
+    assert!(quants.len() >= Q0_PAIR_UNPACKED * blocks);
+    for a in acts {
+        assert!(a.biased.len() >= 32 * blocks && a.d.len() >= blocks);
+    }
+    let q: [*const i32; N] = std::array::from_fn(|t| acts[t].biased.as_ptr().cast());
+    let d: [*const f32; N] = std::array::from_fn(|t| acts[t].d.as_ptr());
+    let quants = quants.as_ptr();
+    let mut acc = [_mm512_setzero_ps(); N];
+    for b in 0..blocks {
+        // SAFETY (every read in this block): block b < blocks of the unpacked quants, and elements
+        // 32b..32b + 32 and scale b of each row, are in bounds (asserted above); the loads need no
+        // alignment.
+        unsafe {
+            let w = quants.add(Q0_PAIR_UNPACKED * b);
+            let wv: [__m512i; 8] = std::array::from_fn(|v| _mm512_loadu_si512(w.add(64 * v).cast()));
+            let (init, sw) = (_mm512_loadu_si512(w.add(512).cast()), _mm512_loadu_ps(w.add(576).cast()));
+            for t in 0..N {
+                let a = |v: usize| _mm512_set1_epi32(q[t].add(8 * b + v).read_unaligned());
+                let mut s = [init, _mm512_setzero_si512()];
+                for (v, &wv) in wv.iter().enumerate() {
+                    s[v % 2] = _mm512_dpbusd_epi32(s[v % 2], a(v), wv);
+                }
+                let isum = _mm512_cvtepi32_ps(_mm512_add_epi32(s[0], s[1]));
+                acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(sw, _mm512_set1_ps(d[t].add(b).read())), isum, acc[t]);
+            }
+        }
+    }
+    acc.map(|a| {
+        let mut rows = [0.0f32; 16];
+        // SAFETY: `rows` holds 16 writable f32; storeu needs no alignment.
+        unsafe { _mm512_storeu_ps(rows.as_mut_ptr(), a) };
+        rows
+    })
 }
 
 /// The eight rows of a Q5_0 or Q8_0 tile · `N` activation rows in whole

@@ -390,6 +390,55 @@ impl Kernels {
         }
     }
 
+    /// [`Kernels::tile_dot_part`] for tiles `tile` and `tile + 1` at once,
+    /// into `outs[0]` and `outs[1]`, where a kernel takes their sixteen rows
+    /// together: AVX-512, Q5_0 and Q8_0, from [`WIDE_GEMM_FROM_ROWS`]
+    /// activation rows all in the batch order (one vector instruction then
+    /// multiplies four elements of sixteen rows, and a block's sums and scales
+    /// fill a vector). `false`, with `outs` untouched, where none does: the
+    /// caller runs the tiles one by one.
+    pub fn tile_pair_dot_part(
+        self,
+        w: &packed::PackedMatrix,
+        tile: usize,
+        acts: &[packed::ActRow],
+        part: BatchPart,
+        sums: quant::SumOrder,
+        outs: [&mut [f32]; 2],
+    ) -> bool {
+        use packed::PackedFormat::{Q5_0, Q8_0};
+        let ty = w.format.tensor_type();
+        let batch = (0..acts.len()).all(|t| sums.of(ty, part.first + t, part.total) == quant::Order::Batch);
+        if self.0 != Set::Avx512 || !matches!(w.format, Q5_0 | Q8_0) || acts.len() < WIDE_GEMM_FROM_ROWS || !batch {
+            return false;
+        }
+        assert!(tile + 1 < w.tiles(), "tile {tile} has no next tile");
+        #[cfg(target_arch = "x86_64")]
+        UNPACKED.with_borrow_mut(|quants| {
+            quants.resize(w.blocks * avx512::Q0_PAIR_UNPACKED, 0);
+            let quants = &mut quants[..];
+            let [first, second] = outs;
+            let mut put = |t: usize, rows: &[f32; 16]| {
+                first[packed::TILE_ROWS * t..][..packed::TILE_ROWS].copy_from_slice(&rows[..packed::TILE_ROWS]);
+                second[packed::TILE_ROWS * t..][..packed::TILE_ROWS].copy_from_slice(&rows[packed::TILE_ROWS..]);
+            };
+            // SAFETY (every call): the AVX-512 set exists only where the CPU supports it (`Kernels::supported`).
+            unsafe {
+                avx512::unpack_q0_pair(w.format, [w.tile(tile), w.tile(tile + 1)], w.blocks, quants);
+                let mut groups = acts.chunks_exact(8);
+                for (g, a) in (&mut groups).enumerate() {
+                    let rows = avx512::tile_pair_gemm::<8>(quants, w.blocks, std::array::from_fn(|i| &a[i]));
+                    rows.iter().enumerate().for_each(|(i, r)| put(8 * g + i, r));
+                }
+                let done = acts.len() - groups.remainder().len();
+                for (i, a) in groups.remainder().iter().enumerate() {
+                    put(done + i, &avx512::tile_pair_gemm::<1>(quants, w.blocks, [a])[0]);
+                }
+            }
+        });
+        true
+    }
+
     /// Quantizes activations `x` into `out` as the forward pass does
     /// ([`quant::quantize_with`], [`quant::Q8_0Rounding::CpuRuntime`]): the
     /// same code, compiled for this set's vectors, so the same bytes.

@@ -103,16 +103,30 @@ fn packed_kernels_equal_the_reference_bit_for_bit() {
             let src_row = ty.row_bytes(cols).unwrap();
             let runs = Kernels::available().into_iter().flat_map(|k| [(k, 1), (k, 3), (k, 7), (k, 11), (k, 19)]);
             for ((k, n), sums) in runs.flat_map(|r| SumOrder::ALL.map(|o| (r, o))) {
-                for tile in 0..p.tiles() {
-                    let mut out = vec![f32::NAN; n * TILE_ROWS];
-                    k.tile_dot_many(&p, tile, &act_rows[..n], sums, &mut out);
+                // Every tile alone, then every tile with the next where a kernel takes two.
+                let singles = (0..p.tiles()).map(|tile| (tile, false));
+                for (tile, paired) in singles.chain((0..p.tiles().saturating_sub(1)).map(|tile| (tile, true))) {
+                    let mut out = vec![f32::NAN; 2 * n * TILE_ROWS];
+                    if paired {
+                        let (first, second) = out.split_at_mut(n * TILE_ROWS);
+                        let ran =
+                            k.tile_pair_dot_part(&p, tile, &act_rows[..n], BatchPart::whole(n), sums, [first, second]);
+                        let wide =
+                            matches!(ty, TensorType::Q5_0 | TensorType::Q8_0) && n >= 16 && sums == SumOrder::Blocks;
+                        assert_eq!(ran, k.name() == "avx512" && wide, "{ty} {} {n} rows {sums:?}", k.name());
+                        if !ran {
+                            continue;
+                        }
+                    } else {
+                        k.tile_dot_many(&p, tile, &act_rows[..n], sums, &mut out[..n * TILE_ROWS]);
+                    }
                     for (t, a) in acts.iter().enumerate().take(n) {
-                        for j in 0..TILE_ROWS {
+                        for j in 0..TILE_ROWS * (1 + usize::from(paired)) {
                             let r = tile * TILE_ROWS + j;
                             let order = sums.of(ty, t, n);
                             let want =
                                 if r < rows { quant::dot_in(ty, &w[r * src_row..][..src_row], a, order) } else { 0.0 };
-                            let got = out[t * TILE_ROWS + j];
+                            let got = out[(j / TILE_ROWS * n + t) * TILE_ROWS + j % TILE_ROWS];
                             assert_eq!(
                                 got.to_bits(),
                                 want.to_bits(),

@@ -490,12 +490,21 @@ impl Model {
             // core's cache while the thread's weights go by.
             for t0 in (0..n_tok).step_by(TOKENS_PER_PASS) {
                 let (len, rows) = (TOKENS_PER_PASS.min(n_tok - t0), BatchPart { first: t0, total: n_tok });
-                let mut at = 0;
-                for g in bounds[pi]..bounds[pi + 1] {
+                let (mut at, mut g) = (0, bounds[pi]);
+                while g < bounds[pi + 1] {
                     let mi = matrix_of(g);
                     let (m, i, ur) = (ms[mi], g - first[mi], unit_rows[mi]);
+                    // Two tiles of a matrix at once where a kernel takes them together.
+                    if let Some(p) = packed[mi].filter(|_| g + 1 < bounds[pi + 1] && i + 1 < units[mi].count) {
+                        let (one, next) = part[at..].split_at_mut(ur * n_tok);
+                        let outs = [&mut one[ur * t0..][..ur * len], &mut next[..ur * n_tok][ur * t0..][..ur * len]];
+                        if kernels.tile_pair_dot_part(p, i, &act_rows[t0..t0 + len], rows, sums, outs) {
+                            (at, g) = (at + 2 * ur * n_tok, g + 2);
+                            continue;
+                        }
+                    }
                     let res = &mut part[at..][..ur * n_tok][ur * t0..][..ur * len];
-                    at += ur * n_tok;
+                    (at, g) = (at + ur * n_tok, g + 1);
                     match packed[mi] {
                         Some(p) => kernels.tile_dot_part(p, i, &act_rows[t0..t0 + len], rows, sums, res),
                         None => {
