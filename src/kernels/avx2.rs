@@ -13,8 +13,6 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::ops::{Softmax, SoftmaxExp};
-
 /// Sum of the eight lanes: (l0+l4 + l2+l6) + (l1+l5 + l3+l7).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -722,58 +720,21 @@ impl OnlineSoftmax {
     /// position order, as the reference computes it: where a score raises the
     /// running maximum, the factor `ms` that scales the sum so far (`exp(old −
     /// new)`), else the position's weight `vs` (`exp(s − max)`), the other
-    /// factor 1; the running sum updated as `fma(sum, ms, vs)`. With
-    /// [`SoftmaxExp::Lanes`] the exponentials go eight positions at a time
-    /// (each position's maximum before it found first), the same values.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) fn factors(&mut self, heads: usize, n: usize, exp: SoftmaxExp) {
-        if exp == SoftmaxExp::Libm {
-            for h in 0..heads {
-                for j in 0..n {
-                    let s = self.score[h][j];
-                    let (ms, vs) = (&mut self.ms[h][j], &mut self.vs[h][j]);
-                    (*ms, *vs) = (1.0, 1.0);
-                    if s > self.max[h] {
-                        let old = self.max[h];
-                        self.max[h] = s;
-                        *ms = (old - s).exp();
-                    } else {
-                        *vs = (s - self.max[h]).exp();
-                    }
-                    self.sum[h] = self.sum[h].mul_add(*ms, *vs);
-                }
-            }
-            return;
-        }
-        let one = _mm256_set1_ps(1.0);
+    /// factor 1; the running sum updated as `fma(sum, ms, vs)`.
+    pub(super) fn factors(&mut self, heads: usize, n: usize) {
         for h in 0..heads {
-            // Each position's maximum before it; positions n.. of the last vector are
-            // computed from stale scores and never read.
-            let mut before = [0.0f32; ATTEND_CHUNK];
-            for (b, &s) in before.iter_mut().zip(&self.score[h][..n]) {
-                *b = self.max[h];
+            for j in 0..n {
+                let s = self.score[h][j];
+                let (ms, vs) = (&mut self.ms[h][j], &mut self.vs[h][j]);
+                (*ms, *vs) = (1.0, 1.0);
                 if s > self.max[h] {
+                    let old = self.max[h];
                     self.max[h] = s;
+                    *ms = (old - s).exp();
+                } else {
+                    *vs = (s - self.max[h]).exp();
                 }
-            }
-            for j in (0..n).step_by(8) {
-                // SAFETY: j + 8 <= ATTEND_CHUNK (j < n <= ATTEND_CHUNK, a multiple of 8), so
-                // every access lies within its row.
-                unsafe {
-                    let s = _mm256_loadu_ps(self.score[h].as_ptr().add(j));
-                    let old = _mm256_loadu_ps(before.as_ptr().add(j));
-                    // Ordered: a NaN score raises nothing, as `s > max` in the reference.
-                    let raised = _mm256_cmp_ps::<_CMP_GT_OQ>(s, old);
-                    let e = exp8(_mm256_blendv_ps(_mm256_sub_ps(s, old), _mm256_sub_ps(old, s), raised));
-                    _mm256_storeu_ps(self.ms[h].as_mut_ptr().add(j), _mm256_blendv_ps(one, e, raised));
-                    _mm256_storeu_ps(self.vs[h].as_mut_ptr().add(j), _mm256_blendv_ps(e, one, raised));
-                }
-            }
-        }
-        // The heads' running sums side by side: independent chains of fused multiply-adds.
-        for j in 0..n {
-            for h in 0..heads {
-                self.sum[h] = self.sum[h].mul_add(self.ms[h][j], self.vs[h][j]);
+                self.sum[h] = self.sum[h].mul_add(*ms, *vs);
             }
         }
     }
@@ -798,7 +759,7 @@ pub fn attend_group_f16<const L: usize>(
     values: &[half::f16],
     (stride, offset): (usize, usize),
     ctx: usize,
-    Softmax { scale, exp }: Softmax,
+    scale: f32,
     out: &mut [f32],
 ) {
     let hd = 8 * L;
@@ -833,7 +794,7 @@ pub fn attend_group_f16<const L: usize>(
                 sc[j] = _mm_cvtss_f32(_mm_hadd_ps(t, t)) * scale;
             }
         }
-        soft.factors(heads, n, exp);
+        soft.factors(heads, n);
         for j in 0..n {
             let at = (c0 + j) * stride + offset;
             let v: [__m256; L] = std::array::from_fn(|i| ld16(values, at + 8 * i));

@@ -569,7 +569,7 @@ pub fn attend_group_f16<const Z: usize>(
     values: &[half::f16],
     (stride, offset): (usize, usize),
     ctx: usize,
-    super::ops::Softmax { scale, exp }: super::ops::Softmax,
+    scale: f32,
     out: &mut [f32],
 ) {
     use super::avx2::{OnlineSoftmax, ATTEND_CHUNK, ATTEND_MAX_GROUP};
@@ -611,7 +611,7 @@ pub fn attend_group_f16<const Z: usize>(
                 sc[j] = _mm_cvtss_f32(_mm_hadd_ps(t, t)) * scale;
             }
         }
-        soft.factors(heads, n, exp);
+        soft.factors(heads, n);
         // Heads four at a time: their sums stay in registers, and the chains of
         // rounded updates of four heads overlap.
         let weigh = |h: usize, out: &mut [f32]| {

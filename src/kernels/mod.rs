@@ -505,7 +505,7 @@ impl Kernels {
         values: &[half::f16],
         rows: (usize, usize),
         ctx: usize,
-        softmax: ops::Softmax,
+        scale: f32,
         out: &mut [f32],
     ) -> bool {
         match self.0 {
@@ -514,10 +514,10 @@ impl Kernels {
                 // SAFETY (every arm): the set exists only where the CPU supports it (`Kernels::supported`).
                 unsafe {
                     match hd {
-                        32 => avx512::attend_group_f16::<2>(q, keys, values, rows, ctx, softmax, out),
-                        64 => avx512::attend_group_f16::<4>(q, keys, values, rows, ctx, softmax, out),
-                        128 => avx512::attend_group_f16::<8>(q, keys, values, rows, ctx, softmax, out),
-                        256 => avx512::attend_group_f16::<16>(q, keys, values, rows, ctx, softmax, out),
+                        32 => avx512::attend_group_f16::<2>(q, keys, values, rows, ctx, scale, out),
+                        64 => avx512::attend_group_f16::<4>(q, keys, values, rows, ctx, scale, out),
+                        128 => avx512::attend_group_f16::<8>(q, keys, values, rows, ctx, scale, out),
+                        256 => avx512::attend_group_f16::<16>(q, keys, values, rows, ctx, scale, out),
                         _ => return false,
                     }
                 }
@@ -528,10 +528,10 @@ impl Kernels {
                 // SAFETY (every arm): the set exists only where the CPU supports it (`Kernels::supported`).
                 unsafe {
                     match hd {
-                        32 => avx2::attend_group_f16::<4>(q, keys, values, rows, ctx, softmax, out),
-                        64 => avx2::attend_group_f16::<8>(q, keys, values, rows, ctx, softmax, out),
-                        128 => avx2::attend_group_f16::<16>(q, keys, values, rows, ctx, softmax, out),
-                        256 => avx2::attend_group_f16::<32>(q, keys, values, rows, ctx, softmax, out),
+                        32 => avx2::attend_group_f16::<4>(q, keys, values, rows, ctx, scale, out),
+                        64 => avx2::attend_group_f16::<8>(q, keys, values, rows, ctx, scale, out),
+                        128 => avx2::attend_group_f16::<16>(q, keys, values, rows, ctx, scale, out),
+                        256 => avx2::attend_group_f16::<32>(q, keys, values, rows, ctx, scale, out),
                         _ => return false,
                     }
                 }
@@ -539,7 +539,7 @@ impl Kernels {
             }
             #[cfg(test)]
             Set::FlipBit(n) => {
-                let ran = Kernels::detect().attend_group_f16(q, hd, keys, values, rows, ctx, softmax, out);
+                let ran = Kernels::detect().attend_group_f16(q, hd, keys, values, rows, ctx, scale, out);
                 if ran {
                     flip_bits(out, n);
                 }

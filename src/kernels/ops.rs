@@ -3,8 +3,6 @@
 //! ggml's arithmetic (f64 accumulation for norms, RoPE angles
 //! advanced by repeated multiplication in f32).
 
-use crate::quant::SumOrder;
-
 /// RMSNorm of `x` in place, then scaled elementwise by `weight`.
 pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
     // Squares in f32, summed in f64, as ggml does.
@@ -45,47 +43,6 @@ pub fn exp_lane(x: f32) -> f32 {
     } else {
         s2.mul_add(j, s2) * s1
     }
-}
-
-/// The exponential of attention's online softmax.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SoftmaxExp {
-    /// The C library's `expf`, position after position, as llama.cpp's CPU
-    /// flash attention computes it (so `--sums llama-cpp` keeps every tensor
-    /// equal to llama.cpp's).
-    Libm,
-    /// [`exp_lane`], which the fast kernels compute for eight positions at a
-    /// time: within 2 ulp of e^x, like the C library's.
-    Lanes,
-}
-
-impl SoftmaxExp {
-    /// The exponential that goes with an order of summation: llama.cpp's
-    /// arithmetic throughout for [`SumOrder::LlamaCpp`], else the vectorized one.
-    pub fn of(order: SumOrder) -> SoftmaxExp {
-        match order {
-            SumOrder::LlamaCpp => SoftmaxExp::Libm,
-            SumOrder::BatchInvariant | SumOrder::Blocks => SoftmaxExp::Lanes,
-        }
-    }
-
-    /// e^x.
-    pub fn exp(self, x: f32) -> f32 {
-        match self {
-            SoftmaxExp::Libm => x.exp(),
-            SoftmaxExp::Lanes => exp_lane(x),
-        }
-    }
-}
-
-/// How attention weighs the positions: each score is q·k times `scale`, the
-/// weights its online softmax with `exp`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Softmax {
-    /// The factor of every q·k (1/√head size).
-    pub scale: f32,
-    /// The exponential.
-    pub exp: SoftmaxExp,
 }
 
 /// SiLU(gate) · up, written into `gate`, for rows of `row` elements, as

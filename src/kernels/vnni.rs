@@ -28,7 +28,6 @@ macro_rules! vnni_tile_kernels {
         ) -> [[f32; TILE_ROWS]; N] {
             let top = _mm256_set1_epi8(i8::MIN);
             let offset = if format == PackedFormat::Q5_0 { -16 } else { -128 };
-            let zero = _mm256_setzero_si256();
             super::avx2::q0_tiles_whole(
                 format,
                 tile,
@@ -37,13 +36,10 @@ macro_rules! vnni_tile_kernels {
                 |v| _mm256_xor_si256(v, top),
                 |w, row, b| {
                     let q: *const u8 = row.q.as_ptr().cast();
-                    // Four chains of two, so that a block's sum waits on two `vpdpbusd`s, not eight.
-                    let mut s = [_mm256_set1_epi32(offset * row.sum32[b]), zero, zero, zero];
-                    for v in 0..8 {
+                    (0..8).fold(_mm256_set1_epi32(offset * row.sum32[b]), |s, v| {
                         // SAFETY: elements 32b..32b + 32 of the row are in bounds (asserted by q0_tiles_whole).
-                        s[v % 4] = $dpbusd(s[v % 4], w[v], unsafe { bcast4(q, 32 * b + 4 * v) });
-                    }
-                    _mm256_add_epi32(_mm256_add_epi32(s[0], s[1]), _mm256_add_epi32(s[2], s[3]))
+                        $dpbusd(s, w[v], unsafe { bcast4(q, 32 * b + 4 * v) })
+                    })
                 },
             )
         }

@@ -7,17 +7,12 @@
 //! query is rounded to f16 before the dot products, which sum as its f16 dot
 //! product does ([`dot`]); the weighted sum of values is accumulated in f16 by
 //! fused multiply-adds (rounded after every update); the softmax sum is
-//! updated by a fused multiply-add. Its exponential is the C library's, as
-//! llama.cpp's, or the vectorized one the fast kernels take eight positions at
-//! a time (the default), as [`crate::kernels::ops::SoftmaxExp::of`] the order
-//! of summation picks. With an f32 cache everything
-//! stays f32.
+//! updated by a fused multiply-add. With an f32 cache everything stays f32.
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use super::kv_cache::{KvCache, KvType};
-use crate::kernels::ops::Softmax;
 use crate::kernels::{Kernels, Pool};
 
 /// The attention heads of a model: query heads, KV heads, values per head.
@@ -45,7 +40,7 @@ pub fn attend_all(
     cache: &KvCache,
     layer: usize,
     p0: usize,
-    softmax: Softmax,
+    scale: f32,
     out: &mut [f32],
 ) {
     let (hd, n_kv) = (heads.dim, heads.kv);
@@ -53,7 +48,7 @@ pub fn attend_all(
     pool.run_chunks(out, width, &|pair, o| {
         let (t, kv_head) = (pair / n_kv, pair % n_kv);
         let ctx = p0 + t + 1; // causal: positions 0..=p0+t
-        attend_group_by(kernels, &q[pair * width..][..width], hd, cache, layer, kv_head, ctx, softmax, o);
+        attend_group_by(kernels, &q[pair * width..][..width], hd, cache, layer, kv_head, ctx, scale, o);
     });
 }
 
@@ -69,30 +64,22 @@ pub fn attend_group_by(
     layer: usize,
     kv_head: usize,
     ctx: usize,
-    softmax: Softmax,
+    scale: f32,
     out: &mut [f32],
 ) {
     let fast = cache.f16_layer(layer).is_some_and(|(keys, values)| {
         let rows = (cache.kv_dim(), kv_head * hd);
-        kernels.attend_group_f16(q, hd, keys, values, rows, ctx, softmax, out)
+        kernels.attend_group_f16(q, hd, keys, values, rows, ctx, scale, out)
     });
     if !fast {
-        attend_group(q, hd, cache, layer, kv_head * hd, ctx, softmax, out);
+        attend_group(q, hd, cache, layer, kv_head * hd, ctx, scale, out);
     }
 }
 
 /// Writes into `out` the attention of query `q` (one head) over positions
 /// `0..ctx` of `layer`, reading the KV head whose elements start at `kv_offset`.
-pub fn attend(
-    q: &[f32],
-    cache: &KvCache,
-    layer: usize,
-    kv_offset: usize,
-    ctx: usize,
-    softmax: Softmax,
-    out: &mut [f32],
-) {
-    attend_group(q, q.len(), cache, layer, kv_offset, ctx, softmax, out);
+pub fn attend(q: &[f32], cache: &KvCache, layer: usize, kv_offset: usize, ctx: usize, scale: f32, out: &mut [f32]) {
+    attend_group(q, q.len(), cache, layer, kv_offset, ctx, scale, out);
 }
 
 /// [`attend`] for the query heads that share one KV head (grouped-query
@@ -107,7 +94,7 @@ pub fn attend_group(
     layer: usize,
     kv_offset: usize,
     ctx: usize,
-    softmax: Softmax,
+    scale: f32,
     out: &mut [f32],
 ) {
     let heads = q.len() / hd;
@@ -127,12 +114,12 @@ pub fn attend_group(
         let k = cache.key(layer, p, kv_offset, hd).as_f32(&mut kbuf);
         let v = cache.value(layer, p, kv_offset, hd).as_f32(&mut vbuf);
         for (h, (qh, o)) in qr.chunks_exact(hd).zip(out.chunks_exact_mut(hd)).enumerate() {
-            let s = dot(qh, k) * softmax.scale;
+            let s = dot(qh, k) * scale;
             let (mut ms, mut vs) = (1.0f32, 1.0f32);
             if s > max[h] {
                 let old = max[h];
                 max[h] = s;
-                ms = softmax.exp.exp(old - s);
+                ms = (old - s).exp();
                 if ms != 1.0 {
                     o.iter_mut().for_each(|o| *o *= ms);
                     if half {
@@ -140,7 +127,7 @@ pub fn attend_group(
                     }
                 }
             } else {
-                vs = softmax.exp.exp(s - max[h]);
+                vs = (s - max[h]).exp();
             }
             for (o, &x) in o.iter_mut().zip(v) {
                 *o = x.mul_add(vs, *o);
@@ -197,12 +184,6 @@ pub const MAX_GROUP: usize = 16;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::ops::SoftmaxExp;
-
-    /// The C library's exponential at `scale`.
-    fn libm(scale: f32) -> Softmax {
-        Softmax { scale, exp: SoftmaxExp::Libm }
-    }
 
     fn cache(ty: KvType, keys: &[Vec<f32>], values: &[Vec<f32>]) -> KvCache {
         let mut c = KvCache::new(ty, 1, keys[0].len(), keys.len());
@@ -232,7 +213,7 @@ mod tests {
         let (k, v, q) = (data(37, 16, 0.37), data(37, 16, 0.11), data(1, 16, 0.7).remove(0));
         let c = cache(KvType::F32, &k, &v);
         let mut out = vec![0.0; 16];
-        attend(&q, &c, 0, 0, 37, libm(0.25), &mut out);
+        attend(&q, &c, 0, 0, 37, 0.25, &mut out);
         let want = naive(&q, &k, &v, 0.25);
         for (a, b) in out.iter().zip(&want) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
@@ -246,10 +227,10 @@ mod tests {
             let c = cache(ty, &k, &v);
             let q: Vec<f32> = data(3, 16, 0.7).concat();
             let mut together = vec![0.0; 48];
-            attend_group(&q, 16, &c, 0, 0, 29, libm(0.25), &mut together);
+            attend_group(&q, 16, &c, 0, 0, 29, 0.25, &mut together);
             for h in 0..3 {
                 let mut alone = vec![0.0; 16];
-                attend(&q[16 * h..16 * h + 16], &c, 0, 0, 29, libm(0.25), &mut alone);
+                attend(&q[16 * h..16 * h + 16], &c, 0, 0, 29, 0.25, &mut alone);
                 assert_eq!(&together[16 * h..16 * h + 16], &alone[..], "{ty:?} head {h}");
             }
         }
@@ -261,45 +242,41 @@ mod tests {
         // Every set this CPU runs: each ISA's kernel is checked, not only the fastest.
         let cases =
             [(64usize, 7usize, 1usize), (64, 7, 37), (64, 7, 129), (128, 6, 300), (256, 2, 70), (32, 2, 5), (16, 2, 5)];
-        let exps = [SoftmaxExp::Libm, SoftmaxExp::Lanes];
-        let runs =
-            Kernels::available().into_iter().flat_map(|k| cases.into_iter().flat_map(move |c| exps.map(|e| (k, c, e))));
-        for (fast, (hd, heads, ctx), exp) in runs {
-            let softmax = Softmax { scale: 0.125, exp };
+        for (fast, (hd, heads, ctx)) in Kernels::available().into_iter().flat_map(|k| cases.map(|c| (k, c))) {
             let (k, v) = (data(ctx, 2 * hd, 0.37), data(ctx, 2 * hd, 0.11));
             let c = cache(KvType::F16, &k, &v);
             let q: Vec<f32> = data(heads, hd, 0.7).concat().iter().map(|x| x * 3.0).collect();
             for kv_head in 0..2 {
                 let mut want = vec![0.0; q.len()];
-                attend_group(&q, hd, &c, 0, kv_head * hd, ctx, softmax, &mut want);
+                attend_group(&q, hd, &c, 0, kv_head * hd, ctx, 0.125, &mut want);
                 let (keys, values) = c.f16_layer(0).unwrap();
                 let mut got = vec![f32::NAN; q.len()];
                 let rows = (2 * hd, kv_head * hd);
-                let ran = fast.attend_group_f16(&q, hd, keys, values, rows, ctx, softmax, &mut got);
+                let ran = fast.attend_group_f16(&q, hd, keys, values, rows, ctx, 0.125, &mut got);
                 // Every head size the Qwen2.5 models use has a fast kernel where the CPU has one.
                 assert_eq!(ran, fast != Kernels::SCALAR && hd >= 32, "hd {hd}");
                 if ran {
                     let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
                     assert!(
                         same,
-                        "{} {exp:?} hd {hd} heads {heads} ctx {ctx} kv head {kv_head}: {got:?} vs {want:?}",
+                        "{} hd {hd} heads {heads} ctx {ctx} kv head {kv_head}: {got:?} vs {want:?}",
                         fast.name()
                     );
                 }
             }
         }
-        assert!(!Kernels::SCALAR.attend_group_f16(&[0.0; 8], 8, &[], &[], (8, 0), 0, libm(1.0), &mut [0.0; 8]));
+        assert!(!Kernels::SCALAR.attend_group_f16(&[0.0; 8], 8, &[], &[], (8, 0), 0, 1.0, &mut [0.0; 8]));
     }
 
     #[test]
     fn one_position_returns_its_value_and_f16_stays_close() {
         let (k, v, q) = (data(20, 8, 0.9), data(20, 8, 0.3), data(1, 8, 0.5).remove(0));
         let mut out = vec![0.0; 8];
-        attend(&q, &cache(KvType::F32, &k, &v), 0, 0, 1, libm(1.0), &mut out);
+        attend(&q, &cache(KvType::F32, &k, &v), 0, 0, 1, 1.0, &mut out);
         assert_eq!(out, v[0]);
         let mut half = vec![0.0; 8];
-        attend(&q, &cache(KvType::F16, &k, &v), 0, 0, 20, libm(0.3), &mut half);
-        attend(&q, &cache(KvType::F32, &k, &v), 0, 0, 20, libm(0.3), &mut out);
+        attend(&q, &cache(KvType::F16, &k, &v), 0, 0, 20, 0.3, &mut half);
+        attend(&q, &cache(KvType::F32, &k, &v), 0, 0, 20, 0.3, &mut out);
         for (a, b) in half.iter().zip(&out) {
             assert!((a - b).abs() < 5e-3, "f16 {a} vs f32 {b}");
         }

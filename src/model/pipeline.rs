@@ -38,7 +38,7 @@ use super::contract::{
     View,
 };
 use super::{add_bias, add_into, norm_rows, KvCache, Layer, Matrix, Model, ModelConfig};
-use crate::kernels::ops::{self, Softmax, SoftmaxExp};
+use crate::kernels::ops;
 
 /// A forward-pass stage as an object: its declared contract ([`BrickSpec`])
 /// and its run over typed inputs.
@@ -651,7 +651,7 @@ impl ComputeBrick for Attention {
         }
         pass.watch.stage(Stage::Attend);
         let mut mixed = Rows::<Mixed>::output(out, n, d);
-        let softmax = Softmax { scale: 1.0 / (self.heads.dim as f32).sqrt(), exp: SoftmaxExp::of(model.sum_order) };
+        let scale = 1.0 / (self.heads.dim as f32).sqrt();
         let mut row = 0;
         for (tokens, cache) in pass.sequences.iter() {
             let rows = row * d..(row + tokens.len()) * d;
@@ -665,7 +665,7 @@ impl ComputeBrick for Attention {
                 cache,
                 li,
                 cache.len(),
-                softmax,
+                scale,
                 attn,
             );
             row += tokens.len();

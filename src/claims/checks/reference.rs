@@ -9,8 +9,7 @@ use super::judge;
 use super::{kind, Check, Kind};
 use crate::claims::{Context, Outcome, Unmet};
 use crate::gguf::TensorType;
-use crate::kernels::ops::{self, Softmax, SoftmaxExp};
-use crate::kernels::Kernels;
+use crate::kernels::{ops, Kernels};
 use crate::model::{attention, KvCache, KvType};
 use crate::rng::SplitMix64;
 
@@ -216,12 +215,9 @@ fn softmax_case(k: Kernels, rng: &mut SplitMix64) -> Option<String> {
     let q: Vec<f32> = (0..group * hd).map(|_| uniform(rng, qs)).collect();
     let scale = 1.0 / (hd as f32).sqrt();
     let (mut got, mut want) = (vec![f32::NAN; q.len()], vec![f32::NAN; q.len()]);
-    // Either exponential the engine may run (`--sums llama-cpp` or not).
-    let exp = [SoftmaxExp::Libm, SoftmaxExp::Lanes][rng.below(2)];
-    let softmax = Softmax { scale, exp };
-    attention::attend_group_by(k, &q, hd, &cache, 0, kv_head, ctx, softmax, &mut got);
-    attention::attend_group(&q, hd, &cache, 0, kv_head * hd, ctx, softmax, &mut want);
-    let at = format!("{regime} logits, {group} heads of {hd}, {ctx} positions, {exp:?} exponential");
+    attention::attend_group_by(k, &q, hd, &cache, 0, kv_head, ctx, scale, &mut got);
+    attention::attend_group(&q, hd, &cache, 0, kv_head * hd, ctx, scale, &mut want);
+    let at = format!("{regime} logits, {group} heads of {hd}, {ctx} positions");
     if let Some(d) = first_bit_difference(&got, &want) {
         return Some(format!("{at}: {d}"));
     }

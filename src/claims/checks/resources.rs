@@ -12,10 +12,8 @@ use stats_alloc::{Region, Stats, INSTRUMENTED_SYSTEM};
 use super::judge::{self, Quantity};
 use super::{kind, Check, Kind};
 use crate::claims::{Context, Outcome, Unmet};
-use crate::kernels::ops::{Softmax, SoftmaxExp};
 use crate::kernels::{Kernels, Pool};
 use crate::model::{attention, KvCache, KvType, Logits};
-use crate::quant::SumOrder;
 use crate::rng::SplitMix64;
 use crate::sample::argmax;
 use crate::stats::Op;
@@ -445,8 +443,8 @@ pub fn attention_heap_bytes(attend: Attend, heads: attention::Heads, context: us
 /// this CPU's kernels on a pool of `threads`.
 pub fn engine_attention(heads: attention::Heads, threads: usize) -> impl Fn(&[f32], &KvCache, &mut [f32]) {
     let (pool, kernels) = (Pool::new(threads), Kernels::detect());
-    let softmax = Softmax { scale: 1.0 / (heads.dim as f32).sqrt(), exp: SoftmaxExp::of(SumOrder::process()) };
-    move |q, cache, out| attention::attend_all(&pool, kernels, heads, q, cache, 0, 0, softmax, out)
+    let scale = 1.0 / (heads.dim as f32).sqrt();
+    move |q, cache, out| attention::attend_all(&pool, kernels, heads, q, cache, 0, 0, scale, out)
 }
 
 /// Judges bytes allocated by attention at `context` against the naive score matrix.
