@@ -840,24 +840,29 @@ pub fn dot_u8_i8(a: &[u8], b: &[i8]) -> i32 {
     sum_byte_products(a, b, |s, u, v| _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(u, v), ones)))
 }
 
-/// Σ a[i]·b[i] of unsigned × signed bytes, 128 bytes a step into four
-/// independent accumulators, `step(acc, u, v)` adding the products of 32 byte
-/// pairs to `acc`'s eight lanes. Lengths must be equal and a multiple of 128.
+/// Σ a[i]·b[i] of unsigned × signed bytes, 256 bytes a step into eight
+/// independent accumulators (the rest, 128 bytes, into four), `step(acc, u,
+/// v)` adding the products of 32 byte pairs to `acc`'s eight lanes. Lengths
+/// must be equal and a multiple of 128.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn sum_byte_products(a: &[u8], b: &[i8], step: impl Fn(__m256i, __m256i, __m256i) -> __m256i) -> i32 {
     assert!(a.len() == b.len() && a.len().is_multiple_of(128), "dot_u8_i8 needs equal lengths, a multiple of 128");
-    let mut acc = [_mm256_setzero_si256(); 4];
-    for (x, y) in a.chunks_exact(128).zip(b.chunks_exact(128)) {
+    // SAFETY (both): 32 bytes from the start of the slice, bounds-checked; loadu needs no alignment.
+    let lda = |x: &[u8]| unsafe { _mm256_loadu_si256(x[..32].as_ptr().cast()) };
+    let ldb = |x: &[i8]| unsafe { _mm256_loadu_si256(x[..32].as_ptr().cast()) };
+    let mut acc = [_mm256_setzero_si256(); 8];
+    let (steps_a, steps_b) = (a.chunks_exact(256), b.chunks_exact(256));
+    let (rest_a, rest_b) = (steps_a.remainder(), steps_b.remainder());
+    for (x, y) in steps_a.zip(steps_b) {
         for (k, s) in acc.iter_mut().enumerate() {
-            // SAFETY: each chunk holds 128 bytes, so bytes 32k..32k+32 are in bounds; loadu needs no alignment.
-            let (u, v) = unsafe {
-                (_mm256_loadu_si256(x[32 * k..].as_ptr().cast()), _mm256_loadu_si256(y[32 * k..].as_ptr().cast()))
-            };
-            *s = step(*s, u, v);
+            *s = step(*s, lda(&x[32 * k..]), ldb(&y[32 * k..]));
         }
     }
-    let all = _mm256_add_epi32(_mm256_add_epi32(acc[0], acc[1]), _mm256_add_epi32(acc[2], acc[3]));
+    for (k, (x, y)) in rest_a.chunks_exact(32).zip(rest_b.chunks_exact(32)).enumerate() {
+        acc[k] = step(acc[k], lda(x), ldb(y));
+    }
+    let all = acc.iter().fold(_mm256_setzero_si256(), |s, &x| _mm256_add_epi32(s, x));
     let mut lanes = [0i32; 8];
     // SAFETY: `lanes` is 32 writable bytes; storeu needs no alignment.
     unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), all) };

@@ -146,9 +146,12 @@ fn probe_kernels_match_the_scalar_sums() {
     let mut rng = SplitMix64(5);
     let a: Vec<u8> = (0..1024).map(|_| (rng.next_u64() % 128) as u8).collect();
     let b: Vec<i8> = (0..1024).map(|_| rng.next_u64() as i8).collect();
-    let want: i32 = a.iter().zip(&b).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum();
-    for k in Kernels::available() {
-        assert_eq!(k.dot_u8_i8(&a, &b), want, "{}", k.name());
+    // Whole steps of every set, and lengths that leave a remainder of 128 or 384 bytes.
+    for len in [128, 384, 896, 1024] {
+        let want: i32 = a[..len].iter().zip(&b[..len]).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum();
+        for k in Kernels::available() {
+            assert_eq!(k.dot_u8_i8(&a[..len], &b[..len]), want, "{} over {len} bytes", k.name());
+        }
     }
     let x: Vec<f32> = (0..1024).map(|_| uniform(&mut rng)).collect();
     let y: Vec<f32> = (0..1024).map(|_| uniform(&mut rng)).collect();

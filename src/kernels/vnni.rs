@@ -4,7 +4,7 @@
 //! writes them into the module that invokes it, compiled for its features.
 
 /// Writes the shared VNNI tile kernels (`tile_dot_whole`, `tile_dot_q6k`,
-/// `tile_dot_q4k`, `dot_u8_i8`) into the invoking module, compiled for
+/// `tile_dot_q4k`) into the invoking module, compiled for
 /// `$features` with `$dpbusd` and `$dpwssd` as the 256-bit dot instructions;
 /// `$isa` names the extension in their docs. The module imports the x86
 /// intrinsics, `super::avx2::bcast4` and `super::packed::{ActRow,
@@ -13,7 +13,7 @@ macro_rules! vnni_tile_kernels {
     ($features:literal, $dpbusd:ident, $dpwssd:ident, $isa:literal) => {
         /// The eight rows of a packed Q5_0 or Q8_0 tile · `N` activation rows in
         /// whole blocks ([`super::avx2::q0_tiles_whole`]), each block's 32 products
-        /// of a row summed by eight chained `vpdpbusd`s from its offset: Q5_0's unsigned quants less 16 times the
+        /// of a row summed by `vpdpbusd`s in four chains, the first from its offset: Q5_0's unsigned quants less 16 times the
         /// activations' block sum, Q8_0's weights turned unsigned by adding 128
         /// (flipping the top bit, once for all rows) less 128 times it. Exact in
         /// 32 bits, so equal bit for bit to the reference.
@@ -28,6 +28,7 @@ macro_rules! vnni_tile_kernels {
         ) -> [[f32; TILE_ROWS]; N] {
             let top = _mm256_set1_epi8(i8::MIN);
             let offset = if format == PackedFormat::Q5_0 { -16 } else { -128 };
+            let zero = _mm256_setzero_si256();
             super::avx2::q0_tiles_whole(
                 format,
                 tile,
@@ -36,10 +37,13 @@ macro_rules! vnni_tile_kernels {
                 |v| _mm256_xor_si256(v, top),
                 |w, row, b| {
                     let q: *const u8 = row.q.as_ptr().cast();
-                    (0..8).fold(_mm256_set1_epi32(offset * row.sum32[b]), |s, v| {
+                    // Four chains of two, so that a block's sum waits on two `vpdpbusd`s, not eight.
+                    let mut s = [_mm256_set1_epi32(offset * row.sum32[b]), zero, zero, zero];
+                    for v in 0..8 {
                         // SAFETY: elements 32b..32b + 32 of the row are in bounds (asserted by q0_tiles_whole).
-                        $dpbusd(s, w[v], unsafe { bcast4(q, 32 * b + 4 * v) })
-                    })
+                        s[v % 4] = $dpbusd(s[v % 4], w[v], unsafe { bcast4(q, 32 * b + 4 * v) });
+                    }
+                    _mm256_add_epi32(_mm256_add_epi32(s[0], s[1]), _mm256_add_epi32(s[2], s[3]))
                 },
             )
         }
@@ -87,16 +91,6 @@ macro_rules! vnni_tile_kernels {
                     _mm256_add_epi32(_mm256_mullo_epi32(lo, sl), _mm256_mullo_epi32(hi, sh))
                 },
             )
-        }
-
-        /// Σ a[i]·b[i] of unsigned × signed bytes by 256-bit `vpdpbusd`: the
-        /// int8 peak of these kernels, for the compute probe. Lengths must be
-        /// equal and a multiple of 128.
-        ///
-        #[doc = concat!("Compiled for ", $isa, ".")]
-        #[target_feature(enable = $features)]
-        pub fn dot_u8_i8(a: &[u8], b: &[i8]) -> i32 {
-            super::avx2::sum_byte_products(a, b, |s, u, v| $dpbusd(s, u, v))
         }
     };
 }
