@@ -126,41 +126,6 @@ pub fn tile_gemm_q5_0<const N: usize>(
     store_rows(acc.map(|a| lane_total(a)))
 }
 
-/// Bytes of one tile-block of a Q5_0 or Q8_0 tile as [`unpack_q0_wide`]
-/// leaves it: four 64-byte vectors of quants as signed bytes (Q5_0's less
-/// 16), vector `v` holding elements `8v..8v + 8` of each of the eight rows
-/// (row `r` at bytes `8r..8r + 8`); then sixteen 32-bit lanes holding −128
-/// times row `r`'s sum of quants in lane `2r` (0 in lane `2r + 1`); then the
-/// rows' scales as f32, row `r`'s in lanes `2r` and `2r + 1`.
-pub const Q0_WIDE_UNPACKED: usize = 6 * 64;
-
-/// A packed Q5_0 or Q8_0 tile in the layout [`tile_gemm_wide`] reads
-/// ([`Q0_WIDE_UNPACKED`] bytes a block): unpacked once for every activation
-/// row a call multiplies.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub fn unpack_q0_wide(format: PackedFormat, tile: &[u8], blocks: usize, out: &mut [u8]) {
-    let bb = format.block_bytes();
-    assert!(tile.len() >= bb * blocks && out.len() >= Q0_WIDE_UNPACKED * blocks);
-    let ones = _mm256_set1_epi8(1);
-    let pairs = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-    for (blk, dst) in tile.chunks_exact(bb).zip(out.chunks_exact_mut(Q0_WIDE_UNPACKED)).take(blocks) {
-        let w = q0_signed(format, blk);
-        // Each row's sum of quants, in lane r (four bytes of a lane times 1 each).
-        let sums = w.iter().fold(_mm256_setzero_si256(), |s, &x| _mm256_dpbusd_epi32(s, ones, x));
-        let init = _mm512_cvtepu32_epi64(_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<7>(sums)));
-        let scales = _mm512_permutexvar_ps(pairs, _mm512_castps256_ps512(scales(&blk[..16])));
-        let dst = &mut dst[..Q0_WIDE_UNPACKED];
-        // SAFETY: `dst` holds the block's 384 bytes; storeu needs no alignment.
-        unsafe {
-            for v in 0..4 {
-                _mm512_storeu_si512(dst.as_mut_ptr().add(64 * v).cast(), rows_of_eight(w[2 * v], w[2 * v + 1]));
-            }
-            _mm512_storeu_si512(dst.as_mut_ptr().add(256).cast(), init);
-            _mm512_storeu_ps(dst.as_mut_ptr().add(320).cast(), scales);
-        }
-    }
-}
-
 /// A Q5_0 or Q8_0 tile-block's quants as signed bytes (Q5_0's less 16),
 /// vector `v` holding elements `4v..4v + 4` of each row (row `r` at bytes
 /// `4r..4r + 4`).
@@ -190,20 +155,25 @@ fn q0_signed(format: PackedFormat, blk: &[u8]) -> [__m256i; 8] {
 pub const Q0_PAIR_UNPACKED: usize = 10 * 64;
 
 /// Two consecutive packed Q5_0 or Q8_0 tiles (sixteen rows) in the layout
-/// [`tile_pair_gemm`] reads ([`Q0_PAIR_UNPACKED`] bytes a block).
+/// [`tile_pair_gemm`] reads ([`Q0_PAIR_UNPACKED`] bytes a block). Without a
+/// second tile, its eight rows are zero weights of scale 0 (their results, 0,
+/// are not read).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub fn unpack_q0_pair(format: PackedFormat, [first, second]: [&[u8]; 2], blocks: usize, out: &mut [u8]) {
+pub fn unpack_q0_pair(format: PackedFormat, (first, second): (&[u8], Option<&[u8]>), blocks: usize, out: &mut [u8]) {
     let bb = format.block_bytes();
-    assert!(first.len().min(second.len()) >= bb * blocks && out.len() >= Q0_PAIR_UNPACKED * blocks);
+    assert!(first.len() >= bb * blocks && out.len() >= Q0_PAIR_UNPACKED * blocks);
+    assert!(second.is_none_or(|t| t.len() >= bb * blocks));
     let ones = _mm512_set1_epi8(1);
-    let (a, b) = (first.chunks_exact(bb).take(blocks), second.chunks_exact(bb));
-    for ((ba, bb), dst) in a.zip(b).zip(out.chunks_exact_mut(Q0_PAIR_UNPACKED)) {
-        let (wa, wb) = (q0_signed(format, ba), q0_signed(format, bb));
+    for (b, dst) in out.chunks_exact_mut(Q0_PAIR_UNPACKED).take(blocks).enumerate() {
+        let ba = &first[b * bb..][..bb];
+        let bb = second.map(|t| &t[b * bb..][..bb]);
+        let (wa, wb) = (q0_signed(format, ba), bb.map_or([_mm256_setzero_si256(); 8], |blk| q0_signed(format, blk)));
         let w: [__m512i; 8] = std::array::from_fn(|v| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(wa[v]), wb[v]));
         // Each row's sum of quants in its lane (four bytes of a lane times 1 each).
         let sums = w.iter().fold(_mm512_setzero_si512(), |s, &x| _mm512_dpbusd_epi32(s, ones, x));
         let init = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32::<7>(sums));
-        let halves = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(load128(ba)), load128(bb));
+        let second_scales = bb.map_or(_mm_setzero_si128(), |blk| load128(blk));
+        let halves = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(load128(ba)), second_scales);
         let dst = &mut dst[..Q0_PAIR_UNPACKED];
         // SAFETY: `dst` holds the block's 640 bytes; storeu needs no alignment.
         unsafe {
@@ -260,46 +230,6 @@ pub fn tile_pair_gemm<const N: usize>(quants: &[u8], blocks: usize, acts: [&ActR
         unsafe { _mm512_storeu_ps(rows.as_mut_ptr(), a) };
         rows
     })
-}
-
-/// The eight rows of a Q5_0 or Q8_0 tile · `N` activation rows in whole
-/// blocks ([`crate::quant::Order::Batch`]), the tile unpacked by
-/// [`unpack_q0_wide`] into `quants`: each block's products go by four 512-bit
-/// `vpdpbusd`s per row, the activations plus 128 ([`ActRow::biased`]) times the
-/// signed weights, eight products of a weight row to a pair of lanes, started
-/// from −128 times the weights' sum so the bias comes off exactly; the pair is
-/// added, and one fused multiply-add per block adds the exact sum as the
-/// scalar reference does, `acc = fma(isum, d_w · d_a, acc)`: equal bit for bit.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub fn tile_gemm_wide<const N: usize>(quants: &[u8], blocks: usize, acts: [&ActRow; N]) -> [[f32; TILE_ROWS]; N] {
-    assert!(quants.len() >= Q0_WIDE_UNPACKED * blocks);
-    for a in acts {
-        assert!(a.biased.len() >= 32 * blocks && a.d.len() >= blocks);
-    }
-    let q: [*const i64; N] = std::array::from_fn(|t| acts[t].biased.as_ptr().cast());
-    let d: [*const f32; N] = std::array::from_fn(|t| acts[t].d.as_ptr());
-    let quants = quants.as_ptr();
-    // Lane 2r of each: row r's sum; lane 2r + 1: no meaning.
-    let mut acc = [_mm512_setzero_ps(); N];
-    for b in 0..blocks {
-        // SAFETY (every read in this block): block b < blocks of the unpacked quants, and elements
-        // 32b..32b + 32 and scale b of each row, are in bounds (asserted above); the loads need no
-        // alignment.
-        unsafe {
-            let w = quants.add(Q0_WIDE_UNPACKED * b);
-            let wv: [__m512i; 4] = std::array::from_fn(|v| _mm512_loadu_si512(w.add(64 * v).cast()));
-            let (init, sw) = (_mm512_loadu_si512(w.add(256).cast()), _mm512_loadu_ps(w.add(320).cast()));
-            for t in 0..N {
-                let s = wv.iter().enumerate().fold(init, |s, (v, &wv)| {
-                    _mm512_dpbusd_epi32(s, _mm512_set1_epi64(q[t].add(4 * b + v).read_unaligned()), wv)
-                });
-                let isum = _mm512_cvtepi32_ps(_mm512_add_epi32(s, _mm512_srli_epi64::<32>(s)));
-                acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(sw, _mm512_set1_ps(d[t].add(b).read())), isum, acc[t]);
-            }
-        }
-    }
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
-    store_rows(acc.map(|a| _mm512_castps512_ps256(_mm512_permutexvar_ps(even, a))))
 }
 
 /// Rows `0..4` and `4..8` of two vectors of eight rows × four elements

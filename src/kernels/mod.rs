@@ -406,34 +406,26 @@ impl Kernels {
         sums: quant::SumOrder,
         outs: [&mut [f32]; 2],
     ) -> bool {
-        use packed::PackedFormat::{Q5_0, Q8_0};
+        use packed::{PackedFormat::Q5_0, PackedFormat::Q8_0, TILE_ROWS};
+        // The cheap tests first: decode asks for every pair of tiles.
+        if self.0 != Set::Avx512 || !matches!(w.format, Q5_0 | Q8_0) || acts.len() < WIDE_GEMM_FROM_ROWS {
+            return false;
+        }
         let ty = w.format.tensor_type();
-        let batch = (0..acts.len()).all(|t| sums.of(ty, part.first + t, part.total) == quant::Order::Batch);
-        if self.0 != Set::Avx512 || !matches!(w.format, Q5_0 | Q8_0) || acts.len() < WIDE_GEMM_FROM_ROWS || !batch {
+        if (0..acts.len()).any(|t| sums.of(ty, part.first + t, part.total) != quant::Order::Batch) {
             return false;
         }
         assert!(tile + 1 < w.tiles(), "tile {tile} has no next tile");
+        let [first, second] = outs;
         #[cfg(target_arch = "x86_64")]
         UNPACKED.with_borrow_mut(|quants| {
-            quants.resize(w.blocks * avx512::Q0_PAIR_UNPACKED, 0);
-            let quants = &mut quants[..];
-            let [first, second] = outs;
-            let mut put = |t: usize, rows: &[f32; 16]| {
-                first[packed::TILE_ROWS * t..][..packed::TILE_ROWS].copy_from_slice(&rows[..packed::TILE_ROWS]);
-                second[packed::TILE_ROWS * t..][..packed::TILE_ROWS].copy_from_slice(&rows[packed::TILE_ROWS..]);
-            };
-            // SAFETY (every call): the AVX-512 set exists only where the CPU supports it (`Kernels::supported`).
+            let tiles = (w.tile(tile), Some(w.tile(tile + 1)));
+            // SAFETY: the AVX-512 set exists only where the CPU supports it (`Kernels::supported`).
             unsafe {
-                avx512::unpack_q0_pair(w.format, [w.tile(tile), w.tile(tile + 1)], w.blocks, quants);
-                let mut groups = acts.chunks_exact(8);
-                for (g, a) in (&mut groups).enumerate() {
-                    let rows = avx512::tile_pair_gemm::<8>(quants, w.blocks, std::array::from_fn(|i| &a[i]));
-                    rows.iter().enumerate().for_each(|(i, r)| put(8 * g + i, r));
-                }
-                let done = acts.len() - groups.remainder().len();
-                for (i, a) in groups.remainder().iter().enumerate() {
-                    put(done + i, &avx512::tile_pair_gemm::<1>(quants, w.blocks, [a])[0]);
-                }
+                avx512_q0_gemm(quants, w.format, tiles, w.blocks, acts, |t, rows| {
+                    first[TILE_ROWS * t..][..TILE_ROWS].copy_from_slice(&rows[..TILE_ROWS]);
+                    second[TILE_ROWS * t..][..TILE_ROWS].copy_from_slice(&rows[TILE_ROWS..]);
+                })
             }
         });
         true
@@ -649,14 +641,56 @@ fn by_groups<const N: usize>(
     one: impl Fn([&packed::ActRow; 1]) -> [[f32; packed::TILE_ROWS]; 1],
 ) {
     use packed::TILE_ROWS;
-    let mut outs = out.chunks_exact_mut(N * TILE_ROWS);
+    each_group(acts, group, one, |t, rows| out[TILE_ROWS * t..][..TILE_ROWS].copy_from_slice(rows));
+}
+
+#[cfg(target_arch = "x86_64")]
+/// `put(t, results)` for every activation row `t`: `group` takes the rows
+/// `N` at a time, `one` the rest, each giving `R` results a row.
+fn each_group<const N: usize, const R: usize>(
+    acts: &[packed::ActRow],
+    group: impl Fn([&packed::ActRow; N]) -> [[f32; R]; N],
+    one: impl Fn([&packed::ActRow; 1]) -> [[f32; R]; 1],
+    mut put: impl FnMut(usize, &[f32; R]),
+) {
     let mut groups = acts.chunks_exact(N);
-    for (a, o) in (&mut groups).zip(&mut outs) {
-        o.copy_from_slice(group(std::array::from_fn(|i| &a[i])).as_flattened());
+    for (g, a) in (&mut groups).enumerate() {
+        group(std::array::from_fn(|i| &a[i])).iter().enumerate().for_each(|(i, rows)| put(N * g + i, rows));
     }
-    let rest = outs.into_remainder();
-    for (a, o) in groups.remainder().iter().zip(rest.chunks_exact_mut(TILE_ROWS)) {
-        o.copy_from_slice(&one([a])[0]);
+    let done = acts.len() - groups.remainder().len();
+    for (i, a) in groups.remainder().iter().enumerate() {
+        put(done + i, &one([a])[0]);
+    }
+}
+
+/// The AVX-512 gemm of a Q5_0 or Q8_0 tile and the next (`tiles.1`; none:
+/// the tile alone) times every row of `acts`, all in the batch order: the
+/// tiles are unpacked once into `quants` ([`avx512::unpack_q0_pair`]), then
+/// [`avx512::tile_pair_gemm`] takes the rows eight at a time; `put(t, rows)`
+/// receives row `t`'s sixteen results (the first tile's, then the next's).
+///
+/// # Safety
+/// The CPU must support the AVX-512 set (`avx512_available()`).
+#[cfg(target_arch = "x86_64")]
+unsafe fn avx512_q0_gemm(
+    quants: &mut Vec<u8>,
+    format: packed::PackedFormat,
+    tiles: (&[u8], Option<&[u8]>),
+    blocks: usize,
+    acts: &[packed::ActRow],
+    put: impl FnMut(usize, &[f32; 16]),
+) {
+    quants.resize(blocks * avx512::Q0_PAIR_UNPACKED, 0);
+    let quants = &mut quants[..];
+    // SAFETY (every call): the caller guarantees the CPU features these kernels enable.
+    unsafe {
+        avx512::unpack_q0_pair(format, tiles, blocks, quants);
+        each_group::<8, 16>(
+            acts,
+            |a| avx512::tile_pair_gemm(quants, blocks, a),
+            |a| avx512::tile_pair_gemm(quants, blocks, a),
+            put,
+        );
     }
 }
 
@@ -678,26 +712,15 @@ unsafe fn avx512_gemm(
 ) {
     use packed::PackedFormat::{Q4K, Q5_0, Q6K, Q8_0};
     UNPACKED.with_borrow_mut(|quants| {
-        let per_block = match format {
-            Q5_0 | Q8_0 => avx512::Q0_WIDE_UNPACKED,
-            Q4K => avx512::Q4K_WIDE_UNPACKED,
-            Q6K => avx512::Q6K_WIDE_UNPACKED,
-        };
-        quants.resize(blocks * per_block, 0);
-        let quants = &mut quants[..];
         // SAFETY (every call): the caller guarantees the CPU features these kernels enable.
         unsafe {
             match format {
-                Q5_0 | Q8_0 => {
-                    avx512::unpack_q0_wide(format, tile, blocks, quants);
-                    by_groups::<8>(
-                        acts,
-                        out,
-                        |a| avx512::tile_gemm_wide(quants, blocks, a),
-                        |a| avx512::tile_gemm_wide(quants, blocks, a),
-                    );
-                }
+                // A tile alone goes as the first of a pair whose second is empty.
+                Q5_0 | Q8_0 => avx512_q0_gemm(quants, format, (tile, None), blocks, acts, |t, rows| {
+                    out[packed::TILE_ROWS * t..][..packed::TILE_ROWS].copy_from_slice(&rows[..packed::TILE_ROWS])
+                }),
                 Q4K => {
+                    quants.resize(blocks * avx512::Q4K_WIDE_UNPACKED, 0);
                     avx512::unpack_q4k_wide(tile, blocks, quants);
                     by_groups::<4>(
                         acts,
@@ -707,6 +730,7 @@ unsafe fn avx512_gemm(
                     );
                 }
                 Q6K => {
+                    quants.resize(blocks * avx512::Q6K_WIDE_UNPACKED, 0);
                     avx512::unpack_q6k_wide(tile, blocks, quants);
                     by_groups::<8>(
                         acts,
