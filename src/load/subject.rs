@@ -154,8 +154,9 @@ mod tests {
         assert!(s.ttft_ms.unwrap() >= 30.0, "{s:?}");
         assert!((s.prefill_tok_s - 8.0 / (s.ttft_ms.unwrap() / 1e3)).abs() < 1e-9, "{s:?}");
         assert_eq!(s.itl_ms.len(), 16, "{s:?}");
-        // 16 tokens 2 ms apart: at most 500 tok/s however the scheduler runs.
-        assert!(s.decode_tok_s > 0.0 && s.decode_tok_s <= 500.0 * 1.05, "{s:?}");
+        // 16 tokens 2 ms apart: at most 500 tok/s. The client times the stream, so a first read
+        // that wakes late shortens the span it sees: up to 15 ms of its 30 are allowed.
+        assert!(s.decode_tok_s > 0.0 && s.decode_tok_s <= 500.0 * 2.0, "{s:?}");
         let too_short = Protocol { min_sample_ms: 10_000.0, ..p };
         match Streamed::new(&ep).run(&too_short, 1) {
             Err(BenchError::Implausible { metric, .. }) => assert_eq!(metric, "decode"),

@@ -324,7 +324,8 @@ mod tests {
                 pidfile.display()
             );
             let start = Instant::now();
-            let e = output(Command::new("sh").args(["-c", &escaped]), Some(Duration::from_millis(300))).unwrap_err();
+            // Long enough for a loaded host to start the script and its escaping child.
+            let e = output(Command::new("sh").args(["-c", &escaped]), Some(Duration::from_millis(1500))).unwrap_err();
             // SAFETY: kill(2) takes plain integers; this ends the sleep the script left behind.
             unsafe { libc::kill(read_pid(&pidfile), libc::SIGKILL) };
             assert!(start.elapsed() < Duration::from_secs(5));

@@ -438,13 +438,13 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             )
         }),
         ("bench", || {
-            // Engines a and b on the real protocol: a server streaming a token every 4 ms against one
-            // every 12 ms, then the claim about the slow one.
+            // Engines a and b on the real protocol: a server streaming a token every 10 ms against one
+            // every 30 ms, then the claim about the slow one. A run stalled by 100 ms decides neither.
             let claim = |a: &str, b: &str| {
                 let text = format!("model = \"0.5b\"\na = \"{a}\"\nb = \"{b}\"\nmetric = \"decode_ratio\"\nop = \">=\"\nthreshold = 1.5");
                 super::parse::<perf::BenchParams>(&toml::from_str(&text).unwrap()).unwrap()
             };
-            let (fast, slow) = (("fast", Duration::from_millis(4)), ("slow", Duration::from_millis(12)));
+            let (fast, slow) = (("fast", Duration::from_millis(10)), ("slow", Duration::from_millis(30)));
             (
                 perf::judge_bench(&claim("fast", "slow"), &streamed_bench(fast, slow)).unwrap(),
                 perf::judge_bench(&claim("slow", "fast"), &streamed_bench(slow, fast)).unwrap(),
@@ -1270,11 +1270,13 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             (bricks::judge_overhead(&p, &cheap), bricks::judge_overhead(&p, &costly))
         }),
         ("serving", || {
-            // The same stub server against itself, then one whose first token comes 5x later.
-            let p = serving_params(serving::ServingMetric::TtftP99Ratio, Op::Le, 2.0);
-            let fast = crate::load::stub::start(Duration::from_millis(60), Duration::from_millis(2));
-            let twin = crate::load::stub::start(Duration::from_millis(60), Duration::from_millis(2));
-            let slow = crate::load::stub::start(Duration::from_millis(300), Duration::from_millis(2));
+            // The same stub server against itself, then one whose first token comes 5x later; first
+            // tokens long enough, and runs enough, that a request stalled by 100 ms decides neither.
+            let p =
+                serving::ServingParams { runs: 5, ..serving_params(serving::ServingMetric::TtftP99Ratio, Op::Le, 2.0) };
+            let fast = crate::load::stub::start(Duration::from_millis(120), Duration::from_millis(2));
+            let twin = crate::load::stub::start(Duration::from_millis(120), Duration::from_millis(2));
+            let slow = crate::load::stub::start(Duration::from_millis(600), Duration::from_millis(2));
             let at = |name: &str, s: &crate::load::stub::Stub| crate::engines::Endpoint::at(name, &s.base, "m");
             let same = serving::observe(&p, &at("a", &fast), &at("b", &twin)).unwrap();
             let inflated = serving::observe(&p, &at("a", &slow), &at("b", &twin)).unwrap();
@@ -1282,12 +1284,12 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
         }),
         ("serving", || {
             // One engine against itself at 4 streams and 1: a server that serves requests together
-            // scales, one that queues them does not.
+            // scales (about 4x), one that queues them does not (1x); a run stalled by 150 ms decides neither.
             let mut p = serving_params(serving::ServingMetric::ThroughputRatio, Op::Ge, 2.0);
             (p.concurrency, p.b_concurrency, p.requests) = (4, Some(1), Some(8));
             let at = |s: &crate::load::stub::Stub| crate::engines::Endpoint::at("stub", &s.base, "m");
-            let together = at(&crate::load::stub::start(Duration::from_millis(30), Duration::from_millis(5)));
-            let queued = at(&crate::load::stub::start_serial(Duration::from_millis(30), Duration::from_millis(5)));
+            let together = at(&crate::load::stub::start(Duration::from_millis(100), Duration::from_millis(10)));
+            let queued = at(&crate::load::stub::start_serial(Duration::from_millis(100), Duration::from_millis(10)));
             let scales = serving::observe(&p, &together, &together).unwrap();
             let flat = serving::observe(&p, &queued, &queued).unwrap();
             (serving::judge_serving(&p, &scales).unwrap(), serving::judge_serving(&p, &flat).unwrap())
