@@ -723,19 +723,21 @@ impl OnlineSoftmax {
     /// factor 1; the running sum updated as `fma(sum, ms, vs)`.
     pub(super) fn factors(&mut self, heads: usize, n: usize) {
         for h in 0..heads {
+            // The running maximum and sum in registers, not a store and reload per position.
+            let (mut max, mut sum) = (self.max[h], self.sum[h]);
             for j in 0..n {
                 let s = self.score[h][j];
-                let (ms, vs) = (&mut self.ms[h][j], &mut self.vs[h][j]);
-                (*ms, *vs) = (1.0, 1.0);
-                if s > self.max[h] {
-                    let old = self.max[h];
-                    self.max[h] = s;
-                    *ms = (old - s).exp();
+                let (ms, vs) = if s > max {
+                    let old = max;
+                    max = s;
+                    ((old - s).exp(), 1.0)
                 } else {
-                    *vs = (s - self.max[h]).exp();
-                }
-                self.sum[h] = self.sum[h].mul_add(*ms, *vs);
+                    (1.0, (s - max).exp())
+                };
+                (self.ms[h][j], self.vs[h][j]) = (ms, vs);
+                sum = sum.mul_add(ms, vs);
             }
+            (self.max[h], self.sum[h]) = (max, sum);
         }
     }
 }

@@ -487,8 +487,9 @@ pub fn tile_gemm_q4k_wide<const N: usize>(quants: &[u8], blocks: usize, acts: [&
 /// `16 · Z` values (`Z` even): the same arithmetic in the same order, so equal
 /// bit for bit to [`crate::model::attention::attend_group`]. A score's four
 /// eight-lane accumulators (vector `i` into accumulator `i mod 4`) are two
-/// 512-bit ones, `[0 | 1]` and `[2 | 3]`, added as the reference adds them;
-/// each head's weighted sum of values stays in registers for a whole chunk of
+/// 512-bit ones, `[0 | 1]` and `[2 | 3]`, added as the reference adds them,
+/// sixteen positions' lanes at once ([`add_lanes_16`]) over keys converted to
+/// f32 once a chunk; each head's weighted sum of values stays in registers for a whole chunk of
 /// positions, rounded to f16 after every update as the reference rounds it.
 /// Row `p` of the keys and values starts at `p * stride + offset`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -518,27 +519,37 @@ pub fn attend_group_f16<const Z: usize>(
     }
     out.fill(0.0);
     let mut soft = OnlineSoftmax::new();
+    // The chunk's keys in f32, converted once for every head.
+    let mut kf = [0.0f32; ATTEND_CHUNK * 256];
     for c0 in (0..ctx).step_by(ATTEND_CHUNK) {
         let n = ATTEND_CHUNK.min(ctx - c0);
         for j in 0..n {
             let at = (c0 + j) * stride + offset;
-            let k: [__m512; Z] = std::array::from_fn(|i| ld16(keys, at + 16 * i));
-            for (h, sc) in soft.score.iter_mut().enumerate().take(heads) {
-                let (mut a01, mut a23) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-                for (i, ki) in k.iter().enumerate() {
-                    match i % 2 {
-                        0 => a01 = _mm512_fmadd_ps(*ki, ld(qr, h * hd + 16 * i), a01),
-                        _ => a23 = _mm512_fmadd_ps(*ki, ld(qr, h * hd + 16 * i), a23),
+            for i in 0..Z {
+                st(&mut kf, j * hd + 16 * i, ld16(keys, at + 16 * i));
+            }
+        }
+        // Sixteen positions' scores at a time: each position's sixteen lanes as
+        // the reference's accumulators hold them, then the sixteen added across
+        // together by `add_lanes_16`.
+        for (h, sc) in soft.score.iter_mut().enumerate().take(heads) {
+            let qh: [__m512; Z] = std::array::from_fn(|i| ld(qr, h * hd + 16 * i));
+            for j0 in (0..n).step_by(16) {
+                let rows: [__m512; 16] = std::array::from_fn(|t| {
+                    let (mut a01, mut a23) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+                    if j0 + t < n {
+                        for (i, qi) in qh.iter().enumerate() {
+                            let k = ld(&kf, (j0 + t) * hd + 16 * i);
+                            match i % 2 {
+                                0 => a01 = _mm512_fmadd_ps(k, *qi, a01),
+                                _ => a23 = _mm512_fmadd_ps(k, *qi, a23),
+                            }
+                        }
                     }
-                }
-                let s = _mm512_add_ps(a01, a23);
-                let l = _mm256_add_ps(
-                    _mm512_castps512_ps256(s),
-                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s))),
-                );
-                let t = _mm_add_ps(_mm256_castps256_ps128(l), _mm256_extractf128_ps::<1>(l));
-                let t = _mm_hadd_ps(t, t);
-                sc[j] = _mm_cvtss_f32(_mm_hadd_ps(t, t)) * scale;
+                    _mm512_add_ps(a01, a23)
+                });
+                // A chunk holds a whole number of sixteens: lanes past `n` land in unread scores.
+                st(sc, j0, _mm512_mul_ps(add_lanes_16(rows), _mm512_set1_ps(scale)));
             }
         }
         soft.factors(heads, n);
@@ -571,6 +582,34 @@ pub fn attend_group_f16<const Z: usize>(
             st(out, at, _mm512_mul_ps(ld(out, at), inv));
         }
     }
+}
+
+/// The sums of the lanes of sixteen rows, row `t` in lane `t`, each added as
+/// the reference's f16 dot product adds its accumulators' lanes (lanes `i` and
+/// `i + 8`, then `i` and `i + 4`, then `(0 + 1) + (2 + 3)`): a tree of
+/// shuffles that pairs the rows' lanes, so 15 additions serve all sixteen.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn add_lanes_16(rows: [__m512; 16]) -> __m512 {
+    // Rows 2i and 2i+1: each row's lanes i + (i + 8), in its own half.
+    let halves: [__m512; 8] = std::array::from_fn(|i| {
+        let (a, b) = (rows[2 * i], rows[2 * i + 1]);
+        _mm512_add_ps(_mm512_shuffle_f32x4::<0x44>(a, b), _mm512_shuffle_f32x4::<0xEE>(a, b))
+    });
+    // Rows 4j..4j+4: each row's four sums i + (i + 4), in its own quarter.
+    let quarters: [__m512; 4] = std::array::from_fn(|j| {
+        let (a, b) = (halves[2 * j], halves[2 * j + 1]);
+        _mm512_add_ps(_mm512_shuffle_f32x4::<0x88>(a, b), _mm512_shuffle_f32x4::<0xDD>(a, b))
+    });
+    // (0 + 1) and (2 + 3) of every row, then their sum.
+    let pairs: [__m512; 2] = std::array::from_fn(|j| {
+        let (a, b) = (quarters[2 * j], quarters[2 * j + 1]);
+        _mm512_add_ps(_mm512_shuffle_ps::<0x88>(a, b), _mm512_shuffle_ps::<0xDD>(a, b))
+    });
+    let sums =
+        _mm512_add_ps(_mm512_shuffle_ps::<0x88>(pairs[0], pairs[1]), _mm512_shuffle_ps::<0xDD>(pairs[0], pairs[1]));
+    // Row 4j + k ended in lane 4k + j.
+    _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), sums)
 }
 
 /// `G` heads' weighted sums of values (`out`, `G · 16Z` values) over the `n`
