@@ -209,6 +209,8 @@ pub struct Model {
     pub kernels: Kernels,
     /// How each product's order of summation is chosen (llama.cpp's by default).
     pub sum_order: SumOrder,
+    /// Bytes of activation rows a matrix product's pass takes ([`ACT_BYTES_PER_PASS`] by default).
+    pub act_bytes_per_pass: usize,
     /// The forward pass's bricks, in pass order.
     pub pipeline: Pipeline,
     /// Buffers the matrix products reuse.
@@ -263,13 +265,21 @@ struct Scratch {
 /// Most matrices one [`Model::matmul_group`] call multiplies (Q, K and V).
 const MAX_GROUP: usize = 3;
 
-/// Activation rows a thread multiplies by all its weight tiles before it takes
-/// the next ones (a multiple of four, see [`BatchPart`]). All 640 rows of a
-/// long prompt overflow a core's L2 (a Q8_K row of the 0.5B model's 4,864-wide
-/// FFN down input is 6 KB with its sums); 64 fit. On a 640-token prefill this
-/// took the Q5_0, Q4_K and Q6_K tile kernels' time down 29-44% (32 and 128
-/// measured within noise of 64).
-const TOKENS_PER_PASS: usize = 64;
+/// Bytes of activation rows a thread multiplies by all its weight tiles
+/// before it takes the next rows, by default: they stay in the core's L2 (512 KB or more
+/// on the CPUs with these kernels) while its weights go by, and a tile is
+/// unpacked once per pass. All 640 rows of a long prompt overflowed L2 and
+/// took the tile kernels' time up 29-44%. Against a fixed 64 rows (352 KB of
+/// the 0.5B model's FFN down input), 384 KB (412 rows of its 896-wide inputs)
+/// took its 573-token prefill from 685 to 701 tok/s, median of 6 alternated
+/// runs; 1 MB gave 704; the 1.5B model's prefill moved by neither.
+const ACT_BYTES_PER_PASS: usize = 384 << 10;
+
+/// Activation rows of `row_bytes` bytes a pass of `budget` bytes takes: as
+/// many as fit, a multiple of four (see [`BatchPart`]), at least four.
+fn tokens_per_pass(budget: usize, row_bytes: usize) -> usize {
+    (budget / row_bytes.max(1) / 4).max(1) * 4
+}
 
 /// Which positions of a batch need logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,6 +372,7 @@ impl Model {
             kv_budget: None,
             kernels,
             sum_order: SumOrder::process(),
+            act_bytes_per_pass: ACT_BYTES_PER_PASS,
             pipeline,
             scratch: Mutex::default(),
             buffers: Mutex::default(),
@@ -485,11 +496,12 @@ impl Model {
         cuts.extend(bounds.iter().map(|&g| offset(g)));
         by_unit.resize(total, 0.0);
         let (kernels, sums, bounds) = (self.kernels, self.sum_order, &bounds[..]);
+        let pass = tokens_per_pass(self.act_bytes_per_pass, a_bytes);
         self.pool.run_split(&mut by_unit[..total], cuts, &|pi, part| {
             // The activations a run of units at a time, so that they stay in the
             // core's cache while the thread's weights go by.
-            for t0 in (0..n_tok).step_by(TOKENS_PER_PASS) {
-                let (len, rows) = (TOKENS_PER_PASS.min(n_tok - t0), BatchPart { first: t0, total: n_tok });
+            for t0 in (0..n_tok).step_by(pass) {
+                let (len, rows) = (pass.min(n_tok - t0), BatchPart { first: t0, total: n_tok });
                 let (mut at, mut g) = (0, bounds[pi]);
                 while g < bounds[pi + 1] {
                     let mi = matrix_of(g);
