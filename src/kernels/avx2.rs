@@ -696,7 +696,7 @@ pub(super) struct OnlineSoftmax {
     max: [f32; ATTEND_MAX_GROUP],
     /// Each head's running sum of weights.
     pub(super) sum: [f32; ATTEND_MAX_GROUP],
-    /// The chunk's scores, per head and position.
+    /// The chunk's scores, per head and position (then, in [`Self::factors`], the exponentials' arguments).
     pub(super) score: [[f32; ATTEND_CHUNK]; ATTEND_MAX_GROUP],
     /// Per head and position: the factor that scales the sum so far.
     pub(super) ms: [[f32; ATTEND_CHUNK]; ATTEND_MAX_GROUP],
@@ -721,24 +721,40 @@ impl OnlineSoftmax {
     /// running maximum, the factor `ms` that scales the sum so far (`exp(old −
     /// new)`), else the position's weight `vs` (`exp(s − max)`), the other
     /// factor 1; the running sum updated as `fma(sum, ms, vs)`.
+    ///
+    /// In three loops, so that no value is carried across a call of `expf`
+    /// (which would keep it in memory): the maxima and each exponential's
+    /// argument (in place of the scores), then the exponentials, then the
+    /// sums, position by position across the heads so that their chains of
+    /// multiply-adds overlap.
+    #[target_feature(enable = "avx2,fma")]
     pub(super) fn factors(&mut self, heads: usize, n: usize) {
+        let mut raised = [0u64; ATTEND_MAX_GROUP];
         for h in 0..heads {
-            // The running maximum and sum in registers, not a store and reload per position.
-            let (mut max, mut sum) = (self.max[h], self.sum[h]);
-            for j in 0..n {
-                let s = self.score[h][j];
-                let (ms, vs) = if s > max {
-                    let old = max;
-                    max = s;
-                    ((old - s).exp(), 1.0)
+            let (mut max, arg) = (self.max[h], &mut self.score[h]);
+            for (j, a) in arg.iter_mut().enumerate().take(n) {
+                let s = *a;
+                if s > max {
+                    (*a, max) = (max - s, s);
+                    raised[h] |= 1 << j;
                 } else {
-                    (1.0, (s - max).exp())
-                };
-                (self.ms[h][j], self.vs[h][j]) = (ms, vs);
-                sum = sum.mul_add(ms, vs);
+                    *a = s - max;
+                }
             }
-            (self.max[h], self.sum[h]) = (max, sum);
+            self.max[h] = max;
+            for (j, a) in arg.iter().enumerate().take(n) {
+                let e = a.exp();
+                let pair = if raised[h] >> j & 1 == 1 { (e, 1.0) } else { (1.0, e) };
+                (self.ms[h][j], self.vs[h][j]) = pair;
+            }
         }
+        let mut sum = self.sum;
+        for j in 0..n {
+            for (h, sum) in sum.iter_mut().enumerate().take(heads) {
+                *sum = sum.mul_add(self.ms[h][j], self.vs[h][j]);
+            }
+        }
+        self.sum = sum;
     }
 }
 
