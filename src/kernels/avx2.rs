@@ -729,14 +729,14 @@ impl OnlineSoftmax {
     /// multiply-adds overlap.
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn factors(&mut self, heads: usize, n: usize) {
-        let mut raised = [0u64; ATTEND_MAX_GROUP];
-        for (h, raised) in raised.iter_mut().enumerate().take(heads) {
-            let (mut max, arg) = (self.max[h], &mut self.score[h]);
+        for h in 0..heads {
+            // Bit j: position j raised the maximum.
+            let (mut max, mut raised, arg) = (self.max[h], 0u64, &mut self.score[h]);
             for (j, a) in arg.iter_mut().enumerate().take(n) {
                 let s = *a;
                 if s > max {
                     (*a, max) = (max - s, s);
-                    *raised |= 1 << j;
+                    raised |= 1 << j;
                 } else {
                     *a = s - max;
                 }
@@ -744,7 +744,7 @@ impl OnlineSoftmax {
             self.max[h] = max;
             for (j, a) in arg.iter().enumerate().take(n) {
                 let e = a.exp();
-                let pair = if *raised >> j & 1 == 1 { (e, 1.0) } else { (1.0, e) };
+                let pair = if raised >> j & 1 == 1 { (e, 1.0) } else { (1.0, e) };
                 (self.ms[h][j], self.vs[h][j]) = pair;
             }
         }
