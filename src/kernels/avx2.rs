@@ -663,6 +663,8 @@ pub(super) fn store_rows<const N: usize>(acc: [__m256; N]) -> [[f32; super::pack
 
 /// Positions per chunk of the f16 attention kernels.
 pub(super) const ATTEND_CHUNK: usize = 64;
+// The softmax pass marks a chunk's positions in one u64.
+const _: () = assert!(ATTEND_CHUNK <= 64);
 
 /// Most query heads per KV head the f16 attention kernels take.
 pub(super) const ATTEND_MAX_GROUP: usize = 16;
