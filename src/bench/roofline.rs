@@ -153,37 +153,62 @@ fn repeat_for(seconds: f64, ops: f64, mut step: impl FnMut()) -> f64 {
     calls as f64 * ops / start.elapsed().as_secs_f64()
 }
 
-/// Read bandwidth in GB/s (10⁹ bytes/s), one sample per repetition: `threads`
-/// threads each stream their share of a `bytes`-sized buffer once, timed from a
-/// common start to the last one's finish.
+/// Read bandwidth in GB/s (10⁹ bytes/s), one sample per repetition of
+/// [`ReadProbe::pass`] over a `bytes`-sized buffer.
 pub fn read_bandwidth_gb_s(kernels: Kernels, threads: usize, bytes: usize, reps: usize) -> Vec<f64> {
-    let threads = threads.max(1);
-    let words: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
-    let share = words.len().div_ceil(threads);
-    let mut samples = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        let barrier = Barrier::new(threads + 1);
-        let elapsed = std::thread::scope(|s| {
-            let handles: Vec<_> = words
-                .chunks(share)
-                .map(|part| {
+    let probe = ReadProbe::new(kernels, threads, bytes);
+    (0..reps).map(|_| probe.pass()).collect()
+}
+
+/// A buffer whose passes time the host's read bandwidth, kept to take passes
+/// at intervals (between a benchmark's rounds).
+pub struct ReadProbe {
+    words: Vec<u64>,
+    kernels: Kernels,
+    threads: usize,
+}
+
+impl ReadProbe {
+    /// A `bytes`-sized buffer, written once so that every page is resident,
+    /// read by `threads` threads with `kernels`.
+    pub fn new(kernels: Kernels, threads: usize, bytes: usize) -> ReadProbe {
+        ReadProbe { words: (0..bytes / 8).map(|i| i as u64).collect(), kernels, threads: threads.max(1) }
+    }
+
+    /// The bandwidth over `passes` passes back to back, GB/s: the bytes of all
+    /// of them over their total time.
+    pub fn sustained(&self, passes: usize) -> f64 {
+        let passes = passes.max(1);
+        passes as f64 / (0..passes).map(|_| 1.0 / self.pass()).sum::<f64>()
+    }
+
+    /// One pass, GB/s: every thread streams its share of the buffer once,
+    /// released together, timed from the first one's start to the last one's
+    /// finish as the threads themselves read the clock. (Timed from the
+    /// spawning thread, a pass it woke up late for once read 46,000 GB/s.)
+    pub fn pass(&self) -> f64 {
+        let kernels = self.kernels;
+        let parts: Vec<&[u64]> = self.words.chunks(self.words.len().div_ceil(self.threads).max(1)).collect();
+        let barrier = Barrier::new(parts.len());
+        let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
+            let handles: Vec<_> = parts
+                .iter()
+                .map(|&part| {
                     let barrier = &barrier;
                     s.spawn(move || {
                         barrier.wait();
+                        let start = Instant::now();
                         std::hint::black_box(kernels.sum_words(part));
+                        (start, Instant::now())
                     })
                 })
                 .collect();
-            barrier.wait();
-            let start = Instant::now();
-            for h in handles {
-                h.join().expect("a bandwidth thread panicked");
-            }
-            start.elapsed().as_secs_f64()
+            handles.into_iter().map(|h| h.join().expect("a bandwidth thread panicked")).collect()
         });
-        samples.push(bytes as f64 / elapsed / 1e9);
+        let first = spans.iter().map(|s| s.0).min().expect("at least one part");
+        let last = spans.iter().map(|s| s.1).max().expect("at least one part");
+        (self.words.len() * 8) as f64 / last.duration_since(first).as_secs_f64().max(1e-9) / 1e9
     }
-    samples
 }
 
 /// Bytes one decode step reads at context length `ctx`: every weight matrix

@@ -14,7 +14,7 @@ use super::Unmet;
 use crate::baseline::llama_cpp::{LlamaCpp, LlamaServer};
 use crate::baseline::ollama::Ollama;
 use crate::bench::bricks::BrickProfile;
-use crate::bench::roofline::HostProbe;
+use crate::bench::roofline::{HostProbe, ReadProbe};
 use crate::bench::{self, BenchResult, Protocol};
 use crate::engines::{Endpoint, Engines, ServeWith};
 use crate::kernels::Kernels;
@@ -52,6 +52,14 @@ pub struct ConvertedApr {
     _dir: std::sync::Arc<tempfile::TempDir>,
 }
 
+/// Bytes of the read bandwidth probe's buffer between a benchmark's rounds.
+const BENCH_PROBE_BYTES: usize = 256 << 20;
+
+/// Passes over that buffer after each measured round, timed as one (about
+/// 100 ms at 40 GB/s): single 7 ms passes on the shared development host
+/// ranged from 42 to 66 GB/s within a minute.
+const BENCH_PROBE_PASSES: usize = 16;
+
 /// Everything a check can measure with, cached across the claims of one run.
 pub struct Context {
     /// The project root (models/, tests/fixtures/, baselines/).
@@ -76,6 +84,8 @@ pub struct Context {
     ollama: Option<Result<Ollama, crate::baseline::BaselineError>>,
     opened: HashMap<String, Result<Opened, Unmet>>,
     benches: Vec<(BenchSpec, Result<BenchResult, Unmet>)>,
+    /// Read bandwidth (GB/s) measured after each of a benchmark's measured rounds.
+    bench_bandwidth: Vec<(BenchSpec, Vec<f64>)>,
     series: Vec<SampleSeries>,
     memo: HashMap<String, Box<dyn Any + Send>>,
 }
@@ -98,6 +108,7 @@ impl Context {
             ollama: None,
             opened: HashMap::new(),
             benches: Vec::new(),
+            bench_bandwidth: Vec::new(),
             series: Vec::new(),
             memo: HashMap::new(),
         }
@@ -421,15 +432,31 @@ impl Context {
             opened.iter().map(|o| o.subject(&loaded.model, &loaded.tokenizer, &loaded.path)).collect();
         let label = spec.to_string();
         let b = subjects.get(1).map(|b| &**b);
-        bench::compare(&*subjects[0], b, loaded.load_ms, &protocol, provenance, |done, total| {
+        let (mut probe, mut bandwidth) = (None, Vec::new());
+        let result = bench::compare(&*subjects[0], b, loaded.load_ms, &protocol, provenance, |done, total| {
             if progress {
                 eprint!("\r  … bench {label}: round {done}/{total} (first {} warmup)   ", protocol.warmup);
                 if done == total {
                     eprintln!();
                 }
             }
+            // After each measured round, the read bandwidth of the moment: the
+            // host's in the same minutes as the rates it bounds.
+            if done > protocol.warmup {
+                let probe =
+                    probe.get_or_insert_with(|| ReadProbe::new(Kernels::detect(), s.threads, BENCH_PROBE_BYTES));
+                bandwidth.push(probe.sustained(BENCH_PROBE_PASSES));
+            }
         })
-        .map_err(Unmet::failed)
+        .map_err(Unmet::failed);
+        self.bench_bandwidth.push((spec.clone(), bandwidth));
+        result
+    }
+
+    /// The read bandwidth (GB/s) measured after each measured round of
+    /// `spec`'s benchmark, once it has run.
+    pub fn bench_bandwidth(&self, spec: &BenchSpec) -> Option<&[f64]> {
+        self.bench_bandwidth.iter().find(|(s, _)| s == spec).map(|(_, b)| &b[..])
     }
 
     /// A measurement cached under `key` for the rest of the run: `f` runs the

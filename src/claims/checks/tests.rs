@@ -475,6 +475,7 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
                 decode_tok_s: vec![tps * 0.99, tps, tps * 1.01, tps, tps],
                 bytes_per_token: 400_000_000,
                 bandwidth_gb_s: vec![60.0, 60.5, 59.5],
+                paired: false,
             };
             // 160 tok/s × 400 MB = 64 GB/s over a 60 GB/s probe: the probe under-measured.
             assert_eq!(perf::judge_bandwidth(&p, &obs(160.0)).verdict, Verdict::Error);
@@ -482,6 +483,18 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             assert_eq!(perf::judge_bandwidth(&p, &obs(151.0)).verdict, Verdict::Pass);
             // 106 tok/s: 0.707 of the median, but the probe's spread reaches below 0.7.
             assert_eq!(perf::judge_bandwidth(&p, &obs(106.0)).verdict, Verdict::Inconclusive);
+            // A host whose bandwidth drifts 40% between rounds, each rate taken with its own pass:
+            // every round reads 0.8 of its bandwidth. Unpaired, the drift would leave it undecided.
+            let drifting = |paired| perf::Roofline {
+                decode_tok_s: vec![100.0, 120.0, 80.0, 110.0, 90.0],
+                bytes_per_token: 400_000_000,
+                bandwidth_gb_s: vec![50.0, 60.0, 40.0, 55.0, 45.0],
+                paired,
+            };
+            let judged = perf::judge_bandwidth(&p, &drifting(true));
+            assert_eq!(judged.verdict, Verdict::Pass, "{}", judged.sentence);
+            assert!(judged.evidence.and_then(|e| e.value).is_some_and(|v| (v - 0.8).abs() < 1e-9));
+            assert_eq!(perf::judge_bandwidth(&p, &drifting(false)).verdict, Verdict::Inconclusive);
             (perf::judge_bandwidth(&p, &obs(120.0)), perf::judge_bandwidth(&p, &obs(40.0)))
         }),
         ("dot_gflops", || {
