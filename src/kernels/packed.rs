@@ -169,14 +169,29 @@ impl PackedMatrix {
     /// [`PackedMatrix::pack`], or the system's error when it refuses the
     /// memory for the tiles (a model's load reports it).
     pub fn try_pack(ty: TensorType, rows: usize, cols: usize, bytes: &[u8]) -> std::io::Result<Option<PackedMatrix>> {
+        let mut m = PackedMatrix::empty(ty, rows, cols)?;
+        if let Some(m) = m.as_mut() {
+            m.fill(bytes);
+        }
+        Ok(m)
+    }
+
+    /// The memory of a `rows` × `cols` matrix's packed copy, zeroed (to be
+    /// [`PackedMatrix::fill`]ed), or the system's error when it refuses it;
+    /// `None` for a type without a packed layout.
+    pub fn empty(ty: TensorType, rows: usize, cols: usize) -> std::io::Result<Option<PackedMatrix>> {
         let Some(format) = PackedFormat::of(ty) else { return Ok(None) };
-        let src_block = format.facts().file_block_bytes;
         let blocks = cols / format.block_elements();
-        let tile_bytes = blocks * format.block_bytes();
-        let data = super::AnonBytes::zeroed(rows.div_ceil(TILE_ROWS) * tile_bytes)?;
-        let mut m = PackedMatrix { format, rows, blocks, data };
-        let src_row = blocks * src_block;
-        for (i, tile) in m.data.chunks_exact_mut(tile_bytes).enumerate() {
+        let data = super::AnonBytes::zeroed(rows.div_ceil(TILE_ROWS) * blocks * format.block_bytes())?;
+        Ok(Some(PackedMatrix { format, rows, blocks, data }))
+    }
+
+    /// Packs the matrix's row-major `bytes` (as the file holds them) into its tiles.
+    pub fn fill(&mut self, bytes: &[u8]) {
+        let (format, rows, tile_bytes) = (self.format, self.rows, self.tile_bytes());
+        let src_block = format.facts().file_block_bytes;
+        let src_row = self.blocks * src_block;
+        for (i, tile) in self.data.chunks_exact_mut(tile_bytes).enumerate() {
             for r in 0..TILE_ROWS.min(rows - TILE_ROWS * i) {
                 let src = &bytes[(TILE_ROWS * i + r) * src_row..][..src_row];
                 for (b, blk) in src.chunks_exact(src_block).enumerate() {
@@ -184,7 +199,6 @@ impl PackedMatrix {
                 }
             }
         }
-        Ok(Some(m))
     }
 
     /// Tiles, the last one possibly padded.

@@ -790,18 +790,46 @@ fn split_by_bytes(units: &[Units], parts: usize, bounds: &mut Vec<usize>) {
     bounds.dedup();
 }
 
+/// Address space a load leaves free for what the process allocates after it.
+/// Under a 960 MiB limit, the 0.5B model's packed copies fitted and its
+/// tokenizer's 151,936 strings then found no room and aborted the process.
+const ROOM_AFTER_LOAD: usize = 64 << 20;
+
 /// Repacks every matrix whose format has a packed layout, spread over `threads` threads.
+///
+/// Every packed copy's memory is taken first, in this thread. When the system
+/// refuses one, the copies taken so far are given back before the error is
+/// written: with the packing threads each mapping their own, the error's few
+/// bytes once found no memory left and the process aborted.
 fn pack_all(file: &TensorFile, matrices: &mut [&mut Matrix], threads: usize) -> Result<(), ModelError> {
-    let share = matrices.len().div_ceil(threads.max(1)).max(1);
-    let pack = |part: &mut [&mut Matrix]| -> Result<(), ModelError> {
-        for m in part.iter_mut() {
-            let bytes = file.tensor_data(&m.info);
-            let packed = PackedMatrix::try_pack(m.info.ty, m.rows, m.cols, bytes).map_err(|e| {
-                let what = format!("the packed copy of tensor {:?} ({} bytes): {e}", m.info.name, bytes.len());
-                ModelError::OutOfMemory { what }
-            })?;
-            m.packed = packed.map(std::sync::Arc::new);
-            if m.packed.is_some() {
+    let mut copies = Vec::with_capacity(matrices.len());
+    for m in matrices.iter() {
+        match PackedMatrix::empty(m.info.ty, m.rows, m.cols) {
+            Ok(copy) => copies.push(copy),
+            Err(e) => {
+                drop(copies);
+                let bytes = file.tensor_data(&m.info).len();
+                let what = format!("the packed copy of tensor {:?} ({bytes} bytes): {e}", m.info.name);
+                return Err(ModelError::OutOfMemory { what });
+            }
+        }
+    }
+    // What follows a load (the tokenizer's vocabulary and maps, the caches, the
+    // buffers) allocates without a way to fail cleanly: refuse the load here
+    // unless that much room is left.
+    if let Err(e) = crate::kernels::AnonBytes::zeroed(ROOM_AFTER_LOAD) {
+        drop(copies);
+        let what = format!("{} MiB of room after the packed copies: {e}", ROOM_AFTER_LOAD >> 20);
+        return Err(ModelError::OutOfMemory { what });
+    }
+    let mut work: Vec<(&mut Matrix, Option<PackedMatrix>)> =
+        matrices.iter_mut().map(|m| &mut **m).zip(copies).collect();
+    let share = work.len().div_ceil(threads.max(1)).max(1);
+    let pack = |part: &mut [(&mut Matrix, Option<PackedMatrix>)]| -> Result<(), ModelError> {
+        for (m, copy) in part.iter_mut() {
+            if let Some(mut copy) = copy.take() {
+                copy.fill(file.tensor_data(&m.info));
+                m.packed = Some(std::sync::Arc::new(copy));
                 // The fast kernels read the packed copy; the scalar reference reads the file again.
                 file.release(&m.info);
             }
@@ -809,7 +837,7 @@ fn pack_all(file: &TensorFile, matrices: &mut [&mut Matrix], threads: usize) -> 
         Ok(())
     };
     std::thread::scope(|s| {
-        let mut parts = matrices.chunks_mut(share);
+        let mut parts = work.chunks_mut(share);
         let mine = parts.next();
         let others = parts
             .map(|part| std::thread::Builder::new().spawn_scoped(s, || pack(part)))
