@@ -495,6 +495,12 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             assert_eq!(judged.verdict, Verdict::Pass, "{}", judged.sentence);
             assert!(judged.evidence.and_then(|e| e.value).is_some_and(|v| (v - 0.8).abs() < 1e-9));
             assert_eq!(perf::judge_bandwidth(&p, &drifting(false)).verdict, Verdict::Inconclusive);
+            // Paired, a decode reading half as fast (0.4 of every round's bandwidth) is falsified.
+            let slow = perf::Roofline {
+                decode_tok_s: drifting(true).decode_tok_s.iter().map(|t| t / 2.0).collect(),
+                ..drifting(true)
+            };
+            assert_eq!(perf::judge_bandwidth(&p, &slow).verdict, Verdict::Falsified);
             (perf::judge_bandwidth(&p, &obs(120.0)), perf::judge_bandwidth(&p, &obs(40.0)))
         }),
         ("dot_gflops", || {
