@@ -355,9 +355,10 @@ enum Command {
         /// Budget = this × the roofline.
         #[arg(long, default_value_t = falsify::bench::bricks::DEFAULT_ALLOWANCE)]
         allowance: f64,
-        /// Where the host probe is cached (the file's number is the probe's method: 2 times
-        /// the int8 peak with each set's widest `vpdpbusd`, so older caches are not read).
-        #[arg(long, default_value = "reports/cache/host-probe-2.json")]
+        /// Where the host probe is cached (the file's number is the probe's method: 3 reads
+        /// the bandwidth asking for its bytes ahead as the weight kernels do, 2 timed the int8
+        /// peak with each set's widest `vpdpbusd`; older caches are not read).
+        #[arg(long, default_value = "reports/cache/host-probe-3.json")]
         probe_cache: PathBuf,
         /// Measure the host again instead of reading the cached probe.
         #[arg(long)]

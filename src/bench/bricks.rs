@@ -56,6 +56,12 @@ pub struct BrickProfile {
     pub decode: Breakdown,
     /// Roofline and budget per brick, in pass order.
     pub bricks: Vec<BrickBudget>,
+    /// Read bandwidth, GB/s, measured right after each window of
+    /// `decode.windows`, so that a window's bricks meet the roofline of their
+    /// own minute (the shared host's bandwidth drifts by tens of percent);
+    /// empty where it was not measured.
+    #[serde(default)]
+    pub window_bandwidth_gb_s: Vec<f64>,
 }
 
 impl BrickProfile {
@@ -129,8 +135,13 @@ pub fn budgets(costs: &[BrickCost; Brick::ALL.len()], host: &HostProbe, allowanc
 
 /// Runs `step` (one timed token into the times it is given) `n_gen` times in
 /// windows of [`WINDOW_TOKENS`], measuring each window's wall time around
-/// its steps: the breakdown of them all, with every window's beside it.
-pub fn sample_windows<E>(n_gen: usize, mut step: impl FnMut(&mut BrickTimes) -> Result<(), E>) -> Result<Breakdown, E> {
+/// its steps and calling `after_window` after each, outside its time: the
+/// breakdown of them all, with every window's beside it.
+pub fn sample_windows<E>(
+    n_gen: usize,
+    mut step: impl FnMut(&mut BrickTimes) -> Result<(), E>,
+    mut after_window: impl FnMut(),
+) -> Result<Breakdown, E> {
     let (mut all, mut windows, mut wall_ms) = (BrickTimes::default(), Vec::new(), 0.0);
     for start in (0..n_gen).step_by(WINDOW_TOKENS) {
         let tokens = WINDOW_TOKENS.min(n_gen - start);
@@ -143,6 +154,7 @@ pub fn sample_windows<E>(n_gen: usize, mut step: impl FnMut(&mut BrickTimes) -> 
         windows.push(Window { tokens, wall_ms: ms, us_per_token: times.us_per_token(tokens) });
         all.merge(&times);
         wall_ms += ms;
+        after_window();
     }
     let mut decode = all.breakdown(n_gen, wall_ms);
     decode.windows = windows;
@@ -152,13 +164,15 @@ pub fn sample_windows<E>(n_gen: usize, mut step: impl FnMut(&mut BrickTimes) -> 
 /// Profiles decode: prefills `prompt`, decodes one untimed warm-up token,
 /// then `n_gen` greedy tokens with every brick timed, in windows of
 /// [`WINDOW_TOKENS`] (each window a repeated sample); budgets at the decode's
-/// mean context.
+/// mean context. `bandwidth`, where given, measures the read bandwidth
+/// (GB/s) right after each window ([`BrickProfile::window_bandwidth_gb_s`]).
 pub fn profile(
     model: &Model,
     size: &str,
     prompt: &[u32],
     n_gen: usize,
     host: &HostProbe,
+    mut bandwidth: Option<&mut dyn FnMut() -> f64>,
 ) -> Result<BrickProfile, ModelError> {
     let mut cache = model.new_cache(prompt.len() + n_gen + 1);
     let mut logits = Vec::new();
@@ -170,7 +184,12 @@ pub fn profile(
         Ok(())
     };
     step(None)?;
-    let decode = sample_windows(n_gen, |times| step(Some(times)))?;
+    let mut window_bandwidth_gb_s = Vec::new();
+    let decode = sample_windows(
+        n_gen,
+        |times| step(Some(times)),
+        || window_bandwidth_gb_s.extend(bandwidth.as_mut().map(|measure| measure())),
+    )?;
     let mean_ctx = prompt.len() + n_gen / 2;
     Ok(BrickProfile {
         model: size.into(),
@@ -179,6 +198,7 @@ pub fn profile(
         allowance: DEFAULT_ALLOWANCE,
         decode,
         bricks: budgets(&costs_per_brick(model, mean_ctx), host, DEFAULT_ALLOWANCE),
+        window_bandwidth_gb_s,
     })
 }
 
@@ -225,7 +245,7 @@ mod tests {
     #[test]
     fn a_profile_times_every_brick() {
         let m = tied_model();
-        let p = profile(&m, "tiny", &[1, 2, 3], 20, &HostProbe::stated(10.0, 50.0, 20.0)).unwrap();
+        let p = profile(&m, "tiny", &[1, 2, 3], 20, &HostProbe::stated(10.0, 50.0, 20.0), None).unwrap();
         assert_eq!((p.decode.tokens, p.bricks.len()), (20, Brick::ALL.len()));
         assert!(p.decode.bricks.iter().all(|b| b.us_per_token > 0.0));
         assert!(p.bottleneck().is_some());
@@ -254,6 +274,7 @@ mod tests {
             allowance: 1.0,
             decode: times.breakdown(1, 1.0),
             bricks: budgets(&costs, &host, 1.0),
+            window_bandwidth_gb_s: Vec::new(),
         };
         let (name, ratio) = p.bottleneck().unwrap();
         assert_eq!(name, "ffn");

@@ -60,6 +60,10 @@ const BENCH_PROBE_BYTES: usize = 256 << 20;
 /// ranged from 42 to 66 GB/s within a minute.
 const BENCH_PROBE_PASSES: usize = 16;
 
+/// Tokens the brick profile decodes: sixteen windows ([`bench::bricks::WINDOW_TOKENS`]), each a sample of the
+/// bricks' times and followed by a bandwidth measurement.
+const BRICK_PROFILE_TOKENS: usize = 128;
+
 /// Everything a check can measure with, cached across the claims of one run.
 pub struct Context {
     /// The project root (models/, tests/fixtures/, baselines/).
@@ -355,15 +359,22 @@ impl Context {
         self.benches.iter().filter_map(|(s, r)| r.as_ref().ok().map(|r| (s, r)))
     }
 
-    /// Decode's brick profile on the `size` model (64 tokens after a short
-    /// prompt, budgets from the measured read bandwidth), taken once per run.
+    /// Decode's brick profile on the `size` model ([`BRICK_PROFILE_TOKENS`]
+    /// after a short prompt, budgets from the host probe's read bandwidth,
+    /// the bandwidth measured again after each window), taken once per run.
     pub fn bricks(&mut self, size: &str) -> Result<BrickProfile, Unmet> {
         let host = self.host_probe()?;
+        let threads = self.settings.threads;
         self.memo(&format!("bricks:{size}"), |cx| {
-            cx.say(format_args!("profiling the {size} model's decode brick by brick (64 tokens)"));
+            cx.say(format_args!(
+                "profiling the {size} model's decode brick by brick ({BRICK_PROFILE_TOKENS} tokens), the read bandwidth measured after each window"
+            ));
             let loaded = cx.model(size)?;
             let prompt = loaded.tokenizer.encode("def quicksort(items):", true);
-            let p = bench::bricks::profile(&loaded.model, size, &prompt, 64, &host).map_err(Unmet::failed)?;
+            let probe = ReadProbe::new(Kernels::detect(), threads, BENCH_PROBE_BYTES);
+            let mut bandwidth = || probe.sustained(BENCH_PROBE_PASSES);
+            let p = bench::bricks::profile(&loaded.model, size, &prompt, BRICK_PROFILE_TOKENS, &host, Some(&mut bandwidth))
+                .map_err(Unmet::failed)?;
             // One untimed warm-up token, then each window of tokens is one measured sample.
             let per_token: Vec<f64> = p.decode.windows.iter().map(|w| w.wall_ms / w.tokens.max(1) as f64).collect();
             cx.record_series(format!("brick profile {size} decode ms/token"), "ms", 1, &per_token);

@@ -68,12 +68,17 @@ fn store(b: &mut [u8], v: __m256i) {
 }
 
 /// Wrapping sum of 64-bit words with four independent 256-bit accumulators:
-/// a pure streaming read, for measuring read bandwidth.
+/// a pure streaming read, for measuring read bandwidth. It asks for its bytes
+/// [`PREFETCH_AHEAD`] ahead, as the weight kernels do, so that it measures
+/// the rate they can reach: without it, 16 passes over 256 MiB on two cores
+/// of the development host read a median 35 GB/s against 39 with it, and the
+/// LM head's kernel read at the probe's rate.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub fn sum_words(words: &[u64]) -> u64 {
     let mut acc = [_mm256_setzero_si256(); 4];
     let mut blocks = words.chunks_exact(16);
     for b in &mut blocks {
+        prefetch_ahead(b.as_ptr().cast(), 128);
         for (k, a) in acc.iter_mut().enumerate() {
             // SAFETY: each block holds 16 words; lanes k*4..k*4+4 are in bounds; loadu needs no alignment.
             let v = unsafe { _mm256_loadu_si256(b[k * 4..].as_ptr().cast()) };

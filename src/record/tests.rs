@@ -96,6 +96,7 @@ pub(crate) fn sample_report() -> RunReport {
         allowance: 1.5,
         decode: times.breakdown(64, 3.9 * 64.0),
         bricks: crate::bench::bricks::budgets(&costs, &host, 1.5),
+        window_bandwidth_gb_s: Vec::new(),
     };
     let provenance = Provenance {
         host: crate::provenance::Host {

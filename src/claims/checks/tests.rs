@@ -89,6 +89,7 @@ fn brick_profile() -> crate::bench::bricks::BrickProfile {
         allowance: 1.5,
         decode,
         bricks: crate::bench::bricks::budgets(&costs, &host, 1.5),
+        window_bandwidth_gb_s: Vec::new(),
     }
 }
 
@@ -120,10 +121,14 @@ fn traced_pass(times: &mut crate::model::BrickTimes, untimed: Option<crate::mode
 
 /// [`brick_profile`] with its decode replaced by 16 [`traced_pass`]es sampled by the profiler's own windows.
 fn traced_profile(untimed: Option<crate::model::Brick>) -> crate::bench::bricks::BrickProfile {
-    let decode = crate::bench::bricks::sample_windows(16, |t| {
-        traced_pass(t, untimed);
-        Ok::<(), ()>(())
-    })
+    let decode = crate::bench::bricks::sample_windows(
+        16,
+        |t| {
+            traced_pass(t, untimed);
+            Ok::<(), ()>(())
+        },
+        || {},
+    )
     .unwrap();
     crate::bench::bricks::BrickProfile { decode, ..brick_profile() }
 }
@@ -978,7 +983,7 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             // a pass that runs the ffn's stage outside every span is caught by the same trace.
             let m = crate::model::tests::tied_model();
             let host = crate::bench::roofline::HostProbe::stated(10.0, 50.0, 20.0);
-            let real = crate::bench::bricks::profile(&m, "tiny", &[1, 2, 3], 8, &host).unwrap();
+            let real = crate::bench::bricks::profile(&m, "tiny", &[1, 2, 3], 8, &host, None).unwrap();
             let broken = traced_profile(Some(crate::model::Brick::Ffn));
             (bricks::judge_timed(&real), bricks::judge_timed(&broken))
         }),
@@ -1207,6 +1212,21 @@ fn audit_cases() -> Vec<(&'static str, Case)> {
             let mut close = p.clone();
             close.decode.bricks[crate::model::Brick::Ffn as usize].us_per_token = 7450.0;
             assert_eq!(top::judge_roofline(&close).verdict, Verdict::Inconclusive);
+            // Paired: a host whose bandwidth drifts 40% between windows, each window's ffn
+            // reading `fraction` of the bandwidth measured right after it.
+            let drifting = |fraction: f64| {
+                let mut d = brick_profile();
+                d.window_bandwidth_gb_s = vec![24.0, 36.0, 30.0, 27.0, 33.0, 30.0, 25.0, 35.0];
+                for (w, bw) in d.decode.windows.iter_mut().zip(d.window_bandwidth_gb_s.clone()) {
+                    w.us_per_token[crate::model::Brick::Ffn as usize] = 225e6 / (fraction * bw * 1e9) * 1e6;
+                }
+                d
+            };
+            let judged = top::judge_roofline(&drifting(0.9));
+            assert_eq!(judged.verdict, Verdict::Pass, "{}", judged.sentence);
+            assert!(judged.evidence.and_then(|e| e.value).is_some_and(|v| (v - 0.9).abs() < 1e-9));
+            // Paired, an ffn reading 1.2 times every window's bandwidth beats the roofline.
+            assert_eq!(top::judge_roofline(&drifting(1.2)).verdict, Verdict::Falsified);
             (top::judge_roofline(&p), top::judge_roofline(&fast))
         }),
         ("budget_derivation", || {

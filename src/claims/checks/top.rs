@@ -503,47 +503,77 @@ impl Check for ScoreRange {
 }
 
 /// Each brick's achieved ops/s over its roofline bound, min(peak, `bandwidth_gb_s` × ops/byte),
-/// with the brick's name (bricks with no time or no bytes left out).
-pub fn roofline_ratios(profile: &BrickProfile, bandwidth_gb_s: f64) -> Vec<(&str, f64)> {
+/// with the brick's name, from its µs per token (`us_per_token`, in
+/// [`crate::model::Brick::ALL`] order); bricks with no time or no bytes left out.
+pub fn roofline_ratios<'a>(
+    profile: &'a BrickProfile,
+    us_per_token: &[f64],
+    bandwidth_gb_s: f64,
+) -> Vec<(&'a str, f64)> {
     let h = &profile.host;
     profile
-        .decode
         .bricks
         .iter()
-        .zip(&profile.bricks)
-        .filter(|(m, b)| m.us_per_token > 0.0 && b.bytes_per_token > 0)
-        .map(|(m, b)| {
+        .zip(us_per_token)
+        .filter(|(b, &us)| us > 0.0 && b.bytes_per_token > 0)
+        .map(|(b, &us)| {
             let peak = match b.compute {
                 Compute::Int8 => h.int8_gops,
                 Compute::F32 => h.f32_gflops,
             };
-            let achieved = b.ops_per_token as f64 / m.us_per_token / 1e3; // 10⁹ ops/s
+            let achieved = b.ops_per_token as f64 / us / 1e3; // 10⁹ ops/s
             let bound = peak.min(bandwidth_gb_s * b.ops_per_token as f64 / b.bytes_per_token as f64);
-            (m.name.as_str(), achieved / bound)
+            (b.name.as_str(), achieved / bound)
         })
         .collect()
 }
 
-/// Judges the largest achieved ÷ roofline bound against 1, with an interval
-/// from the bandwidth probe's own spread (the bootstrap CI of its passes'
-/// median): a brick that beats the bound only within the probe's noise is
-/// inconclusive, not falsified.
+/// Judges the largest achieved ÷ roofline bound against 1.
+///
+/// Paired, where the profile measured the read bandwidth after each window
+/// ([`BrickProfile::window_bandwidth_gb_s`]): each window's bricks against
+/// the bandwidth of their own moment, the median of the windows' largest
+/// ratios with its bootstrap CI. Otherwise against the run's one host probe,
+/// with an interval from the probe's own spread. Either way a brick that
+/// beats the bound only within the noise is inconclusive, not falsified.
 pub fn judge_roofline(profile: &BrickProfile) -> Outcome {
     let h = &profile.host;
-    let worst = |bw: f64| roofline_ratios(profile, bw).iter().map(|r| r.1).fold(0.0, f64::max);
-    let bw_ci = stats::bootstrap_median(&h.bandwidth_samples, 0.95, stats::DEFAULT_RESAMPLES, 0x5eed).ok();
-    let ratios = roofline_ratios(profile, h.read_bandwidth_gb_s);
-    let mut q = Quantity::new("roofline_achieved_over_bound", "ratio", worst(h.read_bandwidth_gb_s));
-    q.n = ratios.len();
-    q.ci = bw_ci.map(|c| Interval { lo: worst(c.hi), hi: worst(c.lo), level: c.level });
-    q.details =
-        ratios.iter().filter(|r| r.1 > 1.0).map(|(name, r)| format!("{name}: {r:.3}× its roofline bound")).collect();
-    q.details.push(format!(
-        "read bandwidth {} GB/s, median of {} probe passes{}",
-        judge::num(h.read_bandwidth_gb_s),
-        h.bandwidth_samples.len(),
-        bw_ci.map_or(String::new(), |c| format!(", 95% CI {}–{}", judge::num(c.lo), judge::num(c.hi)))
-    ));
+    let overall: Vec<f64> = profile.decode.bricks.iter().map(|b| b.us_per_token).collect();
+    let worst = |us: &[f64], bw: f64| roofline_ratios(profile, us, bw).iter().map(|r| r.1).fold(0.0, f64::max);
+    let (windows, window_bw) = (&profile.decode.windows, &profile.window_bandwidth_gb_s);
+    let paired = !windows.is_empty() && window_bw.len() == windows.len();
+    let (mut q, bw, bw_note) = if paired {
+        let per_window: Vec<f64> = windows.iter().zip(window_bw).map(|(w, &bw)| worst(&w.us_per_token, bw)).collect();
+        let bw = stats::median(window_bw);
+        let (lo, hi) = window_bw.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &b| (lo.min(b), hi.max(b)));
+        let note = format!(
+            "each of {} windows against the read bandwidth measured right after it: median {} GB/s (range {}–{})",
+            windows.len(),
+            judge::num(bw),
+            judge::num(lo),
+            judge::num(hi)
+        );
+        (Quantity::of_samples("roofline_achieved_over_bound", "ratio", &per_window), bw, note)
+    } else {
+        let bw = h.read_bandwidth_gb_s;
+        let bw_ci = stats::bootstrap_median(&h.bandwidth_samples, 0.95, stats::DEFAULT_RESAMPLES, 0x5eed).ok();
+        let mut q = Quantity::new("roofline_achieved_over_bound", "ratio", worst(&overall, bw));
+        q.n = profile.bricks.len();
+        q.ci = bw_ci.map(|c| Interval { lo: worst(&overall, c.hi), hi: worst(&overall, c.lo), level: c.level });
+        let note = format!(
+            "read bandwidth {} GB/s, median of {} probe passes{}",
+            judge::num(bw),
+            h.bandwidth_samples.len(),
+            bw_ci.map_or(String::new(), |c| format!(", 95% CI {}–{}", judge::num(c.lo), judge::num(c.hi)))
+        );
+        (q, bw, note)
+    };
+    q.details = roofline_ratios(profile, &overall, bw)
+        .iter()
+        .filter(|r| r.1 > 1.0)
+        .map(|(name, r)| format!("{name}: {r:.3}× its roofline bound over the whole decode"))
+        .collect();
+    q.details.push(bw_note);
     judge::quantity(q, Op::Le, 1.0)
 }
 
